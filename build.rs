@@ -1,0 +1,17 @@
+//! Compiles `proto/` with the pure-Rust `protox` compiler (no system `protoc`) and
+//! writes the descriptor set that gRPC reflection serves.
+
+use std::{env, path::PathBuf};
+
+fn main() -> anyhow::Result<()> {
+    let protos = ["proto/tessera/v1/tessera.proto"];
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(protos, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out.join("tessera_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! API-key format: generate, parse, hash, verify. Pure functions, no I/O.
+//!
+//! `tsk_<environment>_<id>_<secret><check>`:
+//! - `tsk_` is a fixed prefix secret scanners can match;
+//! - `environment` is 1–16 of `[a-z0-9]`;
+//! - `id` is 16 hex digits (64 random bits), public, used to look the key up;
+//! - `secret` is 32 random bytes (256 bits) in base64url, 43 characters;
+//! - `check` is the first 4 bytes of SHA-256 over everything before it, base64url
+//!   (6 characters): a client can reject a mistyped key without asking the service.
+//!
+//! Only `hash()` of a key is ever stored; `verify` compares in constant time.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const PREFIX: &str = "tsk_";
+const SECRET_LEN: usize = 43;
+const CHECK_LEN: usize = 6;
+/// Longest well-formed key; anything longer is rejected before any work.
+pub const MAX_LEN: usize = PREFIX.len() + 16 + 1 + 16 + 1 + SECRET_LEN + CHECK_LEN;
+
+/// A full API key as shown to its owner once. Zeroized on drop, never printed.
+pub struct ApiKey(Zeroizing<String>);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+impl ApiKey {
+    /// The key text, to hand to its owner.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The public parts of a syntactically valid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// The environment the key was minted for.
+    pub environment: &'a str,
+    /// The public key id.
+    pub id: &'a str,
+}
+
+/// Is `env` a valid environment label?
+pub fn valid_environment(env: &str) -> bool {
+    (1..=16).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Mints a new key for `environment` (which must satisfy [`valid_environment`]).
+pub fn generate(environment: &str) -> (String, ApiKey) {
+    debug_assert!(valid_environment(environment));
+    let rng = SystemRandom::new();
+    let mut id = [0u8; 8];
+    let mut secret = Zeroizing::new([0u8; 32]);
+    // SystemRandom only fails if the OS has no entropy source; nothing sensible can go on.
+    rng.fill(&mut id).expect("OS random source");
+    rng.fill(secret.as_mut()).expect("OS random source");
+    let id_hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let mut text = Zeroizing::new(String::with_capacity(MAX_LEN));
+    text.push_str(PREFIX);
+    text.push_str(environment);
+    text.push('_');
+    text.push_str(&id_hex);
+    text.push('_');
+    B64.encode_string(secret.as_ref(), &mut text);
+    let check = checksum(&text);
+    text.push_str(&check);
+    (id_hex, ApiKey(text))
+}
+
+fn checksum(body: &str) -> String {
+    B64.encode(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
+}
+
+/// Parses a key's structure and checksum. `None` for anything malformed.
+pub fn parse(key: &str) -> Option<Parsed<'_>> {
+    if key.len() > MAX_LEN || !key.is_ascii() {
+        return None;
+    }
+    let rest = key.strip_prefix(PREFIX)?;
+    let (environment, rest) = rest.split_once('_')?;
+    let (id, tail) = rest.split_once('_')?;
+    if !valid_environment(environment)
+        || id.len() != 16
+        || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        || tail.len() != SECRET_LEN + CHECK_LEN
+    {
+        return None;
+    }
+    let (secret, check) = tail.split_at(SECRET_LEN);
+    // Strict base64url: rejects padding, other alphabets and non-canonical trailing bits.
+    if B64.decode(secret).ok()?.len() != 32 {
+        return None;
+    }
+    if checksum(&key[..key.len() - CHECK_LEN]) != check {
+        return None;
+    }
+    Some(Parsed { environment, id })
+}
+
+/// The stored form of a key: SHA-256 over a domain tag and the whole key text.
+/// A 256-bit random secret needs no slow hash.
+pub fn hash(key: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&SHA256);
+    ctx.update(b"tessera api key v1\0");
+    ctx.update(key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Does `key` hash to `stored`? Constant time in the hash comparison.
+pub fn verify(key: &str, stored: &[u8]) -> bool {
+    hash(key).ct_eq(stored).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let (id, key) = generate("prod");
+        let p = parse(key.expose()).expect("parses");
+        assert_eq!(p, Parsed { environment: "prod", id: &id });
+        assert!(key.expose().starts_with("tsk_prod_"));
+        assert!(verify(key.expose(), &hash(key.expose())));
+        assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
+    }
+
+    #[test]
+    fn typos_fail_the_checksum() {
+        let (_, key) = generate("dev");
+        let text = key.expose();
+        // Change one character of the secret in every position.
+        let start = text.len() - SECRET_LEN - CHECK_LEN;
+        for i in start..text.len() {
+            let mut b = text.as_bytes().to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            let typo = String::from_utf8(b).unwrap();
+            assert!(parse(&typo).is_none(), "typo at {i} accepted");
+        }
+        assert!(parse(&text[..text.len() - 1]).is_none(), "truncated");
+        assert!(parse(&format!("{text}A")).is_none(), "extended");
+        assert!(parse(&text.to_uppercase()).is_none(), "case flipped");
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        for bad in ["", "tsk_", "tsk___", "' OR '1'='1", "tsk_PROD_0123456789abcdef_x", "%", "_", "\0"] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(parse(&"a".repeat(10_000)).is_none());
+        assert!(!valid_environment("Prod"));
+        assert!(!valid_environment("a_b"));
+        assert!(!valid_environment(&"a".repeat(17)));
+    }
+
+    #[test]
+    fn wrong_secret_same_id() {
+        let (_, a) = generate("dev");
+        let (_, b) = generate("dev");
+        assert!(!verify(b.expose(), &hash(a.expose())));
+    }
+}

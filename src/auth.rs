@@ -1,0 +1,93 @@
+//! Who is calling: `authorization: Bearer <api key>` → a [`Principal`] in the request
+//! extensions, checked once by an interceptor before any handler runs.
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::authority::Authority;
+use crate::error::Error;
+
+/// Calls Introspect.
+pub const SCOPE_INTROSPECT: &str = "tessera:introspect";
+/// Issues access tokens and authorization codes.
+pub const SCOPE_ISSUE: &str = "tessera:issue";
+/// Revokes tokens and bumps token versions.
+pub const SCOPE_REVOKE: &str = "tessera:revoke";
+/// Everything, including API keys, clients and key rotation.
+pub const SCOPE_ADMIN: &str = "tessera:admin";
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The caller's API-key id (logged and audited; not secret).
+    pub key_id: String,
+    /// Owner of the calling application.
+    pub owner: String,
+    /// Scopes of the caller's key.
+    pub scopes: Arc<[String]>,
+}
+
+impl Principal {
+    /// Does this caller hold `scope` (admin holds every scope)?
+    pub fn has(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope || s == SCOPE_ADMIN)
+    }
+}
+
+/// The caller of one request, if any, and the request id.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// `None` when no credential was presented.
+    pub principal: Option<Principal>,
+    /// From `x-request-id`, or generated.
+    pub request_id: String,
+}
+
+impl Caller {
+    /// The principal, if it holds `scope`: `UNAUTHENTICATED` without a credential,
+    /// `PERMISSION_DENIED` without the scope.
+    pub fn require(&self, scope: &str) -> Result<&Principal, Error> {
+        let p = self.principal.as_ref().ok_or(Error::Unauthenticated("missing credential: send authorization: Bearer <api key>"))?;
+        if !p.has(scope) {
+            return Err(Error::PermissionDenied(format!("this API key lacks the {scope} scope")));
+        }
+        Ok(p)
+    }
+
+    /// Key id for audit records (`-` when anonymous).
+    pub fn audit_id(&self) -> &str {
+        self.principal.as_ref().map_or("-", |p| p.key_id.as_str())
+    }
+}
+
+/// Builds the interceptor: a bad credential fails the call here; a missing one is
+/// left for the handler to judge (Exchange and GetJwks need none).
+pub fn interceptor(authority: Arc<Authority>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| {
+        let request_id = req
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(crate::tokens::opaque::public_id);
+        let principal = match req.metadata().get("authorization") {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+                    .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <api key>"))?;
+                let c = authority
+                    .callers
+                    .check(key.trim(), authority.clock.now())
+                    .ok_or_else(|| Status::unauthenticated("invalid API key"))?;
+                Some(Principal { key_id: c.row.id.clone(), owner: c.row.owner.clone(), scopes: c.row.scopes.clone().into() })
+            }
+        };
+        req.extensions_mut().insert(Caller { principal, request_id });
+        Ok(req)
+    }
+}

@@ -1,0 +1,673 @@
+//! The token authority: every operation of the service as a plain async method.
+//! gRPC and HTTP handlers only translate to and from these.
+//!
+//! Write path: validate → one durable store write (with its audit record) → update the
+//! in-memory caches → answer. Read path (Introspect, API-key checks): memory only.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::apikeys;
+use crate::auth::{self, Caller};
+use crate::callers::Callers;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::Keyring;
+use crate::keys::seal::{self, MasterKey};
+use crate::metrics::Metrics;
+use crate::revocation::Revocations;
+use crate::store::Store;
+use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
+use crate::store::audit::{self, AuditEntry};
+use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::store::revocation as revocation_rows;
+use crate::tokens::claims::{AccessClaims, REGISTERED};
+use crate::tokens::verify::{self, MAX_TOKEN_LEN, Reject, Rules};
+use crate::tokens::{self, Jti, check_field, normalize_scopes, opaque};
+
+/// File the bootstrap admin key is written to, inside the data dir.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Largest serialized extra-claims object.
+pub const MAX_CLAIMS_BYTES: usize = 4096;
+
+/// The service's state and operations.
+pub struct Authority {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Time.
+    pub clock: Clock,
+    /// Source of truth.
+    pub store: Store,
+    /// Signing keys.
+    pub keys: Keyring,
+    /// Blocklist and token versions (memory).
+    pub revocations: Revocations,
+    /// Live API keys (memory).
+    pub callers: Callers,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+/// An access token to mint.
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokenRequest {
+    /// `sub`.
+    pub subject: String,
+    /// `aud` (at least one).
+    pub audience: Vec<String>,
+    /// Scopes (no `tessera:*`).
+    pub scopes: Vec<String>,
+    /// Requested lifetime in seconds; capped by configuration.
+    pub ttl: Option<i64>,
+    /// Extra claims.
+    pub claims: Map<String, Value>,
+    /// `client_id`; defaults to the caller's key id.
+    pub client_id: String,
+    /// Also mint a refresh token.
+    pub refresh_token: bool,
+}
+
+/// A credential just issued. `token` and `refresh_token` are shown once.
+#[derive(Debug, Default)]
+pub struct Issued {
+    /// The secret.
+    pub token: Secretish,
+    /// Key id, jti or client id.
+    pub token_id: String,
+    /// `api_key`, `Bearer`, ...
+    pub token_type: &'static str,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// A refresh token, if one was minted.
+    pub refresh_token: Secretish,
+    /// Unix seconds.
+    pub refresh_expires_at: i64,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+}
+
+/// A secret on its way to the caller: no `Debug` leak, zeroized on drop.
+#[derive(Default, zeroize::ZeroizeOnDrop)]
+pub struct Secretish(pub String);
+
+impl std::fmt::Debug for Secretish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What introspection found. `Inactive` carries nothing on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Introspection {
+    /// Unknown, malformed, forged, expired, revoked, ... — no reason given.
+    Inactive,
+    /// A live access token.
+    AccessToken(Box<AccessClaims>),
+    /// A live API key.
+    ApiKey(Box<ApiKeyRow>),
+    /// A live refresh token.
+    RefreshToken(Box<(TokenRow, FamilyRow)>),
+}
+
+fn audit_entry(caller: &Caller, now: i64, action: &str, target: &str, detail: impl Into<String>) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        request_id: caller.request_id.clone(),
+        caller: caller.audit_id().to_string(),
+        action: action.into(),
+        target: target.into(),
+        detail: detail.into(),
+    }
+}
+
+impl Authority {
+    /// Opens the store and keys, fills the caches and bootstraps an admin key on an
+    /// empty store.
+    pub async fn open(config: Arc<Config>, clock: Clock) -> Result<Self> {
+        let store = Store::open(&config.data_dir)?;
+        let master = MasterKey::load(&config)?;
+        let now = clock.now();
+        let retire_window = config.max_access_token_ttl.as_secs() as i64 + 60;
+        let keys = Keyring::open(store.clone(), master, config.signing_alg, retire_window, now).await?;
+        let revocations = Revocations::default();
+        let callers = Callers::default();
+        let (blocked, versions, live_keys) = store.read_now(|c| {
+            Ok((
+                revocation_rows::load_blocklist(c, now)?,
+                revocation_rows::load_versions(c)?,
+                apikey_rows::load_live(c, now)?,
+            ))
+        })?;
+        for (jti, exp) in blocked {
+            if let Some(j) = tokens::parse_jti(&jti) {
+                revocations.block(j, exp);
+            }
+        }
+        for (subject, v) in versions {
+            revocations.set_version(&subject, v);
+        }
+        for row in live_keys {
+            callers.insert(row);
+        }
+        tracing::info!(
+            db = %store.path().display(),
+            blocklisted = revocations.blocklist_len(),
+            "state loaded"
+        );
+        let authority = Authority { config, clock, store, keys, revocations, callers, metrics: Metrics::default() };
+        authority.bootstrap().await?;
+        Ok(authority)
+    }
+
+    /// On an empty store: installs `TESSERA_BOOTSTRAP_ADMIN_KEY`, or mints an admin key
+    /// into `<data dir>/admin.key` (0600). Logs the path, never the key.
+    async fn bootstrap(&self) -> Result<()> {
+        if self.store.read_now(apikey_rows::count)? > 0 {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let (id, text, env, source) = match &self.config.bootstrap_admin_key {
+            Some(secret) => {
+                let p = apikeys::parse(&secret.0).ok_or_else(|| {
+                    Error::InvalidArgument("TESSERA_BOOTSTRAP_ADMIN_KEY is not a well-formed Tessera API key".into())
+                })?;
+                (p.id.to_string(), secret.0.clone(), p.environment.to_string(), "env")
+            }
+            None => {
+                let (id, key) = apikeys::generate("admin");
+                (id, key.expose().to_string(), "admin".to_string(), "file")
+            }
+        };
+        let text = zeroize::Zeroizing::new(text);
+        let row = ApiKeyRow {
+            id: id.clone(),
+            secret_hash: apikeys::hash(&text),
+            owner: "bootstrap".into(),
+            name: "bootstrap-admin".into(),
+            environment: env,
+            scopes: vec![auth::SCOPE_ADMIN.to_string()],
+            created_at: now,
+            expires_at: now + self.config.max_api_key_ttl.as_secs() as i64,
+            revoked_at: None,
+        };
+        if source == "file" {
+            let path = self.config.data_dir.join(ADMIN_KEY_FILE);
+            // A file left from an earlier, deleted database no longer works: replace it.
+            let _ = std::fs::remove_file(&path);
+            seal::write_private_file(&path, format!("{}\n", &*text).as_bytes())?;
+            tracing::warn!(path = %path.display(), key_id = %id, "bootstrap admin API key written (mode 0600)");
+        } else {
+            tracing::info!(key_id = %id, "bootstrap admin API key installed from TESSERA_BOOTSTRAP_ADMIN_KEY");
+        }
+        let entry = AuditEntry {
+            at: now,
+            request_id: "-".into(),
+            caller: "system".into(),
+            action: "issue.api_key".into(),
+            target: id,
+            detail: format!("bootstrap ({source})"),
+        };
+        let stored = row.clone();
+        self.store
+            .write(move |c| {
+                apikey_rows::insert(c, &stored)?;
+                audit::append(c, &entry)
+            })
+            .await?;
+        self.callers.insert(row);
+        Ok(())
+    }
+
+    /// Issues an API key (admin only).
+    pub async fn issue_api_key(
+        &self,
+        caller: &Caller,
+        owner: String,
+        name: String,
+        environment: String,
+        scopes: Vec<String>,
+        ttl: Option<i64>,
+    ) -> Result<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        check_field("owner", &owner, true)?;
+        check_field("name", &name, false)?;
+        if !apikeys::valid_environment(&environment) {
+            return Err(Error::InvalidArgument("environment must be 1-16 characters of [a-z0-9]".into()));
+        }
+        let scopes = normalize_scopes(&scopes)?;
+        let max = self.config.max_api_key_ttl.as_secs() as i64;
+        let ttl = match ttl {
+            None => self.config.api_key_ttl.as_secs() as i64,
+            Some(t) if t <= 0 => return Err(Error::InvalidArgument("ttl must be positive".into())),
+            Some(t) if t > max => return Err(Error::InvalidArgument(format!("ttl must be at most {max} s"))),
+            Some(t) => t,
+        };
+        let now = self.clock.now();
+        let (id, key) = apikeys::generate(&environment);
+        let row = ApiKeyRow {
+            id: id.clone(),
+            secret_hash: apikeys::hash(key.expose()),
+            owner,
+            name,
+            environment,
+            scopes: scopes.clone(),
+            created_at: now,
+            expires_at: now + ttl,
+            revoked_at: None,
+        };
+        let entry = audit_entry(caller, now, "issue.api_key", &id, format!("owner={} scopes={}", row.owner, scopes.join(" ")));
+        let stored = row.clone();
+        self.store
+            .write(move |c| {
+                apikey_rows::insert(c, &stored)?;
+                audit::append(c, &entry)
+            })
+            .await?;
+        self.callers.insert(row);
+        Metrics::inc(&self.metrics.issued);
+        tracing::info!(key_id = %id, "API key issued");
+        Ok(Issued {
+            token: Secretish(key.expose().to_string()),
+            token_id: id,
+            token_type: "api_key",
+            expires_at: now + ttl,
+            scopes,
+            ..Issued::default()
+        })
+    }
+
+    /// Lifetime of an access token: min(requested or default, every cap of its scopes).
+    fn access_lifetime(&self, requested: Option<i64>, scopes: &[String]) -> Result<i64> {
+        let cap = self.config.scope_cap(scopes).as_secs() as i64;
+        let want = match requested {
+            None => self.config.access_token_ttl.as_secs() as i64,
+            Some(t) if t <= 0 => return Err(Error::InvalidArgument("ttl must be positive".into())),
+            Some(t) => t,
+        };
+        Ok(want.min(cap))
+    }
+
+    /// Checks an access-token request; returns normalized scopes.
+    fn check_access_request(&self, req: &AccessTokenRequest) -> Result<Vec<String>> {
+        check_field("subject", &req.subject, true)?;
+        if req.audience.is_empty() || req.audience.len() > tokens::MAX_SCOPES {
+            return Err(Error::InvalidArgument("audience: between 1 and 64 entries".into()));
+        }
+        for a in &req.audience {
+            check_field("audience", a, true)?;
+        }
+        check_field("client_id", &req.client_id, false)?;
+        let scopes = normalize_scopes(&req.scopes)?;
+        if scopes.iter().any(|s| s.starts_with(tokens::SERVICE_SCOPE_PREFIX)) {
+            return Err(Error::InvalidArgument("tessera:* scopes are never put in access tokens".into()));
+        }
+        if let Some(k) = req.claims.keys().find(|k| REGISTERED.contains(&k.as_str())) {
+            return Err(Error::InvalidArgument(format!("claim {k:?} is set by Tessera, not by the request")));
+        }
+        if req.claims.keys().any(|k| k.is_empty() || k.len() > tokens::MAX_FIELD_LEN)
+            || serde_json::to_vec(&req.claims).map_or(true, |v| v.len() > MAX_CLAIMS_BYTES)
+        {
+            return Err(Error::InvalidArgument(format!("claims: at most {MAX_CLAIMS_BYTES} bytes of JSON")));
+        }
+        Ok(scopes)
+    }
+
+    /// Issues an access token, and a refresh token if asked (caller needs `tessera:issue`).
+    pub async fn issue_access_token(&self, caller: &Caller, mut req: AccessTokenRequest) -> Result<Issued> {
+        let principal = caller.require(auth::SCOPE_ISSUE)?;
+        let scopes = self.check_access_request(&req)?;
+        if req.client_id.is_empty() {
+            req.client_id = principal.key_id.clone();
+        }
+        let now = self.clock.now();
+        let lifetime = self.access_lifetime(req.ttl, &scopes)?;
+        let (jwt, jti, exp) = self.mint(&req, &scopes, lifetime, None, now)?;
+        let mut issued = Issued {
+            token: Secretish(jwt),
+            token_id: jti.clone(),
+            token_type: "Bearer",
+            expires_at: exp,
+            scopes: scopes.clone(),
+            ..Issued::default()
+        };
+        let detail = format!("sub={} aud={} scopes={}", req.subject, req.audience.join(" "), scopes.join(" "));
+        let mut entry = audit_entry(caller, now, "issue.access_token", &jti, detail);
+        if req.refresh_token {
+            let family = FamilyRow {
+                id: opaque::public_id(),
+                subject: req.subject.clone(),
+                client_id: req.client_id.clone(),
+                audience: req.audience.clone(),
+                scopes: scopes.clone(),
+                claims: Value::Object(req.claims.clone()).to_string(),
+                created_at: now,
+                absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
+                revoked_at: None,
+            };
+            let rt = opaque::generate(opaque::REFRESH_PREFIX);
+            let rt_exp = (now + self.config.refresh_token_ttl.as_secs() as i64).min(family.absolute_expires_at);
+            let row = TokenRow {
+                token_hash: opaque::hash(rt.expose()),
+                family_id: family.id.clone(),
+                id: opaque::public_id(),
+                issued_at: now,
+                expires_at: rt_exp,
+                used_at: None,
+            };
+            entry.detail.push_str(&format!(" refresh_family={}", family.id));
+            let jti_c = jti.clone();
+            self.store
+                .write(move |c| {
+                    refresh::insert_family(c, &family)?;
+                    refresh::insert_token(c, &row)?;
+                    refresh::record_access_token(c, &family.id, &jti_c, exp)?;
+                    audit::append(c, &entry)
+                })
+                .await?;
+            issued.refresh_token = Secretish(rt.expose().to_string());
+            issued.refresh_expires_at = rt_exp;
+        } else {
+            self.store.write(move |c| audit::append(c, &entry)).await?;
+        }
+        Metrics::inc(&self.metrics.issued);
+        Ok(issued)
+    }
+
+    /// Signs an access token; returns (jwt, jti, exp).
+    pub fn mint(
+        &self,
+        req: &AccessTokenRequest,
+        scopes: &[String],
+        lifetime: i64,
+        act: Option<Value>,
+        now: i64,
+    ) -> Result<(String, String, i64)> {
+        let (_, jti) = tokens::new_jti();
+        let exp = now + lifetime;
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: req.subject.clone(),
+            aud: req.audience.clone(),
+            exp,
+            nbf: now,
+            iat: now,
+            jti: jti.clone(),
+            scope: scopes.join(" "),
+            client_id: req.client_id.clone(),
+            ver: self.revocations.version(&req.subject),
+            act,
+            extra: req.claims.clone(),
+        };
+        let (jwt, _kid) = self.keys.sign(&claims)?;
+        Ok((jwt, jti, exp))
+    }
+
+    /// Verifies an access token fully: signature, claims, blocklist, token version.
+    pub fn check_access_token(&self, token: &str) -> std::result::Result<(AccessClaims, Jti), Reject> {
+        let rules = Rules {
+            keys: &self.keys,
+            issuer: &self.config.issuer,
+            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
+            now: self.clock.now(),
+        };
+        let (claims, jti) = verify::verify(token, &rules)?;
+        if self.revocations.is_blocked(jti) {
+            return Err(Reject::Revoked);
+        }
+        if claims.ver < self.revocations.version(&claims.sub) {
+            return Err(Reject::OldVersion);
+        }
+        Ok((claims, jti))
+    }
+
+    /// RFC 7662 introspection (caller needs `tessera:introspect`). Every kind of bad
+    /// token is `Inactive`; the reason goes to metrics and debug logs only.
+    pub async fn introspect(&self, caller: &Caller, token: &str) -> Result<Introspection> {
+        caller.require(auth::SCOPE_INTROSPECT)?;
+        if token.is_empty() {
+            return Err(Error::InvalidArgument("token is required".into()));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::InvalidArgument(format!("token longer than {MAX_TOKEN_LEN} bytes")));
+        }
+        let now = self.clock.now();
+        // The three kinds have disjoint shapes, so the hint never changes the answer.
+        if token.starts_with("tsk_") {
+            return Ok(match self.callers.check(token, now) {
+                Some(c) => {
+                    Metrics::inc(&self.metrics.introspect_active);
+                    Introspection::ApiKey(Box::new(c.row.clone()))
+                }
+                None => {
+                    Metrics::inc(&self.metrics.introspect_inactive_opaque);
+                    Introspection::Inactive
+                }
+            });
+        }
+        if token.starts_with(opaque::REFRESH_PREFIX) {
+            let found = self.live_refresh(token, now).await?;
+            return Ok(match found {
+                Some(pair) => {
+                    Metrics::inc(&self.metrics.introspect_active);
+                    Introspection::RefreshToken(Box::new(pair))
+                }
+                None => {
+                    Metrics::inc(&self.metrics.introspect_inactive_opaque);
+                    Introspection::Inactive
+                }
+            });
+        }
+        Ok(match self.check_access_token(token) {
+            Ok((claims, _)) => {
+                Metrics::inc(&self.metrics.introspect_active);
+                Introspection::AccessToken(Box::new(claims))
+            }
+            Err(reason) => {
+                self.metrics.inactive(reason);
+                tracing::debug!(reason = reason.label(), "introspect: inactive access token");
+                Introspection::Inactive
+            }
+        })
+    }
+
+    /// A refresh token that is unused, unexpired and in a live family.
+    async fn live_refresh(&self, token: &str, now: i64) -> Result<Option<(TokenRow, FamilyRow)>> {
+        if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
+            return Ok(None);
+        }
+        let hash = opaque::hash(token);
+        let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
+        Ok(found.filter(|(t, f)| {
+            t.used_at.is_none() && f.revoked_at.is_none() && now < t.expires_at && now < f.absolute_expires_at
+        }))
+    }
+
+    /// RFC 7009 revocation (caller needs `tessera:revoke`). Unknown and already-revoked
+    /// tokens succeed. Answers only after the revocation is durable.
+    pub async fn revoke(&self, caller: &Caller, token: &str, token_id: &str) -> Result<()> {
+        caller.require(auth::SCOPE_REVOKE)?;
+        if token.len() > MAX_TOKEN_LEN || token_id.len() > tokens::MAX_FIELD_LEN {
+            return Err(Error::InvalidArgument("token or token_id too long".into()));
+        }
+        let now = self.clock.now();
+        match (token.is_empty(), token_id.is_empty()) {
+            (true, true) => Err(Error::InvalidArgument("give token or token_id".into())),
+            (false, false) => Err(Error::InvalidArgument("give token or token_id, not both".into())),
+            (false, true) => self.revoke_token(caller, token, now).await,
+            (true, false) => self.revoke_id(caller, token_id, now).await,
+        }
+    }
+
+    async fn revoke_token(&self, caller: &Caller, token: &str, now: i64) -> Result<()> {
+        if token.starts_with("tsk_") {
+            // Only the real key revokes itself: a right id with a wrong secret is a no-op.
+            return match self.callers.check(token, now) {
+                Some(c) => self.revoke_api_key(caller, &c.row.id.clone(), now).await,
+                None => self.audit_noop(caller, now).await,
+            };
+        }
+        if token.starts_with(opaque::REFRESH_PREFIX) {
+            if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
+                return self.audit_noop(caller, now).await;
+            }
+            let hash = opaque::hash(token);
+            let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
+            return match found {
+                Some((_, family)) => self.revoke_family(caller, &family.id, "revoke.refresh_token", now).await,
+                None => self.audit_noop(caller, now).await,
+            };
+        }
+        // An access token: only a genuine one of ours names a jti worth blocking.
+        let rules = Rules {
+            keys: &self.keys,
+            issuer: &self.config.issuer,
+            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
+            now,
+        };
+        match verify::verify(token, &rules) {
+            Ok((claims, jti)) => self.block(caller, jti, &claims.jti, claims.exp, now).await,
+            Err(_) => self.audit_noop(caller, now).await,
+        }
+    }
+
+    async fn revoke_id(&self, caller: &Caller, id: &str, now: i64) -> Result<()> {
+        if id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return self.revoke_api_key(caller, id, now).await;
+        }
+        if let Some(jti) = tokens::parse_jti(id) {
+            // Without the token its exp is unknown: keep the entry as long as any token lives.
+            let exp = now + self.config.max_access_token_ttl.as_secs() as i64;
+            return self.block(caller, jti, id, exp, now).await;
+        }
+        self.audit_noop(caller, now).await
+    }
+
+    async fn revoke_api_key(&self, caller: &Caller, id: &str, now: i64) -> Result<()> {
+        let entry = audit_entry(caller, now, "revoke.api_key", id, "");
+        let key_id = id.to_string();
+        self.store
+            .write(move |c| {
+                apikey_rows::revoke(c, &key_id, now)?;
+                audit::append(c, &entry)
+            })
+            .await?;
+        self.callers.remove(id);
+        Metrics::inc(&self.metrics.revoked);
+        tracing::info!(key_id = %id, "API key revoked");
+        Ok(())
+    }
+
+    async fn block(&self, caller: &Caller, jti: Jti, jti_text: &str, exp: i64, now: i64) -> Result<()> {
+        let entry = audit_entry(caller, now, "revoke.access_token", jti_text, "");
+        let text = jti_text.to_string();
+        self.store
+            .write(move |c| {
+                revocation_rows::block_jti(c, &text, exp)?;
+                audit::append(c, &entry)
+            })
+            .await?;
+        self.revocations.block(jti, exp);
+        Metrics::inc(&self.metrics.revoked);
+        tracing::info!(jti = %jti_text, "access token revoked");
+        Ok(())
+    }
+
+    /// Revokes a refresh family and blocklists every access token it minted.
+    pub async fn revoke_family(&self, caller: &Caller, family_id: &str, action: &str, now: i64) -> Result<()> {
+        let entry = audit_entry(caller, now, action, family_id, "family revoked");
+        let id = family_id.to_string();
+        let blocked = self
+            .store
+            .write(move |c| {
+                let minted = refresh::revoke_family(c, &id, now)?;
+                for (jti, exp) in &minted {
+                    revocation_rows::block_jti(c, jti, *exp)?;
+                }
+                audit::append(c, &entry)?;
+                Ok(minted)
+            })
+            .await?;
+        self.block_in_memory(&blocked);
+        Metrics::inc(&self.metrics.revoked);
+        tracing::info!(family = %family_id, access_tokens = blocked.len(), "refresh family revoked");
+        Ok(())
+    }
+
+    fn block_in_memory(&self, blocked: &[(String, i64)]) {
+        for (jti, exp) in blocked {
+            if let Some(j) = tokens::parse_jti(jti) {
+                self.revocations.block(j, *exp);
+            }
+        }
+    }
+
+    async fn audit_noop(&self, caller: &Caller, now: i64) -> Result<()> {
+        let entry = audit_entry(caller, now, "revoke.unknown", "-", "nothing to revoke");
+        self.store.write(move |c| audit::append(c, &entry)).await
+    }
+
+    /// "Log out everywhere" (caller needs `tessera:revoke`): bumps the subject's token
+    /// version and revokes its refresh families.
+    pub async fn bump_token_version(&self, caller: &Caller, subject: &str, reason: &str) -> Result<u64> {
+        caller.require(auth::SCOPE_REVOKE)?;
+        check_field("subject", subject, true)?;
+        check_field("reason", reason, false)?;
+        let now = self.clock.now();
+        let entry = audit_entry(caller, now, "bump_token_version", subject, reason);
+        let sub = subject.to_string();
+        let (version, blocked) = self
+            .store
+            .write(move |c| {
+                let v = revocation_rows::bump_version(c, &sub, now)?;
+                let minted = refresh::revoke_subject(c, &sub, now)?;
+                for (jti, exp) in &minted {
+                    revocation_rows::block_jti(c, jti, *exp)?;
+                }
+                audit::append(c, &AuditEntry { detail: format!("{} -> v{v}", entry.detail), ..entry })?;
+                Ok((v, minted))
+            })
+            .await?;
+        self.revocations.set_version(subject, version);
+        self.block_in_memory(&blocked);
+        Metrics::inc(&self.metrics.bumps);
+        tracing::info!(%subject, version, "token version bumped");
+        Ok(version)
+    }
+
+    /// Rotates the signing key (admin only).
+    pub async fn rotate_signing_key(&self, caller: &Caller) -> Result<String> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        self.keys.rotate(self.clock.now(), &caller.request_id, caller.audit_id()).await
+    }
+
+    /// The public JWK Set.
+    pub fn jwks_json(&self) -> Arc<str> {
+        self.keys.current().jwks_json.clone()
+    }
+
+    /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key
+    /// use times. Entries are dropped only once their token is past `exp` plus a margin.
+    pub async fn maintain(&self) -> Result<()> {
+        let now = self.clock.now();
+        let before = now - 60;
+        let uses = self.callers.take_unflushed();
+        self.store
+            .write(move |c| {
+                revocation_rows::purge_blocklist(c, before)?;
+                apikey_rows::touch(c, &uses)
+            })
+            .await?;
+        self.revocations.purge(before);
+        self.callers.purge(now);
+        self.keys.reload(now)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Live API keys in memory: who is calling, with which scopes.
+//!
+//! Filled from the store at start and updated after every committed issue or revoke,
+//! so a check is a hash, a lock-free map lookup and a constant-time compare — no I/O.
+//! `last_used_at` is recorded in memory and flushed to SQLite in batches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::apikeys;
+use crate::store::apikeys::ApiKeyRow;
+
+/// A live API key as the hot path sees it.
+#[derive(Debug)]
+pub struct Caller {
+    /// Stored record (hash, owner, scopes, expiry).
+    pub row: ApiKeyRow,
+    /// Last use in Unix seconds, not yet flushed when > `flushed`.
+    last_used: AtomicI64,
+    flushed: AtomicI64,
+}
+
+/// Every live API key by id.
+#[derive(Default)]
+pub struct Callers {
+    keys: papaya::HashMap<String, Arc<Caller>>,
+}
+
+impl std::fmt::Debug for Callers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callers").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl Callers {
+    /// Adds (or replaces) a key after its durable write.
+    pub fn insert(&self, row: ApiKeyRow) {
+        let id = row.id.clone();
+        self.keys.pin().insert(id, Arc::new(Caller { row, last_used: AtomicI64::new(0), flushed: AtomicI64::new(0) }));
+    }
+
+    /// Removes a revoked key.
+    pub fn remove(&self, id: &str) {
+        self.keys.pin().remove(id);
+    }
+
+    /// Is a key with this id live (not revoked, maybe expired)?
+    pub fn contains(&self, id: &str) -> bool {
+        self.keys.pin().contains_key(id)
+    }
+
+    /// Checks a presented key: well formed, known, same environment, hash matches in
+    /// constant time, not expired at `now`. Records the use.
+    pub fn check(&self, key: &str, now: i64) -> Option<Arc<Caller>> {
+        let parsed = apikeys::parse(key)?;
+        let caller = self.keys.pin().get(parsed.id).cloned()?;
+        let ok = apikeys::verify(key, &caller.row.secret_hash)
+            && caller.row.environment == parsed.environment
+            && now < caller.row.expires_at;
+        if !ok {
+            return None;
+        }
+        caller.last_used.fetch_max(now, Ordering::Relaxed);
+        Some(caller)
+    }
+
+    /// Uses not yet written to the store; marks them written.
+    pub fn take_unflushed(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for (id, c) in self.keys.pin().iter() {
+            let used = c.last_used.load(Ordering::Relaxed);
+            if used > c.flushed.swap(used, Ordering::Relaxed) {
+                out.push((id.clone(), used));
+            }
+        }
+        out
+    }
+
+    /// Drops keys that expired before `now`.
+    pub fn purge(&self, now: i64) {
+        self.keys.pin().retain(|_, c| c.row.expires_at > now);
+    }
+}

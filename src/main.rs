@@ -1,0 +1,99 @@
+//! `tessera` — launcher only: parse flags, load config, start logs, bind, run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera::clock::Clock;
+use tessera::config::{Config, Layer};
+use tessera::server::{self, Listeners};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A gRPC security-token service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// State directory [default: ./tessera-data].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Token issuer (`iss`) [default: http://127.0.0.1:8080].
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Signing algorithm for new keys: EdDSA or ES256 [default: EdDSA].
+    #[arg(long)]
+    signing_alg: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn load_config(args: ServeArgs) -> Result<Config, String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let file = match args.config.or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from)) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Layer::from_toml(&text)?
+        }
+        None => Layer::default(),
+    };
+    let flags = Layer {
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        data_dir: args.data_dir,
+        issuer: args.issuer,
+        signing_alg: args.signing_alg,
+        log_format: args.log_format,
+        ..Layer::default()
+    };
+    Config::from_layers(flags.or(Layer::from_env(&env)).or(file), &env)
+}
+
+fn main() -> ExitCode {
+    let Command::Serve(args) = Cli::parse().command;
+    let config = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tessera: bad configuration: {e}");
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    tessera::telemetry::init(&config);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tessera: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let listeners = Listeners::bind(&config).await?;
+        server::run(config, Clock::system(), listeners, server::shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("tessera stopped: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

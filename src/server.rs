@@ -1,0 +1,167 @@
+//! Composition and lifecycle: authority → gRPC services (+ health, reflection, auth,
+//! limits) and the HTTP listener → serve until shutdown → drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth;
+use crate::authority::Authority;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::proto::key_service_server::KeyServiceServer;
+use crate::proto::token_service_server::TokenServiceServer;
+use crate::service::http::{self, HttpState};
+use crate::service::keys::KeyHandlers;
+use crate::service::tokens::TokenHandlers;
+
+/// The two bound listeners.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of `config` (port 0 picks a free port).
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Listeners { grpc: TcpListener::bind(config.grpc_addr).await?, http: TcpListener::bind(config.http_addr).await? })
+    }
+}
+
+/// How often housekeeping runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the service until `shutdown` resolves, then drains in-flight calls (bounded by
+/// `shutdown_grace`) and returns.
+pub async fn run(
+    config: Config,
+    clock: Clock,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let authority = Arc::new(Authority::open(config.clone(), clock).await?);
+    let grpc_addr: SocketAddr = listeners.grpc.local_addr()?;
+    let http_addr: SocketAddr = listeners.http.local_addr()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<TokenServiceServer<TokenHandlers>>().await;
+    health_reporter.set_serving::<KeyServiceServer<KeyHandlers>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let limit = config.max_request_bytes;
+    let tokens = TokenServiceServer::new(TokenHandlers(authority.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let keys = KeyServiceServer::new(KeyHandlers(authority.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let interceptor = auth::interceptor(authority.clone());
+
+    // One shutdown signal fans out to both listeners and the housekeeping task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = Server::builder()
+        .timeout(config.request_timeout)
+        .concurrency_limit_per_connection(256)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(tokens, interceptor.clone()))
+        .add_service(InterceptedService::new(keys, interceptor))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
+
+    let mut http_stop = stop_rx.clone();
+    let app = http::router(HttpState { authority: authority.clone(), ready: ready.clone() });
+    let http = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+
+    let mut maint_stop = stop_rx.clone();
+    let maint_auth = authority.clone();
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = maint_auth.maintain().await {
+                        tracing::warn!(error = %e, "housekeeping failed; will retry");
+                    }
+                }
+                _ = maint_stop.changed() => break,
+            }
+        }
+    });
+
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %config.data_dir.display(), "tessera serving");
+
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(async move { http.await });
+    shutdown.await;
+    tracing::info!("shutdown requested: draining");
+    ready.store(false, Ordering::Relaxed);
+    health_reporter.set_not_serving::<TokenServiceServer<TokenHandlers>>().await;
+    health_reporter.set_not_serving::<KeyServiceServer<KeyHandlers>>().await;
+    let _ = stop_tx.send(true);
+
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+        let _ = maintenance.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; closing with calls in flight");
+    }
+    // Flush last-use times and purge once more before exit.
+    if let Err(e) = authority.maintain().await {
+        tracing::warn!(error = %e, "final housekeeping failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,16 @@
+//! Transport adapters: tonic handlers (one file per service) and the HTTP listener.
+//! They decode, call the [`Authority`](crate::authority::Authority), encode. No SQL, no crypto.
+
+pub mod convert;
+pub mod http;
+pub mod keys;
+pub mod tokens;
+
+use tonic::{Request, Status};
+
+use crate::auth::Caller;
+
+/// The caller the auth interceptor attached to the request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| Status::internal("internal error"))
+}

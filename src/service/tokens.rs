@@ -1,0 +1,145 @@
+//! `tessera.v1.TokenService`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{json_to_struct, struct_to_json, ts, ttl};
+use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued};
+use crate::proto::issue_request::Credential;
+use crate::proto::token_service_server::TokenService;
+use crate::proto::{
+    BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse, IntrospectRequest,
+    IntrospectResponse, IssueRequest, IssueResponse, RevokeRequest, RevokeResponse,
+};
+
+/// gRPC handlers for the token lifecycle.
+pub struct TokenHandlers(pub Arc<Authority>);
+
+fn issue_response(mut i: Issued) -> IssueResponse {
+    IssueResponse {
+        token: std::mem::take(&mut i.token.0),
+        token_id: std::mem::take(&mut i.token_id),
+        token_type: i.token_type.to_string(),
+        expires_at: ts(i.expires_at),
+        refresh_token: std::mem::take(&mut i.refresh_token.0),
+        refresh_expires_at: (i.refresh_expires_at > 0).then(|| ts(i.refresh_expires_at)).flatten(),
+        scopes: std::mem::take(&mut i.scopes),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenHandlers {
+    async fn issue(&self, req: Request<IssueRequest>) -> Result<Response<IssueResponse>, Status> {
+        let caller = super::caller(&req)?;
+        let issued = match req.into_inner().credential {
+            None => return Err(Status::invalid_argument("credential is required: api_key, access_token, authorization_code or client")),
+            Some(Credential::ApiKey(s)) => {
+                self.0.issue_api_key(&caller, s.owner, s.name, s.environment, s.scopes, ttl(s.ttl)?).await?
+            }
+            Some(Credential::AccessToken(s)) => {
+                let req = AccessTokenRequest {
+                    subject: s.subject,
+                    audience: s.audience,
+                    scopes: s.scopes,
+                    ttl: ttl(s.ttl)?,
+                    claims: s.claims.map(struct_to_json).transpose()?.unwrap_or_default(),
+                    client_id: s.client_id,
+                    refresh_token: s.refresh_token,
+                };
+                self.0.issue_access_token(&caller, req).await?
+            }
+            Some(Credential::AuthorizationCode(_)) | Some(Credential::Client(_)) => {
+                return Err(Status::unimplemented("authorization codes and clients are not available yet"));
+            }
+        };
+        Ok(Response::new(issue_response(issued)))
+    }
+
+    async fn exchange(&self, _req: Request<ExchangeRequest>) -> Result<Response<ExchangeResponse>, Status> {
+        Err(Status::unimplemented("Exchange is not available yet"))
+    }
+
+    async fn introspect(&self, req: Request<IntrospectRequest>) -> Result<Response<IntrospectResponse>, Status> {
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let out = match self.0.introspect(&caller, &r.token).await? {
+            Introspection::Inactive => IntrospectResponse::default(),
+            Introspection::AccessToken(c) => {
+                let scopes = c.scopes();
+                IntrospectResponse {
+                    active: true,
+                    token_kind: "access_token".into(),
+                    subject: c.sub,
+                    scopes,
+                    audience: c.aud,
+                    client_id: c.client_id,
+                    issuer: c.iss,
+                    token_id: c.jti,
+                    issued_at: ts(c.iat),
+                    not_before: ts(c.nbf),
+                    expires_at: ts(c.exp),
+                    token_version: c.ver,
+                    claims: {
+                        let mut extra = c.extra;
+                        if let Some(act) = c.act {
+                            extra.insert("act".into(), act);
+                        }
+                        (!extra.is_empty()).then(|| json_to_struct(&extra))
+                    },
+                    ..IntrospectResponse::default()
+                }
+            }
+            Introspection::ApiKey(k) => IntrospectResponse {
+                active: true,
+                token_kind: "api_key".into(),
+                subject: k.owner.clone(),
+                scopes: k.scopes,
+                client_id: k.id.clone(),
+                issuer: self.0.config.issuer.clone(),
+                token_id: k.id,
+                issued_at: ts(k.created_at),
+                not_before: ts(k.created_at),
+                expires_at: ts(k.expires_at),
+                owner: k.owner,
+                environment: k.environment,
+                ..IntrospectResponse::default()
+            },
+            Introspection::RefreshToken(pair) => {
+                let (t, f) = *pair;
+                IntrospectResponse {
+                    active: true,
+                    token_kind: "refresh_token".into(),
+                    subject: f.subject,
+                    scopes: f.scopes,
+                    audience: f.audience,
+                    client_id: f.client_id,
+                    issuer: self.0.config.issuer.clone(),
+                    token_id: t.id,
+                    issued_at: ts(t.issued_at),
+                    not_before: ts(t.issued_at),
+                    expires_at: ts(t.expires_at.min(f.absolute_expires_at)),
+                    ..IntrospectResponse::default()
+                }
+            }
+        };
+        Ok(Response::new(out))
+    }
+
+    async fn revoke(&self, req: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        self.0.revoke(&caller, &r.token, &r.token_id).await?;
+        Ok(Response::new(RevokeResponse {}))
+    }
+
+    async fn bump_token_version(
+        &self,
+        req: Request<BumpTokenVersionRequest>,
+    ) -> Result<Response<BumpTokenVersionResponse>, Status> {
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let token_version = self.0.bump_token_version(&caller, &r.subject, &r.reason).await?;
+        Ok(Response::new(BumpTokenVersionResponse { token_version }))
+    }
+}

@@ -1,0 +1,174 @@
+//! SQLite, the source of truth. One writer thread commits concurrent writes together
+//! (group commit: one fsync per batch, not per call); callers are answered only after
+//! their batch's COMMIT. Reads at start-up rebuild the in-memory caches.
+
+pub mod apikeys;
+pub mod audit;
+pub mod keys;
+pub mod refresh;
+pub mod revocation;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// Numbered migrations, applied in order inside one transaction.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A write: runs against the connection, says whether it succeeded, and hands back
+/// what to do once the batch's fate (commit or not) is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A cheap-to-clone handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // FULL: a revocation we acknowledged survives power loss, not just a process crash.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) `tessera.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", data_dir.display())))?;
+        let path = data_dir.join("tessera.db");
+        let mut writer_conn = open_conn(&path)?;
+        migrate(&mut writer_conn)?;
+        let reader = open_conn(&path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("tessera-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(Error::internal)?;
+        Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)), path: Arc::new(path) })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` inside the writer's current transaction (in its own savepoint, so a
+    /// failing write does not undo its batch-mates) and returns once it is committed.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let out = f(conn);
+            let ok = out.is_ok();
+            let finish: Finish = Box::new(move |committed: Result<()>| {
+                let _ = tx.send(committed.and(out));
+            });
+            (ok, finish)
+        });
+        self.writer.send(job).map_err(|_| Error::Unavailable)?;
+        rx.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Runs a read on the reader connection, off the async executor.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| Error::internal("reader lock poisoned"))?;
+            f(&conn)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Runs a read synchronously (start-up only, before serving).
+    pub fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = self.reader.lock().map_err(|_| Error::internal("reader lock poisoned"))?;
+        f(&conn)
+    }
+}
+
+/// Takes every job waiting, runs them in one transaction, commits once, then answers.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::with_capacity(jobs.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Nothing ran: dropping the jobs closes their channels, so callers see Unavailable.
+            tracing::error!(error = %e, "store: cannot begin transaction");
+            continue;
+        }
+        for job in jobs {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "store: cannot open savepoint");
+                continue;
+            }
+            let (ok, finish) = job(&conn);
+            // A failed job leaves no trace; its batch-mates keep their writes.
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "store: cannot close savepoint");
+            }
+            done.push(finish);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(Error::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in done {
+            finish(match &committed {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Error::Unavailable),
+            });
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The `refresh_families`, `refresh_tokens` and `family_access_tokens` tables.
+//!
+//! A family is one grant; every rotation adds a token to it and marks the previous one
+//! used. Revoking the family kills every token in it and returns the access tokens it
+//! minted so the caller can blocklist them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// A refresh family: the grant a chain of refresh tokens carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRow {
+    /// Random id, also the audit target.
+    pub id: String,
+    /// Whose grant.
+    pub subject: String,
+    /// For which client.
+    pub client_id: String,
+    /// Audience of access tokens minted from it.
+    pub audience: Vec<String>,
+    /// Scopes of the grant (a refresh may only narrow them).
+    pub scopes: Vec<String>,
+    /// Extra claims (JSON object text).
+    pub claims: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The family dies at this instant however often it rotates.
+    pub absolute_expires_at: i64,
+    /// Set once the family is revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// One refresh token (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// SHA-256 of the token text.
+    pub token_hash: [u8; 32],
+    /// The family it belongs to.
+    pub family_id: String,
+    /// Public id (for audit and introspection).
+    pub id: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds (idle expiry).
+    pub expires_at: i64,
+    /// Set when it was rotated away.
+    pub used_at: Option<i64>,
+}
+
+/// Inserts a new family.
+pub fn insert_family(conn: &Connection, f: &FamilyRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            f.id,
+            f.subject,
+            f.client_id,
+            f.audience.join(" "),
+            f.scopes.join(" "),
+            f.claims,
+            f.created_at,
+            f.absolute_expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Inserts a refresh token into its family.
+pub fn insert_token(conn: &Connection, t: &TokenRow) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![&t.token_hash[..], t.family_id, t.id, t.issued_at, t.expires_at])?;
+    Ok(())
+}
+
+/// Remembers that `jti` was minted from `family_id`, so revoking the family can blocklist it.
+pub fn record_access_token(conn: &Connection, family_id: &str, jti: &str, expires_at: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![family_id, jti, expires_at])?;
+    Ok(())
+}
+
+/// Looks a token up by hash, with its family.
+pub fn find(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
+                    f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
+                    f.absolute_expires_at, f.revoked_at
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+             WHERE t.token_hash = ?1",
+        )?
+        .query_row([&token_hash[..]], |r| {
+            let h: Vec<u8> = r.get(0)?;
+            let mut token_hash = [0u8; 32];
+            if h.len() == 32 {
+                token_hash.copy_from_slice(&h);
+            }
+            let split = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            Ok((
+                TokenRow {
+                    token_hash,
+                    family_id: r.get(1)?,
+                    id: r.get(2)?,
+                    issued_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    used_at: r.get(5)?,
+                },
+                FamilyRow {
+                    id: r.get(6)?,
+                    subject: r.get(7)?,
+                    client_id: r.get(8)?,
+                    audience: split(r.get(9)?),
+                    scopes: split(r.get(10)?),
+                    claims: r.get(11)?,
+                    created_at: r.get(12)?,
+                    absolute_expires_at: r.get(13)?,
+                    revoked_at: r.get(14)?,
+                },
+            ))
+        })
+        .optional()?)
+}
+
+/// Marks a token used. False if it already was (the caller lost a race or it is a replay).
+pub fn mark_used(conn: &Connection, token_hash: &[u8; 32], at: i64) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL")?
+        .execute(params![&token_hash[..], at])?;
+    Ok(n == 1)
+}
+
+/// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
+pub fn revoke_family(conn: &Connection, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
+    conn.prepare_cached("UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![family_id, at])?;
+    let mut stmt = conn.prepare_cached("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?1 AND expires_at >= ?2")?;
+    let rows = stmt.query_map(params![family_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Revokes every live family of `subject` ("log out everywhere"); returns their access tokens.
+pub fn revoke_subject(conn: &Connection, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL")?
+        .query_map([subject], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for id in ids {
+        out.extend(revoke_family(conn, &id, at)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,54 @@
+//! The `jti_blocklist` and `token_versions` tables.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// Blocklists `jti` until `expires_at`. Idempotent; keeps the later expiry.
+pub fn block_jti(conn: &Connection, jti: &str, expires_at: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO jti_blocklist (jti, expires_at) VALUES (?1, ?2)
+         ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+    )?
+    .execute(params![jti, expires_at])?;
+    Ok(())
+}
+
+/// Every blocklisted jti still needed at `now`.
+pub fn load_blocklist(conn: &Connection, now: i64) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
+    let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Drops entries whose token has expired before `before`; returns how many.
+pub fn purge_blocklist(conn: &Connection, before: i64) -> Result<usize> {
+    Ok(conn.execute("DELETE FROM jti_blocklist WHERE expires_at < ?1", [before])?)
+}
+
+/// Increments `subject`'s token version and returns the new one.
+pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
+    let v: i64 = conn
+        .prepare_cached(
+            "INSERT INTO token_versions (subject, version, updated_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (subject) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at
+             RETURNING version",
+        )?
+        .query_row(params![subject, now], |r| r.get(0))?;
+    Ok(v as u64)
+}
+
+/// One subject's current version (0 if never bumped).
+pub fn version(conn: &Connection, subject: &str) -> Result<u64> {
+    let v: Option<i64> = conn
+        .query_row("SELECT version FROM token_versions WHERE subject = ?1", [subject], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+/// Every subject's version.
+pub fn load_versions(conn: &Connection) -> Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare("SELECT subject, version FROM token_versions")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,155 @@
+//! Access-token claims (RFC 9068): what Tessera signs and what the verifier reads back.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Jti, parse_jti};
+
+/// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
+/// not use them.
+pub const REGISTERED: &[&str] = &[
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "client_id", "ver", "act", "cnf", "azp",
+    "auth_time", "acr", "amr", "may_act", "typ",
+];
+
+/// The claims of one access token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessClaims {
+    /// Issuer; compared octet for octet.
+    pub iss: String,
+    /// Subject (user or service).
+    pub sub: String,
+    /// Audiences (always an array on the wire).
+    pub aud: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Not before, Unix seconds.
+    pub nbf: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Token id (text form of a [`Jti`]).
+    pub jti: String,
+    /// Space-separated scopes; omitted when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// The subject's token version when this was issued.
+    pub ver: u64,
+    /// RFC 8693 actor chain, when the token came from a token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
+    /// Extra, non-registered claims.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl AccessClaims {
+    /// Reads claims from a parsed payload, strictly: every registered claim with its
+    /// exact JSON type (`exp` as a string or a float is rejected, not coerced).
+    pub fn from_object(mut m: Map<String, Value>) -> Option<(Self, Jti)> {
+        let string = |m: &mut Map<String, Value>, k: &str| match m.remove(k) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let int = |m: &mut Map<String, Value>, k: &str| m.remove(k).and_then(|v| v.as_i64());
+        let iss = string(&mut m, "iss")?;
+        let sub = string(&mut m, "sub").filter(|s| !s.is_empty())?;
+        let aud = match m.remove("aud")? {
+            Value::Array(a) if !a.is_empty() => a
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) if !s.is_empty() => Some(s),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?,
+            _ => return None,
+        };
+        let exp = int(&mut m, "exp")?;
+        let nbf = int(&mut m, "nbf")?;
+        let iat = int(&mut m, "iat")?;
+        let jti_text = string(&mut m, "jti")?;
+        let jti = parse_jti(&jti_text)?;
+        let scope = match m.remove("scope") {
+            None => String::new(),
+            Some(Value::String(s)) => s,
+            Some(_) => return None,
+        };
+        let client_id = string(&mut m, "client_id")?;
+        let ver = m.remove("ver")?.as_u64()?;
+        let act = match m.remove("act") {
+            None => None,
+            Some(v @ Value::Object(_)) => Some(v),
+            Some(_) => return None,
+        };
+        // What is left must not smuggle protocol claims Tessera never sets.
+        if REGISTERED.iter().any(|k| m.contains_key(*k)) {
+            return None;
+        }
+        let claims = AccessClaims { iss, sub, aud, exp, nbf, iat, jti: jti_text, scope, client_id, ver, act, extra: m };
+        Some((claims, jti))
+    }
+
+    /// Scopes as a list.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope.split_whitespace().map(str::to_string).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA",
+               "client_id":"c","ver":0,"scope":"a b","role":"admin"})
+    }
+
+    fn parse(v: Value) -> Option<AccessClaims> {
+        AccessClaims::from_object(v.as_object().unwrap().clone()).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = parse(base()).unwrap();
+        assert_eq!(c.scopes(), vec!["a", "b"]);
+        assert_eq!(c.extra.get("role"), Some(&json!("admin")));
+        assert_eq!(parse(serde_json::to_value(&c).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn strict_types() {
+        let cases: &[(&str, Value)] = &[
+            ("exp", json!("9999999999")),
+            ("exp", json!(1893456000.5)),
+            ("exp", json!(null)),
+            ("exp", json!(true)),
+            ("exp", json!([])),
+            ("exp", json!(18446744073709551615u64)),
+            ("nbf", json!("1")),
+            ("sub", json!("")),
+            ("sub", json!(1)),
+            ("aud", json!([])),
+            ("aud", json!({})),
+            ("aud", json!(123)),
+            ("aud", json!("a")),
+            ("jti", json!(1)),
+            ("jti", json!("short")),
+            ("ver", json!("1")),
+            ("ver", json!(-1)),
+            ("act", json!("svc")),
+            ("azp", json!("x")),
+        ];
+        for (k, v) in cases {
+            let mut b = base();
+            b[*k] = v.clone();
+            assert!(parse(b).is_none(), "{k} = {v} accepted");
+        }
+        for k in ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "ver"] {
+            let mut b = base();
+            b.as_object_mut().unwrap().remove(k);
+            assert!(parse(b).is_none(), "missing {k} accepted");
+        }
+    }
+}

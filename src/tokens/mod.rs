@@ -1,0 +1,93 @@
+//! Tokens: access-token claims, the one strict verifier, opaque refresh tokens and
+//! codes, and the pure rules about scopes and lifetimes.
+
+pub mod claims;
+pub mod opaque;
+pub mod strict_json;
+pub mod verify;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::error::{Error, Result};
+
+/// A token id: 128 random bits. Revocation is keyed on it, never on token bytes, so
+/// every encoding of one token (ECDSA `(r, n−s)`, say) is revoked together.
+pub type Jti = u128;
+
+/// A fresh random jti and its text form (22 base64url characters).
+pub fn new_jti() -> (Jti, String) {
+    let mut b = [0u8; 16];
+    SystemRandom::new().fill(&mut b).expect("OS random source");
+    (u128::from_be_bytes(b), B64.encode(b))
+}
+
+/// Parses a jti's text form; `None` unless it is exactly one we could have minted.
+pub fn parse_jti(s: &str) -> Option<Jti> {
+    if s.len() != 22 {
+        return None;
+    }
+    let b: [u8; 16] = B64.decode(s).ok()?.try_into().ok()?;
+    Some(u128::from_be_bytes(b))
+}
+
+/// Most scopes a request may carry.
+pub const MAX_SCOPES: usize = 64;
+/// Longest scope, subject, audience, client id, name or claim key.
+pub const MAX_FIELD_LEN: usize = 256;
+/// Scopes that govern Tessera itself; never copied into access tokens.
+pub const SERVICE_SCOPE_PREFIX: &str = "tessera:";
+
+/// Validates RFC 6749 §3.3 scope tokens, sorts and de-duplicates them.
+pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(Error::InvalidArgument(format!("at most {MAX_SCOPES} scopes")));
+    }
+    for s in scopes {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_FIELD_LEN
+            && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !ok {
+            return Err(Error::InvalidArgument("a scope must be 1-256 printable ASCII characters without spaces, quotes or backslashes".into()));
+        }
+    }
+    let mut out = scopes.to_vec();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Checks a free-text identifier field (subject, audience, owner, name, client id).
+pub fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
+    if required && v.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} is required")));
+    }
+    if v.len() > MAX_FIELD_LEN || v.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!("{what} must be at most {MAX_FIELD_LEN} bytes without control characters")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_round_trip_and_rejects() {
+        let (j, s) = new_jti();
+        assert_eq!(parse_jti(&s), Some(j));
+        assert_eq!(parse_jti(""), None);
+        assert_eq!(parse_jti(&format!("{s}=")), None);
+        assert_eq!(parse_jti("' OR '1'='1 ----------"), None);
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(normalize_scopes(&["b".into(), "a".into(), "b".into()]).unwrap(), vec!["a", "b"]);
+        for bad in ["", "a b", "a\"b", "a\\b", "é", "a\0"] {
+            assert!(normalize_scopes(&[bad.to_string()]).is_err(), "{bad:?}");
+        }
+        assert!(normalize_scopes(&vec!["x".to_string(); 65]).is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! Opaque bearer secrets: refresh tokens (`tsr_`) and authorization codes (`tsc_`).
+//! 256 random bits each, stored only as a SHA-256 hash.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "tsr_";
+/// Prefix of authorization codes.
+pub const CODE_PREFIX: &str = "tsc_";
+const BODY_LEN: usize = 43;
+
+/// An opaque secret as handed out once. Zeroized on drop, never printed.
+pub struct Opaque(Zeroizing<String>);
+
+impl std::fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opaque([redacted])")
+    }
+}
+
+impl Opaque {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Mints a new secret with `prefix`.
+pub fn generate(prefix: &str) -> Opaque {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    SystemRandom::new().fill(raw.as_mut()).expect("OS random source");
+    let mut s = Zeroizing::new(String::with_capacity(prefix.len() + BODY_LEN));
+    s.push_str(prefix);
+    B64.encode_string(raw.as_ref(), &mut s);
+    Opaque(s)
+}
+
+/// Is `text` shaped like a secret with `prefix`? (Cheap; says nothing about validity.)
+pub fn well_formed(text: &str, prefix: &str) -> bool {
+    text.strip_prefix(prefix)
+        .is_some_and(|b| b.len() == BODY_LEN && B64.decode(b).is_ok_and(|v| v.len() == 32))
+}
+
+/// The stored form.
+pub fn hash(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, text.as_bytes()).as_ref());
+    out
+}
+
+/// A short random public id (for families, refresh-token ids, client ids).
+pub fn public_id() -> String {
+    let mut b = [0u8; 12];
+    SystemRandom::new().fill(&mut b).expect("OS random source");
+    B64.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape() {
+        let t = generate(REFRESH_PREFIX);
+        assert!(well_formed(t.expose(), REFRESH_PREFIX));
+        assert!(!well_formed(t.expose(), CODE_PREFIX));
+        assert!(!well_formed(&t.expose()[..t.expose().len() - 1], REFRESH_PREFIX));
+        assert_ne!(hash(t.expose()), hash(generate(REFRESH_PREFIX).expose()));
+        assert_eq!(format!("{t:?}"), "Opaque([redacted])");
+    }
+}

@@ -1,0 +1,144 @@
+//! The one strict access-token verification. Every check the `jsonwebtoken` crate
+//! leaves to its user is made here, in this order:
+//!
+//! 1. size and shape: at most [`MAX_TOKEN_LEN`] ASCII bytes, exactly three segments;
+//! 2. header: strict base64url, a JSON object without duplicates, *only* `alg`, `typ`
+//!    and `kid` (so `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64`, `zip`, `enc`, ... are all
+//!    refused rather than half-understood), `typ` = `at+jwt`;
+//! 3. key: `kid` names a key in our own set (no fallback, no fetching), and the
+//!    header's `alg` equals that key's one algorithm, byte for byte;
+//! 4. signature, through the ring provider — before the claims are even parsed;
+//! 5. claims: exact types, exact `iss`, and time checks with no leeway (this service's
+//!    own clock set `exp`/`nbf`), plus a lifetime cap.
+//!
+//! Revocation and token-version checks come after, in the caller, from memory.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::Value;
+
+use super::claims::AccessClaims;
+use super::{Jti, strict_json};
+use crate::keys::Keyring;
+
+/// Longest token accepted; longer input is refused before any decoding.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a token was refused. For logs and metrics only — callers see `active: false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Not a compact JWS of the right size and shape.
+    Malformed,
+    /// A header member, type or algorithm we do not accept.
+    Header,
+    /// No such key, or a key past its verification window.
+    UnknownKey,
+    /// The signature does not verify.
+    Signature,
+    /// A claim is missing or has the wrong type.
+    Claims,
+    /// Issued by someone else.
+    Issuer,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`, or `iat` in the future.
+    NotYetValid,
+    /// Lives longer than any token we mint.
+    Lifetime,
+    /// On the blocklist.
+    Revoked,
+    /// Older than the subject's token version.
+    OldVersion,
+}
+
+impl Reject {
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::Header => "header",
+            Reject::UnknownKey => "unknown_key",
+            Reject::Signature => "signature",
+            Reject::Claims => "claims",
+            Reject::Issuer => "issuer",
+            Reject::Expired => "expired",
+            Reject::NotYetValid => "not_yet_valid",
+            Reject::Lifetime => "lifetime",
+            Reject::Revoked => "revoked",
+            Reject::OldVersion => "old_version",
+        }
+    }
+}
+
+/// What verification needs besides the token.
+pub struct Rules<'a> {
+    /// Our keys.
+    pub keys: &'a Keyring,
+    /// Expected `iss`, exactly.
+    pub issuer: &'a str,
+    /// Longest lifetime (`exp − iat`) of any token we mint, in seconds.
+    pub max_lifetime: i64,
+    /// Now, Unix seconds.
+    pub now: i64,
+}
+
+/// Verifies signature and claims of an access token.
+pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Reject> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN || !token.is_ascii() {
+        return Err(Reject::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Reject::Malformed);
+    };
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+        return Err(Reject::Malformed);
+    }
+
+    let header = B64.decode(h64).ok().and_then(|b| strict_json::parse_object(&b)).ok_or(Reject::Malformed)?;
+    if header.len() != 3 {
+        // Exactly alg, typ, kid: anything else is a member we would have to understand.
+        return Err(Reject::Header);
+    }
+    let (Some(Value::String(alg)), Some(Value::String(typ)), Some(Value::String(kid))) =
+        (header.get("alg"), header.get("typ"), header.get("kid"))
+    else {
+        return Err(Reject::Header);
+    };
+    if typ != "at+jwt" && typ != "application/at+jwt" {
+        return Err(Reject::Header);
+    }
+    let key = rules.keys.verifying(kid, rules.now).ok_or(Reject::UnknownKey)?;
+    if alg != key.alg_name {
+        return Err(Reject::Header);
+    }
+
+    let signing_input = &token[..h64.len() + 1 + p64.len()];
+    match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), &key.decoding, key.alg) {
+        Ok(true) => {}
+        _ => return Err(Reject::Signature),
+    }
+
+    let payload = B64.decode(p64).ok().and_then(|b| strict_json::parse_object(&b)).ok_or(Reject::Claims)?;
+    let (claims, jti) = AccessClaims::from_object(payload).ok_or(Reject::Claims)?;
+    check_claims(&claims, rules)?;
+    Ok((claims, jti))
+}
+
+/// The claim checks, separate so unit tests can reach them without signing.
+pub fn check_claims(c: &AccessClaims, rules: &Rules<'_>) -> Result<(), Reject> {
+    if c.iss.as_bytes() != rules.issuer.as_bytes() {
+        return Err(Reject::Issuer);
+    }
+    // No leeway: `exp == now` is expired (RFC 7519 "on or after").
+    if rules.now >= c.exp {
+        return Err(Reject::Expired);
+    }
+    if c.nbf > rules.now || c.iat > rules.now {
+        return Err(Reject::NotYetValid);
+    }
+    if c.exp.saturating_sub(c.iat) > rules.max_lifetime || c.exp <= c.iat || c.nbf < c.iat {
+        return Err(Reject::Lifetime);
+    }
+    Ok(())
+}
