@@ -50,7 +50,10 @@ pub struct Parsed<'a> {
 
 /// Is `env` a valid environment label?
 pub fn valid_environment(env: &str) -> bool {
-    (1..=16).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    (1..=16).contains(&env.len())
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Mints a new key for `environment` (which must satisfy [`valid_environment`]).
@@ -129,7 +132,13 @@ mod tests {
     fn round_trip() {
         let (id, key) = generate("prod");
         let p = parse(key.expose()).expect("parses");
-        assert_eq!(p, Parsed { environment: "prod", id: &id });
+        assert_eq!(
+            p,
+            Parsed {
+                environment: "prod",
+                id: &id
+            }
+        );
         assert!(key.expose().starts_with("tsk_prod_"));
         assert!(verify(key.expose(), &hash(key.expose())));
         assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
@@ -154,7 +163,16 @@ mod tests {
 
     #[test]
     fn malformed_inputs() {
-        for bad in ["", "tsk_", "tsk___", "' OR '1'='1", "tsk_PROD_0123456789abcdef_x", "%", "_", "\0"] {
+        for bad in [
+            "",
+            "tsk_",
+            "tsk___",
+            "' OR '1'='1",
+            "tsk_PROD_0123456789abcdef_x",
+            "%",
+            "_",
+            "\0",
+        ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
         assert!(parse(&"a".repeat(10_000)).is_none());

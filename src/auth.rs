@@ -48,9 +48,13 @@ impl Caller {
     /// The principal, if it holds `scope`: `UNAUTHENTICATED` without a credential,
     /// `PERMISSION_DENIED` without the scope.
     pub fn require(&self, scope: &str) -> Result<&Principal, Error> {
-        let p = self.principal.as_ref().ok_or(Error::Unauthenticated("missing credential: send authorization: Bearer <api key>"))?;
+        let p = self.principal.as_ref().ok_or(Error::Unauthenticated(
+            "missing credential: send authorization: Bearer <api key>",
+        ))?;
         if !p.has(scope) {
-            return Err(Error::PermissionDenied(format!("this API key lacks the {scope} scope")));
+            return Err(Error::PermissionDenied(format!(
+                "this API key lacks the {scope} scope"
+            )));
         }
         Ok(p)
     }
@@ -63,7 +67,9 @@ impl Caller {
 
 /// Builds the interceptor: a bad credential fails the call here; a missing one is
 /// left for the handler to judge (Exchange and GetJwks need none).
-pub fn interceptor(authority: Arc<Authority>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+pub fn interceptor(
+    authority: Arc<Authority>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut req: Request<()>| {
         let request_id = req
             .metadata()
@@ -78,16 +84,28 @@ pub fn interceptor(authority: Arc<Authority>) -> impl Fn(Request<()>) -> Result<
                 let key = v
                     .to_str()
                     .ok()
-                    .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
-                    .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <api key>"))?;
+                    .and_then(|s| {
+                        s.strip_prefix("Bearer ")
+                            .or_else(|| s.strip_prefix("bearer "))
+                    })
+                    .ok_or_else(|| {
+                        Status::unauthenticated("authorization must be: Bearer <api key>")
+                    })?;
                 let c = authority
                     .callers
                     .check(key.trim(), authority.clock.now())
                     .ok_or_else(|| Status::unauthenticated("invalid API key"))?;
-                Some(Principal { key_id: c.row.id.clone(), owner: c.row.owner.clone(), scopes: c.row.scopes.clone().into() })
+                Some(Principal {
+                    key_id: c.row.id.clone(),
+                    owner: c.row.owner.clone(),
+                    scopes: c.row.scopes.clone().into(),
+                })
             }
         };
-        req.extensions_mut().insert(Caller { principal, request_id });
+        req.extensions_mut().insert(Caller {
+            principal,
+            request_id,
+        });
         Ok(req)
     }
 }

@@ -52,7 +52,9 @@ pub struct Authority {
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Authority")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,7 +119,13 @@ pub enum Introspection {
     RefreshToken(Box<(TokenRow, FamilyRow)>),
 }
 
-fn audit_entry(caller: &Caller, now: i64, action: &str, target: &str, detail: impl Into<String>) -> AuditEntry {
+fn audit_entry(
+    caller: &Caller,
+    now: i64,
+    action: &str,
+    target: &str,
+    detail: impl Into<String>,
+) -> AuditEntry {
     AuditEntry {
         at: now,
         request_id: caller.request_id.clone(),
@@ -136,7 +144,14 @@ impl Authority {
         let master = MasterKey::load(&config)?;
         let now = clock.now();
         let retire_window = config.max_access_token_ttl.as_secs() as i64 + 60;
-        let keys = Keyring::open(store.clone(), master, config.signing_alg, retire_window, now).await?;
+        let keys = Keyring::open(
+            store.clone(),
+            master,
+            config.signing_alg,
+            retire_window,
+            now,
+        )
+        .await?;
         let revocations = Revocations::default();
         let callers = Callers::default();
         let (blocked, versions, live_keys) = store.read_now(|c| {
@@ -162,7 +177,15 @@ impl Authority {
             blocklisted = revocations.blocklist_len(),
             "state loaded"
         );
-        let authority = Authority { config, clock, store, keys, revocations, callers, metrics: Metrics::default() };
+        let authority = Authority {
+            config,
+            clock,
+            store,
+            keys,
+            revocations,
+            callers,
+            metrics: Metrics::default(),
+        };
         authority.bootstrap().await?;
         Ok(authority)
     }
@@ -177,9 +200,16 @@ impl Authority {
         let (id, text, env, source) = match &self.config.bootstrap_admin_key {
             Some(secret) => {
                 let p = apikeys::parse(&secret.0).ok_or_else(|| {
-                    Error::InvalidArgument("TESSERA_BOOTSTRAP_ADMIN_KEY is not a well-formed Tessera API key".into())
+                    Error::InvalidArgument(
+                        "TESSERA_BOOTSTRAP_ADMIN_KEY is not a well-formed Tessera API key".into(),
+                    )
                 })?;
-                (p.id.to_string(), secret.0.clone(), p.environment.to_string(), "env")
+                (
+                    p.id.to_string(),
+                    secret.0.clone(),
+                    p.environment.to_string(),
+                    "env",
+                )
             }
             None => {
                 let (id, key) = apikeys::generate("admin");
@@ -240,14 +270,20 @@ impl Authority {
         check_field("owner", &owner, true)?;
         check_field("name", &name, false)?;
         if !apikeys::valid_environment(&environment) {
-            return Err(Error::InvalidArgument("environment must be 1-16 characters of [a-z0-9]".into()));
+            return Err(Error::InvalidArgument(
+                "environment must be 1-16 characters of [a-z0-9]".into(),
+            ));
         }
         let scopes = normalize_scopes(&scopes)?;
         let max = self.config.max_api_key_ttl.as_secs() as i64;
         let ttl = match ttl {
             None => self.config.api_key_ttl.as_secs() as i64,
             Some(t) if t <= 0 => return Err(Error::InvalidArgument("ttl must be positive".into())),
-            Some(t) if t > max => return Err(Error::InvalidArgument(format!("ttl must be at most {max} s"))),
+            Some(t) if t > max => {
+                return Err(Error::InvalidArgument(format!(
+                    "ttl must be at most {max} s"
+                )));
+            }
             Some(t) => t,
         };
         let now = self.clock.now();
@@ -263,7 +299,13 @@ impl Authority {
             expires_at: now + ttl,
             revoked_at: None,
         };
-        let entry = audit_entry(caller, now, "issue.api_key", &id, format!("owner={} scopes={}", row.owner, scopes.join(" ")));
+        let entry = audit_entry(
+            caller,
+            now,
+            "issue.api_key",
+            &id,
+            format!("owner={} scopes={}", row.owner, scopes.join(" ")),
+        );
         let stored = row.clone();
         self.store
             .write(move |c| {
@@ -299,29 +341,47 @@ impl Authority {
     fn check_access_request(&self, req: &AccessTokenRequest) -> Result<Vec<String>> {
         check_field("subject", &req.subject, true)?;
         if req.audience.is_empty() || req.audience.len() > tokens::MAX_SCOPES {
-            return Err(Error::InvalidArgument("audience: between 1 and 64 entries".into()));
+            return Err(Error::InvalidArgument(
+                "audience: between 1 and 64 entries".into(),
+            ));
         }
         for a in &req.audience {
             check_field("audience", a, true)?;
         }
         check_field("client_id", &req.client_id, false)?;
         let scopes = normalize_scopes(&req.scopes)?;
-        if scopes.iter().any(|s| s.starts_with(tokens::SERVICE_SCOPE_PREFIX)) {
-            return Err(Error::InvalidArgument("tessera:* scopes are never put in access tokens".into()));
+        if scopes
+            .iter()
+            .any(|s| s.starts_with(tokens::SERVICE_SCOPE_PREFIX))
+        {
+            return Err(Error::InvalidArgument(
+                "tessera:* scopes are never put in access tokens".into(),
+            ));
         }
         if let Some(k) = req.claims.keys().find(|k| REGISTERED.contains(&k.as_str())) {
-            return Err(Error::InvalidArgument(format!("claim {k:?} is set by Tessera, not by the request")));
+            return Err(Error::InvalidArgument(format!(
+                "claim {k:?} is set by Tessera, not by the request"
+            )));
         }
-        if req.claims.keys().any(|k| k.is_empty() || k.len() > tokens::MAX_FIELD_LEN)
+        if req
+            .claims
+            .keys()
+            .any(|k| k.is_empty() || k.len() > tokens::MAX_FIELD_LEN)
             || serde_json::to_vec(&req.claims).map_or(true, |v| v.len() > MAX_CLAIMS_BYTES)
         {
-            return Err(Error::InvalidArgument(format!("claims: at most {MAX_CLAIMS_BYTES} bytes of JSON")));
+            return Err(Error::InvalidArgument(format!(
+                "claims: at most {MAX_CLAIMS_BYTES} bytes of JSON"
+            )));
         }
         Ok(scopes)
     }
 
     /// Issues an access token, and a refresh token if asked (caller needs `tessera:issue`).
-    pub async fn issue_access_token(&self, caller: &Caller, mut req: AccessTokenRequest) -> Result<Issued> {
+    pub async fn issue_access_token(
+        &self,
+        caller: &Caller,
+        mut req: AccessTokenRequest,
+    ) -> Result<Issued> {
         let principal = caller.require(auth::SCOPE_ISSUE)?;
         let scopes = self.check_access_request(&req)?;
         if req.client_id.is_empty() {
@@ -338,7 +398,12 @@ impl Authority {
             scopes: scopes.clone(),
             ..Issued::default()
         };
-        let detail = format!("sub={} aud={} scopes={}", req.subject, req.audience.join(" "), scopes.join(" "));
+        let detail = format!(
+            "sub={} aud={} scopes={}",
+            req.subject,
+            req.audience.join(" "),
+            scopes.join(" ")
+        );
         let mut entry = audit_entry(caller, now, "issue.access_token", &jti, detail);
         if req.refresh_token {
             let family = FamilyRow {
@@ -353,7 +418,8 @@ impl Authority {
                 revoked_at: None,
             };
             let rt = opaque::generate(opaque::REFRESH_PREFIX);
-            let rt_exp = (now + self.config.refresh_token_ttl.as_secs() as i64).min(family.absolute_expires_at);
+            let rt_exp = (now + self.config.refresh_token_ttl.as_secs() as i64)
+                .min(family.absolute_expires_at);
             let row = TokenRow {
                 token_hash: opaque::hash(rt.expose()),
                 family_id: family.id.clone(),
@@ -362,7 +428,9 @@ impl Authority {
                 expires_at: rt_exp,
                 used_at: None,
             };
-            entry.detail.push_str(&format!(" refresh_family={}", family.id));
+            entry
+                .detail
+                .push_str(&format!(" refresh_family={}", family.id));
             let jti_c = jti.clone();
             self.store
                 .write(move |c| {
@@ -411,7 +479,10 @@ impl Authority {
     }
 
     /// Verifies an access token fully: signature, claims, blocklist, token version.
-    pub fn check_access_token(&self, token: &str) -> std::result::Result<(AccessClaims, Jti), Reject> {
+    pub fn check_access_token(
+        &self,
+        token: &str,
+    ) -> std::result::Result<(AccessClaims, Jti), Reject> {
         let rules = Rules {
             keys: &self.keys,
             issuer: &self.config.issuer,
@@ -436,7 +507,9 @@ impl Authority {
             return Err(Error::InvalidArgument("token is required".into()));
         }
         if token.len() > MAX_TOKEN_LEN {
-            return Err(Error::InvalidArgument(format!("token longer than {MAX_TOKEN_LEN} bytes")));
+            return Err(Error::InvalidArgument(format!(
+                "token longer than {MAX_TOKEN_LEN} bytes"
+            )));
         }
         let now = self.clock.now();
         // The three kinds have disjoint shapes, so the hint never changes the answer.
@@ -486,7 +559,10 @@ impl Authority {
         let hash = opaque::hash(token);
         let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
         Ok(found.filter(|(t, f)| {
-            t.used_at.is_none() && f.revoked_at.is_none() && now < t.expires_at && now < f.absolute_expires_at
+            t.used_at.is_none()
+                && f.revoked_at.is_none()
+                && now < t.expires_at
+                && now < f.absolute_expires_at
         }))
     }
 
@@ -500,7 +576,9 @@ impl Authority {
         let now = self.clock.now();
         match (token.is_empty(), token_id.is_empty()) {
             (true, true) => Err(Error::InvalidArgument("give token or token_id".into())),
-            (false, false) => Err(Error::InvalidArgument("give token or token_id, not both".into())),
+            (false, false) => Err(Error::InvalidArgument(
+                "give token or token_id, not both".into(),
+            )),
             (false, true) => self.revoke_token(caller, token, now).await,
             (true, false) => self.revoke_id(caller, token_id, now).await,
         }
@@ -521,7 +599,10 @@ impl Authority {
             let hash = opaque::hash(token);
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
-                Some((_, family)) => self.revoke_family(caller, &family.id, "revoke.refresh_token", now).await,
+                Some((_, family)) => {
+                    self.revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                        .await
+                }
                 None => self.audit_noop(caller, now).await,
             };
         }
@@ -565,7 +646,14 @@ impl Authority {
         Ok(())
     }
 
-    async fn block(&self, caller: &Caller, jti: Jti, jti_text: &str, exp: i64, now: i64) -> Result<()> {
+    async fn block(
+        &self,
+        caller: &Caller,
+        jti: Jti,
+        jti_text: &str,
+        exp: i64,
+        now: i64,
+    ) -> Result<()> {
         let entry = audit_entry(caller, now, "revoke.access_token", jti_text, "");
         let text = jti_text.to_string();
         self.store
@@ -581,7 +669,13 @@ impl Authority {
     }
 
     /// Revokes a refresh family and blocklists every access token it minted.
-    pub async fn revoke_family(&self, caller: &Caller, family_id: &str, action: &str, now: i64) -> Result<()> {
+    pub async fn revoke_family(
+        &self,
+        caller: &Caller,
+        family_id: &str,
+        action: &str,
+        now: i64,
+    ) -> Result<()> {
         let entry = audit_entry(caller, now, action, family_id, "family revoked");
         let id = family_id.to_string();
         let blocked = self
@@ -616,7 +710,12 @@ impl Authority {
 
     /// "Log out everywhere" (caller needs `tessera:revoke`): bumps the subject's token
     /// version and revokes its refresh families.
-    pub async fn bump_token_version(&self, caller: &Caller, subject: &str, reason: &str) -> Result<u64> {
+    pub async fn bump_token_version(
+        &self,
+        caller: &Caller,
+        subject: &str,
+        reason: &str,
+    ) -> Result<u64> {
         caller.require(auth::SCOPE_REVOKE)?;
         check_field("subject", subject, true)?;
         check_field("reason", reason, false)?;
@@ -631,7 +730,13 @@ impl Authority {
                 for (jti, exp) in &minted {
                     revocation_rows::block_jti(c, jti, *exp)?;
                 }
-                audit::append(c, &AuditEntry { detail: format!("{} -> v{v}", entry.detail), ..entry })?;
+                audit::append(
+                    c,
+                    &AuditEntry {
+                        detail: format!("{} -> v{v}", entry.detail),
+                        ..entry
+                    },
+                )?;
                 Ok((v, minted))
             })
             .await?;
@@ -645,7 +750,9 @@ impl Authority {
     /// Rotates the signing key (admin only).
     pub async fn rotate_signing_key(&self, caller: &Caller) -> Result<String> {
         caller.require(auth::SCOPE_ADMIN)?;
-        self.keys.rotate(self.clock.now(), &caller.request_id, caller.audit_id()).await
+        self.keys
+            .rotate(self.clock.now(), &caller.request_id, caller.audit_id())
+            .await
     }
 
     /// The public JWK Set.

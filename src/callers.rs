@@ -28,7 +28,9 @@ pub struct Callers {
 
 impl std::fmt::Debug for Callers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Callers").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Callers")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -36,7 +38,14 @@ impl Callers {
     /// Adds (or replaces) a key after its durable write.
     pub fn insert(&self, row: ApiKeyRow) {
         let id = row.id.clone();
-        self.keys.pin().insert(id, Arc::new(Caller { row, last_used: AtomicI64::new(0), flushed: AtomicI64::new(0) }));
+        self.keys.pin().insert(
+            id,
+            Arc::new(Caller {
+                row,
+                last_used: AtomicI64::new(0),
+                flushed: AtomicI64::new(0),
+            }),
+        );
     }
 
     /// Removes a revoked key.

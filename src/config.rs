@@ -22,7 +22,9 @@ impl std::str::FromStr for SigningAlg {
         match s {
             "EdDSA" => Ok(SigningAlg::EdDSA),
             "ES256" => Ok(SigningAlg::ES256),
-            other => Err(format!("unsupported signing algorithm {other:?} (EdDSA or ES256)")),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?} (EdDSA or ES256)"
+            )),
         }
     }
 }
@@ -276,7 +278,9 @@ impl Config {
             c.log_filter = v;
         }
         c.master_key = env.get("TESSERA_MASTER_KEY").map(|s| Secret(s.clone()));
-        c.bootstrap_admin_key = env.get("TESSERA_BOOTSTRAP_ADMIN_KEY").map(|s| Secret(s.clone()));
+        c.bootstrap_admin_key = env
+            .get("TESSERA_BOOTSTRAP_ADMIN_KEY")
+            .map(|s| Secret(s.clone()));
         c.validate()?;
         Ok(c)
     }
@@ -314,7 +318,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h, 7d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h, 7d"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -322,7 +328,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
     };
-    n.checked_mul(mult).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[cfg(test)]
@@ -331,12 +339,20 @@ mod tests {
 
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
-        let file = Layer::from_toml("grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"file\"").unwrap();
-        let env: HashMap<String, String> =
-            [("TESSERA_HTTP_ADDR".to_string(), "127.0.0.1:3".to_string()), ("TESSERA_ISSUER".into(), "env".into())]
-                .into_iter()
-                .collect();
-        let flags = Layer { issuer: Some("flag".into()), ..Layer::default() };
+        let file = Layer::from_toml(
+            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"file\"",
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [
+            ("TESSERA_HTTP_ADDR".to_string(), "127.0.0.1:3".to_string()),
+            ("TESSERA_ISSUER".into(), "env".into()),
+        ]
+        .into_iter()
+        .collect();
+        let flags = Layer {
+            issuer: Some("flag".into()),
+            ..Layer::default()
+        };
         let c = Config::from_layers(flags.or(Layer::from_env(&env)).or(file), &env).unwrap();
         assert_eq!(c.grpc_addr.port(), 1);
         assert_eq!(c.http_addr.port(), 3);
@@ -347,21 +363,38 @@ mod tests {
     #[test]
     fn durations_and_scope_caps() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
-        let env: HashMap<String, String> =
-            [("TESSERA_SCOPE_TTL".to_string(), "write:payments=60s".to_string())].into_iter().collect();
+        let env: HashMap<String, String> = [(
+            "TESSERA_SCOPE_TTL".to_string(),
+            "write:payments=60s".to_string(),
+        )]
+        .into_iter()
+        .collect();
         let c = Config::from_layers(Layer::from_env(&env), &env).unwrap();
-        assert_eq!(c.scope_cap(&["read".into(), "write:payments".into()]), Duration::from_secs(60));
+        assert_eq!(
+            c.scope_cap(&["read".into(), "write:payments".into()]),
+            Duration::from_secs(60)
+        );
         assert_eq!(c.scope_cap(&["read".into()]), Duration::from_secs(3600));
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let bad = Layer { grpc_addr: Some("nope".into()), ..Layer::default() };
-        assert!(Config::from_layers(bad, &HashMap::new()).unwrap_err().contains("grpc_addr"));
+        let bad = Layer {
+            grpc_addr: Some("nope".into()),
+            ..Layer::default()
+        };
+        assert!(
+            Config::from_layers(bad, &HashMap::new())
+                .unwrap_err()
+                .contains("grpc_addr")
+        );
         assert!(Layer::from_toml("unknown_key = 1").is_err());
     }
 

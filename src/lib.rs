@@ -37,5 +37,6 @@ pub mod tokens;
 pub mod proto {
     tonic::include_proto!("tessera.v1");
     /// Encoded descriptor set, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tessera_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("tessera_descriptor");
 }

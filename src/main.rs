@@ -49,9 +49,13 @@ struct ServeArgs {
 
 fn load_config(args: ServeArgs) -> Result<Config, String> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let file = match args.config.or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from)) {
+    let file = match args
+        .config
+        .or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from))
+    {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Layer::from_toml(&text)?
         }
         None => Layer::default(),
@@ -87,7 +91,13 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         let listeners = Listeners::bind(&config).await?;
-        server::run(config, Clock::system(), listeners, server::shutdown_signal()).await
+        server::run(
+            config,
+            Clock::system(),
+            listeners,
+            server::shutdown_signal(),
+        )
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

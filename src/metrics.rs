@@ -54,15 +54,43 @@ impl Metrics {
         let mut s = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(s, "# TYPE tessera_introspect_total counter");
-        let _ = writeln!(s, "tessera_introspect_total{{result=\"active\"}} {}", get(&self.introspect_active));
-        let _ = writeln!(s, "tessera_introspect_total{{result=\"inactive\",reason=\"opaque\"}} {}", get(&self.introspect_inactive_opaque));
+        let _ = writeln!(
+            s,
+            "tessera_introspect_total{{result=\"active\"}} {}",
+            get(&self.introspect_active)
+        );
+        let _ = writeln!(
+            s,
+            "tessera_introspect_total{{result=\"inactive\",reason=\"opaque\"}} {}",
+            get(&self.introspect_inactive_opaque)
+        );
         for (r, c) in REJECTS.iter().zip(&self.inactive) {
-            let _ = writeln!(s, "tessera_introspect_total{{result=\"inactive\",reason=\"{}\"}} {}", r.label(), get(c));
+            let _ = writeln!(
+                s,
+                "tessera_introspect_total{{result=\"inactive\",reason=\"{}\"}} {}",
+                r.label(),
+                get(c)
+            );
         }
-        let _ = writeln!(s, "# TYPE tessera_issued_total counter\ntessera_issued_total {}", get(&self.issued));
-        let _ = writeln!(s, "# TYPE tessera_revoked_total counter\ntessera_revoked_total {}", get(&self.revoked));
-        let _ = writeln!(s, "# TYPE tessera_version_bumps_total counter\ntessera_version_bumps_total {}", get(&self.bumps));
-        let _ = writeln!(s, "# TYPE tessera_blocklist_entries gauge\ntessera_blocklist_entries {blocklist_len}");
+        let _ = writeln!(
+            s,
+            "# TYPE tessera_issued_total counter\ntessera_issued_total {}",
+            get(&self.issued)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE tessera_revoked_total counter\ntessera_revoked_total {}",
+            get(&self.revoked)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE tessera_version_bumps_total counter\ntessera_version_bumps_total {}",
+            get(&self.bumps)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE tessera_blocklist_entries gauge\ntessera_blocklist_entries {blocklist_len}"
+        );
         s
     }
 }

@@ -32,7 +32,9 @@ impl Revocations {
 
     /// Adds a revoked jti (after its durable write).
     pub fn block(&self, jti: Jti, exp: i64) {
-        self.blocklist.pin().update_or_insert(jti, |old| (*old).max(exp), exp);
+        self.blocklist
+            .pin()
+            .update_or_insert(jti, |old| (*old).max(exp), exp);
     }
 
     /// The subject's current token version.
@@ -42,7 +44,11 @@ impl Revocations {
 
     /// Records a subject's version (after its durable write). Never moves backwards.
     pub fn set_version(&self, subject: &str, version: u64) {
-        self.versions.pin().update_or_insert(subject.to_string(), |old| (*old).max(version), version);
+        self.versions.pin().update_or_insert(
+            subject.to_string(),
+            |old| (*old).max(version),
+            version,
+        );
     }
 
     /// Drops blocklist entries of tokens that expired before `before`.

@@ -34,7 +34,10 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both addresses of `config` (port 0 picks a free port).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        Ok(Listeners { grpc: TcpListener::bind(config.grpc_addr).await?, http: TcpListener::bind(config.http_addr).await? })
+        Ok(Listeners {
+            grpc: TcpListener::bind(config.grpc_addr).await?,
+            http: TcpListener::bind(config.http_addr).await?,
+        })
     }
 }
 
@@ -55,8 +58,12 @@ pub async fn run(
     let http_addr: SocketAddr = listeners.http.local_addr()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<TokenServiceServer<TokenHandlers>>().await;
-    health_reporter.set_serving::<KeyServiceServer<KeyHandlers>>().await;
+    health_reporter
+        .set_serving::<TokenServiceServer<TokenHandlers>>()
+        .await;
+    health_reporter
+        .set_serving::<KeyServiceServer<KeyHandlers>>()
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -89,12 +96,18 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(tokens, interceptor.clone()))
         .add_service(InterceptedService::new(keys, interceptor))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
 
     let mut http_stop = stop_rx.clone();
-    let app = http::router(HttpState { authority: authority.clone(), ready: ready.clone() });
+    let app = http::router(HttpState {
+        authority: authority.clone(),
+        ready: ready.clone(),
+    });
     let http = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
@@ -123,8 +136,12 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutdown requested: draining");
     ready.store(false, Ordering::Relaxed);
-    health_reporter.set_not_serving::<TokenServiceServer<TokenHandlers>>().await;
-    health_reporter.set_not_serving::<KeyServiceServer<KeyHandlers>>().await;
+    health_reporter
+        .set_not_serving::<TokenServiceServer<TokenHandlers>>()
+        .await;
+    health_reporter
+        .set_not_serving::<KeyServiceServer<KeyHandlers>>()
+        .await;
     let _ = stop_tx.send(true);
 
     let drained = tokio::time::timeout(config.shutdown_grace, async {

@@ -37,7 +37,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +80,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("active", &self.set.load().active.kid).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("active", &self.set.load().active.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +98,9 @@ fn parse_alg(s: &str) -> Result<Algorithm> {
     match s {
         "EdDSA" => Ok(Algorithm::EdDSA),
         "ES256" => Ok(Algorithm::ES256),
-        other => Err(Error::internal(format!("stored key has unsupported alg {other}"))),
+        other => Err(Error::internal(format!(
+            "stored key has unsupported alg {other}"
+        ))),
     }
 }
 
@@ -123,8 +130,11 @@ fn generate(alg: SigningAlg) -> Result<Generated> {
             })
         }
         SigningAlg::ES256 => {
-            let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(err)?;
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).map_err(err)?;
+            let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(err)?;
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
+                    .map_err(err)?;
             let public_key = pair.public_key().as_ref().to_vec();
             Ok(Generated {
                 kid: jwk::thumbprint_ec_p256(&public_key[1..33], &public_key[33..65]),
@@ -152,7 +162,13 @@ fn decoding_key(alg: Algorithm, public_key: &[u8]) -> DecodingKey {
 
 impl Keyring {
     /// Loads the keys from the store, generating the first one if there is none.
-    pub async fn open(store: Store, master: MasterKey, alg: SigningAlg, retire_window: i64, now: i64) -> Result<Self> {
+    pub async fn open(
+        store: Store,
+        master: MasterKey,
+        alg: SigningAlg,
+        retire_window: i64,
+        now: i64,
+    ) -> Result<Self> {
         provider::install();
         let mut live = store.read_now(|c| rows::load_live(c, now))?;
         if !live.iter().any(|k| k.retired_at.is_none()) {
@@ -169,7 +185,10 @@ impl Keyring {
             // Check-and-insert in one transaction: concurrent first starts make one key.
             store
                 .write(move |c| {
-                    if rows::load_live(c, now)?.iter().any(|k| k.retired_at.is_none()) {
+                    if rows::load_live(c, now)?
+                        .iter()
+                        .any(|k| k.retired_at.is_none())
+                    {
                         return Ok(());
                     }
                     rows::insert(c, &row)?;
@@ -180,7 +199,13 @@ impl Keyring {
         }
         let set = build_set(&live, &master)?;
         tracing::info!(kid = %set.active.kid, keys = set.verifying.len(), "signing keys loaded");
-        Ok(Keyring { set: ArcSwap::from_pointee(set), master, store, alg, retire_window })
+        Ok(Keyring {
+            set: ArcSwap::from_pointee(set),
+            master,
+            store,
+            alg,
+            retire_window,
+        })
     }
 
     /// The current key set (cheap; lock-free).
@@ -247,7 +272,11 @@ impl Keyring {
         let live = self.store.read_now(|c| rows::load_live(c, now))?;
         let old = self.set.load_full();
         let new = build_set(&live, &self.master)?;
-        for (kid, _) in old.verifying.iter().filter(|(kid, _)| !new.verifying.contains_key(*kid)) {
+        for (kid, _) in old
+            .verifying
+            .iter()
+            .filter(|(kid, _)| !new.verifying.contains_key(*kid))
+        {
             tracing::info!(%kid, "retired key left the verification set");
         }
         self.set.store(Arc::new(new));
@@ -294,10 +323,18 @@ fn build_set(live: &[KeyRow], master: &MasterKey) -> Result<KeySet> {
         if row.retired_at.is_none() {
             // Newest active wins if a crash left two (rows are ordered by creation).
             let pkcs8 = master.open(&row.kid, &row.sealed_private)?;
-            active = Some(Arc::new(SigningKey { kid: row.kid.clone(), alg, encoding: encoding_key(alg, &pkcs8) }));
+            active = Some(Arc::new(SigningKey {
+                kid: row.kid.clone(),
+                alg,
+                encoding: encoding_key(alg, &pkcs8),
+            }));
         }
     }
     let active = active.ok_or_else(|| Error::internal("no active signing key"))?;
     let jwks_json: Arc<str> = serde_json::json!({ "keys": jwks }).to_string().into();
-    Ok(KeySet { active, verifying, jwks_json })
+    Ok(KeySet {
+        active,
+        verifying,
+        jwks_json,
+    })
 }

@@ -37,7 +37,8 @@ impl MasterKey {
         if raw.len() != 32 {
             return Err(Error::InvalidArgument("master key must be 32 bytes".into()));
         }
-        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| Error::internal("AES key setup"))?;
+        let key =
+            UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| Error::internal("AES key setup"))?;
         Ok(MasterKey(LessSafeKey::new(key)))
     }
 
@@ -47,16 +48,17 @@ impl MasterKey {
             return Self::from_text(&secret.0);
         }
         if let Some(path) = &config.master_key_file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Error::internal(format!("reading master key file {}: {e}", path.display())))?,
-            );
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                Error::internal(format!("reading master key file {}: {e}", path.display()))
+            })?);
             return Self::from_text(&text);
         }
         let path = config.data_dir.join(DEV_KEY_FILE);
         if !path.exists() {
             let mut raw = Zeroizing::new([0u8; 32]);
-            SystemRandom::new().fill(raw.as_mut()).map_err(|_| Error::internal("OS random source"))?;
+            SystemRandom::new()
+                .fill(raw.as_mut())
+                .map_err(|_| Error::internal("OS random source"))?;
             write_private_file(&path, B64.encode(raw.as_ref()).as_bytes())?;
         }
         tracing::warn!(
@@ -71,10 +73,16 @@ impl MasterKey {
     /// Seals `plaintext`, bound to `context` (the kid), as `nonce || ciphertext || tag`.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| Error::internal("OS random source"))?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| Error::internal("OS random source"))?;
         let mut buf = plaintext.to_vec();
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut buf,
+            )
             .map_err(|_| Error::internal("seal"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -87,7 +95,8 @@ impl MasterKey {
             return Err(Error::internal("sealed key too short"));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::internal("nonce"))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::internal("nonce"))?;
         let mut buf = Zeroizing::new(ct.to_vec());
         let len = self
             .0
@@ -109,8 +118,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| Error::internal(format!("creating {}: {e}", path.display())))?;
-    f.write_all(contents).and_then(|_| f.sync_all()).map_err(Error::internal)?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", path.display())))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .map_err(Error::internal)?;
     Ok(())
 }
 
@@ -126,7 +139,10 @@ mod tests {
     fn seal_open_round_trip_bound_to_context() {
         let k = key();
         let sealed = k.seal("kid-1", b"private").unwrap();
-        assert!(!sealed.windows(7).any(|w| w == b"private"), "plaintext visible");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"private"),
+            "plaintext visible"
+        );
         assert_eq!(&k.open("kid-1", &sealed).unwrap()[..], b"private");
         assert!(k.open("kid-2", &sealed).is_err(), "context not bound");
         let mut tampered = sealed.clone();

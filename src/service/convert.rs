@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 pub fn ttl(d: Option<Duration>) -> Result<Option<i64>> {
     match d {
         None => Ok(None),
-        Some(d) if d.seconds < 0 || d.nanos < 0 => Err(Error::InvalidArgument("ttl must not be negative".into())),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(Error::InvalidArgument("ttl must not be negative".into()))
+        }
         // Round a fractional second up: a ttl never shrinks to zero by truncation.
         Some(d) => Ok(Some(d.seconds.saturating_add(i64::from(d.nanos > 0)))),
     }
@@ -18,17 +20,25 @@ pub fn ttl(d: Option<Duration>) -> Result<Option<i64>> {
 
 /// Unix seconds → Timestamp.
 pub fn ts(secs: i64) -> Option<Timestamp> {
-    Some(Timestamp { seconds: secs, nanos: 0 })
+    Some(Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
 }
 
 /// protobuf Struct → JSON object. Integral numbers become JSON integers.
 pub fn struct_to_json(s: Struct) -> Result<Map<String, Value>> {
-    s.fields.into_iter().map(|(k, v)| Ok((k, value_to_json(v, 0)?))).collect()
+    s.fields
+        .into_iter()
+        .map(|(k, v)| Ok((k, value_to_json(v, 0)?)))
+        .collect()
 }
 
 fn value_to_json(v: PValue, depth: usize) -> Result<Value> {
     if depth > 16 {
-        return Err(Error::InvalidArgument("claims nested too deeply (max 16)".into()));
+        return Err(Error::InvalidArgument(
+            "claims nested too deeply (max 16)".into(),
+        ));
     }
     Ok(match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
@@ -39,22 +49,35 @@ fn value_to_json(v: PValue, depth: usize) -> Result<Value> {
                 Value::from(n as i64)
             } else {
                 Value::Number(
-                    Number::from_f64(n).ok_or_else(|| Error::InvalidArgument("claims: non-finite number".into()))?,
+                    Number::from_f64(n).ok_or_else(|| {
+                        Error::InvalidArgument("claims: non-finite number".into())
+                    })?,
                 )
             }
         }
-        Some(Kind::StructValue(s)) => {
-            Value::Object(s.fields.into_iter().map(|(k, v)| Ok((k, value_to_json(v, depth + 1)?))).collect::<Result<_>>()?)
-        }
-        Some(Kind::ListValue(l)) => {
-            Value::Array(l.values.into_iter().map(|v| value_to_json(v, depth + 1)).collect::<Result<_>>()?)
-        }
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .into_iter()
+                .map(|(k, v)| Ok((k, value_to_json(v, depth + 1)?)))
+                .collect::<Result<_>>()?,
+        ),
+        Some(Kind::ListValue(l)) => Value::Array(
+            l.values
+                .into_iter()
+                .map(|v| value_to_json(v, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
     })
 }
 
 /// JSON object → protobuf Struct.
 pub fn json_to_struct(m: &Map<String, Value>) -> Struct {
-    Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
+    Struct {
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
 }
 
 fn json_to_value(v: &Value) -> PValue {
@@ -63,7 +86,9 @@ fn json_to_value(v: &Value) -> PValue {
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(json_to_value).collect() }),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
         Value::Object(m) => Kind::StructValue(json_to_struct(m)),
     };
     PValue { kind: Some(kind) }
@@ -76,15 +101,36 @@ mod tests {
     #[test]
     fn ttl_rules() {
         assert_eq!(ttl(None).unwrap(), None);
-        assert_eq!(ttl(Some(Duration { seconds: 5, nanos: 0 })).unwrap(), Some(5));
-        assert_eq!(ttl(Some(Duration { seconds: 0, nanos: 1 })).unwrap(), Some(1));
-        assert!(ttl(Some(Duration { seconds: -1, nanos: 0 })).is_err());
+        assert_eq!(
+            ttl(Some(Duration {
+                seconds: 5,
+                nanos: 0
+            }))
+            .unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            ttl(Some(Duration {
+                seconds: 0,
+                nanos: 1
+            }))
+            .unwrap(),
+            Some(1)
+        );
+        assert!(
+            ttl(Some(Duration {
+                seconds: -1,
+                nanos: 0
+            }))
+            .is_err()
+        );
     }
 
     #[test]
     fn struct_round_trip() {
         let m: Map<String, Value> =
-            serde_json::from_str(r#"{"role":"admin","n":3,"f":1.5,"l":[true,null],"o":{"a":"b"}}"#).unwrap();
+            serde_json::from_str(r#"{"role":"admin","n":3,"f":1.5,"l":[true,null],"o":{"a":"b"}}"#)
+                .unwrap();
         assert_eq!(struct_to_json(json_to_struct(&m)).unwrap(), m);
     }
 }

@@ -34,7 +34,10 @@ async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
     // Short max-age: after a rotation verifiers pick up the new key within a minute,
     // and a verifier seeing an unknown kid should refetch anyway.
     (
-        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=60")],
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
         s.authority.jwks_json().to_string(),
     )
 }
@@ -50,6 +53,8 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.authority.metrics.render(s.authority.revocations.blocklist_len()),
+        s.authority
+            .metrics
+            .render(s.authority.revocations.blocklist_len()),
     )
 }

@@ -6,15 +6,22 @@ use tonic::{Request, Response, Status};
 
 use crate::authority::Authority;
 use crate::proto::key_service_server::KeyService;
-use crate::proto::{GetJwksRequest, GetJwksResponse, RotateSigningKeyRequest, RotateSigningKeyResponse};
+use crate::proto::{
+    GetJwksRequest, GetJwksResponse, RotateSigningKeyRequest, RotateSigningKeyResponse,
+};
 
 /// gRPC handlers for key publication and rotation.
 pub struct KeyHandlers(pub Arc<Authority>);
 
 #[tonic::async_trait]
 impl KeyService for KeyHandlers {
-    async fn get_jwks(&self, _req: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
-        Ok(Response::new(GetJwksResponse { jwks_json: self.0.jwks_json().to_string() }))
+    async fn get_jwks(
+        &self,
+        _req: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse {
+            jwks_json: self.0.jwks_json().to_string(),
+        }))
     }
 
     async fn rotate_signing_key(

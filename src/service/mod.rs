@@ -12,5 +12,8 @@ use crate::auth::Caller;
 
 /// The caller the auth interceptor attached to the request.
 pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions().get::<Caller>().cloned().ok_or_else(|| Status::internal("internal error"))
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("internal error"))
 }

@@ -9,8 +9,9 @@ use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued};
 use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
-    BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse, IntrospectRequest,
-    IntrospectResponse, IssueRequest, IssueResponse, RevokeRequest, RevokeResponse,
+    BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse,
+    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, RevokeRequest,
+    RevokeResponse,
 };
 
 /// gRPC handlers for the token lifecycle.
@@ -23,7 +24,9 @@ fn issue_response(mut i: Issued) -> IssueResponse {
         token_type: i.token_type.to_string(),
         expires_at: ts(i.expires_at),
         refresh_token: std::mem::take(&mut i.refresh_token.0),
-        refresh_expires_at: (i.refresh_expires_at > 0).then(|| ts(i.refresh_expires_at)).flatten(),
+        refresh_expires_at: (i.refresh_expires_at > 0)
+            .then(|| ts(i.refresh_expires_at))
+            .flatten(),
         scopes: std::mem::take(&mut i.scopes),
     }
 }
@@ -33,9 +36,22 @@ impl TokenService for TokenHandlers {
     async fn issue(&self, req: Request<IssueRequest>) -> Result<Response<IssueResponse>, Status> {
         let caller = super::caller(&req)?;
         let issued = match req.into_inner().credential {
-            None => return Err(Status::invalid_argument("credential is required: api_key, access_token, authorization_code or client")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "credential is required: api_key, access_token, authorization_code or client",
+                ));
+            }
             Some(Credential::ApiKey(s)) => {
-                self.0.issue_api_key(&caller, s.owner, s.name, s.environment, s.scopes, ttl(s.ttl)?).await?
+                self.0
+                    .issue_api_key(
+                        &caller,
+                        s.owner,
+                        s.name,
+                        s.environment,
+                        s.scopes,
+                        ttl(s.ttl)?,
+                    )
+                    .await?
             }
             Some(Credential::AccessToken(s)) => {
                 let req = AccessTokenRequest {
@@ -43,24 +59,36 @@ impl TokenService for TokenHandlers {
                     audience: s.audience,
                     scopes: s.scopes,
                     ttl: ttl(s.ttl)?,
-                    claims: s.claims.map(struct_to_json).transpose()?.unwrap_or_default(),
+                    claims: s
+                        .claims
+                        .map(struct_to_json)
+                        .transpose()?
+                        .unwrap_or_default(),
                     client_id: s.client_id,
                     refresh_token: s.refresh_token,
                 };
                 self.0.issue_access_token(&caller, req).await?
             }
             Some(Credential::AuthorizationCode(_)) | Some(Credential::Client(_)) => {
-                return Err(Status::unimplemented("authorization codes and clients are not available yet"));
+                return Err(Status::unimplemented(
+                    "authorization codes and clients are not available yet",
+                ));
             }
         };
         Ok(Response::new(issue_response(issued)))
     }
 
-    async fn exchange(&self, _req: Request<ExchangeRequest>) -> Result<Response<ExchangeResponse>, Status> {
+    async fn exchange(
+        &self,
+        _req: Request<ExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
         Err(Status::unimplemented("Exchange is not available yet"))
     }
 
-    async fn introspect(&self, req: Request<IntrospectRequest>) -> Result<Response<IntrospectResponse>, Status> {
+    async fn introspect(
+        &self,
+        req: Request<IntrospectRequest>,
+    ) -> Result<Response<IntrospectResponse>, Status> {
         let caller = super::caller(&req)?;
         let r = req.into_inner();
         let out = match self.0.introspect(&caller, &r.token).await? {
@@ -126,7 +154,10 @@ impl TokenService for TokenHandlers {
         Ok(Response::new(out))
     }
 
-    async fn revoke(&self, req: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
+    async fn revoke(
+        &self,
+        req: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
         let caller = super::caller(&req)?;
         let r = req.into_inner();
         self.0.revoke(&caller, &r.token, &r.token_id).await?;
@@ -139,7 +170,10 @@ impl TokenService for TokenHandlers {
     ) -> Result<Response<BumpTokenVersionResponse>, Status> {
         let caller = super::caller(&req)?;
         let r = req.into_inner();
-        let token_version = self.0.bump_token_version(&caller, &r.subject, &r.reason).await?;
+        let token_version = self
+            .0
+            .bump_token_version(&caller, &r.subject, &r.reason)
+            .await?;
         Ok(Response::new(BumpTokenVersionResponse { token_version }))
     }
 }

@@ -50,13 +50,18 @@ pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
 
 /// Marks a key revoked; returns whether it existed and was live.
 pub fn revoke(conn: &Connection, id: &str, at: i64) -> Result<bool> {
-    let n = conn.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, at])?;
+    let n = conn.execute(
+        "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, at],
+    )?;
     Ok(n == 1)
 }
 
 /// Records when keys were last used (batched off the hot path).
 pub fn touch(conn: &Connection, uses: &[(String, i64)]) -> Result<()> {
-    let mut stmt = conn.prepare_cached("UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+    )?;
     for (id, at) in uses {
         stmt.execute(params![id, at])?;
     }

@@ -45,7 +45,9 @@ impl std::fmt::Debug for Store {
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // FULL: a revocation we acknowledged survives power loss, not just a process crash.
     conn.execute_batch(
@@ -81,7 +83,11 @@ impl Store {
             .name("tessera-store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(Error::internal)?;
-        Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)), path: Arc::new(path) })
+        Ok(Store {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            path: Arc::new(path),
+        })
     }
 
     /// Path of the database file.
@@ -117,7 +123,9 @@ impl Store {
     {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| Error::internal("reader lock poisoned"))?;
+            let conn = reader
+                .lock()
+                .map_err(|_| Error::internal("reader lock poisoned"))?;
             f(&conn)
         })
         .await
@@ -126,7 +134,10 @@ impl Store {
 
     /// Runs a read synchronously (start-up only, before serving).
     pub fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let conn = self.reader.lock().map_err(|_| Error::internal("reader lock poisoned"))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| Error::internal("reader lock poisoned"))?;
         f(&conn)
     }
 }
@@ -154,7 +165,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
             let (ok, finish) = job(&conn);
             // A failed job leaves no trace; its batch-mates keep their writes.
-            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
             if let Err(e) = conn.execute_batch(end) {
                 tracing::error!(error = %e, "store: cannot close savepoint");
             }

@@ -77,9 +77,16 @@ pub fn insert_token(conn: &Connection, t: &TokenRow) -> Result<()> {
 }
 
 /// Remembers that `jti` was minted from `family_id`, so revoking the family can blocklist it.
-pub fn record_access_token(conn: &Connection, family_id: &str, jti: &str, expires_at: i64) -> Result<()> {
-    conn.prepare_cached("INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![family_id, jti, expires_at])?;
+pub fn record_access_token(
+    conn: &Connection,
+    family_id: &str,
+    jti: &str,
+    expires_at: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![family_id, jti, expires_at])?;
     Ok(())
 }
 
@@ -128,15 +135,19 @@ pub fn find(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(TokenRow
 /// Marks a token used. False if it already was (the caller lost a race or it is a replay).
 pub fn mark_used(conn: &Connection, token_hash: &[u8; 32], at: i64) -> Result<bool> {
     let n = conn
-        .prepare_cached("UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL")?
+        .prepare_cached(
+            "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
+        )?
         .execute(params![&token_hash[..], at])?;
     Ok(n == 1)
 }
 
 /// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
 pub fn revoke_family(conn: &Connection, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
-    conn.prepare_cached("UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
-        .execute(params![family_id, at])?;
+    conn.prepare_cached(
+        "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    )?
+    .execute(params![family_id, at])?;
     let mut stmt = conn.prepare_cached("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?1 AND expires_at >= ?2")?;
     let rows = stmt.query_map(params![family_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -145,7 +156,9 @@ pub fn revoke_family(conn: &Connection, family_id: &str, at: i64) -> Result<Vec<
 /// Revokes every live family of `subject` ("log out everywhere"); returns their access tokens.
 pub fn revoke_subject(conn: &Connection, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
     let ids: Vec<String> = conn
-        .prepare_cached("SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL")?
+        .prepare_cached(
+            "SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL",
+        )?
         .query_map([subject], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::new();

@@ -16,7 +16,8 @@ pub fn block_jti(conn: &Connection, jti: &str, expires_at: i64) -> Result<()> {
 
 /// Every blocklisted jti still needed at `now`.
 pub fn load_blocklist(conn: &Connection, now: i64) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
+    let mut stmt =
+        conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
     let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -41,7 +42,11 @@ pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
 /// One subject's current version (0 if never bumped).
 pub fn version(conn: &Connection, subject: &str) -> Result<u64> {
     let v: Option<i64> = conn
-        .query_row("SELECT version FROM token_versions WHERE subject = ?1", [subject], |r| r.get(0))
+        .query_row(
+            "SELECT version FROM token_versions WHERE subject = ?1",
+            [subject],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(v.unwrap_or(0) as u64)
 }
@@ -49,6 +54,8 @@ pub fn version(conn: &Connection, subject: &str) -> Result<u64> {
 /// Every subject's version.
 pub fn load_versions(conn: &Connection) -> Result<Vec<(String, u64)>> {
     let mut stmt = conn.prepare("SELECT subject, version FROM token_versions")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -8,8 +8,24 @@ use super::{Jti, parse_jti};
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
 /// not use them.
 pub const REGISTERED: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "client_id", "ver", "act", "cnf", "azp",
-    "auth_time", "acr", "amr", "may_act", "typ",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "client_id",
+    "ver",
+    "act",
+    "cnf",
+    "azp",
+    "auth_time",
+    "acr",
+    "amr",
+    "may_act",
+    "typ",
 ];
 
 /// The claims of one access token.
@@ -86,7 +102,20 @@ impl AccessClaims {
         if REGISTERED.iter().any(|k| m.contains_key(*k)) {
             return None;
         }
-        let claims = AccessClaims { iss, sub, aud, exp, nbf, iat, jti: jti_text, scope, client_id, ver, act, extra: m };
+        let claims = AccessClaims {
+            iss,
+            sub,
+            aud,
+            exp,
+            nbf,
+            iat,
+            jti: jti_text,
+            scope,
+            client_id,
+            ver,
+            act,
+            extra: m,
+        };
         Some((claims, jti))
     }
 
@@ -146,7 +175,17 @@ mod tests {
             b[*k] = v.clone();
             assert!(parse(b).is_none(), "{k} = {v} accepted");
         }
-        for k in ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "ver"] {
+        for k in [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "nbf",
+            "iat",
+            "jti",
+            "client_id",
+            "ver",
+        ] {
             let mut b = base();
             b.as_object_mut().unwrap().remove(k);
             assert!(parse(b).is_none(), "missing {k} accepted");

@@ -42,12 +42,15 @@ pub const SERVICE_SCOPE_PREFIX: &str = "tessera:";
 /// Validates RFC 6749 §3.3 scope tokens, sorts and de-duplicates them.
 pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
     if scopes.len() > MAX_SCOPES {
-        return Err(Error::InvalidArgument(format!("at most {MAX_SCOPES} scopes")));
+        return Err(Error::InvalidArgument(format!(
+            "at most {MAX_SCOPES} scopes"
+        )));
     }
     for s in scopes {
         let ok = !s.is_empty()
             && s.len() <= MAX_FIELD_LEN
-            && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if !ok {
             return Err(Error::InvalidArgument("a scope must be 1-256 printable ASCII characters without spaces, quotes or backslashes".into()));
         }
@@ -64,7 +67,9 @@ pub fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
         return Err(Error::InvalidArgument(format!("{what} is required")));
     }
     if v.len() > MAX_FIELD_LEN || v.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(format!("{what} must be at most {MAX_FIELD_LEN} bytes without control characters")));
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be at most {MAX_FIELD_LEN} bytes without control characters"
+        )));
     }
     Ok(())
 }
@@ -84,7 +89,10 @@ mod tests {
 
     #[test]
     fn scopes() {
-        assert_eq!(normalize_scopes(&["b".into(), "a".into(), "b".into()]).unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            normalize_scopes(&["b".into(), "a".into(), "b".into()]).unwrap(),
+            vec!["a", "b"]
+        );
         for bad in ["", "a b", "a\"b", "a\\b", "é", "a\0"] {
             assert!(normalize_scopes(&[bad.to_string()]).is_err(), "{bad:?}");
         }

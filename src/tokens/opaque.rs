@@ -32,7 +32,9 @@ impl Opaque {
 /// Mints a new secret with `prefix`.
 pub fn generate(prefix: &str) -> Opaque {
     let mut raw = Zeroizing::new([0u8; 32]);
-    SystemRandom::new().fill(raw.as_mut()).expect("OS random source");
+    SystemRandom::new()
+        .fill(raw.as_mut())
+        .expect("OS random source");
     let mut s = Zeroizing::new(String::with_capacity(prefix.len() + BODY_LEN));
     s.push_str(prefix);
     B64.encode_string(raw.as_ref(), &mut s);
@@ -68,7 +70,10 @@ mod tests {
         let t = generate(REFRESH_PREFIX);
         assert!(well_formed(t.expose(), REFRESH_PREFIX));
         assert!(!well_formed(t.expose(), CODE_PREFIX));
-        assert!(!well_formed(&t.expose()[..t.expose().len() - 1], REFRESH_PREFIX));
+        assert!(!well_formed(
+            &t.expose()[..t.expose().len() - 1],
+            REFRESH_PREFIX
+        ));
         assert_ne!(hash(t.expose()), hash(generate(REFRESH_PREFIX).expose()));
         assert_eq!(format!("{t:?}"), "Opaque([redacted])");
     }

@@ -31,7 +31,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Strict(v.into()))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Strict, E> {
-        serde_json::Number::from_f64(v).map(|n| Strict(Value::Number(n))).ok_or_else(|| E::custom("non-finite number"))
+        serde_json::Number::from_f64(v)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom("non-finite number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
         Ok(Strict(Value::String(v.to_string())))
@@ -77,8 +79,21 @@ mod tests {
     #[test]
     fn accepts_objects_only() {
         assert!(parse_object(br#"{"a":1,"b":{"c":[1,2]}}"#).is_some());
-        for bad in [&b"0"[..], b"[]", b"\"x\"", b"null", b"true", b"{", b"", b"{}x"] {
-            assert!(parse_object(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"0"[..],
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"true",
+            b"{",
+            b"",
+            b"{}x",
+        ] {
+            assert!(
+                parse_object(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -93,9 +108,15 @@ mod tests {
     #[test]
     fn rejects_encoding_tricks_and_deep_nesting() {
         assert!(parse_object(b"\xEF\xBB\xBF{}").is_none(), "BOM");
-        assert!(parse_object(b"{\"s\":\"\xC0\xAF\"}").is_none(), "overlong UTF-8");
+        assert!(
+            parse_object(b"{\"s\":\"\xC0\xAF\"}").is_none(),
+            "overlong UTF-8"
+        );
         assert!(parse_object(b"{\"s\":\"\xFF\"}").is_none());
-        assert!(parse_object(br#"{"s":"\ud800"}"#).is_none(), "lone surrogate");
+        assert!(
+            parse_object(br#"{"s":"\ud800"}"#).is_none(),
+            "lone surrogate"
+        );
         assert!(parse_object(br#"{"n":1e400}"#).is_none());
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_object(deep.as_bytes()).is_none());

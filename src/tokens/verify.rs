@@ -88,14 +88,20 @@ pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Rej
         return Err(Reject::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(Reject::Malformed);
     };
     if h64.is_empty() || p64.is_empty() || s64.is_empty() {
         return Err(Reject::Malformed);
     }
 
-    let header = B64.decode(h64).ok().and_then(|b| strict_json::parse_object(&b)).ok_or(Reject::Malformed)?;
+    let header = B64
+        .decode(h64)
+        .ok()
+        .and_then(|b| strict_json::parse_object(&b))
+        .ok_or(Reject::Malformed)?;
     if header.len() != 3 {
         // Exactly alg, typ, kid: anything else is a member we would have to understand.
         return Err(Reject::Header);
@@ -108,7 +114,10 @@ pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Rej
     if typ != "at+jwt" && typ != "application/at+jwt" {
         return Err(Reject::Header);
     }
-    let key = rules.keys.verifying(kid, rules.now).ok_or(Reject::UnknownKey)?;
+    let key = rules
+        .keys
+        .verifying(kid, rules.now)
+        .ok_or(Reject::UnknownKey)?;
     if alg != key.alg_name {
         return Err(Reject::Header);
     }
@@ -119,7 +128,11 @@ pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Rej
         _ => return Err(Reject::Signature),
     }
 
-    let payload = B64.decode(p64).ok().and_then(|b| strict_json::parse_object(&b)).ok_or(Reject::Claims)?;
+    let payload = B64
+        .decode(p64)
+        .ok()
+        .and_then(|b| strict_json::parse_object(&b))
+        .ok_or(Reject::Claims)?;
     let (claims, jti) = AccessClaims::from_object(payload).ok_or(Reject::Claims)?;
     check_claims(&claims, rules)?;
     Ok((claims, jti))

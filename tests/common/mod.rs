@@ -1,0 +1,225 @@
+//! Test harness: starts the real server in-process on ephemeral ports with a temp
+//! SQLite data dir, and hands out generated tonic clients.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tessera::clock::Clock;
+use tessera::config::Config;
+use tessera::proto::key_service_client::KeyServiceClient;
+use tessera::proto::token_service_client::TokenServiceClient;
+use tessera::proto::{
+    AccessTokenSpec, ApiKeySpec, IntrospectRequest, IntrospectResponse, IssueRequest,
+    IssueResponse, issue_request::Credential,
+};
+use tessera::server::{self, Listeners};
+use tokio::sync::oneshot;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// A running server.
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_key: String,
+    pub clock: Clock,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        issuer: "https://tessera.test".into(),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    /// A fresh server on a fresh temp dir.
+    pub async fn start() -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = test_config(tmp.path());
+        let mut s = Self::start_with(cfg, Clock::system()).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server with this config (its data dir is not cleaned up by the harness).
+    pub async fn start_with(config: Config, clock: Clock) -> TestServer {
+        let data_dir = config.data_dir.clone();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let http = listeners.http.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let c = clock.clone();
+        let task = tokio::spawn(async move {
+            server::run(config, c, listeners, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        // Wait for the bootstrap key and the listener.
+        let key_path = data_dir.join("admin.key");
+        let mut admin_key = String::new();
+        for _ in 0..200 {
+            if let Ok(k) = std::fs::read_to_string(&key_path)
+                && !k.is_empty()
+                && tokio::net::TcpStream::connect(grpc).await.is_ok()
+            {
+                admin_key = k.trim().to_string();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            !admin_key.is_empty() || !key_path.exists(),
+            "server did not come up"
+        );
+        TestServer {
+            grpc,
+            http,
+            data_dir,
+            admin_key,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+            _tmp: None,
+        }
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops, then starts again on the same data dir (and keeps the temp dir alive).
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let tmp = self._tmp.take();
+        let admin = self.admin_key.clone();
+        let mut s = Self::start_with(test_config(&self.data_dir), self.clock.clone()).await;
+        s._tmp = tmp;
+        s.admin_key = admin;
+        s
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel().await)
+    }
+
+    pub async fn keys(&self) -> KeyServiceClient<Channel> {
+        KeyServiceClient::new(self.channel().await)
+    }
+
+    /// Issues an API key with `scopes` using the admin key.
+    pub async fn api_key(&self, scopes: &[&str]) -> IssueResponse {
+        let req = IssueRequest {
+            credential: Some(Credential::ApiKey(ApiKeySpec {
+                owner: "team-test".into(),
+                name: "svc".into(),
+                environment: "test".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                ttl: None,
+            })),
+        };
+        self.tokens()
+            .await
+            .issue(authed(req, &self.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Issues a plain access token for `subject` with the admin key.
+    pub async fn access_token(&self, subject: &str) -> IssueResponse {
+        self.tokens()
+            .await
+            .issue(authed(access_spec(subject), &self.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Introspects with the admin key.
+    pub async fn introspect(&self, token: &str) -> Result<IntrospectResponse, Status> {
+        let req = IntrospectRequest {
+            token: token.into(),
+            token_type_hint: String::new(),
+        };
+        self.tokens()
+            .await
+            .introspect(authed(req, &self.admin_key))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// GET over plain HTTP/1.1 on the HTTP listener: (status, headers, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_string(), body.to_string())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An access-token spec with an audience and two scopes.
+pub fn access_spec(subject: &str) -> IssueRequest {
+    IssueRequest {
+        credential: Some(Credential::AccessToken(AccessTokenSpec {
+            subject: subject.into(),
+            audience: vec!["payments-api".into()],
+            scopes: vec!["read:payments".into(), "write:payments".into()],
+            ..AccessTokenSpec::default()
+        })),
+    }
+}
+
+/// Wraps `msg` with `authorization: Bearer <key>`.
+pub fn authed<T>(msg: T, key: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {key}")).unwrap(),
+    );
+    r
+}
