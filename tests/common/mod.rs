@@ -68,23 +68,29 @@ impl TestServer {
             })
             .await
         });
-        // Wait for the bootstrap key and the listener.
-        let key_path = data_dir.join("admin.key");
-        let mut admin_key = String::new();
-        for _ in 0..200 {
-            if let Ok(k) = std::fs::read_to_string(&key_path)
-                && !k.is_empty()
-                && tokio::net::TcpStream::connect(grpc).await.is_ok()
+        // The sockets are bound before `run` starts, so wait for the health service.
+        let mut up = false;
+        for _ in 0..500 {
+            if let Ok(ch) = Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
             {
-                admin_key = k.trim().to_string();
-                break;
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                let req = tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                };
+                if h.check(req).await.is_ok() {
+                    up = true;
+                    break;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(
-            !admin_key.is_empty() || !key_path.exists(),
-            "server did not come up"
-        );
+        assert!(up, "server did not come up");
+        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .map(|k| k.trim().to_string())
+            .unwrap_or_default();
         TestServer {
             grpc,
             http,

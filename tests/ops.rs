@@ -1,0 +1,130 @@
+//! Operating the service: reflection for grpcurl, non-interactive bootstrap.
+
+mod common;
+
+use common::{TestServer, authed, test_config};
+use tessera::clock::Clock;
+use tessera::config::Secret;
+use tessera::proto::IntrospectRequest;
+use tonic::Code;
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let s = TestServer::start().await;
+    let expected = [
+        "grpc.health.v1.Health",
+        "tessera.v1.KeyService",
+        "tessera.v1.TokenService",
+    ];
+
+    let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(s.channel().await);
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = c1
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1: no service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for e in expected {
+        assert!(names.iter().any(|n| n == e), "v1 lacks {e}: {names:?}");
+    }
+
+    let mut c0 = v1alpha::server_reflection_client::ServerReflectionClient::new(s.channel().await);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream = c0
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha: no service list")
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "tessera.v1.TokenService")
+    );
+}
+
+#[tokio::test]
+async fn bootstrap_key_from_env_is_installed_and_no_file_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, key) = tessera::apikeys::generate("ops");
+    let mut cfg = test_config(tmp.path());
+    cfg.bootstrap_admin_key = Some(Secret(key.expose().to_string()));
+    let mut s = TestServer::start_with(cfg, Clock::system()).await;
+    assert!(
+        !tmp.path().join("admin.key").exists(),
+        "no key file when one is supplied"
+    );
+    let req = IntrospectRequest {
+        token: key.expose().into(),
+        ..Default::default()
+    };
+    let r = s
+        .tokens()
+        .await
+        .introspect(authed(req, key.expose()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.active);
+    assert_eq!(r.scopes, vec!["tessera:admin"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bootstrap_runs_once_and_the_key_file_is_private() {
+    let s = TestServer::start().await;
+    let path = s.data_dir.join("admin.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let first = s.admin_key.clone();
+    let s = s.restart().await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        first,
+        "not re-bootstrapped"
+    );
+    assert!(s.introspect(&first).await.unwrap().active);
+}
+
+#[tokio::test]
+async fn malformed_bootstrap_key_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(tmp.path());
+    cfg.bootstrap_admin_key = Some(Secret("not-a-key".into()));
+    let listeners = tessera::server::Listeners::bind(&cfg).await.unwrap();
+    let err = tessera::server::run(cfg, Clock::system(), listeners, async {})
+        .await
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("not-a-key"),
+        "the secret is not echoed"
+    );
+    let _ = Code::Ok;
+}
