@@ -54,7 +54,8 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }
