@@ -690,3 +690,28 @@ async fn secrets_are_not_stored_in_clear() {
     assert!(!contains(&s.admin_key), "admin key in the database");
     assert!(!contains(&t.token), "access token in the database");
 }
+
+#[tokio::test]
+async fn concurrent_revocations_are_all_durable() {
+    let s = TestServer::start().await;
+    let mut tokens = Vec::new();
+    for i in 0..64 {
+        tokens.push(s.access_token(&format!("user-{i}")).await.token);
+    }
+    let client = s.tokens().await;
+    let mut tasks = Vec::new();
+    for t in tokens.clone() {
+        let mut c = client.clone();
+        let admin = s.admin_key.clone();
+        tasks.push(tokio::spawn(async move {
+            c.revoke(authed(revoke_token(&t), &admin)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let s = s.restart().await;
+    for t in &tokens {
+        assert!(!s.introspect(t).await.unwrap().active);
+    }
+}

@@ -188,3 +188,57 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_leaves_no_trace_and_spares_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.write(move |c| {
+                    revocation::block_jti(c, &format!("jti-{i}"), 1_000 + i)?;
+                    if i % 10 == 0 {
+                        return Err(Error::InvalidArgument("refused".into()));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 180);
+        let rows = store
+            .read(|c| revocation::load_blocklist(c, 0))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 180);
+        assert!(!rows.iter().any(|(j, _)| j == "jti-0" || j == "jti-10"));
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_wal_is_on() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        let (mode, version): (String, i64) = store
+            .read_now(|c| {
+                let m = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let v = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                Ok((m, v))
+            })
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+}
