@@ -65,19 +65,35 @@ impl Caller {
     }
 }
 
+/// Checks an API key (hot path: memory only) and builds its principal.
+pub fn principal_for(authority: &Authority, key: &str) -> Option<Principal> {
+    let c = authority.callers.check(key, authority.clock.now())?;
+    Some(Principal {
+        key_id: c.row.id.clone(),
+        owner: c.row.owner.clone(),
+        scopes: c.row.scopes.clone().into(),
+    })
+}
+
+/// A request id from the caller, if sane, else a fresh one.
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(crate::tokens::opaque::public_id)
+}
+
 /// Builds the interceptor: a bad credential fails the call here; a missing one is
 /// left for the handler to judge (Exchange and GetJwks need none).
 pub fn interceptor(
     authority: Arc<Authority>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut req: Request<()>| {
-        let request_id = req
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string)
-            .unwrap_or_else(crate::tokens::opaque::public_id);
+        let request_id = request_id(
+            req.metadata()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
         let principal = match req.metadata().get("authorization") {
             None => None,
             Some(v) => {
@@ -91,15 +107,9 @@ pub fn interceptor(
                     .ok_or_else(|| {
                         Status::unauthenticated("authorization must be: Bearer <api key>")
                     })?;
-                let c = authority
-                    .callers
-                    .check(key.trim(), authority.clock.now())
+                let p = principal_for(&authority, key.trim())
                     .ok_or_else(|| Status::unauthenticated("invalid API key"))?;
-                Some(Principal {
-                    key_id: c.row.id.clone(),
-                    owner: c.row.owner.clone(),
-                    scopes: c.row.scopes.clone().into(),
-                })
+                Some(p)
             }
         };
         req.extensions_mut().insert(Caller {

@@ -7,8 +7,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use super::oauth;
 use crate::authority::Authority;
 
 /// Shared state of the HTTP handlers.
@@ -27,7 +28,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(oauth_routes(state.authority))
+        .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES))
 }
 
 async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
@@ -57,4 +60,15 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             .metrics
             .render(s.authority.revocations.blocklist_len()),
     )
+}
+
+fn oauth_routes(authority: Arc<Authority>) -> Router {
+    Router::new()
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        .with_state(authority)
 }

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod http;
 pub mod keys;
+pub mod oauth;
 pub mod tokens;
 
 use tonic::{Request, Status};

@@ -182,6 +182,37 @@ impl TestServer {
             .map(|r| r.into_inner())
     }
 
+    /// POST a form over plain HTTP/1.1 with extra header lines: (status, headers, body).
+    pub async fn http_post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: &str,
+    ) -> (u16, String, String) {
+        let mut extra = String::new();
+        for (k, v) in headers {
+            extra.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{extra}\r\n{form}",
+            form.len()
+        );
+        self.http_raw(&req).await
+    }
+
+    /// Sends a raw HTTP/1.1 request: (status, headers, body).
+    pub async fn http_raw(&self, req: &str) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_string(), body.to_string())
+    }
+
     /// GET over plain HTTP/1.1 on the HTTP listener: (status, headers, body).
     pub async fn http_get(&self, path: &str) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

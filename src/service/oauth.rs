@@ -1,0 +1,335 @@
+//! Standard OAuth 2.0 over HTTP, on the same listener as the JWKS: RFC 7662
+//! introspection, RFC 7009 revocation and RFC 8414 metadata. This layer only
+//! translates form posts to [`Authority`] calls and answers to RFC JSON.
+//!
+//! Client authentication: HTTP Basic `client_id:client_secret` (client id = API-key
+//! id, secret = the API key), `client_secret_post`, or `Authorization: Bearer <api key>`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Caller};
+use crate::authority::{Authority, Introspection};
+use crate::error::Error;
+
+/// Largest form body accepted.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// An RFC 6749 §5.2 error response.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    /// Builds an error with its RFC 6749 code.
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// `invalid_request` (400).
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+
+    /// `invalid_client` (401, with a Basic challenge).
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+    }
+}
+
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(m) => Self::invalid_request(m),
+            Error::Unauthenticated(m) => Self::invalid_client(m),
+            Error::PermissionDenied(m) => Self::new(StatusCode::FORBIDDEN, "access_denied", m),
+            Error::NotFound(m) => Self::invalid_request(m),
+            Error::FailedPrecondition(m) => {
+                Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", m)
+            }
+            Error::ResourceExhausted(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", m),
+            Error::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "retry later",
+            ),
+            Error::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut r = no_store(
+            self.status,
+            json!({ "error": self.code, "error_description": self.description }),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tessera\""),
+            );
+        }
+        r
+    }
+}
+
+/// JSON with `Cache-Control: no-store` (OAuth 2.1: token responses are never cached).
+pub fn no_store(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A parsed `application/x-www-form-urlencoded` body: every parameter at most once.
+#[derive(Debug, Default)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// Parses a body; repeated parameters are an error (RFC 6749 §3.2).
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+        {
+            return Err(OAuthError::invalid_request(
+                "content type must be application/x-www-form-urlencoded",
+            ));
+        }
+        if body.len() > MAX_FORM_BYTES {
+            return Err(OAuthError::invalid_request("request body too large"));
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| OAuthError::invalid_request("malformed form body"))?;
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {k} given more than once"
+                )));
+            }
+        }
+        Ok(Form(pairs))
+    }
+
+    /// A parameter's value, empty when absent.
+    pub fn get(&self, k: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k2, _)| k2 == k)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A space-separated list parameter (`scope`), or repeated-free list.
+    pub fn list(&self, k: &str) -> Vec<String> {
+        self.get(k).split_whitespace().map(str::to_string).collect()
+    }
+}
+
+/// The client's API key from Basic auth, a Bearer header, or `client_secret_post`.
+/// `Ok(None)` when the request carries no client credential at all.
+pub fn client_key(headers: &HeaderMap, form: &Form) -> Result<Option<String>, OAuthError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| OAuthError::invalid_client("malformed authorization header"))?;
+        if let Some(b) = v
+            .strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
+        {
+            let raw = STANDARD
+                .decode(b.trim())
+                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = text
+                .split_once(':')
+                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            // RFC 6749 §2.3.1: both halves are form-urlencoded before encoding.
+            let decode = |s: &str| {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .map(|(_, v)| v)
+            };
+            let (id, secret) = (
+                decode(id).unwrap_or_default(),
+                decode(secret).unwrap_or_default(),
+            );
+            return bind_client_id(&id, secret).map(Some);
+        }
+        if let Some(k) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Ok(Some(k.trim().to_string()));
+        }
+        return Err(OAuthError::invalid_client(
+            "unsupported authorization scheme",
+        ));
+    }
+    let secret = form.get("client_secret");
+    if !secret.is_empty() {
+        return bind_client_id(form.get("client_id"), secret.to_string()).map(Some);
+    }
+    Ok(None)
+}
+
+/// The client id must be the API key's own id.
+fn bind_client_id(client_id: &str, key: String) -> Result<String, OAuthError> {
+    match crate::apikeys::parse(&key) {
+        Some(p) if p.id == client_id => Ok(key),
+        _ => Err(OAuthError::invalid_client("client authentication failed")),
+    }
+}
+
+/// Authenticates the client; `None` when no credential was presented.
+pub fn caller(
+    authority: &Authority,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Caller, OAuthError> {
+    let principal = match client_key(headers, form)? {
+        None => None,
+        Some(key) => Some(
+            auth::principal_for(authority, &key)
+                .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?,
+        ),
+    };
+    let request_id = auth::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+    Ok(Caller {
+        principal,
+        request_id,
+    })
+}
+
+/// `POST /oauth2/introspect` (RFC 7662).
+pub async fn introspect(
+    State(a): State<Arc<Authority>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(&headers, &body)?;
+    let caller = caller(&a, &headers, &form)?;
+    if caller.principal.is_none() {
+        return Err(OAuthError::invalid_client("client authentication required"));
+    }
+    let token = form.get("token");
+    let body = match a.introspect(&caller, token).await? {
+        Introspection::Inactive => json!({ "active": false }),
+        Introspection::AccessToken(c) => {
+            let mut m = c.extra.clone();
+            let mut put = |k: &str, v: Value| {
+                m.insert(k.into(), v);
+            };
+            put("active", json!(true));
+            put("token_type", json!("Bearer"));
+            if !c.scope.is_empty() {
+                put("scope", json!(c.scope));
+            }
+            put("client_id", json!(c.client_id));
+            put("sub", json!(c.sub));
+            put("aud", json!(c.aud));
+            put("iss", json!(c.iss));
+            put("exp", json!(c.exp));
+            put("iat", json!(c.iat));
+            put("nbf", json!(c.nbf));
+            put("jti", json!(c.jti));
+            put("ver", json!(c.ver));
+            if let Some(act) = &c.act {
+                put("act", act.clone());
+            }
+            Value::Object(m)
+        }
+        Introspection::ApiKey(k) => json!({
+            "active": true, "token_type": "api_key", "scope": k.scopes.join(" "), "client_id": k.id,
+            "sub": k.owner, "iss": a.config.issuer, "iat": k.created_at, "exp": k.expires_at,
+            "jti": k.id, "owner": k.owner, "environment": k.environment,
+        }),
+        Introspection::RefreshToken(pair) => {
+            let (t, f) = &*pair;
+            json!({
+                "active": true, "token_type": "refresh_token", "scope": f.scopes.join(" "),
+                "client_id": f.client_id, "sub": f.subject, "aud": f.audience, "iss": a.config.issuer,
+                "iat": t.issued_at, "exp": t.expires_at.min(f.absolute_expires_at), "jti": t.id,
+            })
+        }
+    };
+    Ok(no_store(StatusCode::OK, body))
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body, also for unknown tokens.
+pub async fn revoke(
+    State(a): State<Arc<Authority>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(&headers, &body)?;
+    let caller = caller(&a, &headers, &form)?;
+    if caller.principal.is_none() {
+        return Err(OAuthError::invalid_client("client authentication required"));
+    }
+    let token = form.get("token");
+    if token.is_empty() {
+        return Err(OAuthError::invalid_request("token is required"));
+    }
+    a.revoke(&caller, token, "").await?;
+    Ok(no_store(StatusCode::OK, json!({})))
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414): what is actually supported.
+pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
+    let iss = a.config.issuer.trim_end_matches('/');
+    let mut r = Json(json!({
+        "issuer": a.config.issuer,
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "token_endpoint": format!("{iss}/oauth2/token"),
+        "introspection_endpoint": format!("{iss}/oauth2/introspect"),
+        "revocation_endpoint": format!("{iss}/oauth2/revoke"),
+        "grant_types_supported": crate::service::oauth::GRANT_TYPES,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "response_types_supported": [],
+        "token_endpoint_auth_signing_alg_values_supported": [],
+        "introspection_endpoint_auth_signing_alg_values_supported": [],
+    }))
+    .into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// Grant types `/oauth2/token` accepts.
+pub const GRANT_TYPES: &[&str] = &[];

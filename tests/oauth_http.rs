@@ -1,0 +1,188 @@
+//! The standard OAuth HTTP endpoints: RFC 7662 introspection, RFC 7009 revocation,
+//! RFC 8414 metadata, RFC 6749 client authentication and error format.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::TestServer;
+use serde_json::Value;
+
+fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn introspect_and_revoke_over_http() {
+    let s = TestServer::start().await;
+    let rs = s.api_key(&["tessera:introspect", "tessera:revoke"]).await;
+    let auth = basic(&rs.token_id, &rs.token);
+    let t = s.access_token("alice").await;
+
+    let (code, head, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", &auth)],
+            &format!("token={}", t.token),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store")
+    );
+    let v = json(&body);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["scope"], "read:payments write:payments");
+    assert_eq!(v["aud"][0], "payments-api");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["jti"], t.token_id.as_str());
+
+    // client_secret_post works too, and a token_type_hint is only a hint.
+    let form = format!(
+        "token={}&token_type_hint=refresh_token&client_id={}&client_secret={}",
+        t.token, rs.token_id, rs.token
+    );
+    let (code, _, body) = s.http_post("/oauth2/introspect", &[], &form).await;
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["active"], true);
+
+    let (code, head, body) = s
+        .http_post(
+            "/oauth2/revoke",
+            &[("Authorization", &auth)],
+            &format!("token={}", t.token),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store")
+    );
+    let (_, _, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", &auth)],
+            &format!("token={}", t.token),
+        )
+        .await;
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"active": false}),
+        "inactive says nothing else"
+    );
+
+    // Revoking garbage succeeds (RFC 7009 §2.2).
+    let (code, _, _) = s
+        .http_post(
+            "/oauth2/revoke",
+            &[("Authorization", &auth)],
+            "token=garbage",
+        )
+        .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn client_authentication_errors_follow_rfc6749() {
+    let s = TestServer::start().await;
+    let rs = s.api_key(&["tessera:introspect"]).await;
+    let narrow = s.api_key(&["read"]).await;
+    let cases: Vec<(&str, Vec<(&str, String)>, String, u16, &str)> = vec![
+        (
+            "no credentials",
+            vec![],
+            "token=x".into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            "wrong secret",
+            vec![("Authorization", basic(&rs.token_id, &narrow.token))],
+            "token=x".into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            "id/secret mismatch",
+            vec![("Authorization", basic(&narrow.token_id, &rs.token))],
+            "token=x".into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            "garbage basic",
+            vec![("Authorization", "Basic !!!".into())],
+            "token=x".into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            "missing scope",
+            vec![("Authorization", basic(&narrow.token_id, &narrow.token))],
+            "token=x".into(),
+            403,
+            "access_denied",
+        ),
+        (
+            "duplicate parameter",
+            vec![("Authorization", basic(&rs.token_id, &rs.token))],
+            "token=x&token=y".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty token",
+            vec![("Authorization", basic(&rs.token_id, &rs.token))],
+            "token=".into(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, headers, form, status, error) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, head, body) = s.http_post("/oauth2/introspect", &h, &form).await;
+        assert_eq!(code, status, "{name}: {body}");
+        assert_eq!(json(&body)["error"], error, "{name}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-store"),
+            "{name}"
+        );
+        assert!(
+            !body.contains(&rs.token) && !body.contains(&narrow.token),
+            "{name}: secret echoed"
+        );
+        if status == 401 {
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: basic"),
+                "{name}"
+            );
+        }
+    }
+    // Wrong content type.
+    let req = "POST /oauth2/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let (code, _, body) = s.http_raw(req).await;
+    assert_eq!(code, 400);
+    assert_eq!(json(&body)["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn metadata_lists_the_endpoints() {
+    let s = TestServer::start().await;
+    let (code, _, body) = s.http_get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(code, 200);
+    let v = json(&body);
+    assert_eq!(v["issuer"], "https://tessera.test");
+    assert_eq!(v["jwks_uri"], "https://tessera.test/.well-known/jwks.json");
+    assert_eq!(
+        v["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+}
