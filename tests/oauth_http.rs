@@ -93,7 +93,8 @@ async fn client_authentication_errors_follow_rfc6749() {
     let s = TestServer::start().await;
     let rs = s.api_key(&["tessera:introspect"]).await;
     let narrow = s.api_key(&["read"]).await;
-    let cases: Vec<(&str, Vec<(&str, String)>, String, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no credentials",
             vec![],
