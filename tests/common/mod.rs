@@ -33,6 +33,9 @@ pub struct TestServer {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Put in `Config::issuer` to have the issuer be this server's own HTTP base URL.
+pub const ISSUER_FROM_HTTP: &str = "issuer-from-http";
+
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
@@ -55,11 +58,14 @@ impl TestServer {
     }
 
     /// A server with this config (its data dir is not cleaned up by the harness).
-    pub async fn start_with(config: Config, clock: Clock) -> TestServer {
+    pub async fn start_with(mut config: Config, clock: Clock) -> TestServer {
         let data_dir = config.data_dir.clone();
         let listeners = Listeners::bind(&config).await.unwrap();
         let grpc = listeners.grpc.local_addr().unwrap();
         let http = listeners.http.local_addr().unwrap();
+        if config.issuer == ISSUER_FROM_HTTP {
+            config.issuer = format!("http://{http}");
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let c = clock.clone();
         let task = tokio::spawn(async move {
