@@ -245,6 +245,12 @@ impl Authority {
             target: id,
             detail: format!("bootstrap ({source})"),
         };
+        self.store_api_key(row, entry).await?;
+        Ok(())
+    }
+
+    /// Persists a new API key with its audit record, then makes it live in memory.
+    async fn store_api_key(&self, row: ApiKeyRow, entry: AuditEntry) -> Result<()> {
         let stored = row.clone();
         self.store
             .write(move |c| {
@@ -306,14 +312,7 @@ impl Authority {
             &id,
             format!("owner={} scopes={}", row.owner, scopes.join(" ")),
         );
-        let stored = row.clone();
-        self.store
-            .write(move |c| {
-                apikey_rows::insert(c, &stored)?;
-                audit::append(c, &entry)
-            })
-            .await?;
-        self.callers.insert(row);
+        self.store_api_key(row, entry).await?;
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
         Ok(Issued {

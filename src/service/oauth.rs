@@ -231,17 +231,27 @@ pub fn caller(
     })
 }
 
+/// Parses the form and requires an authenticated client.
+fn authenticated(
+    a: &Authority,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Form, Caller), OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let caller = caller(a, headers, &form)?;
+    if caller.principal.is_none() {
+        return Err(OAuthError::invalid_client("client authentication required"));
+    }
+    Ok((form, caller))
+}
+
 /// `POST /oauth2/introspect` (RFC 7662).
 pub async fn introspect(
     State(a): State<Arc<Authority>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let caller = caller(&a, &headers, &form)?;
-    if caller.principal.is_none() {
-        return Err(OAuthError::invalid_client("client authentication required"));
-    }
+    let (form, caller) = authenticated(&a, &headers, &body)?;
     let token = form.get("token");
     let body = match a.introspect(&caller, token).await? {
         Introspection::Inactive => json!({ "active": false }),
@@ -292,11 +302,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let caller = caller(&a, &headers, &form)?;
-    if caller.principal.is_none() {
-        return Err(OAuthError::invalid_client("client authentication required"));
-    }
+    let (form, caller) = authenticated(&a, &headers, &body)?;
     let token = form.get("token");
     if token.is_empty() {
         return Err(OAuthError::invalid_request("token is required"));
