@@ -20,6 +20,13 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve(ServeArgs),
+    /// Print a fresh, well-formed API key (nothing is stored): for
+    /// TESSERA_BOOTSTRAP_ADMIN_KEY or a secret store.
+    Keygen {
+        /// Environment label embedded in the key (1-16 of [a-z0-9]).
+        #[arg(long, default_value = "admin")]
+        environment: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -73,7 +80,18 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Keygen { environment } => {
+            if !tessera::apikeys::valid_environment(&environment) {
+                eprintln!("tessera: environment must be 1-16 characters of [a-z0-9]");
+                return ExitCode::from(64);
+            }
+            let (_, key) = tessera::apikeys::generate(&environment);
+            println!("{}", key.expose());
+            return ExitCode::SUCCESS;
+        }
+    };
     let config = match load_config(args) {
         Ok(c) => c,
         Err(e) => {

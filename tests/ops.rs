@@ -128,3 +128,26 @@ async fn malformed_bootstrap_key_refuses_to_start() {
     );
     let _ = Code::Ok;
 }
+
+#[test]
+fn keygen_prints_a_well_formed_key_and_refuses_bad_environments() {
+    let bin = env!("CARGO_BIN_EXE_tessera");
+    let out = std::process::Command::new(bin)
+        .args(["keygen", "--environment", "ops"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    let parsed = tessera::apikeys::parse(key.trim()).expect("well formed");
+    assert_eq!(parsed.environment, "ops");
+    let bad = std::process::Command::new(bin)
+        .args(["keygen", "--environment", "Bad_Env"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let bad_config = std::process::Command::new(bin)
+        .args(["serve", "--grpc-addr", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_config.status.code(), Some(64), "a bad config exits 64");
+}
