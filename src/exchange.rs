@@ -505,7 +505,10 @@ impl Authority {
                 "refresh_token is required".into(),
             ));
         }
-        check_field("client_id", &req.client_id, false)?;
+        if !req.client_id.is_empty() {
+            // Named and authenticated client must agree.
+            requesting_client(caller, &req.client_id)?;
+        }
         if !opaque::well_formed(text, opaque::REFRESH_PREFIX) {
             return Err(GrantError::InvalidGrant("unknown refresh token"));
         }
