@@ -1475,3 +1475,83 @@ async fn every_grant_is_audited_without_secrets() {
         assert!(!looks_like_a_secret(&text), "{}: {text}", e.action);
     }
 }
+
+#[tokio::test]
+async fn revoking_any_token_of_a_chain_or_bumping_kills_the_chain() {
+    let s = TestServer::start().await;
+    // D1.5: revoking an already-rotated refresh token revokes its successors.
+    let t1 = with_refresh(&s, "lou").await;
+    let t2 = exchange(&s, refresh(&t1.refresh_token, &[]), None)
+        .await
+        .unwrap();
+    s.tokens()
+        .await
+        .revoke(authed(
+            RevokeRequest {
+                token: t1.refresh_token.clone(),
+                ..Default::default()
+            },
+            &s.admin_key,
+        ))
+        .await
+        .unwrap();
+    assert!(!active(&s, &t2.refresh_token).await);
+    assert!(!active(&s, &t2.access_token).await);
+    assert_eq!(
+        code_of(exchange(&s, refresh(&t2.refresh_token, &[]), None).await),
+        Code::Unauthenticated
+    );
+
+    // C4.9: "log out everywhere" ends every refresh family of the subject.
+    let t = with_refresh(&s, "lou").await;
+    s.tokens()
+        .await
+        .bump_token_version(authed(
+            BumpTokenVersionRequest {
+                subject: "lou".into(),
+                reason: "password changed".into(),
+            },
+            &s.admin_key,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(exchange(&s, refresh(&t.refresh_token, &[]), None).await),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_racing_a_revoke_leaves_nothing_active() {
+    // D1.8: either the refresh fails, or it succeeds and what it issued is revoked.
+    let s = TestServer::start().await;
+    for trial in 0..20 {
+        let t = with_refresh(&s, "max").await;
+        let mut a = s.tokens().await;
+        let mut b = a.clone();
+        let rt = t.refresh_token.clone();
+        let admin = s.admin_key.clone();
+        let grant = refresh(&rt, &[]);
+        let (refreshed, revoked) = tokio::join!(
+            tokio::spawn(async move {
+                a.exchange(Request::new(ExchangeRequest { grant: Some(grant) }))
+                    .await
+                    .map(|r| r.into_inner())
+            }),
+            tokio::spawn(async move {
+                let req = RevokeRequest {
+                    token: rt,
+                    ..Default::default()
+                };
+                b.revoke(authed(req, &admin)).await
+            }),
+        );
+        revoked.unwrap().unwrap();
+        if let Ok(r) = refreshed.unwrap() {
+            assert!(!active(&s, &r.access_token).await, "trial {trial}");
+            assert!(!active(&s, &r.refresh_token).await, "trial {trial}");
+        }
+        assert!(!active(&s, &t.token).await, "trial {trial}");
+        assert!(!active(&s, &t.refresh_token).await, "trial {trial}");
+    }
+}
