@@ -10,7 +10,7 @@
 //! the credential issued *inside* that write and answers with an error only after
 //! the write committed — an `Err` from the write closure would roll the revocation back.
 //!
-//! Policies (also in the README):
+//! Policies:
 //! - A concurrent loser counts as a reuse (strict, like node-oidc-provider): after a
 //!   race on one refresh token or one code, its whole grant is revoked.
 //! - A request with invalid parameters (wrong PKCE verifier, client, redirect URI or
