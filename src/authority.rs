@@ -119,7 +119,7 @@ pub enum Introspection {
     RefreshToken(Box<(TokenRow, FamilyRow)>),
 }
 
-fn audit_entry(
+pub(crate) fn audit_entry(
     caller: &Caller,
     now: i64,
     action: &str,
@@ -326,7 +326,7 @@ impl Authority {
     }
 
     /// Lifetime of an access token: min(requested or default, every cap of its scopes).
-    fn access_lifetime(&self, requested: Option<i64>, scopes: &[String]) -> Result<i64> {
+    pub(crate) fn access_lifetime(&self, requested: Option<i64>, scopes: &[String]) -> Result<i64> {
         let cap = self.config.scope_cap(scopes).as_secs() as i64;
         let want = match requested {
             None => self.config.access_token_ttl.as_secs() as i64,
@@ -337,7 +337,7 @@ impl Authority {
     }
 
     /// Checks an access-token request; returns normalized scopes.
-    fn check_access_request(&self, req: &AccessTokenRequest) -> Result<Vec<String>> {
+    pub(crate) fn check_access_request(&self, req: &AccessTokenRequest) -> Result<Vec<String>> {
         check_field("subject", &req.subject, true)?;
         if req.audience.is_empty() || req.audience.len() > tokens::MAX_SCOPES {
             return Err(Error::InvalidArgument(
@@ -694,7 +694,7 @@ impl Authority {
         Ok(())
     }
 
-    fn block_in_memory(&self, blocked: &[(String, i64)]) {
+    pub(crate) fn block_in_memory(&self, blocked: &[(String, i64)]) {
         for (jti, exp) in blocked {
             if let Some(j) = tokens::parse_jti(jti) {
                 self.revocations.block(j, *exp);
@@ -768,6 +768,7 @@ impl Authority {
         self.store
             .write(move |c| {
                 revocation_rows::purge_blocklist(c, before)?;
+                crate::exchange::purge(c, now)?;
                 apikey_rows::touch(c, &uses)
             })
             .await?;

@@ -3,6 +3,8 @@
 //! - [`config`]     plain-data `Config`: defaults < TOML file < `TESSERA_*` env < flags
 //! - [`server`]     composes everything, serves gRPC + HTTP, drains on SIGTERM
 //! - [`authority`]  every operation (issue, introspect, revoke, bump, rotate) as a method
+//! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
+//! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
 //! - [`auth`]       caller → `Principal` (API key in `authorization`), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
 //! - [`apikeys`]    API-key format: generate, parse, checksum, hash (no I/O)
@@ -23,6 +25,8 @@ pub mod callers;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exchange;
+pub mod grants;
 pub mod keys;
 pub mod metrics;
 pub mod revocation;

@@ -5,7 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
-use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued};
+use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued, Secretish};
+use crate::exchange::{
+    ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
+    RefreshRequest, TokenExchangeRequest,
+};
+use crate::proto::exchange_request::Grant;
 use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
@@ -22,12 +27,23 @@ fn issue_response(mut i: Issued) -> IssueResponse {
         token: std::mem::take(&mut i.token.0),
         token_id: std::mem::take(&mut i.token_id),
         token_type: i.token_type.to_string(),
-        expires_at: ts(i.expires_at),
+        expires_at: (i.expires_at > 0).then(|| ts(i.expires_at)).flatten(),
         refresh_token: std::mem::take(&mut i.refresh_token.0),
         refresh_expires_at: (i.refresh_expires_at > 0)
             .then(|| ts(i.refresh_expires_at))
             .flatten(),
         scopes: std::mem::take(&mut i.scopes),
+    }
+}
+
+fn exchange_response(mut g: Granted) -> ExchangeResponse {
+    ExchangeResponse {
+        access_token: std::mem::take(&mut g.access_token.0),
+        token_type: g.token_type.to_string(),
+        expires_at: ts(g.expires_at),
+        refresh_token: std::mem::take(&mut g.refresh_token.0),
+        scopes: std::mem::take(&mut g.scopes),
+        issued_token_type: g.issued_token_type.to_string(),
     }
 }
 
@@ -69,10 +85,25 @@ impl TokenService for TokenHandlers {
                 };
                 self.0.issue_access_token(&caller, req).await?
             }
-            Some(Credential::AuthorizationCode(_)) | Some(Credential::Client(_)) => {
-                return Err(Status::unimplemented(
-                    "authorization codes and clients are not available yet",
-                ));
+            Some(Credential::AuthorizationCode(s)) => {
+                let req = CodeRequest {
+                    client_id: s.client_id,
+                    redirect_uri: s.redirect_uri,
+                    subject: s.subject,
+                    scopes: s.scopes,
+                    code_challenge: s.code_challenge,
+                    code_challenge_method: s.code_challenge_method,
+                };
+                self.0.issue_authorization_code(&caller, req).await?
+            }
+            Some(Credential::Client(s)) => {
+                let reg = ClientRegistration {
+                    name: s.name,
+                    public: s.public,
+                    redirect_uris: s.redirect_uris,
+                    scopes: s.scopes,
+                };
+                self.0.register_client(&caller, reg).await?
             }
         };
         Ok(Response::new(issue_response(issued)))
@@ -80,9 +111,51 @@ impl TokenService for TokenHandlers {
 
     async fn exchange(
         &self,
-        _req: Request<ExchangeRequest>,
+        req: Request<ExchangeRequest>,
     ) -> Result<Response<ExchangeResponse>, Status> {
-        Err(Status::unimplemented("Exchange is not available yet"))
+        let caller = super::caller(&req)?;
+        let granted = match req.into_inner().grant {
+            None => {
+                return Err(Status::invalid_argument(
+                    "grant is required: client_credentials, refresh_token, authorization_code or token_exchange",
+                ));
+            }
+            Some(Grant::ClientCredentials(g)) => {
+                let req = ClientCredentialsRequest {
+                    client_id: String::new(),
+                    scopes: g.scopes,
+                    audience: g.audience,
+                };
+                self.0.grant_client_credentials(&caller, req).await?
+            }
+            Some(Grant::RefreshToken(g)) => {
+                let req = RefreshRequest {
+                    client_id: String::new(),
+                    refresh_token: Secretish(g.refresh_token),
+                    scopes: g.scopes,
+                };
+                self.0.grant_refresh_token(&caller, req).await?
+            }
+            Some(Grant::AuthorizationCode(g)) => {
+                let req = CodeRedemption {
+                    client_id: g.client_id,
+                    code: Secretish(g.code),
+                    code_verifier: Secretish(g.code_verifier),
+                    redirect_uri: g.redirect_uri,
+                };
+                self.0.grant_authorization_code(&caller, req).await?
+            }
+            Some(Grant::TokenExchange(g)) => {
+                let req = TokenExchangeRequest {
+                    subject_token: Secretish(g.subject_token),
+                    subject_token_type: g.subject_token_type,
+                    audience: g.audience,
+                    scopes: g.scopes,
+                };
+                self.0.grant_token_exchange(&caller, req).await?
+            }
+        };
+        Ok(Response::new(exchange_response(granted)))
     }
 
     async fn introspect(

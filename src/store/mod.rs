@@ -4,6 +4,8 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod clients;
+pub mod codes;
 pub mod keys;
 pub mod refresh;
 pub mod revocation;
@@ -18,7 +20,10 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 
 /// Numbered migrations, applied in order inside one transaction.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_oauth.sql"),
+];
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;

@@ -1,0 +1,916 @@
+//! The OAuth grants (`Exchange`) and the OAuth kinds of `Issue` (clients and
+//! authorization codes), as more methods on [`Authority`]. The gRPC handlers and the
+//! HTTP token endpoint both call these and only translate; errors come back as
+//! [`GrantError`], which maps to a gRPC status and to an RFC 6749 error code alike.
+//!
+//! Single-use credentials (authorization codes, refresh tokens) follow one pattern:
+//! a read to validate and mint off the writer thread, then ONE store write whose
+//! conditional update ("still unused?") decides. Writes are serialized, so of N
+//! concurrent uses exactly one wins; every other use is a reuse. A reuse revokes what
+//! the credential issued *inside* that write and answers with an error only after
+//! the write committed — an `Err` from the write closure would roll the revocation back.
+//!
+//! Policies:
+//! - A concurrent loser counts as a reuse (strict, like node-oidc-provider): after a
+//!   race on one refresh token or one code, its whole grant is revoked.
+//! - A request with invalid parameters (wrong PKCE verifier, client, redirect URI or
+//!   scope) never consumes a code or refresh token and never revokes anything
+//!   (OAuth 2.1 "Reuse of Authorization Codes").
+//! - No refresh grace period yet: a retry with a used refresh token is a reuse.
+
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::apikeys;
+use crate::auth::{self, Caller, Principal};
+use crate::authority::{AccessTokenRequest, Authority, Issued, Secretish, audit_entry};
+use crate::error::{Error, Result};
+use crate::grants::{self, ACCESS_TOKEN_TYPE, CODE_TTL, GrantError, GrantResult};
+use crate::metrics::Metrics;
+use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
+use crate::store::audit;
+use crate::store::clients::{self, ClientRow};
+use crate::store::codes::{self, CodeRow};
+use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::store::revocation as revocation_rows;
+use crate::tokens::verify::MAX_TOKEN_LEN;
+use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
+
+/// Environment label of the API keys that serve as confidential clients' secrets.
+pub const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
+/// How long a used or expired code is kept (so a late replay still revokes) before
+/// housekeeping deletes it, in seconds.
+pub const CODE_RETENTION: i64 = 86_400;
+
+/// An OAuth client to register (`Issue(client)`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientRegistration {
+    /// Human label; the owner of a confidential client's API key.
+    pub name: String,
+    /// A public client has no secret (SPAs, native apps); a confidential one gets an
+    /// API key as its secret.
+    pub public: bool,
+    /// Redirect URIs: `https`, or `http` on a loopback IP literal. Matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// The most an authorization code for this client may carry (no `tessera:*`).
+    pub scopes: Vec<String>,
+}
+
+/// An authorization code to mint (`Issue(authorization_code)`), asked for by the login
+/// front end once it has authenticated `subject`.
+#[derive(Debug, Clone, Default)]
+pub struct CodeRequest {
+    /// A registered client.
+    pub client_id: String,
+    /// One of the client's redirect URIs (a loopback one may differ in its port).
+    pub redirect_uri: String,
+    /// The authenticated user.
+    pub subject: String,
+    /// Scopes ⊆ the client's; none means all of the client's.
+    pub scopes: Vec<String>,
+    /// PKCE challenge: BASE64URL(SHA-256(code_verifier)).
+    pub code_challenge: String,
+    /// Must be `S256`.
+    pub code_challenge_method: String,
+}
+
+/// A `client_credentials` grant.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCredentialsRequest {
+    /// Optional; if given, must be the authenticated key's id.
+    pub client_id: String,
+    /// Scopes ⊆ the key's; none means all of the key's but `tessera:*`.
+    pub scopes: Vec<String>,
+    /// `aud`; none means the key's own id.
+    pub audience: Vec<String>,
+}
+
+/// A `refresh_token` grant.
+#[derive(Debug, Default)]
+pub struct RefreshRequest {
+    /// Optional; if given, must be the client the token was issued to.
+    pub client_id: String,
+    /// The refresh token.
+    pub refresh_token: Secretish,
+    /// Narrower scopes for this access token; none means the grant's.
+    pub scopes: Vec<String>,
+}
+
+/// An `authorization_code` grant.
+#[derive(Debug, Default)]
+pub struct CodeRedemption {
+    /// The client; may be left empty when the caller authenticated as it.
+    pub client_id: String,
+    /// The code.
+    pub code: Secretish,
+    /// PKCE verifier.
+    pub code_verifier: Secretish,
+    /// Exactly the redirect URI of the authorization request.
+    pub redirect_uri: String,
+}
+
+/// An RFC 8693 token exchange.
+#[derive(Debug, Default)]
+pub struct TokenExchangeRequest {
+    /// An access token of ours.
+    pub subject_token: Secretish,
+    /// Must be [`ACCESS_TOKEN_TYPE`].
+    pub subject_token_type: String,
+    /// `aud` of the new token; none means the subject token's.
+    pub audience: Vec<String>,
+    /// Scopes ⊆ the subject token's; none means the subject token's.
+    pub scopes: Vec<String>,
+}
+
+/// What a grant issued. The secrets are shown once.
+#[derive(Debug, Default)]
+pub struct Granted {
+    /// The access token (JWT).
+    pub access_token: Secretish,
+    /// Its jti.
+    pub jti: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Unix seconds (`expires_in` = `expires_at − issued_at`).
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// A new refresh token (authorization_code and refresh_token grants), else empty.
+    pub refresh_token: Secretish,
+    /// Unix seconds, 0 without a refresh token.
+    pub refresh_expires_at: i64,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// RFC 8693 `issued_token_type`; empty except for token exchange.
+    pub issued_token_type: &'static str,
+}
+
+/// How the decisive write of a single-use credential ended.
+enum Spent {
+    /// It was unused: the successor is stored.
+    Fresh,
+    /// Gone, revoked or expired by the time the write ran: nothing changed.
+    Dead,
+    /// It had been used: everything it issued is now revoked; these access tokens
+    /// must go on the in-memory blocklist.
+    Reused(Vec<(String, i64)>),
+}
+
+/// Deletes authorization codes past their retention (housekeeping).
+pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
+    codes::purge(conn, now - CODE_RETENTION)?;
+    Ok(())
+}
+
+/// The client making a token request: the authenticated caller's key id or the
+/// `client_id` parameter; when both are present they must agree.
+fn requesting_client(caller: &Caller, claimed: &str) -> GrantResult<String> {
+    check_field("client_id", claimed, false)?;
+    match (&caller.principal, claimed.is_empty()) {
+        (Some(p), true) => Ok(p.key_id.clone()),
+        (Some(p), false) if p.key_id == claimed => Ok(claimed.to_string()),
+        (Some(_), false) => Err(GrantError::InvalidClient(
+            "client_id does not match the authenticated client",
+        )),
+        (None, false) => Ok(claimed.to_string()),
+        (None, true) => Err(GrantError::InvalidClient(
+            "client_id is required (or authenticate as the client)",
+        )),
+    }
+}
+
+/// A confidential client must have authenticated as itself; a public one cannot.
+fn authenticate(caller: &Caller, client: &ClientRow) -> GrantResult<()> {
+    if client.public {
+        return Ok(());
+    }
+    match &caller.principal {
+        Some(p) if p.key_id == client.id => Ok(()),
+        _ => Err(GrantError::InvalidClient(
+            "a confidential client must authenticate with its secret (its API key)",
+        )),
+    }
+}
+
+/// Revokes a family inside a write and blocklists its access tokens; returns them.
+fn revoke_family_in(conn: &Connection, family_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
+    let minted = refresh::revoke_family(conn, family_id, now)?;
+    for (jti, exp) in &minted {
+        revocation_rows::block_jti(conn, jti, *exp)?;
+    }
+    Ok(minted)
+}
+
+impl Authority {
+    async fn find_client(&self, id: &str) -> Result<Option<ClientRow>> {
+        let id = id.to_string();
+        self.store.read(move |c| clients::find(c, &id)).await
+    }
+
+    /// After a detected reuse committed: blocklist in memory, count, log.
+    fn after_reuse(&self, what: &str, target: &str, blocked: &[(String, i64)]) {
+        self.block_in_memory(blocked);
+        Metrics::inc(&self.metrics.revoked);
+        tracing::warn!(
+            %target,
+            access_tokens = blocked.len(),
+            "{what} presented again: its grant is revoked"
+        );
+    }
+
+    /// Checks client credentials sent to the HTTP token endpoint (`client_secret_basic`
+    /// or `client_secret_post`): the secret is the client's API key and `client_id`
+    /// its id. The principal goes into the [`Caller`] handed to the grant methods.
+    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> GrantResult<Principal> {
+        let c = self
+            .callers
+            .check(secret, self.clock.now())
+            .filter(|c| c.row.id == client_id)
+            .ok_or(GrantError::InvalidClient("client authentication failed"))?;
+        Ok(Principal {
+            key_id: c.row.id.clone(),
+            owner: c.row.owner.clone(),
+            scopes: c.row.scopes.clone().into(),
+        })
+    }
+
+    /// Registers an OAuth client (admin only). A confidential client also gets an API
+    /// key (owner = the client's name, environment `oauth`, the client's scopes): its id
+    /// is the `client_id`, its text the client secret, returned once in `token`.
+    pub async fn register_client(
+        &self,
+        caller: &Caller,
+        reg: ClientRegistration,
+    ) -> GrantResult<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        check_field("name", &reg.name, true)?;
+        if reg.redirect_uris.is_empty() || reg.redirect_uris.len() > grants::MAX_REDIRECT_URIS {
+            return Err(GrantError::InvalidRequest(format!(
+                "redirect_uris: between 1 and {} entries",
+                grants::MAX_REDIRECT_URIS
+            )));
+        }
+        let mut redirect_uris: Vec<String> = Vec::with_capacity(reg.redirect_uris.len());
+        for u in reg.redirect_uris {
+            grants::check_redirect_registration(&u)?;
+            if !redirect_uris.contains(&u) {
+                redirect_uris.push(u);
+            }
+        }
+        let scopes = normalize_scopes(&reg.scopes)?;
+        if scopes.iter().any(|s| s.starts_with(SERVICE_SCOPE_PREFIX)) {
+            return Err(GrantError::InvalidRequest(
+                "tessera:* scopes cannot be given to an OAuth client".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let (id, secret) = if reg.public {
+            (opaque::public_id(), None)
+        } else {
+            let (id, key) = apikeys::generate(CLIENT_KEY_ENVIRONMENT);
+            (id, Some(key))
+        };
+        let key_row = secret.as_ref().map(|k| ApiKeyRow {
+            id: id.clone(),
+            secret_hash: apikeys::hash(k.expose()),
+            owner: reg.name.clone(),
+            name: "oauth-client".into(),
+            environment: CLIENT_KEY_ENVIRONMENT.into(),
+            scopes: scopes.clone(),
+            created_at: now,
+            expires_at: now + self.config.api_key_ttl.as_secs() as i64,
+            revoked_at: None,
+        });
+        let client = ClientRow {
+            id: id.clone(),
+            name: reg.name,
+            public: reg.public,
+            redirect_uris,
+            scopes: scopes.clone(),
+            created_at: now,
+        };
+        let entry = audit_entry(
+            caller,
+            now,
+            "issue.client",
+            &id,
+            format!(
+                "name={} public={} scopes={} redirect_uris={}",
+                client.name,
+                client.public,
+                scopes.join(" "),
+                client.redirect_uris.join(" ")
+            ),
+        );
+        let stored_key = key_row.clone();
+        self.store
+            .write(move |c| {
+                if let Some(k) = &stored_key {
+                    apikey_rows::insert(c, k)?;
+                }
+                clients::insert(c, &client)?;
+                audit::append(c, &entry)
+            })
+            .await?;
+        let expires_at = key_row.as_ref().map_or(0, |k| k.expires_at);
+        if let Some(k) = key_row {
+            self.callers.insert(k);
+        }
+        Metrics::inc(&self.metrics.issued);
+        tracing::info!(client_id = %id, public = reg.public, "OAuth client registered");
+        Ok(Issued {
+            token: Secretish(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
+            token_id: id,
+            token_type: "client",
+            expires_at,
+            scopes,
+            ..Issued::default()
+        })
+    }
+
+    /// Mints an authorization code (caller needs `tessera:issue`: the login front end,
+    /// after it authenticated the user). Bound to client, redirect URI, subject, scopes
+    /// and PKCE challenge; lives [`CODE_TTL`] seconds; single use.
+    pub async fn issue_authorization_code(
+        &self,
+        caller: &Caller,
+        req: CodeRequest,
+    ) -> GrantResult<Issued> {
+        caller.require(auth::SCOPE_ISSUE)?;
+        check_field("client_id", &req.client_id, true)?;
+        check_field("subject", &req.subject, true)?;
+        if req.redirect_uri.is_empty() {
+            return Err(GrantError::InvalidRequest(
+                "redirect_uri is required".into(),
+            ));
+        }
+        grants::check_code_challenge(&req.code_challenge, &req.code_challenge_method)?;
+        let client = self
+            .find_client(&req.client_id)
+            .await?
+            .ok_or(GrantError::UnknownClient(
+                "no OAuth client has this client_id",
+            ))?;
+        if !client
+            .redirect_uris
+            .iter()
+            .any(|r| grants::redirect_uri_matches(r, &req.redirect_uri))
+        {
+            return Err(GrantError::InvalidRequest(
+                "redirect_uri is not registered for this client (exact match required)".into(),
+            ));
+        }
+        let scopes = grants::grant_scopes(&req.scopes, &client.scopes)?;
+        let now = self.clock.now();
+        let code = opaque::generate(opaque::CODE_PREFIX);
+        let row = CodeRow {
+            code_hash: opaque::hash(code.expose()),
+            id: opaque::public_id(),
+            client_id: client.id.clone(),
+            redirect_uri: req.redirect_uri,
+            subject: req.subject,
+            scopes: scopes.clone(),
+            code_challenge: req.code_challenge,
+            issued_at: now,
+            expires_at: now + CODE_TTL,
+            used_at: None,
+            family_id: None,
+            access_jti: None,
+        };
+        let entry = audit_entry(
+            caller,
+            now,
+            "issue.authorization_code",
+            &row.id,
+            format!(
+                "client={} sub={} scopes={}",
+                row.client_id,
+                row.subject,
+                scopes.join(" ")
+            ),
+        );
+        let code_id = row.id.clone();
+        let expires_at = row.expires_at;
+        let challenge_seen = self
+            .store
+            .write(move |c| {
+                let seen = codes::challenge_seen(c, &row.code_challenge)?;
+                codes::insert(c, &row)?;
+                audit::append(c, &entry)?;
+                Ok(seen)
+            })
+            .await?;
+        if challenge_seen {
+            // RFC 9700 §2.1.1: challenges should be per transaction. Allowed (a front
+            // end may retry a lost call), but worth an operator's look.
+            tracing::warn!(client_id = %client.id, code_id = %code_id, "code_challenge reused");
+        }
+        Metrics::inc(&self.metrics.issued);
+        Ok(Issued {
+            token: Secretish(code.expose().to_string()),
+            token_id: code_id,
+            token_type: "authorization_code",
+            expires_at,
+            scopes,
+            ..Issued::default()
+        })
+    }
+
+    /// `client_credentials`: the caller's API key is the credential. `sub` = the key's
+    /// owner, `client_id` = the key's id, scopes ⊆ the key's (never `tessera:*`),
+    /// audience as asked or the key's own id. No refresh token (RFC 6749 §4.4.3).
+    pub async fn grant_client_credentials(
+        &self,
+        caller: &Caller,
+        req: ClientCredentialsRequest,
+    ) -> GrantResult<Granted> {
+        check_field("client_id", &req.client_id, false)?;
+        let Some(p) = &caller.principal else {
+            if !req.client_id.is_empty()
+                && self
+                    .find_client(&req.client_id)
+                    .await?
+                    .is_some_and(|c| c.public)
+            {
+                return Err(GrantError::UnauthorizedClient(
+                    "a public client cannot use client_credentials".into(),
+                ));
+            }
+            return Err(GrantError::InvalidClient(
+                "client_credentials needs the caller's API key: authorization: Bearer <api key>",
+            ));
+        };
+        if !req.client_id.is_empty() && req.client_id != p.key_id {
+            return Err(GrantError::InvalidClient(
+                "client_id does not match the authenticated client",
+            ));
+        }
+        let scopes = grants::grant_scopes(&req.scopes, &p.scopes)?;
+        let audience = if req.audience.is_empty() {
+            vec![p.key_id.clone()]
+        } else {
+            req.audience
+        };
+        let at = AccessTokenRequest {
+            subject: p.owner.clone(),
+            audience,
+            scopes,
+            client_id: p.key_id.clone(),
+            ..AccessTokenRequest::default()
+        };
+        let scopes = self.check_access_request(&at)?;
+        let now = self.clock.now();
+        let lifetime = self.access_lifetime(None, &scopes)?;
+        let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, None, now)?;
+        let entry = audit_entry(
+            caller,
+            now,
+            "exchange.client_credentials",
+            &jti,
+            format!(
+                "sub={} aud={} scopes={}",
+                at.subject,
+                at.audience.join(" "),
+                scopes.join(" ")
+            ),
+        );
+        self.store.write(move |c| audit::append(c, &entry)).await?;
+        Metrics::inc(&self.metrics.issued);
+        Ok(Granted {
+            access_token: Secretish(jwt),
+            jti,
+            token_type: "Bearer",
+            issued_at: now,
+            expires_at: exp,
+            scopes,
+            ..Granted::default()
+        })
+    }
+
+    /// `refresh_token`: rotation. The token must be unused, unexpired (idle and
+    /// absolute) and in a live family; it is marked used and its successor stored in
+    /// the same write. Presenting a used token revokes the whole family and every access
+    /// token minted from it (RFC 9700 §4.14.2), audited as `refresh.reuse_detected`.
+    /// Narrower scopes apply to this access token only; the grant keeps its scopes.
+    /// If the family's client is a registered confidential client, the caller must
+    /// authenticate as it.
+    pub async fn grant_refresh_token(
+        &self,
+        caller: &Caller,
+        req: RefreshRequest,
+    ) -> GrantResult<Granted> {
+        let text = req.refresh_token.0.as_str();
+        if text.is_empty() {
+            return Err(GrantError::InvalidRequest(
+                "refresh_token is required".into(),
+            ));
+        }
+        if !req.client_id.is_empty() {
+            // Named and authenticated client must agree.
+            requesting_client(caller, &req.client_id)?;
+        }
+        if !opaque::well_formed(text, opaque::REFRESH_PREFIX) {
+            return Err(GrantError::InvalidGrant("unknown refresh token"));
+        }
+        let hash = opaque::hash(text);
+        let caller_key = caller.principal.as_ref().map(|p| p.key_id.clone());
+        let (found, family_client, caller_is_other_client) = self
+            .store
+            .read(move |c| {
+                let Some((t, f)) = refresh::find(c, &hash)? else {
+                    return Ok((None, None, false));
+                };
+                let fc = clients::find(c, &f.client_id)?;
+                let other = match caller_key {
+                    Some(k) if k != f.client_id => clients::find(c, &k)?.is_some(),
+                    _ => false,
+                };
+                Ok((Some((t, f)), fc, other))
+            })
+            .await?;
+        let Some((token, family)) = found else {
+            return Err(GrantError::InvalidGrant("unknown refresh token"));
+        };
+
+        // Client binding (OAuth 2.1 §4.3.1): a confidential client authenticates; no
+        // other client may use the token.
+        if let Some(c) = family_client.as_ref().filter(|c| !c.public) {
+            authenticate(caller, c)?;
+        }
+        if caller_is_other_client
+            || (!req.client_id.is_empty() && req.client_id != family.client_id)
+        {
+            return Err(GrantError::InvalidGrant(
+                "refresh token was issued to another client",
+            ));
+        }
+        if family.revoked_at.is_some() {
+            return Err(GrantError::InvalidGrant("refresh token has been revoked"));
+        }
+        let scopes = grants::grant_scopes(&req.scopes, &family.scopes)?;
+        let now = self.clock.now();
+        let reused = token.used_at.is_some();
+        if !reused && (now >= token.expires_at || now >= family.absolute_expires_at) {
+            return Err(GrantError::InvalidGrant("refresh token has expired"));
+        }
+
+        // Mint the successor off the writer thread; the write decides whether it counts.
+        let mut minted = None;
+        if !reused {
+            let at = AccessTokenRequest {
+                subject: family.subject.clone(),
+                audience: family.audience.clone(),
+                claims: serde_json::from_str::<Map<String, Value>>(&family.claims)
+                    .map_err(Error::internal)?,
+                client_id: family.client_id.clone(),
+                ..AccessTokenRequest::default()
+            };
+            let lifetime = self.access_lifetime(None, &scopes)?;
+            let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, None, now)?;
+            let rt = opaque::generate(opaque::REFRESH_PREFIX);
+            let row = TokenRow {
+                token_hash: opaque::hash(rt.expose()),
+                family_id: family.id.clone(),
+                id: opaque::public_id(),
+                issued_at: now,
+                expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
+                    .min(family.absolute_expires_at),
+                used_at: None,
+            };
+            minted = Some((jwt, jti, exp, rt, row));
+        }
+        let successor = minted
+            .as_ref()
+            .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
+        let rotated = audit_entry(
+            caller,
+            now,
+            "exchange.refresh_token",
+            &family.id,
+            format!(
+                "used={} new={} jti={} scopes={}",
+                token.id,
+                successor.as_ref().map_or("-", |s| s.0.id.as_str()),
+                successor.as_ref().map_or("-", |s| s.1.as_str()),
+                scopes.join(" ")
+            ),
+        );
+        let reuse = audit_entry(
+            caller,
+            now,
+            "refresh.reuse_detected",
+            &family.id,
+            format!(
+                "used refresh token {} presented again; family revoked",
+                token.id
+            ),
+        );
+        let spent = self
+            .store
+            .write(move |c| {
+                let Some((t, f)) = refresh::find(c, &hash)? else {
+                    return Ok(Spent::Dead);
+                };
+                if f.revoked_at.is_some() {
+                    return Ok(Spent::Dead);
+                }
+                if t.used_at.is_none() && (now >= t.expires_at || now >= f.absolute_expires_at) {
+                    return Ok(Spent::Dead);
+                }
+                if let Some((row, jti, exp)) = successor
+                    && refresh::mark_used(c, &hash, now)?
+                {
+                    refresh::insert_token(c, &row)?;
+                    refresh::record_access_token(c, &f.id, &jti, exp)?;
+                    audit::append(c, &rotated)?;
+                    return Ok(Spent::Fresh);
+                }
+                // Used before (a replay, or the loser of a race): revoke the grant.
+                let blocked = revoke_family_in(c, &f.id, now)?;
+                audit::append(c, &reuse)?;
+                Ok(Spent::Reused(blocked))
+            })
+            .await?;
+        match spent {
+            Spent::Fresh => {}
+            Spent::Dead => {
+                return Err(GrantError::InvalidGrant("refresh token is no longer valid"));
+            }
+            Spent::Reused(blocked) => {
+                self.after_reuse("used refresh token", &family.id, &blocked);
+                return Err(GrantError::InvalidGrant(
+                    "refresh token was already used; its grant has been revoked",
+                ));
+            }
+        }
+        let Some((jwt, jti, exp, rt, row)) = minted else {
+            return Err(Error::internal("refresh rotated without a successor").into());
+        };
+        Metrics::inc(&self.metrics.issued);
+        Ok(Granted {
+            access_token: Secretish(jwt),
+            jti,
+            token_type: "Bearer",
+            issued_at: now,
+            expires_at: exp,
+            refresh_token: Secretish(rt.expose().to_string()),
+            refresh_expires_at: row.expires_at,
+            scopes,
+            ..Granted::default()
+        })
+    }
+
+    /// `authorization_code` with PKCE: the client must be the code's (and authenticate
+    /// if confidential), the verifier must match the `S256` challenge, the redirect URI
+    /// must repeat the authorization request's exactly, and the code must be unused and
+    /// younger than [`CODE_TTL`]. Issues an access token (`aud` = the client id, the
+    /// RFC 9068 §3 default resource) and a refresh token in a new family. A second
+    /// redemption with otherwise valid parameters revokes what the first one issued.
+    pub async fn grant_authorization_code(
+        &self,
+        caller: &Caller,
+        req: CodeRedemption,
+    ) -> GrantResult<Granted> {
+        let client_id = requesting_client(caller, &req.client_id)?;
+        if req.code.0.is_empty() {
+            return Err(GrantError::InvalidRequest("code is required".into()));
+        }
+        if req.redirect_uri.is_empty() {
+            return Err(GrantError::InvalidRequest(
+                "redirect_uri is required".into(),
+            ));
+        }
+        let hash = opaque::hash(&req.code.0);
+        let well_formed = opaque::well_formed(&req.code.0, opaque::CODE_PREFIX);
+        let (client, code) = self
+            .store
+            .read(move |c| {
+                let code = if well_formed {
+                    codes::find(c, &hash)?
+                } else {
+                    None
+                };
+                Ok((clients::find(c, &client_id)?, code))
+            })
+            .await?;
+        let client = client.ok_or(GrantError::InvalidClient("unknown client"))?;
+        authenticate(caller, &client)?;
+        let code = code.ok_or(GrantError::InvalidGrant("unknown authorization code"))?;
+        if code.client_id != client.id {
+            return Err(GrantError::InvalidGrant(
+                "authorization code was issued to another client",
+            ));
+        }
+        if code.redirect_uri != req.redirect_uri {
+            return Err(GrantError::InvalidGrant(
+                "redirect_uri differs from the authorization request's",
+            ));
+        }
+        grants::verify_pkce(&req.code_verifier.0, &code.code_challenge)?;
+        let now = self.clock.now();
+        let reused = code.used_at.is_some();
+        if !reused && now >= code.expires_at {
+            return Err(GrantError::InvalidGrant("authorization code has expired"));
+        }
+
+        let mut minted = None;
+        if !reused {
+            let at = AccessTokenRequest {
+                subject: code.subject.clone(),
+                audience: vec![client.id.clone()],
+                client_id: client.id.clone(),
+                ..AccessTokenRequest::default()
+            };
+            let lifetime = self.access_lifetime(None, &code.scopes)?;
+            let (jwt, jti, exp) = self.mint(&at, &code.scopes, lifetime, None, now)?;
+            let family = FamilyRow {
+                id: opaque::public_id(),
+                subject: code.subject.clone(),
+                client_id: client.id.clone(),
+                audience: at.audience.clone(),
+                scopes: code.scopes.clone(),
+                claims: "{}".into(),
+                created_at: now,
+                absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
+                revoked_at: None,
+            };
+            let rt = opaque::generate(opaque::REFRESH_PREFIX);
+            let row = TokenRow {
+                token_hash: opaque::hash(rt.expose()),
+                family_id: family.id.clone(),
+                id: opaque::public_id(),
+                issued_at: now,
+                expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
+                    .min(family.absolute_expires_at),
+                used_at: None,
+            };
+            minted = Some((jwt, jti, exp, rt, row, family));
+        }
+        let issue = minted
+            .as_ref()
+            .map(|(_, jti, exp, _, row, family)| (family.clone(), row.clone(), jti.clone(), *exp));
+        let redeemed = audit_entry(
+            caller,
+            now,
+            "exchange.authorization_code",
+            &code.id,
+            format!(
+                "client={} sub={} scopes={} jti={} refresh_family={}",
+                client.id,
+                code.subject,
+                code.scopes.join(" "),
+                issue.as_ref().map_or("-", |i| i.2.as_str()),
+                issue.as_ref().map_or("-", |i| i.0.id.as_str()),
+            ),
+        );
+        let replayed = audit_entry(
+            caller,
+            now,
+            "authorization_code.reuse_detected",
+            &code.id,
+            "used authorization code presented again; what it issued is revoked",
+        );
+        let spent = self
+            .store
+            .write(move |c| {
+                let Some(cur) = codes::find(c, &hash)? else {
+                    return Ok(Spent::Dead);
+                };
+                if let Some((family, row, jti, exp)) = issue
+                    && codes::redeem(c, &hash, now, &family.id, &jti, exp)?
+                {
+                    refresh::insert_family(c, &family)?;
+                    refresh::insert_token(c, &row)?;
+                    refresh::record_access_token(c, &family.id, &jti, exp)?;
+                    audit::append(c, &redeemed)?;
+                    return Ok(Spent::Fresh);
+                }
+                if cur.used_at.is_none() {
+                    // Expired between the read and this write.
+                    return Ok(Spent::Dead);
+                }
+                // Used before (a replay, or the loser of a race): revoke what it issued.
+                let mut blocked = match &cur.family_id {
+                    Some(f) => revoke_family_in(c, f, now)?,
+                    None => Vec::new(),
+                };
+                if let Some((jti, exp)) = &cur.access_jti {
+                    revocation_rows::block_jti(c, jti, *exp)?;
+                    blocked.push((jti.clone(), *exp));
+                }
+                audit::append(c, &replayed)?;
+                Ok(Spent::Reused(blocked))
+            })
+            .await?;
+        match spent {
+            Spent::Fresh => {}
+            Spent::Dead => return Err(GrantError::InvalidGrant("authorization code has expired")),
+            Spent::Reused(blocked) => {
+                self.after_reuse("used authorization code", &code.id, &blocked);
+                return Err(GrantError::InvalidGrant(
+                    "authorization code was already used; what it issued has been revoked",
+                ));
+            }
+        }
+        let Some((jwt, jti, exp, rt, row, _)) = minted else {
+            return Err(Error::internal("code redeemed without tokens").into());
+        };
+        Metrics::inc(&self.metrics.issued);
+        Ok(Granted {
+            access_token: Secretish(jwt),
+            jti,
+            token_type: "Bearer",
+            issued_at: now,
+            expires_at: exp,
+            refresh_token: Secretish(rt.expose().to_string()),
+            refresh_expires_at: row.expires_at,
+            scopes: code.scopes,
+            ..Granted::default()
+        })
+    }
+
+    /// RFC 8693 token exchange: a service (the caller's API key) trades a user's access
+    /// token for one to call the next hop. The subject token gets the full check
+    /// (signature, claims, blocklist, version); the new token keeps its `sub`, `ver` and
+    /// extra claims, has scopes ⊆ its scopes, the asked audience (default: its
+    /// audience), expires no later than it, and names the caller in `act` (nesting the
+    /// subject token's own `act`). No refresh token.
+    pub async fn grant_token_exchange(
+        &self,
+        caller: &Caller,
+        req: TokenExchangeRequest,
+    ) -> GrantResult<Granted> {
+        let Some(p) = &caller.principal else {
+            return Err(GrantError::InvalidClient(
+                "token exchange needs the acting service's API key: authorization: Bearer <api key>",
+            ));
+        };
+        if req.subject_token.0.is_empty() {
+            return Err(GrantError::InvalidRequest(
+                "subject_token is required".into(),
+            ));
+        }
+        if req.subject_token_type != ACCESS_TOKEN_TYPE {
+            return Err(GrantError::InvalidRequest(format!(
+                "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        if req.subject_token.0.len() > MAX_TOKEN_LEN {
+            return Err(GrantError::InvalidRequest(format!(
+                "subject_token longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let (subject, _) = self.check_access_token(&req.subject_token.0).map_err(|r| {
+            self.metrics.inactive(r);
+            tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
+            GrantError::InactiveSubjectToken
+        })?;
+        let scopes = grants::grant_scopes(&req.scopes, &subject.scopes())?;
+        let audience = if req.audience.is_empty() {
+            subject.aud.clone()
+        } else {
+            req.audience
+        };
+        let act = grants::actor_claim(&p.owner, &p.key_id, subject.act.as_ref())?;
+        let at = AccessTokenRequest {
+            subject: subject.sub.clone(),
+            audience,
+            scopes,
+            claims: subject.extra.clone(),
+            client_id: p.key_id.clone(),
+            ..AccessTokenRequest::default()
+        };
+        let scopes = self.check_access_request(&at)?;
+        let now = self.clock.now();
+        let lifetime = self.access_lifetime(None, &scopes)?.min(subject.exp - now);
+        if lifetime <= 0 {
+            return Err(GrantError::InactiveSubjectToken);
+        }
+        let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, Some(act), now)?;
+        let entry = audit_entry(
+            caller,
+            now,
+            "exchange.token_exchange",
+            &jti,
+            format!(
+                "subject_jti={} sub={} aud={} scopes={}",
+                subject.jti,
+                at.subject,
+                at.audience.join(" "),
+                scopes.join(" ")
+            ),
+        );
+        self.store.write(move |c| audit::append(c, &entry)).await?;
+        Metrics::inc(&self.metrics.issued);
+        Ok(Granted {
+            access_token: Secretish(jwt),
+            jti,
+            token_type: "Bearer",
+            issued_at: now,
+            expires_at: exp,
+            scopes,
+            issued_token_type: ACCESS_TOKEN_TYPE,
+            ..Granted::default()
+        })
+    }
+}

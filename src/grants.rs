@@ -1,0 +1,642 @@
+//! Pure OAuth grant rules, no I/O: PKCE (RFC 7636, `S256` only), redirect-URI
+//! registration and matching (RFC 9700 §2.1/§4.1.3, RFC 8252 §7.3), scope narrowing,
+//! the RFC 8693 `act` chain, and [`GrantError`], which says what went wrong precisely
+//! enough to answer either as a gRPC status or as an RFC 6749 §5.2 error.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::digest::{SHA256, digest};
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+use crate::tokens::{SERVICE_SCOPE_PREFIX, normalize_scopes};
+
+/// The one PKCE method accepted.
+pub const S256: &str = "S256";
+/// RFC 8693 token-type URN of an access token (the only subject and issued type).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Lifetime of an authorization code, in seconds.
+pub const CODE_TTL: i64 = 60;
+/// Longest redirect URI accepted.
+pub const MAX_REDIRECT_URI_LEN: usize = 2048;
+/// Most redirect URIs one client may register.
+pub const MAX_REDIRECT_URIS: usize = 16;
+/// Longest `act` chain (RFC 8693 §4.1) a token may carry.
+pub const MAX_ACT_DEPTH: usize = 8;
+
+/// Why a grant was refused. Each variant fixes both its gRPC code and its RFC 6749 /
+/// RFC 8693 error code, so the gRPC and the HTTP token endpoint answer alike.
+/// Messages help the caller and never contain a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// A parameter is missing or malformed: `INVALID_ARGUMENT`, `invalid_request`.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Client authentication is missing or wrong: `UNAUTHENTICATED`, `invalid_client`.
+    #[error("{0}")]
+    InvalidClient(&'static str),
+    /// The code or refresh token is unknown, used, expired, revoked or bound to another
+    /// client or redirect URI, or the PKCE verifier does not match:
+    /// `UNAUTHENTICATED`, `invalid_grant`.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    /// RFC 8693 §2.2.2: the subject token is not an active access token of ours:
+    /// `UNAUTHENTICATED`, `invalid_request`.
+    #[error("subject_token is not an active access token")]
+    InactiveSubjectToken,
+    /// More scope than the grant or key holds: `PERMISSION_DENIED`, `invalid_scope`.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// An audience the service will not issue for: `PERMISSION_DENIED`, `invalid_target`.
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// This client may not use this grant: `FAILED_PRECONDITION`, `unauthorized_client`.
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// A grant type the service does not offer: `INVALID_ARGUMENT`, `unsupported_grant_type`.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// The named client is not registered: `NOT_FOUND`, `invalid_client`.
+    #[error("{0}")]
+    UnknownClient(&'static str),
+    /// Anything else (storage, the caller's own scopes, a bug): the service error as is.
+    #[error(transparent)]
+    Service(Error),
+}
+
+/// Shorthand for grant results.
+pub type GrantResult<T> = std::result::Result<T, GrantError>;
+
+impl GrantError {
+    /// The RFC 6749 §5.2 (or RFC 8693 §2.2.2) `error` code.
+    pub fn oauth_error(&self) -> &'static str {
+        match self {
+            GrantError::InvalidRequest(_) | GrantError::InactiveSubjectToken => "invalid_request",
+            GrantError::InvalidClient(_) | GrantError::UnknownClient(_) => "invalid_client",
+            GrantError::InvalidGrant(_) => "invalid_grant",
+            GrantError::InvalidScope(_) => "invalid_scope",
+            GrantError::InvalidTarget(_) => "invalid_target",
+            GrantError::UnauthorizedClient(_) => "unauthorized_client",
+            GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            GrantError::Service(Error::Unauthenticated(_)) => "invalid_client",
+            GrantError::Service(Error::Unavailable) => "temporarily_unavailable",
+            GrantError::Service(Error::Internal(_)) => "server_error",
+            GrantError::Service(_) => "invalid_request",
+        }
+    }
+
+    /// The HTTP status of the token-endpoint answer (RFC 6749 §5.2: 401 for a failed
+    /// client authentication, 400 otherwise; 503 / 500 for service faults).
+    pub fn http_status(&self) -> u16 {
+        match self.oauth_error() {
+            "invalid_client" => 401,
+            "temporarily_unavailable" => 503,
+            "server_error" => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl From<Error> for GrantError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(m) => GrantError::InvalidRequest(m),
+            other => GrantError::Service(other),
+        }
+    }
+}
+
+impl From<GrantError> for Error {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::InvalidRequest(m) | GrantError::UnsupportedGrantType(m) => {
+                Error::InvalidArgument(m)
+            }
+            GrantError::InvalidClient(m) | GrantError::InvalidGrant(m) => Error::Unauthenticated(m),
+            GrantError::InactiveSubjectToken => {
+                Error::Unauthenticated("subject_token is not an active access token")
+            }
+            GrantError::InvalidScope(m) | GrantError::InvalidTarget(m) => {
+                Error::PermissionDenied(m)
+            }
+            GrantError::UnauthorizedClient(m) => Error::FailedPrecondition(m),
+            GrantError::UnknownClient(m) => Error::NotFound(m.into()),
+            GrantError::Service(e) => e,
+        }
+    }
+}
+
+impl From<GrantError> for tonic::Status {
+    fn from(e: GrantError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// PKCE
+
+/// Is `s` a well-formed `code_verifier` or `code_challenge` (RFC 7636 §4.1 ABNF:
+/// 43–128 characters of `[A-Za-z0-9-._~]`)?
+pub fn pkce_value_ok(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Checks the PKCE part of an authorization request. `S256` is mandatory: a missing
+/// challenge, a missing method (RFC 7636 would default it to `plain`), `plain` and
+/// unknown methods are refused. An `S256` challenge is base64url(SHA-256), so it must
+/// be exactly 43 characters that decode to 32 bytes.
+pub fn check_code_challenge(challenge: &str, method: &str) -> GrantResult<()> {
+    if challenge.is_empty() {
+        return Err(GrantError::InvalidRequest(
+            "code_challenge is required: PKCE with S256 is mandatory".into(),
+        ));
+    }
+    match method {
+        S256 => {}
+        "plain" => {
+            return Err(GrantError::InvalidRequest(
+                "code_challenge_method plain is not allowed: use S256".into(),
+            ));
+        }
+        "" => {
+            return Err(GrantError::InvalidRequest(
+                "code_challenge_method is required and must be S256".into(),
+            ));
+        }
+        _ => {
+            return Err(GrantError::InvalidRequest(
+                "code_challenge_method must be S256".into(),
+            ));
+        }
+    }
+    let decoded = B64.decode(challenge).map(|v| v.len());
+    if !pkce_value_ok(challenge) || challenge.len() != 43 || decoded != Ok(32) {
+        return Err(GrantError::InvalidRequest(
+            "code_challenge must be BASE64URL(SHA-256(code_verifier)): 43 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `BASE64URL(SHA-256(ASCII(verifier)))` (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
+    B64.encode(digest(&SHA256, verifier.as_bytes()))
+}
+
+/// Checks a `code_verifier` against the stored challenge, in constant time. Every
+/// failure is `invalid_grant` (RFC 7636 §4.6).
+pub fn verify_pkce(verifier: &str, challenge: &str) -> GrantResult<()> {
+    if verifier.is_empty() {
+        return Err(GrantError::InvalidGrant("code_verifier is required"));
+    }
+    if !pkce_value_ok(verifier) {
+        return Err(GrantError::InvalidGrant(
+            "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
+        ));
+    }
+    if bool::from(s256(verifier).as_bytes().ct_eq(challenge.as_bytes())) {
+        Ok(())
+    } else {
+        Err(GrantError::InvalidGrant(
+            "code_verifier does not match the code_challenge",
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Redirect URIs
+
+/// Splits an `http` loopback URI (`http://127.0.0.1[:port]…` or `http://[::1][:port]…`)
+/// into its host literal and what follows the port. `None` for anything else —
+/// including `localhost`, which RFC 8252 §8.3 advises against.
+fn loopback_parts(uri: &str) -> Option<(&'static str, &str)> {
+    let rest = uri.strip_prefix("http://")?;
+    let (host, after) = if let Some(r) = rest.strip_prefix("127.0.0.1") {
+        ("127.0.0.1", r)
+    } else if let Some(r) = rest.strip_prefix("[::1]") {
+        ("[::1]", r)
+    } else {
+        return None;
+    };
+    let tail = match after.strip_prefix(':') {
+        Some(p) => {
+            let end = p.find(['/', '?']).unwrap_or(p.len());
+            let (port, tail) = p.split_at(end);
+            let valid = (1..=5).contains(&port.len())
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|n| n != 0);
+            if !valid {
+                return None;
+            }
+            tail
+        }
+        None => after,
+    };
+    // `127.0.0.1.evil.example`, `127.0.0.1@evil.example`: not loopback.
+    (tail.is_empty() || tail.starts_with('/') || tail.starts_with('?')).then_some((host, tail))
+}
+
+/// Checks a redirect URI for registration: `https` with a host and no userinfo, or
+/// `http` on a loopback IP literal (RFC 9700 §2.6, RFC 8252 §7.3); printable ASCII,
+/// no fragment (RFC 6749 §3.1.2), at most [`MAX_REDIRECT_URI_LEN`] bytes.
+pub fn check_redirect_registration(uri: &str) -> GrantResult<()> {
+    if uri.is_empty()
+        || uri.len() > MAX_REDIRECT_URI_LEN
+        || !uri.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(GrantError::InvalidRequest(format!(
+            "a redirect URI must be 1-{MAX_REDIRECT_URI_LEN} printable ASCII characters without spaces"
+        )));
+    }
+    if uri.contains('#') {
+        return Err(GrantError::InvalidRequest(
+            "a redirect URI must not contain a fragment".into(),
+        ));
+    }
+    if let Some(rest) = uri.strip_prefix("https://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if authority.is_empty() || authority.contains(['@', '\\']) {
+            return Err(GrantError::InvalidRequest(
+                "an https redirect URI needs a host and no userinfo".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if uri.starts_with("http://") {
+        return match loopback_parts(uri) {
+            Some(_) => Ok(()),
+            None => Err(GrantError::InvalidRequest(
+                "http redirect URIs are allowed only on a loopback IP literal \
+                 (http://127.0.0.1:port/... or http://[::1]:port/...)"
+                    .into(),
+            )),
+        };
+    }
+    Err(GrantError::InvalidRequest(
+        "a redirect URI must use https (or http on a loopback IP literal)".into(),
+    ))
+}
+
+/// Does a presented redirect URI match a registered one? Exact, octet-for-octet
+/// comparison (RFC 9700 §4.1.3), with the one exception RFC 8252 §7.3 requires: a
+/// loopback URI may differ in its port.
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    match (loopback_parts(registered), loopback_parts(presented)) {
+        (Some((h1, t1)), Some((h2, t2))) => h1 == h2 && t1 == t2,
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Scopes
+
+/// `scopes` without the `tessera:*` scopes, which never go into tokens.
+pub fn without_service_scopes(scopes: &[String]) -> Vec<String> {
+    scopes
+        .iter()
+        .filter(|s| !s.starts_with(SERVICE_SCOPE_PREFIX))
+        .cloned()
+        .collect()
+}
+
+/// The scopes to grant: the requested ones, normalized, if they are all within
+/// `available`; `available` (minus `tessera:*`) when none are requested. Asking for a
+/// scope outside `available`, or for a `tessera:*` scope, is `invalid_scope`.
+pub fn grant_scopes(requested: &[String], available: &[String]) -> GrantResult<Vec<String>> {
+    let requested = normalize_scopes(requested)?;
+    if requested.is_empty() {
+        let mut out = without_service_scopes(available);
+        out.sort();
+        out.dedup();
+        return Ok(out);
+    }
+    if let Some(s) = requested
+        .iter()
+        .find(|s| s.starts_with(SERVICE_SCOPE_PREFIX))
+    {
+        return Err(GrantError::InvalidScope(format!(
+            "scope {s} governs Tessera itself and is never put in a token"
+        )));
+    }
+    if let Some(s) = requested.iter().find(|s| !available.contains(s)) {
+        return Err(GrantError::InvalidScope(format!(
+            "scope {s} is not within the scopes this grant holds"
+        )));
+    }
+    Ok(requested)
+}
+
+// ---------------------------------------------------------------------------------
+// Actor chain
+
+/// Depth of an `act` chain (0 for none).
+pub fn act_depth(act: Option<&Value>) -> usize {
+    let mut depth = 0;
+    let mut cur = act;
+    while let Some(Value::Object(m)) = cur {
+        depth += 1;
+        cur = m.get("act");
+    }
+    depth
+}
+
+/// The `act` claim of a token obtained by `actor` (its key owner and key id) through
+/// token exchange: `{"sub", "client_id"}`, with the subject token's own `act` nested
+/// inside as `act.act` (RFC 8693 §4.1: the current actor outermost).
+pub fn actor_claim(
+    actor_sub: &str,
+    actor_client_id: &str,
+    prior: Option<&Value>,
+) -> GrantResult<Value> {
+    if act_depth(prior) >= MAX_ACT_DEPTH {
+        return Err(GrantError::InvalidRequest(format!(
+            "the subject token has been exchanged {MAX_ACT_DEPTH} times already"
+        )));
+    }
+    let mut act = Map::new();
+    act.insert("sub".into(), Value::String(actor_sub.into()));
+    act.insert("client_id".into(), Value::String(actor_client_id.into()));
+    if let Some(p) = prior {
+        act.insert("act".into(), p.clone());
+    }
+    Ok(Value::Object(act))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pkce_rfc7636_appendix_b() {
+        assert_eq!(s256(VERIFIER), CHALLENGE);
+        assert!(verify_pkce(VERIFIER, CHALLENGE).is_ok());
+        check_code_challenge(CHALLENGE, S256).unwrap();
+    }
+
+    #[test]
+    fn pkce_verifier_rejects() {
+        let cases: &[(&str, String)] = &[
+            ("last char changed", format!("{}l", &VERIFIER[..42])),
+            ("empty", String::new()),
+            ("42 chars", "a".repeat(42)),
+            ("129 chars", "a".repeat(129)),
+            ("plus sign", format!("{}+", &VERIFIER[..42])),
+            ("the challenge itself (plain)", CHALLENGE.to_string()),
+            ("space", format!("{} ", &VERIFIER[..42])),
+        ];
+        for (name, v) in cases {
+            let e = verify_pkce(v, CHALLENGE).unwrap_err();
+            assert_eq!(e.oauth_error(), "invalid_grant", "{name}");
+        }
+        // 43 and 128 characters of the full alphabet are well formed.
+        assert!(pkce_value_ok(&"a-._~Z9".repeat(7)[..43]));
+        assert!(pkce_value_ok(&"x".repeat(128)));
+    }
+
+    #[test]
+    fn pkce_challenge_rejects() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("plain", CHALLENGE, "plain"),
+            ("missing method", CHALLENGE, ""),
+            ("unknown method", CHALLENGE, "S512"),
+            ("lower-case method", CHALLENGE, "s256"),
+            ("missing challenge", "", S256),
+            ("short", &CHALLENGE[..42], S256),
+            ("long", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cMA", S256),
+            (
+                "padded",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM=",
+                S256,
+            ),
+            (
+                "standard alphabet",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM",
+                S256,
+            ),
+            (
+                "non-canonical trailing bits",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN",
+                S256,
+            ),
+        ];
+        for (name, c, m) in cases {
+            let e = check_code_challenge(c, m).unwrap_err();
+            assert_eq!(e.oauth_error(), "invalid_request", "{name}");
+        }
+    }
+
+    #[test]
+    fn redirect_exact_match_rows() {
+        let reg = "https://app.example/cb";
+        let rejected = [
+            ("trailing slash", "https://app.example/cb/"),
+            ("path case", "https://app.example/CB"),
+            ("host case", "https://APP.example/cb"),
+            ("extra query", "https://app.example/cb?x=1"),
+            ("fragment", "https://app.example/cb#x"),
+            ("userinfo", "https://app.example@evil.example/cb"),
+            ("port", "https://app.example:8443/cb"),
+            ("subdomain", "https://evil.app.example/cb"),
+            ("dot segments", "https://app.example/cb/../evil"),
+            ("percent-encoded", "https://app.example/%63b"),
+            ("scheme", "http://app.example/cb"),
+            ("empty", ""),
+        ];
+        for (name, p) in rejected {
+            assert!(!redirect_uri_matches(reg, p), "{name}");
+        }
+        assert!(redirect_uri_matches(reg, reg));
+    }
+
+    #[test]
+    fn redirect_loopback_port_may_vary() {
+        let v4 = "http://127.0.0.1/cb";
+        assert!(redirect_uri_matches(v4, "http://127.0.0.1:51234/cb"));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:80/cb",
+            "http://127.0.0.1:9/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "http://[::1]:1/cb",
+            "http://[::1]:65535/cb"
+        ));
+        let rejected = [
+            ("other path", "http://127.0.0.1:5000/other"),
+            ("other family", "http://[::1]:5000/cb"),
+            ("localhost", "http://localhost:5000/cb"),
+            ("port 0", "http://127.0.0.1:0/cb"),
+            ("port too big", "http://127.0.0.1:65536/cb"),
+            ("empty port", "http://127.0.0.1:/cb"),
+            ("dns suffix", "http://127.0.0.1.evil.example/cb"),
+            ("userinfo", "http://127.0.0.1@evil.example/cb"),
+            ("https", "https://127.0.0.1:5000/cb"),
+            ("extra query", "http://127.0.0.1:5000/cb?x"),
+        ];
+        for (name, p) in rejected {
+            assert!(!redirect_uri_matches(v4, p), "{name}");
+        }
+    }
+
+    #[test]
+    fn redirect_registration_rules() {
+        for ok in [
+            "https://app.example/cb",
+            "https://app.example:8443/oauth/cb?tenant=a",
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:8080/cb",
+            "http://[::1]:8080/",
+            "http://127.0.0.1",
+        ] {
+            check_redirect_registration(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (name, bad) in [
+            ("plain http", "http://app.example/cb"),
+            ("http localhost", "http://localhost:8080/cb"),
+            ("fragment", "https://app.example/cb#frag"),
+            ("userinfo", "https://user@app.example/cb"),
+            ("backslash", "https://app.example\\@evil.example/cb"),
+            ("no host", "https:///cb"),
+            ("custom scheme", "com.example.app:/cb"),
+            ("javascript", "javascript:alert(1)"),
+            ("relative", "/cb"),
+            ("space", "https://app.example/c b"),
+            ("control", "https://app.example/c\nb"),
+            ("non-ascii", "https://äpp.example/cb"),
+            ("empty", ""),
+            ("upper-case scheme", "HTTPS://app.example/cb"),
+        ] {
+            assert!(check_redirect_registration(bad).is_err(), "{name}");
+        }
+        let long = format!("https://app.example/{}", "a".repeat(MAX_REDIRECT_URI_LEN));
+        assert!(check_redirect_registration(&long).is_err());
+    }
+
+    #[test]
+    fn scope_narrowing() {
+        let held = strings(&["read", "write", "tessera:issue"]);
+        assert_eq!(
+            grant_scopes(&[], &held).unwrap(),
+            strings(&["read", "write"])
+        );
+        assert_eq!(
+            grant_scopes(&strings(&["write", "read", "read"]), &held).unwrap(),
+            strings(&["read", "write"])
+        );
+        let e = grant_scopes(&strings(&["admin"]), &held).unwrap_err();
+        assert_eq!(e.oauth_error(), "invalid_scope");
+        let e = grant_scopes(&strings(&["tessera:issue"]), &held).unwrap_err();
+        assert_eq!(e.oauth_error(), "invalid_scope");
+        let e = grant_scopes(&strings(&["a b"]), &held).unwrap_err();
+        assert_eq!(e.oauth_error(), "invalid_request");
+    }
+
+    #[test]
+    fn act_nesting() {
+        let first = actor_claim("svc-a", "k1", None).unwrap();
+        assert_eq!(first, json!({"sub": "svc-a", "client_id": "k1"}));
+        let second = actor_claim("svc-b", "k2", Some(&first)).unwrap();
+        assert_eq!(
+            second,
+            json!({"sub": "svc-b", "client_id": "k2", "act": {"sub": "svc-a", "client_id": "k1"}})
+        );
+        assert_eq!(act_depth(Some(&second)), 2);
+        let mut chain = None;
+        for i in 0..MAX_ACT_DEPTH {
+            chain = Some(actor_claim("s", &i.to_string(), chain.as_ref()).unwrap());
+        }
+        assert!(actor_claim("s", "x", chain.as_ref()).is_err());
+    }
+
+    #[test]
+    fn error_mapping() {
+        use tonic::Code;
+        let rows: Vec<(GrantError, Code, &str, u16)> = vec![
+            (
+                GrantError::InvalidRequest("x".into()),
+                Code::InvalidArgument,
+                "invalid_request",
+                400,
+            ),
+            (
+                GrantError::InvalidClient("x"),
+                Code::Unauthenticated,
+                "invalid_client",
+                401,
+            ),
+            (
+                GrantError::InvalidGrant("x"),
+                Code::Unauthenticated,
+                "invalid_grant",
+                400,
+            ),
+            (
+                GrantError::InactiveSubjectToken,
+                Code::Unauthenticated,
+                "invalid_request",
+                400,
+            ),
+            (
+                GrantError::InvalidScope("x".into()),
+                Code::PermissionDenied,
+                "invalid_scope",
+                400,
+            ),
+            (
+                GrantError::InvalidTarget("x".into()),
+                Code::PermissionDenied,
+                "invalid_target",
+                400,
+            ),
+            (
+                GrantError::UnauthorizedClient("x".into()),
+                Code::FailedPrecondition,
+                "unauthorized_client",
+                400,
+            ),
+            (
+                GrantError::UnsupportedGrantType("x".into()),
+                Code::InvalidArgument,
+                "unsupported_grant_type",
+                400,
+            ),
+            (
+                GrantError::UnknownClient("x"),
+                Code::NotFound,
+                "invalid_client",
+                401,
+            ),
+            (
+                GrantError::Service(Error::Unavailable),
+                Code::Unavailable,
+                "temporarily_unavailable",
+                503,
+            ),
+            (
+                GrantError::Service(Error::internal("boom")),
+                Code::Internal,
+                "server_error",
+                500,
+            ),
+        ];
+        for (e, code, oauth, http) in rows {
+            assert_eq!((e.oauth_error(), e.http_status()), (oauth, http), "{e:?}");
+            let status = tonic::Status::from(e);
+            assert_eq!(status.code(), code);
+            assert!(!status.message().contains("boom"), "internal cause leaked");
+        }
+    }
+}

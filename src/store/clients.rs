@@ -1,0 +1,59 @@
+//! The `oauth_clients` table: registered OAuth clients of the authorization-code flow.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// A registered OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRow {
+    /// `client_id`; for a confidential client, also the id of its API key.
+    pub id: String,
+    /// Human label; also the owner of a confidential client's API key.
+    pub name: String,
+    /// Public clients (no secret) cannot authenticate; confidential ones must.
+    pub public: bool,
+    /// Redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// The most an authorization code for this client may carry.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Inserts a client.
+pub fn insert(conn: &Connection, c: &ClientRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO oauth_clients (id, name, public, redirect_uris, scopes, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            c.id,
+            c.name,
+            c.public,
+            c.redirect_uris.join(" "),
+            c.scopes.join(" "),
+            c.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Looks a client up by id.
+pub fn find(conn: &Connection, id: &str) -> Result<Option<ClientRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            let split = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            Ok(ClientRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                public: r.get(2)?,
+                redirect_uris: split(r.get(3)?),
+                scopes: split(r.get(4)?),
+                created_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
