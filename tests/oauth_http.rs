@@ -187,3 +187,136 @@ async fn metadata_lists_the_endpoints() {
         serde_json::json!(["S256"])
     );
 }
+
+#[tokio::test]
+async fn token_endpoint_grants_and_errors() {
+    let s = TestServer::start().await;
+    let cc = s.api_key(&["read:things", "write:things"]).await;
+    let auth = basic(&cc.token_id, &cc.token);
+
+    let (code, head, body) = s
+        .http_post(
+            "/oauth2/token",
+            &[("Authorization", &auth)],
+            "grant_type=client_credentials&scope=read:things",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store")
+    );
+    let v = json(&body);
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["scope"], "read:things");
+    assert!(v["expires_in"].as_i64().unwrap() > 0);
+    assert!(
+        v.get("refresh_token").is_none(),
+        "client_credentials issues no refresh token"
+    );
+    assert!(
+        s.introspect(v["access_token"].as_str().unwrap())
+            .await
+            .unwrap()
+            .active
+    );
+
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "no grant_type",
+            "with-auth",
+            "scope=x",
+            400,
+            "invalid_request",
+        ),
+        (
+            "password grant",
+            "with-auth",
+            "grant_type=password&username=a&password=b",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "implicit",
+            "with-auth",
+            "grant_type=implicit",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "widening scope",
+            "with-auth",
+            "grant_type=client_credentials&scope=admin",
+            400,
+            "invalid_scope",
+        ),
+        (
+            "no client auth",
+            "none",
+            "grant_type=client_credentials",
+            401,
+            "invalid_client",
+        ),
+        (
+            "bad refresh token",
+            "none",
+            "grant_type=refresh_token&refresh_token=tsr_nope",
+            400,
+            "invalid_grant",
+        ),
+        (
+            "bad code",
+            "none",
+            "grant_type=authorization_code&code=tsc_x&code_verifier=x&redirect_uri=https://a/cb&client_id=x",
+            401,
+            "invalid_client",
+        ),
+        (
+            "inactive subject token",
+            "with-auth",
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token=x.y.z&subject_token_type=urn:ietf:params:oauth:token-type:access_token",
+            400,
+            "invalid_request",
+        ),
+        (
+            "actor token",
+            "with-auth",
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token=x&subject_token_type=urn:ietf:params:oauth:token-type:access_token&actor_token=y&actor_token_type=z",
+            400,
+            "invalid_request",
+        ),
+        (
+            "duplicate parameter",
+            "with-auth",
+            "grant_type=client_credentials&grant_type=client_credentials",
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, with, form, status, error) in cases {
+        let h: Vec<(&str, &str)> = if *with == "none" {
+            vec![]
+        } else {
+            vec![("Authorization", auth.as_str())]
+        };
+        let (code, head, body) = s.http_post("/oauth2/token", &h, form).await;
+        assert_eq!(code, *status, "{name}: {body}");
+        assert_eq!(json(&body)["error"], *error, "{name}: {body}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-store"),
+            "{name}"
+        );
+        assert!(!body.contains(&cc.token), "{name}: secret echoed");
+    }
+    let (_, _, body) = s.http_get("/.well-known/oauth-authorization-server").await;
+    let grants = json(&body)["grant_types_supported"].clone();
+    assert!(
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "urn:ietf:params:oauth:grant-type:token-exchange")
+    );
+    assert!(!grants.as_array().unwrap().iter().any(|g| g == "password"));
+}

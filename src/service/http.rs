@@ -64,6 +64,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 
 fn oauth_routes(authority: Arc<Authority>) -> Router {
     Router::new()
+        .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route(

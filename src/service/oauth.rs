@@ -1,5 +1,5 @@
-//! Standard OAuth 2.0 over HTTP, on the same listener as the JWKS: RFC 7662
-//! introspection, RFC 7009 revocation and RFC 8414 metadata. This layer only
+//! Standard OAuth 2.0 over HTTP, on the same listener as the JWKS: the RFC 6749 token
+//! endpoint (with RFC 8693 token exchange), RFC 7662 introspection, RFC 7009 revocation and RFC 8414 metadata. This layer only
 //! translates form posts to [`Authority`] calls and answers to RFC JSON.
 //!
 //! Client authentication: HTTP Basic `client_id:client_secret` (client id = API-key
@@ -17,8 +17,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Introspection};
+use crate::authority::{Authority, Introspection, Secretish};
 use crate::error::Error;
+use crate::exchange::{
+    ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
+};
+use crate::grants::GrantError;
 
 /// Largest form body accepted.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -337,5 +341,107 @@ pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
     r
 }
 
+/// RFC 8693 grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 /// Grant types `/oauth2/token` accepts.
-pub const GRANT_TYPES: &[&str] = &[];
+pub const GRANT_TYPES: &[&str] = &[
+    "client_credentials",
+    "refresh_token",
+    "authorization_code",
+    TOKEN_EXCHANGE_GRANT,
+];
+
+impl From<GrantError> for OAuthError {
+    fn from(e: GrantError) -> Self {
+        if let GrantError::Service(Error::Internal(cause)) = &e {
+            tracing::error!(%cause, "internal error");
+        }
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let description = match &e {
+            GrantError::Service(Error::Internal(_)) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        OAuthError::new(status, e.oauth_error(), description)
+    }
+}
+
+/// `POST /oauth2/token` (RFC 6749 §3.2, RFC 8693). Translates the form into one of the
+/// grant methods the gRPC `Exchange` also calls.
+pub async fn token(
+    State(a): State<Arc<Authority>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(&headers, &body)?;
+    let caller = caller(&a, &headers, &form)?;
+    let secret = |k: &str| Secretish(form.get(k).to_string());
+    let granted = match form.get("grant_type") {
+        "" => return Err(OAuthError::invalid_request("grant_type is required")),
+        "client_credentials" => {
+            let req = ClientCredentialsRequest {
+                client_id: form.get("client_id").to_string(),
+                scopes: form.list("scope"),
+                audience: form.list("audience"),
+            };
+            a.grant_client_credentials(&caller, req).await?
+        }
+        "refresh_token" => {
+            let req = RefreshRequest {
+                client_id: form.get("client_id").to_string(),
+                refresh_token: secret("refresh_token"),
+                scopes: form.list("scope"),
+            };
+            a.grant_refresh_token(&caller, req).await?
+        }
+        "authorization_code" => {
+            let req = CodeRedemption {
+                client_id: form.get("client_id").to_string(),
+                code: secret("code"),
+                code_verifier: secret("code_verifier"),
+                redirect_uri: form.get("redirect_uri").to_string(),
+            };
+            a.grant_authorization_code(&caller, req).await?
+        }
+        TOKEN_EXCHANGE_GRANT => {
+            if !form.get("actor_token").is_empty() || !form.get("actor_token_type").is_empty() {
+                return Err(OAuthError::invalid_request(
+                    "actor_token is not supported: the authenticated client is the actor",
+                ));
+            }
+            let wanted = form.get("requested_token_type");
+            if !wanted.is_empty() && wanted != crate::grants::ACCESS_TOKEN_TYPE {
+                return Err(OAuthError::invalid_request(
+                    "only access tokens can be requested",
+                ));
+            }
+            let req = TokenExchangeRequest {
+                subject_token: secret("subject_token"),
+                subject_token_type: form.get("subject_token_type").to_string(),
+                audience: form.list("audience"),
+                scopes: form.list("scope"),
+            };
+            a.grant_token_exchange(&caller, req).await?
+        }
+        _ => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "supported: client_credentials, refresh_token, authorization_code, token-exchange",
+            ));
+        }
+    };
+    let mut body = json!({
+        "access_token": granted.access_token.0.as_str(),
+        "token_type": granted.token_type,
+        "expires_in": granted.expires_at - granted.issued_at,
+        "scope": granted.scopes.join(" "),
+    });
+    if !granted.refresh_token.0.is_empty() {
+        body["refresh_token"] = json!(granted.refresh_token.0.as_str());
+    }
+    if !granted.issued_token_type.is_empty() {
+        body["issued_token_type"] = json!(granted.issued_token_type);
+    }
+    Ok(no_store(StatusCode::OK, body))
+}

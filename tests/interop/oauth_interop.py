@@ -55,9 +55,6 @@ def main():
     r = rs.introspect_token(meta["introspection_endpoint"], token=at)
     check("introspect after revoke: exactly {active:false}", r.json() == {"active": False}, r.text)
 
-    if "token" in p.get("skip", []):
-        return
-
     # client_credentials
     cc = OAuth2Session(p["cc_client_id"], p["cc_client_secret"], token_endpoint_auth_method="client_secret_basic")
     tok = cc.fetch_token(meta["token_endpoint"], grant_type="client_credentials", scope="read:things")
@@ -89,6 +86,16 @@ def main():
     c = verify_jwt(jwks_client, tok["access_token"], issuer, p["app_audience"])
     check("authorization_code + PKCE token verifies", c["sub"] == p["app_subject"], c)
     check("refresh token issued", tok.get("refresh_token", "").startswith("tsr_"), tok)
+    # RFC 8693: the client_credentials service trades bob's token for a narrower one.
+    tx = cc.fetch_token(meta["token_endpoint"], grant_type="urn:ietf:params:oauth:grant-type:token-exchange",
+                        subject_token=tok["access_token"],
+                        subject_token_type="urn:ietf:params:oauth:token-type:access_token",
+                        audience="downstream-api", scope="profile")
+    check("token exchange issued_token_type",
+          tx.get("issued_token_type") == "urn:ietf:params:oauth:token-type:access_token", tx)
+    c = verify_jwt(jwks_client, tx["access_token"], issuer, "downstream-api")
+    check("token exchange keeps sub, records act", c["sub"] == p["app_subject"] and
+          c.get("act", {}).get("client_id") == p["cc_client_id"], c)
     old_rt = tok["refresh_token"]
     tok2 = app.refresh_token(meta["token_endpoint"], refresh_token=old_rt)
     check("refresh rotates", tok2.get("refresh_token") not in (None, old_rt), tok2)
