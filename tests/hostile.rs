@@ -3091,6 +3091,12 @@ async fn a12_revocation() {
     );
     assert!(!f.active(&g.token).await, "A12.5 access token of the grant");
     assert!(f.active(&other).await, "A12.5 same subject, other grant");
+    // B10.5 policy: revoking an access token blocks its jti only; the refresh token
+    // of its grant stays usable (RFC 7009 allows, but does not require, revoking it).
+    let g2 = f.issue_with_refresh("grant").await;
+    f.revoke(&g2.token).await;
+    assert!(!f.active(&g2.token).await);
+    assert!(f.active(&g2.refresh_token).await, "B10.5 policy");
     // B10.2 a bogus hint is ignored.
     let k = f.s.api_key(&["x"]).await.token;
     f.revoke_as(&k, "refresh_token", &f.s.admin_key)
