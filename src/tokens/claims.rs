@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Jti, parse_jti};
+use super::{Jti, parse_jti, valid_field};
 
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
 /// not use them.
@@ -70,12 +70,13 @@ impl AccessClaims {
         };
         let int = |m: &mut Map<String, Value>, k: &str| m.remove(k).and_then(|v| v.as_i64());
         let iss = string(&mut m, "iss")?;
-        let sub = string(&mut m, "sub").filter(|s| !s.is_empty())?;
+        // Identifiers obey the rule issuance enforces (no hidden characters, bounded).
+        let sub = string(&mut m, "sub").filter(|s| !s.is_empty() && valid_field(s))?;
         let aud = match m.remove("aud")? {
             Value::Array(a) if !a.is_empty() => a
                 .into_iter()
                 .map(|v| match v {
-                    Value::String(s) if !s.is_empty() => Some(s),
+                    Value::String(s) if !s.is_empty() && valid_field(&s) => Some(s),
                     _ => None,
                 })
                 .collect::<Option<Vec<_>>>()?,
@@ -91,7 +92,7 @@ impl AccessClaims {
             Some(Value::String(s)) => s,
             Some(_) => return None,
         };
-        let client_id = string(&mut m, "client_id")?;
+        let client_id = string(&mut m, "client_id").filter(|s| valid_field(s))?;
         let ver = m.remove("ver")?.as_u64()?;
         let act = match m.remove("act") {
             None => None,
@@ -159,6 +160,12 @@ mod tests {
             ("nbf", json!("1")),
             ("sub", json!("")),
             ("sub", json!(1)),
+            ("sub", json!("admin\u{200b}")),
+            ("sub", json!("\u{202e}nimda")),
+            ("sub", json!("admin\u{0}")),
+            ("sub", json!("x".repeat(257))),
+            ("aud", json!(["a\u{feff}"])),
+            ("client_id", json!("c\u{2066}")),
             ("aud", json!([])),
             ("aud", json!({})),
             ("aud", json!(123)),

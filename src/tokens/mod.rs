@@ -61,14 +61,43 @@ pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Is `c` invisible or text-reordering: a control character, or one of the format,
+/// separator and filler characters that make one identifier look like another
+/// (`admin\u{200b}`, bidi overrides as in "Trojan Source")?
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}' // soft hyphen
+                | '\u{034F}' // combining grapheme joiner
+                | '\u{061C}' // Arabic letter mark
+                | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+                | '\u{180E}' // Mongolian vowel separator
+                | '\u{200B}'..='\u{200F}' // zero-width space and joiners, LRM, RLM
+                | '\u{2028}' | '\u{2029}' // line and paragraph separators
+                | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+                | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
+                | '\u{FEFF}' // byte-order mark
+                | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+                | '\u{E0000}'..='\u{E007F}' // tags
+        )
+}
+
+/// Is `v` acceptable as an identifier (subject, audience, client id, ...): at most
+/// [`MAX_FIELD_LEN`] bytes and nothing [hidden](is_hidden). Issuance refuses anything
+/// else, so the verifier refuses it too: such a token was never minted here.
+pub fn valid_field(v: &str) -> bool {
+    v.len() <= MAX_FIELD_LEN && !v.chars().any(is_hidden)
+}
+
 /// Checks a free-text identifier field (subject, audience, owner, name, client id).
 pub fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
     if required && v.is_empty() {
         return Err(Error::InvalidArgument(format!("{what} is required")));
     }
-    if v.len() > MAX_FIELD_LEN || v.chars().any(char::is_control) {
+    if !valid_field(v) {
         return Err(Error::InvalidArgument(format!(
-            "{what} must be at most {MAX_FIELD_LEN} bytes without control characters"
+            "{what} must be at most {MAX_FIELD_LEN} bytes without control or invisible characters"
         )));
     }
     Ok(())
@@ -85,6 +114,37 @@ mod tests {
         assert_eq!(parse_jti(""), None);
         assert_eq!(parse_jti(&format!("{s}=")), None);
         assert_eq!(parse_jti("' OR '1'='1 ----------"), None);
+    }
+
+    #[test]
+    fn identifiers_refuse_hidden_characters() {
+        for ok in [
+            "alice",
+            "Zoë",
+            "payments-api",
+            "サービス",
+            "user@example.com",
+            "",
+        ] {
+            assert!(valid_field(ok), "{ok:?}");
+        }
+        for bad in [
+            "admin\u{200b}",
+            "admin\u{0}",
+            "\u{202e}nimda",
+            "\u{2066}admin",
+            "admin\u{feff}",
+            "ad\u{ad}min",
+            "admin\n",
+            "admin\u{2028}",
+            "admin\u{e0041}",
+            "\u{3164}",
+        ] {
+            assert!(!valid_field(bad), "{bad:?}");
+            assert!(check_field("subject", bad, true).is_err(), "{bad:?}");
+        }
+        assert!(!valid_field(&"x".repeat(MAX_FIELD_LEN + 1)));
+        assert!(check_field("subject", "", true).is_err());
     }
 
     #[test]

@@ -1,0 +1,359 @@
+//! Tests that need the real `tessera` binary as a child process: what it writes to its
+//! logs (A13.6: no token, key or secret, even at debug level) and what survives a
+//! `kill -9` (A12.7).
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::{access_spec, authed};
+use tessera::proto::issue_request::Credential;
+use tessera::proto::token_service_client::TokenServiceClient;
+use tessera::proto::{
+    ApiKeySpec, IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, RevokeRequest,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A running `tessera serve` and everything it has written to stdout and stderr.
+struct Proc {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    grpc: SocketAddr,
+}
+
+fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+/// Drops ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The gRPC address from the `tessera serving grpc=... http=...` line.
+fn serving_addr(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("tessera serving"))?;
+    let rest = &line[line.find("grpc=")? + 5..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+impl Proc {
+    fn spawn(dir: &Path) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--issuer", "https://tessera.test", "--data-dir"])
+        .arg(dir);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TESSERA_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("TESSERA_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tessera");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            capture(child.stdout.take().unwrap(), output.clone()),
+            capture(child.stderr.take().unwrap(), output.clone()),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let grpc = loop {
+            let log = strip_ansi(&String::from_utf8_lossy(&output.lock().unwrap()));
+            if let Some(addr) = serving_addr(&log) {
+                break addr;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("tessera exited before serving ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "tessera did not come up:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Proc {
+            child,
+            output,
+            readers,
+            grpc,
+        }
+    }
+
+    async fn tokens(&self) -> TokenServiceClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        TokenServiceClient::new(ch)
+    }
+
+    /// Polls for the exit without blocking the runtime, so the test's own client
+    /// connections can still answer the server's graceful-shutdown handshake.
+    async fn wait_bounded(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tessera did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn finish(mut self, status: ExitStatus) -> (ExitStatus, String) {
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let out = String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned();
+        (status, strip_ansi(&out))
+    }
+
+    /// SIGTERM, then the exit status (bounded wait) and the whole output.
+    async fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = self.wait_bounded(Duration::from_secs(30)).await;
+        self.finish(status)
+    }
+
+    /// SIGKILL: no drain, no final housekeeping.
+    async fn kill_9(mut self) -> (ExitStatus, String) {
+        self.child.kill().unwrap();
+        let status = self.wait_bounded(Duration::from_secs(30)).await;
+        self.finish(status)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only if a test failed half-way; a reaped child is not signalled again.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn issue(
+    tk: &mut TokenServiceClient<Channel>,
+    req: IssueRequest,
+    key: &str,
+) -> IssueResponse {
+    tk.issue(authed(req, key)).await.unwrap().into_inner()
+}
+
+async fn introspect(
+    tk: &mut TokenServiceClient<Channel>,
+    token: &str,
+    key: &str,
+) -> Result<IntrospectResponse, tonic::Status> {
+    let req = IntrospectRequest {
+        token: token.into(),
+        token_type_hint: String::new(),
+    };
+    tk.introspect(authed(req, key))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn revoke(tk: &mut TokenServiceClient<Channel>, token: &str, key: &str) {
+    let req = RevokeRequest {
+        token: token.into(),
+        ..RevokeRequest::default()
+    };
+    tk.revoke(authed(req, key)).await.unwrap();
+}
+
+fn with_refresh(subject: &str) -> IssueRequest {
+    let mut req = access_spec(subject);
+    if let Some(Credential::AccessToken(spec)) = &mut req.credential {
+        spec.refresh_token = true;
+    }
+    req
+}
+
+/// A13.6: at debug level, through issue, introspection (live, revoked and hostile
+/// tokens, a bad credential) and revocation, the logs name ids only — never a token,
+/// a key or a secret. SIGTERM then drains and exits 0.
+#[tokio::test]
+async fn a13_6_logs_hold_no_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(tmp.path());
+    let admin = std::fs::read_to_string(tmp.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let master = std::fs::read_to_string(tmp.path().join("master.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut tk = p.tokens().await;
+
+    let t = issue(&mut tk, with_refresh("alice"), &admin).await;
+    let key = issue(
+        &mut tk,
+        IssueRequest {
+            credential: Some(Credential::ApiKey(ApiKeySpec {
+                owner: "team-test".into(),
+                environment: "test".into(),
+                scopes: vec!["tessera:introspect".into()],
+                ..ApiKeySpec::default()
+            })),
+        },
+        &admin,
+    )
+    .await
+    .token;
+    let parts: Vec<&str> = t.token.split('.').collect();
+    let (h, pl, sig) = (parts[0], parts[1], parts[2]);
+    let mut forged_claims: serde_json::Value =
+        serde_json::from_slice(&B64.decode(pl).unwrap()).unwrap();
+    forged_claims["sub"] = "admin".into();
+    let forged = format!("{h}.{}.{sig}", B64.encode(forged_claims.to_string()));
+    let hostile = [
+        forged.clone(),
+        format!("eyJhbGciOiJub25lIn0.{pl}."),
+        format!("{}x", t.token),
+        format!("{}A", t.refresh_token),
+        format!("{key}A"),
+        "garbage".to_string(),
+    ];
+
+    for live in [&t.token, &t.refresh_token, &key] {
+        assert!(introspect(&mut tk, live, &admin).await.unwrap().active);
+    }
+    assert!(introspect(&mut tk, &t.token, &key).await.unwrap().active);
+    for bad in &hostile {
+        assert!(!introspect(&mut tk, bad, &admin).await.unwrap().active);
+    }
+    let e = introspect(&mut tk, &"A".repeat(9000), &admin)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Tokens presented as the caller's credential are refused without being logged.
+    for cred in [t.token.as_str(), t.refresh_token.as_str(), forged.as_str()] {
+        let e = introspect(&mut tk, "x", cred).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    revoke(&mut tk, &t.token, &admin).await;
+    revoke(&mut tk, &t.refresh_token, &admin).await;
+    revoke(&mut tk, &key, &admin).await;
+    revoke(&mut tk, &forged, &admin).await;
+    assert!(!introspect(&mut tk, &t.token, &admin).await.unwrap().active);
+    drop(tk);
+
+    let (status, log) = p.terminate().await;
+    assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
+    assert!(
+        !log.contains("grace period over"),
+        "SIGTERM did not drain:\n{log}"
+    );
+    // The logs really were at debug level and saw these calls.
+    for expected in [
+        "tessera serving",
+        "introspect: inactive access token",
+        "access token revoked",
+        "refresh family revoked",
+        "API key revoked",
+        "shutdown requested",
+        "stopped",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in the log:\n{log}");
+    }
+    let secret_of = |api_key: &str| api_key.splitn(4, '_').nth(3).unwrap().to_string();
+    let secrets = [
+        ("the admin key", admin.clone()),
+        ("the admin key's secret", secret_of(&admin)),
+        ("the API key", key.clone()),
+        ("the API key's secret", secret_of(&key)),
+        ("the access token", t.token.clone()),
+        ("the access token's signature", sig.to_string()),
+        ("the access token's payload segment", pl.to_string()),
+        ("the refresh token", t.refresh_token.clone()),
+        (
+            "the refresh token's secret part",
+            t.refresh_token[4..].to_string(),
+        ),
+        (
+            "the forged token's payload",
+            forged.split('.').nth(1).unwrap().into(),
+        ),
+        ("the master key", master),
+    ];
+    for (what, secret) in secrets {
+        assert!(!log.contains(&secret), "A13.6: {what} is in the log");
+    }
+}
+
+/// A12.7: an acknowledged revocation survives `kill -9` (no drain, no housekeeping).
+#[tokio::test]
+async fn a12_7_revocation_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(tmp.path());
+    let admin = std::fs::read_to_string(tmp.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut tk = p.tokens().await;
+    let revoked = issue(&mut tk, access_spec("alice"), &admin).await;
+    let live = issue(&mut tk, access_spec("alice"), &admin).await.token;
+    let by_family = issue(&mut tk, with_refresh("bob"), &admin).await;
+    revoke(&mut tk, &revoked.token, &admin).await;
+    revoke(&mut tk, &by_family.refresh_token, &admin).await;
+    drop(tk);
+    let (status, _) = p.kill_9().await;
+    assert!(!status.success());
+
+    let p = Proc::spawn(tmp.path());
+    let mut tk = p.tokens().await;
+    for (name, token) in [
+        ("revoked access token", &revoked.token),
+        ("revoked refresh token", &by_family.refresh_token),
+        ("access token of the revoked family", &by_family.token),
+    ] {
+        let r = introspect(&mut tk, token, &admin).await.unwrap();
+        assert_eq!(
+            r,
+            IntrospectResponse::default(),
+            "A12.7 after kill -9: {name}"
+        );
+    }
+    assert!(introspect(&mut tk, &live, &admin).await.unwrap().active);
+    drop(tk);
+    let (status, log) = p.terminate().await;
+    assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
+}
