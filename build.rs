@@ -15,6 +15,8 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/service/codec.rs).
+        .codec_path("crate::service::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Transport adapters: tonic handlers (one file per service) and the HTTP listener.
 //! They decode, call the [`Authority`](crate::authority::Authority), encode. No SQL, no crypto.
 
+pub mod codec;
 pub mod convert;
 pub mod http;
 pub mod keys;
