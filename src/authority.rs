@@ -756,7 +756,20 @@ impl Authority {
 
     /// The public JWK Set.
     pub fn jwks_json(&self) -> Arc<str> {
-        self.keys.current().jwks_json.clone()
+        let now = self.clock.now();
+        let set = self.keys.current();
+        // A key past its window leaves the JWKS at once, not at the next housekeeping.
+        if set
+            .verifying
+            .values()
+            .any(|k| k.verify_until.is_some_and(|u| now >= u))
+        {
+            if let Err(e) = self.keys.reload(now) {
+                tracing::warn!(error = %e, "could not refresh the key set");
+            }
+            return self.keys.current().jwks_json.clone();
+        }
+        set.jwks_json.clone()
     }
 
     /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key

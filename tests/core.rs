@@ -362,6 +362,10 @@ async fn rotation_keeps_old_tokens_verifying() {
     // Past the retire window (max access-token lifetime + margin) the old key is gone.
     s.clock.advance(2 * 3600);
     assert!(!s.introspect(&before.token).await.unwrap().active);
+    let (_, _, jwks) = s.http_get("/.well-known/jwks.json").await;
+    let old_kid = h(&before.token)["kid"].as_str().unwrap().to_string();
+    assert!(!jwks.contains(&old_kid), "retired key left the JWKS");
+    assert!(jwks.contains(&rotated.kid));
 }
 
 #[tokio::test]
