@@ -228,6 +228,31 @@ impl Authority {
             expires_at: now + self.config.max_api_key_ttl.as_secs() as i64,
             revoked_at: None,
         };
+        let entry = AuditEntry {
+            at: now,
+            request_id: "-".into(),
+            caller: "system".into(),
+            action: "issue.api_key".into(),
+            target: id.clone(),
+            detail: format!("bootstrap ({source})"),
+        };
+        // Check-and-insert in one transaction: of several first starts, one bootstraps.
+        let stored = row.clone();
+        let inserted = self
+            .store
+            .write(move |c| {
+                if apikey_rows::count(c)? > 0 {
+                    return Ok(false);
+                }
+                apikey_rows::insert(c, &stored)?;
+                audit::append(c, &entry)?;
+                Ok(true)
+            })
+            .await?;
+        if !inserted {
+            return Ok(());
+        }
+        self.callers.insert(row);
         if source == "file" {
             let path = self.config.data_dir.join(ADMIN_KEY_FILE);
             // A file left from an earlier, deleted database no longer works: replace it.
@@ -237,15 +262,6 @@ impl Authority {
         } else {
             tracing::info!(key_id = %id, "bootstrap admin API key installed from TESSERA_BOOTSTRAP_ADMIN_KEY");
         }
-        let entry = AuditEntry {
-            at: now,
-            request_id: "-".into(),
-            caller: "system".into(),
-            action: "issue.api_key".into(),
-            target: id,
-            detail: format!("bootstrap ({source})"),
-        };
-        self.store_api_key(row, entry).await?;
         Ok(())
     }
 

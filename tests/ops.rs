@@ -151,3 +151,49 @@ fn keygen_prints_a_well_formed_key_and_refuses_bad_environments() {
         .unwrap();
     assert_eq!(bad_config.status.code(), Some(64), "a bad config exits 64");
 }
+
+/// D4.4: several instances starting at once on one empty database make exactly one
+/// signing key and one bootstrap admin key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_starts_make_one_key_and_one_admin() {
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let cfg = Arc::new(test_config(tmp.path()));
+        tasks.push(tokio::spawn(async move {
+            tessera::authority::Authority::open(cfg, Clock::system()).await
+        }));
+    }
+    let mut authorities = Vec::new();
+    for t in tasks {
+        authorities.push(t.await.unwrap().expect("every instance starts"));
+    }
+    let a = &authorities[0];
+    let (keys, admins): (i64, i64) = a
+        .store
+        .read(|c| {
+            let k = c.query_row("SELECT count(*) FROM signing_keys", [], |r| r.get(0))?;
+            let n = c.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?;
+            Ok((k, n))
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "one signing key");
+    assert_eq!(admins, 1, "one bootstrap admin key");
+    let file_key = std::fs::read_to_string(tmp.path().join("admin.key")).unwrap();
+    let kid = a.keys.current().active.kid.clone();
+    assert!(
+        authorities
+            .iter()
+            .all(|x| x.keys.current().active.kid == kid),
+        "all sign with the same key"
+    );
+    // The key in the file is the one in the database.
+    let id: String = a
+        .store
+        .read(|c| Ok(c.query_row("SELECT id FROM api_keys", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(tessera::apikeys::parse(file_key.trim()).unwrap().id, id);
+}
