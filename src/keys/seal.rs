@@ -59,7 +59,20 @@ impl MasterKey {
             SystemRandom::new()
                 .fill(raw.as_mut())
                 .map_err(|_| Error::internal("OS random source"))?;
-            write_private_file(&path, B64.encode(raw.as_ref()).as_bytes())?;
+            // Write aside, then link into place: a concurrent first start either wins
+            // the link or uses the winner's complete file, never a half-written one.
+            let tmp = config.data_dir.join(format!(
+                "{DEV_KEY_FILE}.{}.tmp",
+                crate::tokens::opaque::public_id()
+            ));
+            write_private_file(&tmp, B64.encode(raw.as_ref()).as_bytes())?;
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::internal(format!("creating {}: {e}", path.display()))),
+            }
         }
         tracing::warn!(
             path = %path.display(),
