@@ -81,6 +81,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `tracing` filter directive. Defaults to `info`.
     pub log_filter: String,
+    /// OTLP/gRPC collector for traces (e.g. `http://otel-collector:4317`). Defaults to
+    /// none: no spans leave the process.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A secret string from configuration: never printed.
@@ -116,6 +119,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
             log_filter: "info".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -142,6 +146,7 @@ pub struct Layer {
     pub shutdown_grace: Option<String>,
     pub log_format: Option<String>,
     pub log_filter: Option<String>,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Layer {
@@ -173,6 +178,7 @@ impl Layer {
             shutdown_grace: get("SHUTDOWN_GRACE"),
             log_format: get("LOG_FORMAT"),
             log_filter: get("LOG"),
+            otlp_endpoint: get("OTLP_ENDPOINT"),
         }
     }
 
@@ -202,6 +208,7 @@ impl Layer {
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             log_format: self.log_format.or(lower.log_format),
             log_filter: self.log_filter.or(lower.log_filter),
+            otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
         }
     }
 }
@@ -277,6 +284,7 @@ impl Config {
         if let Some(v) = merged.log_filter {
             c.log_filter = v;
         }
+        c.otlp_endpoint = merged.otlp_endpoint.filter(|v| !v.is_empty());
         c.master_key = env.get("TESSERA_MASTER_KEY").map(|s| Secret(s.clone()));
         c.bootstrap_admin_key = env
             .get("TESSERA_BOOTSTRAP_ADMIN_KEY")

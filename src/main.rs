@@ -99,13 +99,17 @@ fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE
         }
     };
-    tessera::telemetry::init(&config);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tessera: cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // The OTLP exporter's channel must be built inside the runtime.
+    let telemetry = {
+        let _entered = rt.enter();
+        tessera::telemetry::init(&config)
     };
     let result = rt.block_on(async {
         let listeners = Listeners::bind(&config).await?;
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         )
         .await
     });
+    drop(telemetry); // flush spans before the runtime goes
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

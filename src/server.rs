@@ -89,6 +89,8 @@ pub async fn run(
 
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
+        // One span per call, named after the method; ids only, never metadata.
+        .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path().trim_start_matches('/')))
         .timeout(config.request_timeout)
         .concurrency_limit_per_connection(256)
         .add_service(health_service)

@@ -1,19 +1,72 @@
-//! Structured logs through `tracing`. Log ids (key id, jti, sub), never token text.
+//! Telemetry: structured logs through `tracing`, and — when an OTLP endpoint is
+//! configured — the same spans exported to OpenTelemetry over gRPC. Log ids (key id,
+//! jti, sub), never token text.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::{Config, LogFormat};
 
-/// Installs the global subscriber (once; later calls are no-ops, as in tests).
-pub fn init(config: &Config) {
+/// Keeps the exporter alive; dropping it flushes the spans still buffered.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("tessera: flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber (once; later calls are no-ops, as in tests). Must run
+/// inside a Tokio runtime when an OTLP endpoint is set: the exporter's channel lives there.
+pub fn init(config: &Config) -> Telemetry {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a terminal: escape codes in a log file are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let text = (config.log_format == LogFormat::Text)
+        .then(|| fmt::layer().with_target(false).with_ansi(ansi));
+    let json =
+        (config.log_format == LogFormat::Json).then(|| fmt::layer().json().with_target(false));
+    let provider = config
+        .otlp_endpoint
+        .as_deref()
+        .and_then(|endpoint| match exporter(endpoint) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("tessera: OTLP export disabled: {e}");
+                None
+            }
+        });
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("tessera")));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .try_init();
+    Telemetry { provider }
+}
+
+fn exporter(endpoint: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name("tessera").build())
+        .with_batch_exporter(exporter)
+        .build())
 }

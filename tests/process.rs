@@ -67,6 +67,10 @@ fn serving_addr(log: &str) -> Option<SocketAddr> {
 
 impl Proc {
     fn spawn(dir: &Path) -> Proc {
+        Self::spawn_env(dir, &[])
+    }
+
+    fn spawn_env(dir: &Path, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.args([
             "serve",
@@ -82,6 +86,7 @@ impl Proc {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter().copied());
         cmd.env("TESSERA_LOG", "debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -356,4 +361,84 @@ async fn a12_7_revocation_survives_kill_9() {
     drop(tk);
     let (status, log) = p.terminate().await;
     assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
+}
+
+/// A fake OTLP collector: keeps every exported span's name and attribute strings.
+#[derive(Default, Clone)]
+struct Collector(Arc<Mutex<Vec<(String, String)>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        for rs in req.into_inner().resource_spans {
+            let resource = format!("{:?}", rs.resource);
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let attrs = format!("{resource} {:?}", span.attributes);
+                    self.0.lock().unwrap().push((span.name, attrs));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_and_are_flushed_on_sigterm() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = TraceServiceServer::new(collector.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{addr}");
+    let p = Proc::spawn_env(dir.path(), &[("TESSERA_OTLP_ENDPOINT", &endpoint)]);
+    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    let admin = admin.trim();
+    let mut tk = p.tokens().await;
+    let t = issue(&mut tk, access_spec("otel-user"), admin).await;
+    assert!(introspect(&mut tk, &t.token, admin).await.unwrap().active);
+    drop(tk);
+    let (status, log) = p.terminate().await;
+    assert!(status.success(), "exit after SIGTERM: {status}\n{log}");
+
+    let spans = collector.0.lock().unwrap().clone();
+    let names: Vec<&str> = spans.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"tessera.v1.TokenService/Introspect"),
+        "spans: {names:?}"
+    );
+    assert!(
+        names.contains(&"tessera.v1.TokenService/Issue"),
+        "spans: {names:?}"
+    );
+    assert!(
+        spans.iter().any(|(_, a)| a.contains("tessera")),
+        "service.name resource"
+    );
+    let sig = t.token.rsplit('.').next().unwrap();
+    assert!(
+        spans
+            .iter()
+            .all(|(n, a)| !n.contains(sig) && !a.contains(sig) && !a.contains(admin)),
+        "a secret reached a span"
+    );
 }
