@@ -23,6 +23,7 @@ use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::store::revocation as revocation_rows;
+use crate::tokens::cache::{self as verified_cache, VerifiedCache};
 use crate::tokens::claims::{AccessClaims, REGISTERED};
 use crate::tokens::verify::{self, MAX_TOKEN_LEN, Reject, Rules};
 use crate::tokens::{self, Jti, check_field, normalize_scopes, opaque};
@@ -48,6 +49,8 @@ pub struct Authority {
     pub callers: Callers,
     /// Counters.
     pub metrics: Metrics,
+    /// Access tokens whose signature and claims already verified.
+    pub verified: VerifiedCache,
 }
 
 impl std::fmt::Debug for Authority {
@@ -152,20 +155,20 @@ impl Authority {
             now,
         )
         .await?;
-        let revocations = Revocations::default();
         let callers = Callers::default();
-        let (blocked, versions, live_keys) = store.read_now(|c| {
+        let (revocations, versions, live_keys) = store.read_now(|c| {
+            let r = Revocations::with_capacity(revocation_rows::count_blocklist(c, now)?);
+            revocation_rows::for_each_blocked(c, now, |jti, exp| {
+                if let Some(j) = tokens::parse_jti(jti) {
+                    r.block(j, exp);
+                }
+            })?;
             Ok((
-                revocation_rows::load_blocklist(c, now)?,
+                r,
                 revocation_rows::load_versions(c)?,
                 apikey_rows::load_live(c, now)?,
             ))
         })?;
-        for (jti, exp) in blocked {
-            if let Some(j) = tokens::parse_jti(&jti) {
-                revocations.block(j, exp);
-            }
-        }
         for (subject, v) in versions {
             revocations.set_version(&subject, v);
         }
@@ -178,6 +181,11 @@ impl Authority {
             "state loaded"
         );
         let authority = Authority {
+            verified: VerifiedCache::new(
+                verified_cache::DEFAULT_MAX_ENTRIES,
+                verified_cache::DEFAULT_MAX_BYTES,
+                clock.clone(),
+            ),
             config,
             clock,
             store,
@@ -504,7 +512,8 @@ impl Authority {
             max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
             now: self.clock.now(),
         };
-        let (claims, jti) = verify::verify(token, &rules)?;
+        let found = self.verified.verify(token, &rules)?;
+        let (claims, jti) = (found.claims.clone(), found.jti);
         if self.revocations.is_blocked(jti) {
             return Err(Reject::Revoked);
         }

@@ -8,7 +8,7 @@
 //! - [`auth`]       caller → `Principal` (API key in `authorization`), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
 //! - [`apikeys`]    API-key format: generate, parse, checksum, hash (no I/O)
-//! - [`tokens`]     access-token claims, the strict verifier, opaque refresh tokens
+//! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
 //! - [`store`]      SQLite (WAL): migrations, group-committing writer, one file per table family

@@ -198,6 +198,7 @@ impl Keyring {
             live = store.read_now(|c| rows::load_live(c, now))?;
         }
         let set = build_set(&live, &master)?;
+        warm_active(&set)?;
         tracing::info!(kid = %set.active.kid, keys = set.verifying.len(), "signing keys loaded");
         Ok(Keyring {
             set: ArcSwap::from_pointee(set),
@@ -229,8 +230,12 @@ impl Keyring {
         let mut header = Header::new(key.alg);
         header.typ = Some("at+jwt".into());
         header.kid = Some(key.kid.clone());
-        let jwt = jsonwebtoken::encode(&header, claims, &key.encoding).map_err(Error::internal)?;
-        Ok((jwt, key.kid.clone()))
+        let jwt = jsonwebtoken::encode(&header, claims, &key.encoding).map_err(Error::internal);
+        if self.set.load().active.kid != key.kid {
+            // Raced a rotation: the provider may have re-parsed the retired key; drop it again.
+            provider::forget(key.encoding.as_bytes());
+        }
+        Ok((jwt?, key.kid.clone()))
     }
 
     /// Generates a new active key; the previous one verifies for the retire window.
@@ -272,6 +277,7 @@ impl Keyring {
         let live = self.store.read_now(|c| rows::load_live(c, now))?;
         let old = self.set.load_full();
         let new = build_set(&live, &self.master)?;
+        warm_active(&new)?;
         for (kid, _) in old
             .verifying
             .iter()
@@ -279,9 +285,21 @@ impl Keyring {
         {
             tracing::info!(%kid, "retired key left the verification set");
         }
+        let retired = (old.active.kid != new.active.kid).then(|| old.active.clone());
         self.set.store(Arc::new(new));
+        if let Some(key) = retired {
+            // It signs no more: its parsed private key must not outlive it in memory.
+            provider::forget(key.encoding.as_bytes());
+        }
         Ok(())
     }
+}
+
+/// Parses the active key into the provider's cache now, so a key that cannot sign
+/// fails at load or rotation and the first token pays no PKCS#8 parse.
+fn warm_active(set: &KeySet) -> Result<()> {
+    provider::warm(set.active.alg, set.active.encoding.as_bytes())
+        .map_err(|_| Error::internal("active signing key cannot be parsed"))
 }
 
 fn system_audit(now: i64, action: &str, target: &str) -> AuditEntry {
@@ -337,4 +355,42 @@ fn build_set(live: &[KeyRow], master: &MasterKey) -> Result<KeySet> {
         verifying,
         jwks_json,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    async fn keyring(dir: &std::path::Path, alg: SigningAlg) -> Keyring {
+        let store = Store::open(dir).expect("store");
+        let master = MasterKey::from_text(MASTER).expect("master");
+        Keyring::open(store, master, alg, 3600, 1_000)
+            .await
+            .expect("keyring")
+    }
+
+    #[tokio::test]
+    async fn active_key_is_parsed_at_load_and_forgotten_on_rotation() {
+        for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let ring = keyring(tmp.path(), alg).await;
+            let first = ring.current().active.clone();
+            assert!(provider::is_cached(first.encoding.as_bytes()), "{alg:?}");
+
+            ring.rotate(1_010, "-", "test").await.expect("rotate");
+            let second = ring.current().active.clone();
+            assert_ne!(first.kid, second.kid);
+            assert!(!provider::is_cached(first.encoding.as_bytes()), "{alg:?}");
+            assert!(provider::is_cached(second.encoding.as_bytes()), "{alg:?}");
+            // The retired key still verifies; it just no longer signs.
+            assert!(ring.verifying(&first.kid, 1_020).is_some());
+
+            // Housekeeping reloads keep the active key parsed.
+            ring.reload(1_020).expect("reload");
+            assert!(provider::is_cached(second.encoding.as_bytes()));
+            provider::forget(second.encoding.as_bytes());
+        }
+    }
 }

@@ -256,6 +256,11 @@ pub fn forget(key_bytes: &[u8]) {
     });
 }
 
+/// Is a parse of `key_bytes` cached?
+pub fn is_cached(key_bytes: &[u8]) -> bool {
+    SIGNERS.load().contains_key(&cache_key(key_bytes))
+}
+
 /// Number of parsed signing keys currently cached.
 pub fn cached_signers() -> usize {
     SIGNERS.load().len()

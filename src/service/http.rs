@@ -54,12 +54,11 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.authority
-            .metrics
-            .render(s.authority.revocations.blocklist_len()),
-    )
+    let a = &s.authority;
+    let mut body = a.metrics.render(a.revocations.blocklist_len());
+    a.verified.render(&mut body);
+    crate::metrics::render_process(&mut body);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 fn oauth_routes(authority: Arc<Authority>) -> Router {

@@ -1,6 +1,8 @@
-//! Tokens: access-token claims, the one strict verifier, opaque refresh tokens and
-//! codes, and the pure rules about scopes and lifetimes.
+//! Tokens: access-token claims, the one strict verifier and its cache of verified
+//! tokens, opaque refresh tokens and codes, and the pure rules about scopes and
+//! lifetimes.
 
+pub mod cache;
 pub mod claims;
 pub mod opaque;
 pub mod strict_json;

@@ -13,13 +13,15 @@
 //!
 //! Revocation and token-version checks come after, in the caller, from memory.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::Value;
 
 use super::claims::AccessClaims;
 use super::{Jti, strict_json};
-use crate::keys::Keyring;
+use crate::keys::{Keyring, VerifyingKey};
 
 /// Longest token accepted; longer input is refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -84,6 +86,14 @@ pub struct Rules<'a> {
 
 /// Verifies signature and claims of an access token.
 pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Reject> {
+    verify_with_key(token, rules).map(|(claims, jti, _)| (claims, jti))
+}
+
+/// [`verify`], also naming the key that verified the signature.
+pub fn verify_with_key(
+    token: &str,
+    rules: &Rules<'_>,
+) -> Result<(AccessClaims, Jti, Arc<VerifyingKey>), Reject> {
     if token.is_empty() || token.len() > MAX_TOKEN_LEN || !token.is_ascii() {
         return Err(Reject::Malformed);
     }
@@ -135,7 +145,7 @@ pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Rej
         .ok_or(Reject::Claims)?;
     let (claims, jti) = AccessClaims::from_object(payload).ok_or(Reject::Claims)?;
     check_claims(&claims, rules)?;
-    Ok((claims, jti))
+    Ok((claims, jti, key))
 }
 
 /// The claim checks, separate so unit tests can reach them without signing.
