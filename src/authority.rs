@@ -155,20 +155,20 @@ impl Authority {
             now,
         )
         .await?;
-        let revocations = Revocations::default();
         let callers = Callers::default();
-        let (blocked, versions, live_keys) = store.read_now(|c| {
+        let (revocations, versions, live_keys) = store.read_now(|c| {
+            let r = Revocations::with_capacity(revocation_rows::count_blocklist(c, now)?);
+            revocation_rows::for_each_blocked(c, now, |jti, exp| {
+                if let Some(j) = tokens::parse_jti(jti) {
+                    r.block(j, exp);
+                }
+            })?;
             Ok((
-                revocation_rows::load_blocklist(c, now)?,
+                r,
                 revocation_rows::load_versions(c)?,
                 apikey_rows::load_live(c, now)?,
             ))
         })?;
-        for (jti, exp) in blocked {
-            if let Some(j) = tokens::parse_jti(&jti) {
-                revocations.block(j, exp);
-            }
-        }
         for (subject, v) in versions {
             revocations.set_version(&subject, v);
         }

@@ -25,6 +25,14 @@ impl std::fmt::Debug for Revocations {
 }
 
 impl Revocations {
+    /// Empty, with room for `blocked` blocklist entries (no rehashing while loading).
+    pub fn with_capacity(blocked: usize) -> Self {
+        Revocations {
+            blocklist: papaya::HashMap::with_capacity(blocked),
+            versions: papaya::HashMap::default(),
+        }
+    }
+
     /// Is this jti revoked?
     pub fn is_blocked(&self, jti: Jti) -> bool {
         self.blocklist.pin().contains_key(&jti)

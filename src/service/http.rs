@@ -54,5 +54,6 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let a = &s.authority;
     let mut body = a.metrics.render(a.revocations.blocklist_len());
     a.verified.render(&mut body);
+    crate::metrics::render_process(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

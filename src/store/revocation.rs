@@ -22,6 +22,29 @@ pub fn load_blocklist(conn: &Connection, now: i64) -> Result<Vec<(String, i64)>>
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// How many blocklisted jtis are still needed at `now` (to size the map up front).
+pub fn count_blocklist(conn: &Connection, now: i64) -> Result<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM jti_blocklist WHERE expires_at >= ?1",
+        [now],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Hands every blocklisted jti still needed at `now` to `f`, one row at a time: a
+/// million entries are streamed into memory, never collected as strings first.
+pub fn for_each_blocked(conn: &Connection, now: i64, mut f: impl FnMut(&str, i64)) -> Result<()> {
+    let mut stmt =
+        conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
+    let mut rows = stmt.query([now])?;
+    while let Some(row) = rows.next()? {
+        let jti = row.get_ref(0)?.as_str().unwrap_or_default();
+        f(jti, row.get(1)?);
+    }
+    Ok(())
+}
+
 /// Drops entries whose token has expired before `before`; returns how many.
 pub fn purge_blocklist(conn: &Connection, before: i64) -> Result<usize> {
     Ok(conn.execute("DELETE FROM jti_blocklist WHERE expires_at < ?1", [before])?)
@@ -58,4 +81,28 @@ pub fn load_versions(conn: &Connection) -> Result<Vec<(String, u64)>> {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocklist_streams_only_live_entries() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch(include_str!("migrations/0001_init.sql"))
+            .expect("schema");
+        block_jti(&conn, "live-a", 200).expect("insert");
+        block_jti(&conn, "live-b", 100).expect("insert");
+        block_jti(&conn, "gone", 99).expect("insert");
+        assert_eq!(count_blocklist(&conn, 100).expect("count"), 2);
+        let mut seen = Vec::new();
+        for_each_blocked(&conn, 100, |jti, exp| seen.push((jti.to_string(), exp))).expect("scan");
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![("live-a".to_string(), 200), ("live-b".to_string(), 100)]
+        );
+        assert_eq!(load_blocklist(&conn, 100).expect("load").len(), 2);
+    }
 }
