@@ -34,13 +34,13 @@ use crate::keys::VerifyingKey;
 
 /// Default bound on the number of cached tokens.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
-/// Default bound on the cache's estimated size in bytes.
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default bound on the cache's size in bytes: about 19,000 typical 500-byte tokens.
+pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Estimated bytes of one entry besides the token's own length: the claims' struct,
-/// allocation headers and the cache's bookkeeping. The decoded claims are smaller
-/// than the base64url payload they came from, so `token.len()` covers their text.
-const ENTRY_OVERHEAD: usize = 512;
+/// Bytes one entry costs besides the token's own length: the claims' struct and
+/// strings, allocation headers, and the cache's map, deque and timer nodes. Measured:
+/// resident memory grows by about 1,700 bytes per cached 500-byte token.
+const ENTRY_OVERHEAD: usize = 1_200;
 
 /// SHA-256 of the token.
 type Key = [u8; 32];
