@@ -427,7 +427,9 @@ async fn worker(
     };
     let mut ticker = pace.map(|p| {
         let mut t = tokio::time::interval(p);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Late ticks fire at once, so the average rate holds the cap however the
+        // answers bunch up.
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
     loop {

@@ -99,12 +99,12 @@ impl Metrics {
 /// `/proc/self`. Off Linux the lines are simply absent.
 pub fn render_process(out: &mut String) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    for (field, name, help) in [
-        ("VmRSS:", "tessera_process_resident_bytes", "gauge"),
-        ("VmHWM:", "tessera_process_peak_resident_bytes", "gauge"),
+    for (field, name) in [
+        ("VmRSS:", "tessera_process_resident_bytes"),
+        ("VmHWM:", "tessera_process_peak_resident_bytes"),
     ] {
         if let Some(bytes) = status_kib(&status, field).and_then(|k| k.checked_mul(1024)) {
-            let _ = writeln!(out, "# TYPE {name} {help}\n{name} {bytes}");
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {bytes}");
         }
     }
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
