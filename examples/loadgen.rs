@@ -141,7 +141,7 @@ enum Work {
         Arc<AtomicUsize>,
     ),
     Issue(TokenServiceClient<Channel>),
-    ClientCredentials(TokenServiceClient<Channel>),
+    ClientCredentials(TokenServiceClient<Channel>, AsciiMetadataValue),
     Refresh(TokenServiceClient<Channel>, String),
     Revoke(TokenServiceClient<Channel>, u64),
 }
@@ -284,11 +284,30 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
             }
         }
         Scenario::ClientCredentials => {
+            // The grant's credential is an API key holding the scope asked for.
+            let req = IssueRequest {
+                credential: Some(Credential::ApiKey(ApiKeySpec {
+                    owner: "loadgen".into(),
+                    name: "client-credentials".into(),
+                    environment: "bench".into(),
+                    scopes: vec!["read:payments".into()],
+                    ttl: None,
+                })),
+            };
+            let key = ctx
+                .tokens(0)
+                .issue(ctx.authed(req))
+                .await?
+                .into_inner()
+                .token;
+            let bearer: AsciiMetadataValue = format!("Bearer {key}")
+                .parse()
+                .map_err(|_| Status::internal("unprintable key"))?;
             // One probe call, so a server without the grant is reported plainly.
-            let mut probe = Work::ClientCredentials(ctx.tokens(0));
+            let mut probe = Work::ClientCredentials(ctx.tokens(0), bearer.clone());
             call(ctx, &mut probe).await?;
             for i in 0..n {
-                work.push(Work::ClientCredentials(ctx.tokens(i)));
+                work.push(Work::ClientCredentials(ctx.tokens(i), bearer.clone()));
             }
         }
         Scenario::Refresh => {
@@ -366,14 +385,16 @@ async fn call(ctx: &Ctx, w: &mut Work) -> Result<bool, Status> {
         Work::Issue(c) => {
             c.issue(ctx.authed(access_spec(false))).await?;
         }
-        Work::ClientCredentials(c) => {
+        Work::ClientCredentials(c, bearer) => {
             let req = ExchangeRequest {
                 grant: Some(Grant::ClientCredentials(ClientCredentialsGrant {
                     scopes: vec!["read:payments".into()],
                     audience: vec!["payments-api".into()],
                 })),
             };
-            c.exchange(ctx.authed(req)).await?;
+            let mut r = Request::new(req);
+            r.metadata_mut().insert("authorization", bearer.clone());
+            c.exchange(r).await?;
         }
         Work::Refresh(c, rt) => {
             let req = ExchangeRequest {
