@@ -68,11 +68,17 @@ impl Caller {
 /// Checks an API key (hot path: memory only) and builds its principal.
 pub fn principal_for(authority: &Authority, key: &str) -> Option<Principal> {
     let c = authority.callers.check(key, authority.clock.now())?;
-    Some(Principal {
-        key_id: c.row.id.clone(),
-        owner: c.row.owner.clone(),
-        scopes: c.row.scopes.clone().into(),
-    })
+    Some(Principal::from(&*c))
+}
+
+impl From<&crate::callers::Caller> for Principal {
+    fn from(c: &crate::callers::Caller) -> Self {
+        Principal {
+            key_id: c.row.id.clone(),
+            owner: c.row.owner.clone(),
+            scopes: c.scopes.clone(),
+        }
+    }
 }
 
 /// A request id from the caller, if sane, else a fresh one.

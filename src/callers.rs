@@ -15,6 +15,8 @@ use crate::store::apikeys::ApiKeyRow;
 pub struct Caller {
     /// Stored record (hash, owner, scopes, expiry).
     pub row: ApiKeyRow,
+    /// The row's scopes, shared, so a principal costs no copy per call.
+    pub scopes: Arc<[String]>,
     /// Last use in Unix seconds, not yet flushed when > `flushed`.
     last_used: AtomicI64,
     flushed: AtomicI64,
@@ -41,6 +43,7 @@ impl Callers {
         self.keys.pin().insert(
             id,
             Arc::new(Caller {
+                scopes: row.scopes.clone().into(),
                 row,
                 last_used: AtomicI64::new(0),
                 flushed: AtomicI64::new(0),

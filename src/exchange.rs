@@ -227,11 +227,7 @@ impl Authority {
             .check(secret, self.clock.now())
             .filter(|c| c.row.id == client_id)
             .ok_or(GrantError::InvalidClient("client authentication failed"))?;
-        Ok(Principal {
-            key_id: c.row.id.clone(),
-            owner: c.row.owner.clone(),
-            scopes: c.row.scopes.clone().into(),
-        })
+        Ok(Principal::from(&*c))
     }
 
     /// Registers an OAuth client (admin only). A confidential client also gets an API
