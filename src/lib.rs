@@ -12,9 +12,9 @@
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
 //! - [`store`]      SQLite (WAL): migrations, group-committing writer, one file per table family
-//! - [`service`]    tonic handlers and the HTTP listener: translate only
+//! - [`service`]    tonic handlers, the codec, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters for `/metrics`
-//! - [`telemetry`]  `tracing` setup
+//! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
 
