@@ -188,6 +188,25 @@ impl Ctx {
     }
 }
 
+/// A fresh API key holding `read:payments`, issued with the admin key.
+async fn bench_api_key(ctx: &Ctx, name: &str) -> Result<String, Status> {
+    let req = IssueRequest {
+        credential: Some(Credential::ApiKey(ApiKeySpec {
+            owner: "loadgen".into(),
+            name: name.into(),
+            environment: "bench".into(),
+            scopes: vec!["read:payments".into()],
+            ttl: None,
+        })),
+    };
+    Ok(ctx
+        .tokens(0)
+        .issue(ctx.authed(req))
+        .await?
+        .into_inner()
+        .token)
+}
+
 fn access_spec(refresh: bool) -> IssueRequest {
     IssueRequest {
         credential: Some(Credential::AccessToken(AccessTokenSpec {
@@ -259,21 +278,7 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
             }
         }
         Scenario::IntrospectApikey => {
-            let req = IssueRequest {
-                credential: Some(Credential::ApiKey(ApiKeySpec {
-                    owner: "loadgen".into(),
-                    name: "introspected".into(),
-                    environment: "bench".into(),
-                    scopes: vec!["read:payments".into()],
-                    ttl: None,
-                })),
-            };
-            let key = ctx
-                .tokens(0)
-                .issue(ctx.authed(req))
-                .await?
-                .into_inner()
-                .token;
+            let key = bench_api_key(ctx, "introspected").await?;
             for i in 0..n {
                 work.push(Work::Introspect(ctx.tokens(i), key.clone()));
             }
@@ -285,21 +290,7 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
         }
         Scenario::ClientCredentials => {
             // The grant's credential is an API key holding the scope asked for.
-            let req = IssueRequest {
-                credential: Some(Credential::ApiKey(ApiKeySpec {
-                    owner: "loadgen".into(),
-                    name: "client-credentials".into(),
-                    environment: "bench".into(),
-                    scopes: vec!["read:payments".into()],
-                    ttl: None,
-                })),
-            };
-            let key = ctx
-                .tokens(0)
-                .issue(ctx.authed(req))
-                .await?
-                .into_inner()
-                .token;
+            let key = bench_api_key(ctx, "client-credentials").await?;
             let bearer: AsciiMetadataValue = format!("Bearer {key}")
                 .parse()
                 .map_err(|_| Status::internal("unprintable key"))?;
