@@ -145,6 +145,21 @@ pub struct Granted {
     pub issued_token_type: &'static str,
 }
 
+impl Granted {
+    /// A bearer access token and nothing else; grants add what they issue besides.
+    fn bearer(jwt: String, jti: String, now: i64, exp: i64, scopes: Vec<String>) -> Self {
+        Granted {
+            access_token: Secretish(jwt),
+            jti,
+            token_type: "Bearer",
+            issued_at: now,
+            expires_at: exp,
+            scopes,
+            ..Granted::default()
+        }
+    }
+}
+
 /// How the decisive write of a single-use credential ended.
 enum Spent {
     /// It was unused: the successor is stored.
@@ -472,15 +487,7 @@ impl Authority {
         );
         self.store.write(move |c| audit::append(c, &entry)).await?;
         Metrics::inc(&self.metrics.issued);
-        Ok(Granted {
-            access_token: Secretish(jwt),
-            jti,
-            token_type: "Bearer",
-            issued_at: now,
-            expires_at: exp,
-            scopes,
-            ..Granted::default()
-        })
+        Ok(Granted::bearer(jwt, jti, now, exp, scopes))
     }
 
     /// `refresh_token`: rotation. The token must be unused, unexpired (idle and
@@ -644,15 +651,9 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            access_token: Secretish(jwt),
-            jti,
-            token_type: "Bearer",
-            issued_at: now,
-            expires_at: exp,
             refresh_token: Secretish(rt.expose().to_string()),
             refresh_expires_at: row.expires_at,
-            scopes,
-            ..Granted::default()
+            ..Granted::bearer(jwt, jti, now, exp, scopes)
         })
     }
 
@@ -813,15 +814,9 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            access_token: Secretish(jwt),
-            jti,
-            token_type: "Bearer",
-            issued_at: now,
-            expires_at: exp,
             refresh_token: Secretish(rt.expose().to_string()),
             refresh_expires_at: row.expires_at,
-            scopes: code.scopes,
-            ..Granted::default()
+            ..Granted::bearer(jwt, jti, now, exp, code.scopes)
         })
     }
 
@@ -899,14 +894,8 @@ impl Authority {
         self.store.write(move |c| audit::append(c, &entry)).await?;
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            access_token: Secretish(jwt),
-            jti,
-            token_type: "Bearer",
-            issued_at: now,
-            expires_at: exp,
-            scopes,
             issued_token_type: ACCESS_TOKEN_TYPE,
-            ..Granted::default()
+            ..Granted::bearer(jwt, jti, now, exp, scopes)
         })
     }
 }
