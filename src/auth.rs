@@ -102,7 +102,13 @@ pub fn interceptor(
         );
         // Two credentials in one call would let a proxy and the service disagree on
         // which one counts: refuse instead of silently taking the first.
-        if req.metadata().get_all("authorization").iter().nth(1).is_some() {
+        if req
+            .metadata()
+            .get_all("authorization")
+            .iter()
+            .nth(1)
+            .is_some()
+        {
             return Err(Status::unauthenticated(
                 "send exactly one authorization: Bearer <api key>",
             ));

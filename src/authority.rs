@@ -676,9 +676,9 @@ impl Authority {
             now,
         };
         match verify::verify(token, &rules) {
-            Ok((claims, jti)) if claims.client_id == client => {
-                Ok(self.block(caller, jti, &claims.jti, claims.exp, now).await?)
-            }
+            Ok((claims, jti)) if claims.client_id == client => Ok(self
+                .block(caller, jti, &claims.jti, claims.exp, now)
+                .await?),
             Ok(_) => Err(not_yours()),
             Err(_) => Ok(self.audit_noop(caller, now).await?),
         }
@@ -906,7 +906,8 @@ impl Authority {
     }
 
     /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key
-    /// use times. Entries are dropped only once their token is past `exp` plus a margin.
+    /// use times, purge dead refresh families and old audit records. Entries are
+    /// dropped only once their token is past `exp` plus a margin.
     pub async fn maintain(&self) -> Result<()> {
         let now = self.clock.now();
         let before = now - 60;
@@ -921,6 +922,40 @@ impl Authority {
         self.revocations.purge(before);
         self.callers.purge(now);
         self.keys.reload(now)?;
+        self.purge_history(now).await
+    }
+
+    /// Deletes what can no longer matter, in bounded batches so other writes are never
+    /// held up for long: dead refresh families once every access token they minted has
+    /// expired (a revocation or reuse of them could then change nothing), and audit
+    /// records older than `audit_retention`. A backlog larger than one pass clears over
+    /// the following passes.
+    async fn purge_history(&self, now: i64) -> Result<()> {
+        const BATCH: i64 = 500;
+        const BATCHES_PER_PASS: usize = 20;
+        let minted_before = now - 60;
+        let dead_before = now - self.config.max_access_token_ttl.as_secs() as i64 - 60;
+        let audit_before = now - self.config.audit_retention.as_secs() as i64;
+        let (mut families, mut records) = (0, 0);
+        for _ in 0..BATCHES_PER_PASS {
+            let (f, a) = self
+                .store
+                .write(move |c| {
+                    Ok((
+                        refresh::purge(c, dead_before, minted_before, BATCH)?,
+                        audit::purge(c, audit_before, BATCH)?,
+                    ))
+                })
+                .await?;
+            families += f;
+            records += a;
+            if (f as i64) < BATCH && (a as i64) < BATCH {
+                break;
+            }
+        }
+        if families + records > 0 {
+            tracing::info!(families, audit_records = records, "purged expired history");
+        }
         Ok(())
     }
 }

@@ -17,7 +17,9 @@
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
+//! - [`admin`]      offline operator tasks on a data dir (`tessera admin recover`)
 
+pub mod admin;
 pub mod apikeys;
 pub mod auth;
 pub mod authority;

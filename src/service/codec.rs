@@ -163,9 +163,14 @@ impl http_body::Body for MessageLimit {
 pub fn limit_messages(
     limit: usize,
 ) -> tower::util::MapRequestLayer<
-    impl Fn(tonic::codegen::http::Request<tonic::body::Body>) -> tonic::codegen::http::Request<tonic::body::Body> + Clone,
+    impl Fn(
+        tonic::codegen::http::Request<tonic::body::Body>,
+    ) -> tonic::codegen::http::Request<tonic::body::Body>
+    + Clone,
 > {
-    tower::util::MapRequestLayer::new(move |req: tonic::codegen::http::Request<tonic::body::Body>| {
-        req.map(|b| tonic::body::Body::new(MessageLimit::new(b, limit)))
-    })
+    tower::util::MapRequestLayer::new(
+        move |req: tonic::codegen::http::Request<tonic::body::Body>| {
+            req.map(|b| tonic::body::Body::new(MessageLimit::new(b, limit)))
+        },
+    )
 }
