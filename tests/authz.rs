@@ -30,7 +30,6 @@ fn admin_spec(ttl_secs: Option<i64>) -> IssueRequest {
     IssueRequest {
         credential: Some(Credential::ApiKey(ApiKeySpec {
             owner: "ops".into(),
-            name: "admin".into(),
             environment: "ops".into(),
             scopes: vec!["tessera:admin".into()],
             ttl: ttl_secs.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
@@ -582,7 +581,8 @@ async fn one_client_authentication_method_per_request() {
         )
     };
     let bearer = format!("Bearer {}", client.token);
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, String)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         (
             "token: Basic + client_secret",
             "/oauth2/token",
