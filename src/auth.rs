@@ -89,8 +89,8 @@ pub fn request_id(given: Option<&str>) -> String {
         .unwrap_or_else(crate::tokens::opaque::public_id)
 }
 
-/// Builds the interceptor: a bad credential fails the call here; a missing one is
-/// left for the handler to judge (Exchange and GetJwks need none).
+/// Builds the interceptor: a bad or repeated credential fails the call here; a missing
+/// one is left for the handler to judge (Exchange and GetJwks need none).
 pub fn interceptor(
     authority: Arc<Authority>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
@@ -100,6 +100,19 @@ pub fn interceptor(
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok()),
         );
+        // Two credentials in one call would let a proxy and the service disagree on
+        // which one counts: refuse instead of silently taking the first.
+        if req
+            .metadata()
+            .get_all("authorization")
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(Status::unauthenticated(
+                "send exactly one authorization: Bearer <api key>",
+            ));
+        }
         let principal = match req.metadata().get("authorization") {
             None => None,
             Some(v) => {

@@ -14,6 +14,7 @@ use crate::callers::Callers;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::grants::{GrantError, GrantResult};
 use crate::keys::Keyring;
 use crate::keys::seal::{self, MasterKey};
 use crate::metrics::Metrics;
@@ -120,6 +121,16 @@ pub enum Introspection {
     ApiKey(Box<ApiKeyRow>),
     /// A live refresh token.
     RefreshToken(Box<(TokenRow, FamilyRow)>),
+}
+
+/// Is `id` the only live key holding `tessera:admin`?
+fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bool> {
+    let admins: Vec<String> = apikey_rows::load_live(conn, now)?
+        .into_iter()
+        .filter(|k| k.scopes.iter().any(|s| s == auth::SCOPE_ADMIN))
+        .map(|k| k.id)
+        .collect();
+    Ok(admins.len() == 1 && admins[0] == id)
 }
 
 pub(crate) fn audit_entry(
@@ -608,6 +619,71 @@ impl Authority {
         }
     }
 
+    /// RFC 7009 revocation at the HTTP endpoint. A caller holding `tessera:revoke` is
+    /// an operator and revokes any access or refresh token, as [`Authority::revoke`].
+    /// Any other authenticated client may revoke the tokens issued to it (RFC 7009
+    /// §2.1): an access token whose `client_id` is its id, or a refresh token of a
+    /// family bound to it. Another client's token is refused (`unauthorized_client`)
+    /// and stays live; an invalid or unknown token succeeds (§2.2). API keys are client
+    /// credentials, not tokens issued to a client: they are revoked over gRPC only.
+    pub async fn revoke_for_client(&self, caller: &Caller, token: &str) -> GrantResult<()> {
+        let Some(principal) = &caller.principal else {
+            return Err(GrantError::InvalidClient("client authentication required"));
+        };
+        if token.is_empty() {
+            return Err(GrantError::InvalidRequest("token is required".into()));
+        }
+        // Decided by shape alone, so the answer says nothing about the key's validity.
+        if token.starts_with("tsk_") {
+            return Err(GrantError::UnsupportedTokenType(
+                "API keys are not revoked here: use the gRPC Revoke call".into(),
+            ));
+        }
+        if principal.has(auth::SCOPE_REVOKE) {
+            return Ok(self.revoke(caller, token, "").await?);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(GrantError::InvalidRequest(format!(
+                "token longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let now = self.clock.now();
+        let client = principal.key_id.as_str();
+        let not_yours = || {
+            tracing::info!(client_id = %client, "refused to revoke a token issued to another client");
+            GrantError::UnauthorizedClient(
+                "this token was not issued to the authenticated client".into(),
+            )
+        };
+        if token.starts_with(opaque::REFRESH_PREFIX) {
+            if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
+                return Ok(self.audit_noop(caller, now).await?);
+            }
+            let hash = opaque::hash(token);
+            let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
+            return match found {
+                Some((_, family)) if family.client_id == client => Ok(self
+                    .revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                    .await?),
+                Some(_) => Err(not_yours()),
+                None => Ok(self.audit_noop(caller, now).await?),
+            };
+        }
+        let rules = Rules {
+            keys: &self.keys,
+            issuer: &self.config.issuer,
+            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
+            now,
+        };
+        match verify::verify(token, &rules) {
+            Ok((claims, jti)) if claims.client_id == client => Ok(self
+                .block(caller, jti, &claims.jti, claims.exp, now)
+                .await?),
+            Ok(_) => Err(not_yours()),
+            Err(_) => Ok(self.audit_noop(caller, now).await?),
+        }
+    }
+
     async fn revoke_token(&self, caller: &Caller, token: &str, now: i64) -> Result<()> {
         if token.starts_with("tsk_") {
             // Only the real key revokes itself: a right id with a wrong secret is a no-op.
@@ -655,15 +731,47 @@ impl Authority {
         self.audit_noop(caller, now).await
     }
 
+    /// Revokes an API key, under the rules that prevent a lock-out from below: the
+    /// caller must hold every scope of the key (`tessera:admin` holds them all), and the
+    /// last live admin key stays.
     async fn revoke_api_key(&self, caller: &Caller, id: &str, now: i64) -> Result<()> {
+        let principal = caller.require(auth::SCOPE_REVOKE)?;
+        // A key's scopes never change after issue, so memory answers this; a key not
+        // in memory is revoked already and revoking it again changes nothing.
+        let target_is_admin = match self.callers.get(id) {
+            Some(target) => {
+                if let Some(missing) = target.scopes.iter().find(|s| !principal.has(s)) {
+                    return Err(Error::PermissionDenied(format!(
+                        "revoking API key {id} needs every scope it holds, and this API key lacks {missing}"
+                    )));
+                }
+                target.scopes.iter().any(|s| s == auth::SCOPE_ADMIN)
+            }
+            None => false,
+        };
         let entry = audit_entry(caller, now, "revoke.api_key", id, "");
         let key_id = id.to_string();
         self.store
             .write(move |c| {
+                // Counted inside the revoking transaction: of two concurrent revocations
+                // of the last two admin keys, the writer runs one after the other and
+                // the second sees the first.
+                if target_is_admin && last_live_admin(c, &key_id, now)? {
+                    return Err(Error::FailedPrecondition(
+                        "this is the last live admin API key: issue another admin key before revoking it \
+                         (an operator with the data dir can run `tessera admin recover`)"
+                            .into(),
+                    ));
+                }
                 apikey_rows::revoke(c, &key_id, now)?;
                 audit::append(c, &entry)
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::FailedPrecondition(_)) {
+                    tracing::warn!(key_id = %id, "refused to revoke the last live admin API key");
+                }
+            })?;
         self.callers.remove(id);
         Metrics::inc(&self.metrics.revoked);
         tracing::info!(key_id = %id, "API key revoked");
@@ -798,7 +906,8 @@ impl Authority {
     }
 
     /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key
-    /// use times. Entries are dropped only once their token is past `exp` plus a margin.
+    /// use times, purge dead refresh families and old audit records. Entries are
+    /// dropped only once their token is past `exp` plus a margin.
     pub async fn maintain(&self) -> Result<()> {
         let now = self.clock.now();
         let before = now - 60;
@@ -813,6 +922,40 @@ impl Authority {
         self.revocations.purge(before);
         self.callers.purge(now);
         self.keys.reload(now)?;
+        self.purge_history(now).await
+    }
+
+    /// Deletes what can no longer matter, in bounded batches so other writes are never
+    /// held up for long: dead refresh families once every access token they minted has
+    /// expired (a revocation or reuse of them could then change nothing), and audit
+    /// records older than `audit_retention`. A backlog larger than one pass clears over
+    /// the following passes.
+    async fn purge_history(&self, now: i64) -> Result<()> {
+        const BATCH: i64 = 500;
+        const BATCHES_PER_PASS: usize = 20;
+        let minted_before = now - 60;
+        let dead_before = now - self.config.max_access_token_ttl.as_secs() as i64 - 60;
+        let audit_before = now - self.config.audit_retention.as_secs() as i64;
+        let (mut families, mut records) = (0, 0);
+        for _ in 0..BATCHES_PER_PASS {
+            let (f, a) = self
+                .store
+                .write(move |c| {
+                    Ok((
+                        refresh::purge(c, dead_before, minted_before, BATCH)?,
+                        audit::purge(c, audit_before, BATCH)?,
+                    ))
+                })
+                .await?;
+            families += f;
+            records += a;
+            if (f as i64) < BATCH && (a as i64) < BATCH {
+                break;
+            }
+        }
+        if families + records > 0 {
+            tracing::info!(families, audit_records = records, "purged expired history");
+        }
         Ok(())
     }
 }

@@ -65,6 +65,9 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Absolute lifetime of a refresh family, however often it rotates. Defaults to 90 days.
     pub refresh_family_ttl: Duration,
+    /// How long audit records are kept before housekeeping deletes them. Defaults to
+    /// 365 days; at least 1 day.
+    pub audit_retention: Duration,
     /// Path of a file holding the master key (base64url, 32 bytes). Defaults to none.
     pub master_key_file: Option<PathBuf>,
     /// Master key given directly (`TESSERA_MASTER_KEY`, env only). Defaults to none.
@@ -111,6 +114,7 @@ impl Default for Config {
             max_api_key_ttl: Duration::from_secs(365 * 86_400),
             refresh_token_ttl: Duration::from_secs(14 * 86_400),
             refresh_family_ttl: Duration::from_secs(90 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
             master_key_file: None,
             master_key: None,
             bootstrap_admin_key: None,
@@ -140,6 +144,7 @@ pub struct Layer {
     pub max_api_key_ttl: Option<String>,
     pub refresh_token_ttl: Option<String>,
     pub refresh_family_ttl: Option<String>,
+    pub audit_retention: Option<String>,
     pub master_key_file: Option<String>,
     pub max_request_bytes: Option<usize>,
     pub request_timeout: Option<String>,
@@ -172,6 +177,7 @@ impl Layer {
             max_api_key_ttl: get("MAX_API_KEY_TTL"),
             refresh_token_ttl: get("REFRESH_TOKEN_TTL"),
             refresh_family_ttl: get("REFRESH_FAMILY_TTL"),
+            audit_retention: get("AUDIT_RETENTION"),
             master_key_file: get("MASTER_KEY_FILE"),
             max_request_bytes: get("MAX_REQUEST_BYTES").and_then(|v| v.parse().ok()),
             request_timeout: get("REQUEST_TIMEOUT"),
@@ -202,6 +208,7 @@ impl Layer {
             max_api_key_ttl: self.max_api_key_ttl.or(lower.max_api_key_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             refresh_family_ttl: self.refresh_family_ttl.or(lower.refresh_family_ttl),
+            audit_retention: self.audit_retention.or(lower.audit_retention),
             master_key_file: self.master_key_file.or(lower.master_key_file),
             max_request_bytes: self.max_request_bytes.or(lower.max_request_bytes),
             request_timeout: self.request_timeout.or(lower.request_timeout),
@@ -262,6 +269,9 @@ impl Config {
         if let Some(v) = merged.refresh_family_ttl {
             c.refresh_family_ttl = dur("refresh_family_ttl", v)?;
         }
+        if let Some(v) = merged.audit_retention {
+            c.audit_retention = dur("audit_retention", v)?;
+        }
         if let Some(v) = merged.master_key_file {
             c.master_key_file = Some(v.into());
         }
@@ -302,6 +312,10 @@ impl Config {
         }
         if self.refresh_token_ttl.is_zero() || self.refresh_token_ttl > self.refresh_family_ttl {
             return Err("refresh_token_ttl must be > 0 and <= refresh_family_ttl".into());
+        }
+        // A typo such as "1s" must not quietly erase the audit trail.
+        if self.audit_retention < Duration::from_secs(86_400) {
+            return Err("audit_retention must be at least 1d".into());
         }
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());
@@ -390,6 +404,15 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(c.scope_cap(&["read".into()]), Duration::from_secs(3600));
+        let env: HashMap<String, String> =
+            [("TESSERA_AUDIT_RETENTION".to_string(), "30d".to_string())]
+                .into_iter()
+                .collect();
+        let c = Config::from_layers(Layer::from_env(&env), &env).unwrap();
+        assert_eq!(c.audit_retention, Duration::from_secs(30 * 86_400));
+        let c = Config::from_layers(Layer::from_toml("audit_retention = \"2d\"").unwrap(), &env)
+            .unwrap();
+        assert_eq!(c.audit_retention, Duration::from_secs(2 * 86_400));
     }
 
     #[test]
@@ -404,6 +427,15 @@ mod tests {
                 .contains("grpc_addr")
         );
         assert!(Layer::from_toml("unknown_key = 1").is_err());
+        let short = Layer {
+            audit_retention: Some("1h".into()),
+            ..Layer::default()
+        };
+        assert!(
+            Config::from_layers(short, &HashMap::new())
+                .unwrap_err()
+                .contains("audit_retention")
+        );
     }
 
     #[test]

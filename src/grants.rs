@@ -57,6 +57,10 @@ pub enum GrantError {
     /// A grant type the service does not offer: `INVALID_ARGUMENT`, `unsupported_grant_type`.
     #[error("{0}")]
     UnsupportedGrantType(String),
+    /// RFC 7009 §2.2.1: a kind of token this endpoint does not revoke:
+    /// `INVALID_ARGUMENT`, `unsupported_token_type`.
+    #[error("{0}")]
+    UnsupportedTokenType(String),
     /// The named client is not registered: `NOT_FOUND`, `invalid_client`.
     #[error("{0}")]
     UnknownClient(&'static str),
@@ -79,6 +83,7 @@ impl GrantError {
             GrantError::InvalidTarget(_) => "invalid_target",
             GrantError::UnauthorizedClient(_) => "unauthorized_client",
             GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            GrantError::UnsupportedTokenType(_) => "unsupported_token_type",
             GrantError::Service(Error::Unauthenticated(_)) => "invalid_client",
             GrantError::Service(Error::Unavailable) => "temporarily_unavailable",
             GrantError::Service(Error::Internal(_)) => "server_error",
@@ -110,9 +115,9 @@ impl From<Error> for GrantError {
 impl From<GrantError> for Error {
     fn from(e: GrantError) -> Self {
         match e {
-            GrantError::InvalidRequest(m) | GrantError::UnsupportedGrantType(m) => {
-                Error::InvalidArgument(m)
-            }
+            GrantError::InvalidRequest(m)
+            | GrantError::UnsupportedGrantType(m)
+            | GrantError::UnsupportedTokenType(m) => Error::InvalidArgument(m),
             GrantError::InvalidClient(m) | GrantError::InvalidGrant(m) => Error::Unauthenticated(m),
             GrantError::InactiveSubjectToken => {
                 Error::Unauthenticated("subject_token is not an active access token")

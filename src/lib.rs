@@ -12,12 +12,14 @@
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
 //! - [`store`]      SQLite (WAL): migrations, group-committing writer, one file per table family
-//! - [`service`]    tonic handlers, the codec, the HTTP listener and OAuth endpoints: translate only
+//! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters for `/metrics`
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
+//! - [`admin`]      offline operator tasks on a data dir (`tessera admin recover`)
 
+pub mod admin;
 pub mod apikeys;
 pub mod auth;
 pub mod authority;

@@ -27,6 +27,22 @@ enum Command {
         #[arg(long, default_value = "admin")]
         environment: String,
     },
+    /// Offline operator tasks on a data dir (run them with the service stopped).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Mint a fresh admin API key into DIR/admin.key (mode 0600), audited; prints the
+    /// file's path, never the key.
+    Recover {
+        /// The data dir of the (stopped) service.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -91,6 +107,9 @@ fn main() -> ExitCode {
             println!("{}", key.expose());
             return ExitCode::SUCCESS;
         }
+        Command::Admin {
+            command: AdminCommand::Recover { data_dir },
+        } => return recover(&data_dir),
     };
     let config = match load_config(args) {
         Ok(c) => c,
@@ -126,6 +145,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("tessera stopped: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn recover(data_dir: &std::path::Path) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tessera: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The recovered key lives as long as a freshly issued API key by default.
+    let ttl = Config::default().api_key_ttl.as_secs() as i64;
+    match rt.block_on(tessera::admin::recover(data_dir, &Clock::system(), ttl)) {
+        Ok(path) => {
+            println!("admin API key written to {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tessera: admin recover: {e:#}");
             ExitCode::FAILURE
         }
     }

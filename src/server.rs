@@ -98,6 +98,7 @@ pub async fn run(
         .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path().trim_start_matches('/')))
         .timeout(config.request_timeout)
         .concurrency_limit_per_connection(256)
+        .layer(crate::service::codec::limit_messages(limit))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -152,6 +152,11 @@ impl Form {
             .map_or("", |(_, v)| v.as_str())
     }
 
+    /// Was the parameter sent at all (even empty)?
+    pub fn has(&self, k: &str) -> bool {
+        self.0.iter().any(|(k2, _)| k2 == k)
+    }
+
     /// A space-separated list parameter (`scope`), or repeated-free list.
     pub fn list(&self, k: &str) -> Vec<String> {
         self.get(k).split_whitespace().map(str::to_string).collect()
@@ -159,9 +164,23 @@ impl Form {
 }
 
 /// The client's API key from Basic auth, a Bearer header, or `client_secret_post`.
-/// `Ok(None)` when the request carries no client credential at all.
+/// `Ok(None)` when the request carries no client credential at all. One method per
+/// request (RFC 6749 §2.3): a header together with `client_secret`, or two
+/// `Authorization` headers, is `invalid_request`, before either is checked.
 pub fn client_key(headers: &HeaderMap, form: &Form) -> Result<Option<String>, OAuthError> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
+    let mut auth_headers = headers.get_all(header::AUTHORIZATION).iter();
+    let first = auth_headers.next();
+    if auth_headers.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "send one Authorization header, not several",
+        ));
+    }
+    if first.is_some() && form.has("client_secret") {
+        return Err(OAuthError::invalid_request(
+            "use one client authentication method: HTTP Basic or client_secret in the body, not both",
+        ));
+    }
+    if let Some(v) = first {
         let v = v
             .to_str()
             .map_err(|_| OAuthError::invalid_client("malformed authorization header"))?;
@@ -301,17 +320,14 @@ pub async fn introspect(
 }
 
 /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body, also for unknown tokens.
+/// An operator (`tessera:revoke`) revokes any token; a client, its own tokens.
 pub async fn revoke(
     State(a): State<Arc<Authority>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (form, caller) = authenticated(&a, &headers, &body)?;
-    let token = form.get("token");
-    if token.is_empty() {
-        return Err(OAuthError::invalid_request("token is required"));
-    }
-    a.revoke(&caller, token, "").await?;
+    a.revoke_for_client(&caller, form.get("token")).await?;
     Ok(no_store(StatusCode::OK, json!({})))
 }
 

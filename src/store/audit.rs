@@ -1,4 +1,5 @@
-//! The append-only `audit_log` table. Ids only, never a secret.
+//! The `audit_log` table: append-only, trimmed only by age (`audit_retention`). Ids
+//! only, never a secret.
 
 use rusqlite::{Connection, params};
 
@@ -28,6 +29,16 @@ pub fn append(conn: &Connection, e: &AuditEntry) -> Result<()> {
     )?
     .execute(params![e.at, e.request_id, e.caller, e.action, e.target, e.detail])?;
     Ok(())
+}
+
+/// Deletes up to `limit` of the oldest records written before `before`; returns how many.
+pub fn purge(conn: &Connection, before: i64, limit: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM audit_log WHERE id IN
+               (SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )?
+        .execute(params![before, limit])?)
 }
 
 /// The most recent `limit` records, newest first.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_oauth.sql"),
+    include_str!("migrations/0004_housekeeping.sql"),
 ];
 
 /// Most writes folded into one transaction.

@@ -167,3 +167,36 @@ pub fn revoke_subject(conn: &Connection, subject: &str, at: i64) -> Result<Vec<(
     }
     Ok(out)
 }
+
+/// Deletes up to `limit` dead families — revoked, or past their absolute expiry, before
+/// `dead_before` — with their refresh-token rows, once none of the access tokens they
+/// minted is still recorded. First drops minted-access-token rows that expired before
+/// `minted_before` (any family: an expired token needs no revoking). Returns how many
+/// families went. A live family keeps every row, so reuse detection still sees its used
+/// tokens; revoked access tokens stay on the separate blocklist until they expire.
+pub fn purge(conn: &Connection, dead_before: i64, minted_before: i64, limit: i64) -> Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM family_access_tokens WHERE rowid IN
+           (SELECT rowid FROM family_access_tokens WHERE expires_at < ?1 LIMIT ?2)",
+    )?
+    .execute(params![minted_before, limit])?;
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM (
+                 SELECT id FROM refresh_families WHERE revoked_at < ?1
+                 UNION
+                 SELECT id FROM refresh_families WHERE absolute_expires_at < ?1
+             ) AS dead
+             WHERE NOT EXISTS (SELECT 1 FROM family_access_tokens a WHERE a.family_id = dead.id)
+             LIMIT ?2",
+        )?
+        .query_map(params![dead_before, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tokens = conn.prepare_cached("DELETE FROM refresh_tokens WHERE family_id = ?1")?;
+    let mut families = conn.prepare_cached("DELETE FROM refresh_families WHERE id = ?1")?;
+    for id in &ids {
+        tokens.execute([id])?;
+        families.execute([id])?;
+    }
+    Ok(ids.len())
+}
