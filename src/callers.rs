@@ -56,6 +56,11 @@ impl Callers {
         self.keys.pin().remove(id);
     }
 
+    /// The live key with this id, if any (not revoked, maybe expired).
+    pub fn get(&self, id: &str) -> Option<Arc<Caller>> {
+        self.keys.pin().get(id).cloned()
+    }
+
     /// Is a key with this id live (not revoked, maybe expired)?
     pub fn contains(&self, id: &str) -> bool {
         self.keys.pin().contains_key(id)

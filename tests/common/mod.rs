@@ -156,7 +156,27 @@ impl TestServer {
                 name: "svc".into(),
                 environment: "test".into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                ttl: None,
+                ..ApiKeySpec::default()
+            })),
+        };
+        self.tokens()
+            .await
+            .issue(authed(req, &self.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Issues an API key for the service `name` that may exchange tokens issued to it
+    /// (by key id or by `name`) for `exchange_audiences`.
+    pub async fn exchanger(&self, name: &str, exchange_audiences: &[&str]) -> IssueResponse {
+        let req = IssueRequest {
+            credential: Some(Credential::ApiKey(ApiKeySpec {
+                owner: "team-test".into(),
+                name: name.into(),
+                environment: "test".into(),
+                exchange_audiences: exchange_audiences.iter().map(|s| s.to_string()).collect(),
+                ..ApiKeySpec::default()
             })),
         };
         self.tokens()
