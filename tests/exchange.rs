@@ -213,7 +213,12 @@ async fn client_credentials_grants_within_the_key() {
     );
     assert!(t.issued_token_type.is_empty());
     let c = claims(&t.access_token);
-    assert_eq!(c["sub"], "team-test", "sub = the key's owner");
+    assert_eq!(
+        c["sub"],
+        key.token_id.as_str(),
+        "sub = the client id (RFC 9068 §2.2), never the owner"
+    );
+    assert_eq!(c["owner"], "team-test", "the owner has its own claim");
     assert_eq!(c["client_id"], key.token_id.as_str());
     assert_eq!(c["aud"], json!([key.token_id]));
     assert_eq!(c["scope"], "read:a write:b");
@@ -221,6 +226,12 @@ async fn client_credentials_grants_within_the_key() {
     let r = s.introspect(&t.access_token).await.unwrap();
     assert!(r.active);
     assert_eq!(r.client_id, key.token_id);
+    assert_eq!(r.subject, key.token_id);
+    assert_eq!(r.owner, "team-test", "Introspect fills owner");
+    assert!(
+        r.claims.is_none_or(|c| !c.fields.contains_key("owner")),
+        "owner is a field, not an extra claim"
+    );
 
     // A subset, for a named audience.
     let t = exchange(&s, cc(&["read:a"], &["ledger"]), Some(&key.token))
@@ -761,8 +772,10 @@ async fn confidential_clients_must_authenticate() {
     );
 
     // The client's key also serves client_credentials (a confidential client).
+    // Its token is the client's own (sub = client id); the name is the owner claim.
     let cc_t = exchange(&s, cc(&[], &[]), Some(&conf.token)).await.unwrap();
-    assert_eq!(claims(&cc_t.access_token)["sub"], "web-app");
+    assert_eq!(claims(&cc_t.access_token)["sub"], conf.token_id.as_str());
+    assert_eq!(claims(&cc_t.access_token)["owner"], "web-app");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1064,7 +1077,9 @@ async fn token_exchange_downscopes_and_names_the_actor() {
         .await
         .unwrap()
         .into_inner();
-    let gateway = s.api_key(&[]).await;
+    // The gateway is an audience of alice's token (by its service name) and may
+    // exchange it for the payments API.
+    let gateway = s.exchanger("gateway", &["payments-api"]).await;
 
     let t = exchange(
         &s,
@@ -1103,7 +1118,7 @@ async fn token_exchange_downscopes_and_names_the_actor() {
         .expect("act introspects");
     assert!(act.kind.is_some());
 
-    // No scopes or audience asked: the subject token's.
+    // No scopes or audience asked: the subject token's scopes, for the caller itself.
     let same = exchange(
         &s,
         token_exchange(&subject.token, &[], &[]),
@@ -1112,10 +1127,11 @@ async fn token_exchange_downscopes_and_names_the_actor() {
     .await
     .unwrap();
     assert_eq!(same.scopes, vec!["read:payments", "write:payments"]);
-    assert_eq!(claims(&same.access_token)["aud"], json!(["gateway"]));
+    assert_eq!(claims(&same.access_token)["aud"], json!([gateway.token_id]));
 
-    // The next hop exchanges again: the actor chain nests (RFC 8693 §4.1).
-    let ledger = s.api_key(&[]).await;
+    // The next hop (an audience of t by name) exchanges again: the actor chain nests
+    // (RFC 8693 §4.1).
+    let ledger = s.exchanger("payments-api", &["ledger"]).await;
     let hop = exchange(
         &s,
         token_exchange(&t.access_token, &["ledger"], &[]),
@@ -1135,7 +1151,8 @@ async fn token_exchange_downscopes_and_names_the_actor() {
 #[tokio::test]
 async fn token_exchange_refusals() {
     let s = TestServer::start().await;
-    let svc = s.api_key(&[]).await.token;
+    // An audience of every subject token below (`payments-api`, by name).
+    let svc = s.exchanger("payments-api", &["ledger"]).await.token;
     let subject = s.access_token("alice").await.token;
     let revoked = s.access_token("alice").await.token;
     s.tokens()
@@ -1150,6 +1167,16 @@ async fn token_exchange_refusals() {
         .await
         .unwrap();
     let with_refresh_token = with_refresh(&s, "alice").await;
+    // Not an audience of the subject token, though it may exchange in general.
+    let stranger = s.exchanger("stranger", &["ledger"]).await.token;
+    // An audience of the subject token, but without exchange_audiences.
+    let no_rights = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            name: "payments-api".into(),
+            ..Default::default()
+        })
+        .await
+        .token;
     let typed = |t: &str, ty: &str| {
         Grant::TokenExchange(TokenExchangeGrant {
             subject_token: t.into(),
@@ -1230,6 +1257,42 @@ async fn token_exchange_refusals() {
             Some(&svc),
             Code::InvalidArgument,
         ),
+        (
+            "audience with a space",
+            token_exchange(&subject, &["ledger x"], &[]),
+            Some(&svc),
+            Code::InvalidArgument,
+        ),
+        (
+            "caller not an audience of the subject token",
+            token_exchange(&subject, &["ledger"], &[]),
+            Some(&stranger),
+            Code::PermissionDenied,
+        ),
+        (
+            "caller not an audience, no audience asked",
+            token_exchange(&subject, &[], &[]),
+            Some(&stranger),
+            Code::PermissionDenied,
+        ),
+        (
+            "audience outside exchange_audiences",
+            token_exchange(&subject, &["admin-api"], &[]),
+            Some(&svc),
+            Code::PermissionDenied,
+        ),
+        (
+            "re-targeting to the subject token's own audience",
+            token_exchange(&subject, &["payments-api"], &[]),
+            Some(&svc),
+            Code::PermissionDenied,
+        ),
+        (
+            "key without exchange_audiences",
+            token_exchange(&subject, &[], &[]),
+            Some(&no_rights),
+            Code::PermissionDenied,
+        ),
     ];
     for (name, grant, key, want) in rows {
         assert_eq!(code_of(exchange(&s, grant, key).await), want, "{name}");
@@ -1274,7 +1337,7 @@ async fn token_exchange_expiry_is_bounded_by_the_subject() {
         .await
         .unwrap()
         .into_inner();
-    let svc = s.api_key(&[]).await.token;
+    let svc = s.exchanger("a", &["b"]).await.token;
     s.clock.advance(10);
     let t = exchange(&s, token_exchange(&subject.token, &[], &[]), Some(&svc))
         .await
@@ -1349,7 +1412,9 @@ async fn per_scope_lifetime_caps_every_grant() {
     .unwrap();
     assert_eq!(lifetime(&t.access_token), 60, "authorization_code, capped");
 
-    let svc = s.api_key(&[]).await.token;
+    // The code-flow token's audience is the client id: the app's backend key carries
+    // it as its service name.
+    let svc = s.exchanger(&client.token_id, &["next"]).await.token;
     let x = exchange(
         &s,
         token_exchange(&t.access_token, &["next"], &[]),
@@ -1384,7 +1449,14 @@ fn looks_like_a_secret(text: &str) -> bool {
 async fn every_grant_is_audited_without_secrets() {
     let s = TestServer::start().await;
     let flow = CodeFlow::new(&s).await;
-    let svc = s.api_key(&["read"]).await;
+    let svc = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            name: flow.client_id.clone(),
+            scopes: strings(&["read"]),
+            exchange_audiences: strings(&["x"]),
+            ..Default::default()
+        })
+        .await;
     let mut secrets = vec![svc.token.clone()];
 
     let mut req = authed(
