@@ -289,6 +289,73 @@ async fn client_credentials_grants_within_the_key() {
     assert_eq!(e.code(), Code::InvalidArgument, "no grant");
 }
 
+#[tokio::test]
+async fn a_client_credentials_token_is_the_clients_own_through_exchange_and_http() {
+    let s = TestServer::start().await;
+    // An app owned by "alice" can never mint a token that passes for alice's.
+    let app = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            owner: "alice".into(),
+            name: "reporting-app".into(),
+            scopes: strings(&["read:reports"]),
+            exchange_audiences: strings(&["warehouse"]),
+            ..Default::default()
+        })
+        .await;
+    let t = exchange(&s, cc(&[], &[]), Some(&app.token)).await.unwrap();
+    let c = claims(&t.access_token);
+    assert_eq!(c["sub"], app.token_id.as_str());
+    assert_ne!(c["sub"], "alice");
+    assert_eq!(c["owner"], "alice");
+
+    // Exchanged on to the next hop, it stays the client's: same sub, same owner.
+    let x = exchange(
+        &s,
+        token_exchange(&t.access_token, &["warehouse"], &[]),
+        Some(&app.token),
+    )
+    .await
+    .unwrap();
+    let xc = claims(&x.access_token);
+    assert_eq!(xc["sub"], app.token_id.as_str());
+    assert_eq!(xc["owner"], "alice");
+    assert_eq!(s.introspect(&x.access_token).await.unwrap().owner, "alice");
+
+    // RFC 7662 over HTTP names the owner too; a user's token has none.
+    let rs = s.api_key(&["tessera:introspect"]).await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", rs.token_id, rs.token))
+    );
+    let (_, _, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", auth.as_str())],
+            &format!("token={}", t.access_token),
+        )
+        .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["sub"].as_str(), v["owner"].as_str()),
+        (Some(app.token_id.as_str()), Some("alice"))
+    );
+    let user = s.access_token("alice").await.token;
+    assert_eq!(s.introspect(&user).await.unwrap().owner, "");
+    let (_, _, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", auth.as_str())],
+            &format!("token={user}"),
+        )
+        .await;
+    assert!(
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .get("owner")
+            .is_none()
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Issue(client)
 
@@ -1313,6 +1380,81 @@ async fn token_exchange_refusals() {
         code_of(exchange(&s, token_exchange(&subject, &[], &[]), Some(&svc)).await),
         Code::Unauthenticated
     );
+}
+
+#[tokio::test]
+async fn token_exchange_over_http_is_on_behalf_of() {
+    let s = TestServer::start().await;
+    let subject = s.access_token("alice").await.token; // aud = payments-api
+    let svc = s.exchanger("payments-api", &["ledger"]).await;
+    let stranger = s.exchanger("stranger", &["ledger"]).await;
+    let basic = |k: &IssueResponse| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", k.token_id, k.token))
+        )
+    };
+    let form = |audience: &str| {
+        format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={subject}\
+             &subject_token_type={AT_TYPE}{audience}"
+        )
+    };
+    let rows: &[(&str, &IssueResponse, &str, u16, &str)] = &[
+        ("allowed audience", &svc, "&audience=ledger", 200, ""),
+        ("caller's own id by default", &svc, "", 200, ""),
+        (
+            "not an audience of the subject token",
+            &stranger,
+            "&audience=ledger",
+            400,
+            "invalid_target",
+        ),
+        (
+            "audience not in exchange_audiences",
+            &svc,
+            "&audience=admin-api",
+            400,
+            "invalid_target",
+        ),
+        (
+            "re-targeting to the subject's audience",
+            &svc,
+            "&audience=payments-api",
+            400,
+            "invalid_target",
+        ),
+        (
+            "tab inside the audience",
+            &svc,
+            "&audience=led%09ger",
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, key, audience, status, error) in rows {
+        let auth = basic(key);
+        let (code, _, body) = s
+            .http_post(
+                "/oauth2/token",
+                &[("Authorization", auth.as_str())],
+                &form(audience),
+            )
+            .await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code, *status, "{name}: {body}");
+        if *status == 200 {
+            let aud = claims(v["access_token"].as_str().unwrap())["aud"].clone();
+            let want = if audience.is_empty() {
+                json!([svc.token_id])
+            } else {
+                json!(["ledger"])
+            };
+            assert_eq!(aud, want, "{name}");
+        } else {
+            assert_eq!(v["error"], *error, "{name}: {body}");
+        }
+    }
 }
 
 #[tokio::test]
