@@ -116,7 +116,8 @@ pub struct TokenExchangeRequest {
     pub subject_token: Secretish,
     /// Must be [`ACCESS_TOKEN_TYPE`].
     pub subject_token_type: String,
-    /// `aud` of the new token; none means the subject token's.
+    /// `aud` of the new token, each in the caller key's `exchange_audiences`; none
+    /// means the caller's own key id.
     pub audience: Vec<String>,
     /// Scopes ⊆ the subject token's; none means the subject token's.
     pub scopes: Vec<String>,
