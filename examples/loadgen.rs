@@ -196,7 +196,7 @@ async fn bench_api_key(ctx: &Ctx, name: &str) -> Result<String, Status> {
             name: name.into(),
             environment: "bench".into(),
             scopes: vec!["read:payments".into()],
-            ttl: None,
+            ..ApiKeySpec::default()
         })),
     };
     Ok(ctx

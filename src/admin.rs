@@ -44,6 +44,7 @@ pub async fn recover(data_dir: &Path, clock: &Clock, ttl_secs: i64) -> anyhow::R
         name: "recovered-admin".into(),
         environment: "admin".into(),
         scopes: vec![auth::SCOPE_ADMIN.to_string()],
+        exchange_audiences: Vec::new(),
         created_at: now,
         expires_at: now + ttl_secs,
         revoked_at: None,

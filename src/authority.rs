@@ -22,12 +22,13 @@ use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
+use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::store::revocation as revocation_rows;
 use crate::tokens::cache::{self as verified_cache, VerifiedCache};
 use crate::tokens::claims::{AccessClaims, REGISTERED};
 use crate::tokens::verify::{self, MAX_TOKEN_LEN, Reject, Rules};
-use crate::tokens::{self, Jti, check_field, normalize_scopes, opaque};
+use crate::tokens::{self, Jti, check_field, check_list, normalize_scopes, opaque};
 
 /// File the bootstrap admin key is written to, inside the data dir.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -79,6 +80,12 @@ pub struct AccessTokenRequest {
     pub client_id: String,
     /// Also mint a refresh token.
     pub refresh_token: bool,
+    /// The `owner` claim. Set by the `client_credentials` grant (and carried through
+    /// token exchange); never taken from an `Issue` request.
+    pub owner: Option<String>,
+    /// The `ver` to stamp; `None` means the subject's current version. A token derived
+    /// by exchange keeps its subject token's, so a bump racing the exchange still ends it.
+    pub ver: Option<u64>,
 }
 
 /// A credential just issued. `token` and `refresh_token` are shown once.
@@ -243,6 +250,7 @@ impl Authority {
             name: "bootstrap-admin".into(),
             environment: env,
             scopes: vec![auth::SCOPE_ADMIN.to_string()],
+            exchange_audiences: Vec::new(),
             created_at: now,
             expires_at: now + self.config.max_api_key_ttl.as_secs() as i64,
             revoked_at: None,
@@ -297,7 +305,9 @@ impl Authority {
         Ok(())
     }
 
-    /// Issues an API key (admin only).
+    /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
+    /// may ask for in a token exchange; empty means it may not exchange at all.
+    #[allow(clippy::too_many_arguments)]
     pub async fn issue_api_key(
         &self,
         caller: &Caller,
@@ -305,6 +315,7 @@ impl Authority {
         name: String,
         environment: String,
         scopes: Vec<String>,
+        exchange_audiences: Vec<String>,
         ttl: Option<i64>,
     ) -> Result<Issued> {
         caller.require(auth::SCOPE_ADMIN)?;
@@ -316,6 +327,15 @@ impl Authority {
             ));
         }
         let scopes = normalize_scopes(&scopes)?;
+        check_list(
+            "exchange_audiences",
+            &exchange_audiences,
+            false,
+            tokens::MAX_AUDIENCES,
+        )?;
+        let mut exchange_audiences = exchange_audiences;
+        exchange_audiences.sort();
+        exchange_audiences.dedup();
         let max = self.config.max_api_key_ttl.as_secs() as i64;
         let ttl = match ttl {
             None => self.config.api_key_ttl.as_secs() as i64,
@@ -336,6 +356,7 @@ impl Authority {
             name,
             environment,
             scopes: scopes.clone(),
+            exchange_audiences,
             created_at: now,
             expires_at: now + ttl,
             revoked_at: None,
@@ -345,7 +366,12 @@ impl Authority {
             now,
             "issue.api_key",
             &id,
-            format!("owner={} scopes={}", row.owner, scopes.join(" ")),
+            format!(
+                "owner={} scopes={} exchange_audiences={}",
+                row.owner,
+                scopes.join(" "),
+                row.exchange_audiences.join(" ")
+            ),
         );
         self.store_api_key(row, entry).await?;
         Metrics::inc(&self.metrics.issued);
@@ -374,14 +400,7 @@ impl Authority {
     /// Checks an access-token request; returns normalized scopes.
     pub(crate) fn check_access_request(&self, req: &AccessTokenRequest) -> Result<Vec<String>> {
         check_field("subject", &req.subject, true)?;
-        if req.audience.is_empty() || req.audience.len() > tokens::MAX_SCOPES {
-            return Err(Error::InvalidArgument(
-                "audience: between 1 and 64 entries".into(),
-            ));
-        }
-        for a in &req.audience {
-            check_field("audience", a, true)?;
-        }
+        check_list("audience", &req.audience, true, tokens::MAX_AUDIENCES)?;
         check_field("client_id", &req.client_id, false)?;
         let scopes = normalize_scopes(&req.scopes)?;
         if scopes
@@ -397,12 +416,13 @@ impl Authority {
                 "claim {k:?} is set by Tessera, not by the request"
             )));
         }
-        if req
-            .claims
-            .keys()
-            .any(|k| k.is_empty() || k.len() > tokens::MAX_FIELD_LEN)
-            || serde_json::to_vec(&req.claims).map_or(true, |v| v.len() > MAX_CLAIMS_BYTES)
-        {
+        if req.claims.keys().any(|k| !tokens::valid_list_entry(k)) {
+            return Err(Error::InvalidArgument(format!(
+                "claim names must be 1-{} bytes without whitespace, control or invisible characters",
+                tokens::MAX_FIELD_LEN
+            )));
+        }
+        if serde_json::to_vec(&req.claims).map_or(true, |v| v.len() > MAX_CLAIMS_BYTES) {
             return Err(Error::InvalidArgument(format!(
                 "claims: at most {MAX_CLAIMS_BYTES} bytes of JSON"
             )));
@@ -504,8 +524,11 @@ impl Authority {
             jti: jti.clone(),
             scope: scopes.join(" "),
             client_id: req.client_id.clone(),
-            ver: self.revocations.version(&req.subject),
+            ver: req
+                .ver
+                .unwrap_or_else(|| self.revocations.version(&req.subject)),
             act,
+            owner: req.owner.clone(),
             extra: req.claims.clone(),
         };
         let (jwt, _kid) = self.keys.sign(&claims)?;
@@ -788,19 +811,29 @@ impl Authority {
     ) -> Result<()> {
         let entry = audit_entry(caller, now, "revoke.access_token", jti_text, "");
         let text = jti_text.to_string();
-        self.store
+        let blocked = self
+            .store
             .write(move |c| {
-                revocation_rows::block_jti(c, &text, exp)?;
-                audit::append(c, &entry)
+                let all = lineage::block_with_descendants(c, vec![(text, exp)])?;
+                audit::append(
+                    c,
+                    &AuditEntry {
+                        detail: format!("derived tokens revoked: {}", all.len() - 1),
+                        ..entry
+                    },
+                )?;
+                Ok(all)
             })
             .await?;
         self.revocations.block(jti, exp);
+        self.block_in_memory(&blocked);
         Metrics::inc(&self.metrics.revoked);
-        tracing::info!(jti = %jti_text, "access token revoked");
+        tracing::info!(jti = %jti_text, derived = blocked.len() - 1, "access token revoked");
         Ok(())
     }
 
-    /// Revokes a refresh family and blocklists every access token it minted.
+    /// Revokes a refresh family and blocklists every access token it minted and every
+    /// token derived from those by exchange.
     pub async fn revoke_family(
         &self,
         caller: &Caller,
@@ -814,11 +847,9 @@ impl Authority {
             .store
             .write(move |c| {
                 let minted = refresh::revoke_family(c, &id, now)?;
-                for (jti, exp) in &minted {
-                    revocation_rows::block_jti(c, jti, *exp)?;
-                }
+                let all = lineage::block_with_descendants(c, minted)?;
                 audit::append(c, &entry)?;
-                Ok(minted)
+                Ok(all)
             })
             .await?;
         self.block_in_memory(&blocked);
@@ -858,10 +889,10 @@ impl Authority {
             .store
             .write(move |c| {
                 let v = revocation_rows::bump_version(c, &sub, now)?;
+                // Tokens of the subject die by version; the blocklist also reaches what
+                // its families' tokens were exchanged into.
                 let minted = refresh::revoke_subject(c, &sub, now)?;
-                for (jti, exp) in &minted {
-                    revocation_rows::block_jti(c, jti, *exp)?;
-                }
+                let minted = lineage::block_with_descendants(c, minted)?;
                 audit::append(
                     c,
                     &AuditEntry {

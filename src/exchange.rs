@@ -31,8 +31,8 @@ use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
 use crate::store::codes::{self, CodeRow};
+use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
-use crate::store::revocation as revocation_rows;
 use crate::tokens::verify::MAX_TOKEN_LEN;
 use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
 
@@ -116,7 +116,8 @@ pub struct TokenExchangeRequest {
     pub subject_token: Secretish,
     /// Must be [`ACCESS_TOKEN_TYPE`].
     pub subject_token_type: String,
-    /// `aud` of the new token; none means the subject token's.
+    /// `aud` of the new token, each in the caller key's `exchange_audiences`; none
+    /// means the caller's own key id.
     pub audience: Vec<String>,
     /// Scopes ⊆ the subject token's; none means the subject token's.
     pub scopes: Vec<String>,
@@ -171,9 +172,11 @@ enum Spent {
     Reused(Vec<(String, i64)>),
 }
 
-/// Deletes authorization codes past their retention (housekeeping).
+/// Deletes authorization codes past their retention and lineage links of expired
+/// tokens (housekeeping).
 pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
     codes::purge(conn, now - CODE_RETENTION)?;
+    lineage::purge(conn, now - 60)?;
     Ok(())
 }
 
@@ -207,13 +210,11 @@ fn authenticate(caller: &Caller, client: &ClientRow) -> GrantResult<()> {
     }
 }
 
-/// Revokes a family inside a write and blocklists its access tokens; returns them.
+/// Revokes a family inside a write and blocklists its access tokens and everything
+/// exchanged from them; returns what it blocklisted.
 fn revoke_family_in(conn: &Connection, family_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
     let minted = refresh::revoke_family(conn, family_id, now)?;
-    for (jti, exp) in &minted {
-        revocation_rows::block_jti(conn, jti, *exp)?;
-    }
-    Ok(minted)
+    lineage::block_with_descendants(conn, minted)
 }
 
 impl Authority {
@@ -288,6 +289,7 @@ impl Authority {
             name: "oauth-client".into(),
             environment: CLIENT_KEY_ENVIRONMENT.into(),
             scopes: scopes.clone(),
+            exchange_audiences: Vec::new(),
             created_at: now,
             expires_at: now + self.config.api_key_ttl.as_secs() as i64,
             revoked_at: None,
@@ -427,9 +429,10 @@ impl Authority {
         })
     }
 
-    /// `client_credentials`: the caller's API key is the credential. `sub` = the key's
-    /// owner, `client_id` = the key's id, scopes ⊆ the key's (never `tessera:*`),
-    /// audience as asked or the key's own id. No refresh token (RFC 6749 §4.4.3).
+    /// `client_credentials`: the caller's API key is the credential. `sub` and
+    /// `client_id` = the key's id (RFC 9068 §2.2: the client acts on its own behalf),
+    /// `owner` = the key's owner, scopes ⊆ the key's (never `tessera:*`), audience as
+    /// asked or the key's own id. No refresh token (RFC 6749 §4.4.3).
     pub async fn grant_client_credentials(
         &self,
         caller: &Caller,
@@ -463,10 +466,11 @@ impl Authority {
             req.audience
         };
         let at = AccessTokenRequest {
-            subject: p.owner.clone(),
+            subject: p.key_id.clone(),
             audience,
             scopes,
             client_id: p.key_id.clone(),
+            owner: Some(p.owner.clone()),
             ..AccessTokenRequest::default()
         };
         let scopes = self.check_access_request(&at)?;
@@ -479,8 +483,9 @@ impl Authority {
             "exchange.client_credentials",
             &jti,
             format!(
-                "sub={} aud={} scopes={}",
+                "sub={} owner={} aud={} scopes={}",
                 at.subject,
+                p.owner,
                 at.audience.join(" "),
                 scopes.join(" ")
             ),
@@ -787,14 +792,12 @@ impl Authority {
                     return Ok(Spent::Dead);
                 }
                 // Used before (a replay, or the loser of a race): revoke what it issued.
-                let mut blocked = match &cur.family_id {
-                    Some(f) => revoke_family_in(c, f, now)?,
+                let mut roots = match &cur.family_id {
+                    Some(f) => refresh::revoke_family(c, f, now)?,
                     None => Vec::new(),
                 };
-                if let Some((jti, exp)) = &cur.access_jti {
-                    revocation_rows::block_jti(c, jti, *exp)?;
-                    blocked.push((jti.clone(), *exp));
-                }
+                roots.extend(cur.access_jti.clone());
+                let blocked = lineage::block_with_descendants(c, roots)?;
                 audit::append(c, &replayed)?;
                 Ok(Spent::Reused(blocked))
             })
@@ -820,12 +823,19 @@ impl Authority {
         })
     }
 
-    /// RFC 8693 token exchange: a service (the caller's API key) trades a user's access
-    /// token for one to call the next hop. The subject token gets the full check
-    /// (signature, claims, blocklist, version); the new token keeps its `sub`, `ver` and
-    /// extra claims, has scopes ⊆ its scopes, the asked audience (default: its
-    /// audience), expires no later than it, and names the caller in `act` (nesting the
-    /// subject token's own `act`). No refresh token.
+    /// RFC 8693 token exchange, on behalf of a user: a service (the caller's API key)
+    /// that the user's access token was issued to trades it for a token to call the
+    /// next hop. The caller must be an audience of the subject token (its key id or its
+    /// key's name is in `aud`), and every requested audience must be in the key's
+    /// `exchange_audiences` (empty: the key may not exchange at all); none requested
+    /// means the caller's own id. The subject token gets the full check (signature,
+    /// claims, blocklist, version); the new token keeps its `sub`, `ver`, `owner` and
+    /// extra claims, has scopes ⊆ its scopes, expires no later than it, and names the
+    /// caller in `act` (nesting the subject token's own `act`). No refresh token.
+    ///
+    /// The new token's lineage is recorded in the write that re-checks, in the store,
+    /// that the subject token is still live: a revocation committed before it refuses
+    /// the exchange, one committed after it reaches the new token.
     pub async fn grant_token_exchange(
         &self,
         caller: &Caller,
@@ -851,17 +861,30 @@ impl Authority {
                 "subject_token longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
+        let key = self
+            .callers
+            .get(&p.key_id)
+            .ok_or(GrantError::InvalidClient("the calling API key is not live"))?;
+        if key.row.exchange_audiences.is_empty() {
+            return Err(GrantError::InvalidTarget(
+                "this API key may not exchange tokens: its exchange_audiences list is empty".into(),
+            ));
+        }
+        let audience =
+            grants::exchange_audience(&req.audience, &key.row.id, &key.row.exchange_audiences)?;
         let (subject, _) = self.check_access_token(&req.subject_token.0).map_err(|r| {
             self.metrics.inactive(r);
             tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
             GrantError::InactiveSubjectToken
         })?;
+        if !grants::is_audience(&subject.aud, &key.row.id, &key.row.name) {
+            return Err(GrantError::InvalidTarget(
+                "the calling service is not an audience of the subject token: only a service \
+                 the token was issued to may exchange it"
+                    .into(),
+            ));
+        }
         let scopes = grants::grant_scopes(&req.scopes, &subject.scopes())?;
-        let audience = if req.audience.is_empty() {
-            subject.aud.clone()
-        } else {
-            req.audience
-        };
         let act = grants::actor_claim(&p.owner, &p.key_id, subject.act.as_ref())?;
         let at = AccessTokenRequest {
             subject: subject.sub.clone(),
@@ -869,6 +892,8 @@ impl Authority {
             scopes,
             claims: subject.extra.clone(),
             client_id: p.key_id.clone(),
+            owner: subject.owner.clone(),
+            ver: Some(subject.ver),
             ..AccessTokenRequest::default()
         };
         let scopes = self.check_access_request(&at)?;
@@ -891,7 +916,25 @@ impl Authority {
                 scopes.join(" ")
             ),
         );
-        self.store.write(move |c| audit::append(c, &entry)).await?;
+        let (parent, child) = (subject.jti.clone(), jti.clone());
+        let (sub, ver) = (subject.sub.clone(), subject.ver);
+        let recorded = self
+            .store
+            .write(move |c| {
+                if !lineage::still_live(c, &parent, &sub, ver)? {
+                    return Ok(false);
+                }
+                lineage::record(c, &parent, &child, exp)?;
+                audit::append(c, &entry)?;
+                Ok(true)
+            })
+            .await?;
+        if !recorded {
+            // Revoked between the check above and this write: the token just signed
+            // was never handed out and has no lineage, so it is simply dropped.
+            tracing::info!(subject_jti = %subject.jti, "token exchange: subject token revoked meanwhile");
+            return Err(GrantError::InactiveSubjectToken);
+        }
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
             issued_token_type: ACCESS_TOKEN_TYPE,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
-use crate::tokens::{SERVICE_SCOPE_PREFIX, normalize_scopes};
+use crate::tokens::{MAX_AUDIENCES, SERVICE_SCOPE_PREFIX, check_list, normalize_scopes};
 
 /// The one PKCE method accepted.
 pub const S256: &str = "S256";
@@ -338,6 +338,40 @@ pub fn grant_scopes(requested: &[String], available: &[String]) -> GrantResult<V
 }
 
 // ---------------------------------------------------------------------------------
+// Token exchange: on behalf of, never re-targeting
+
+/// May the service with API key `key_id` (named `key_name`) act for a token with
+/// audience `aud`? Only if the token was issued to it: its key id, or its key's name
+/// (the service name), is one of the token's audiences. Exact comparison.
+pub fn is_audience(aud: &[String], key_id: &str, key_name: &str) -> bool {
+    aud.iter()
+        .any(|a| a == key_id || (!key_name.is_empty() && a == key_name))
+}
+
+/// The audience of a token-exchange result. Every requested entry must be in the
+/// caller key's `allowed` list (`exchange_audiences`), else `invalid_target`; none
+/// requested means the caller's own key id — a narrower token for the caller itself,
+/// which is already an audience of the subject token.
+pub fn exchange_audience(
+    requested: &[String],
+    caller_key_id: &str,
+    allowed: &[String],
+) -> GrantResult<Vec<String>> {
+    if requested.is_empty() {
+        return Ok(vec![caller_key_id.to_string()]);
+    }
+    check_list("audience", requested, true, MAX_AUDIENCES)?;
+    if let Some(a) = requested.iter().find(|a| !allowed.contains(a)) {
+        return Err(GrantError::InvalidTarget(format!(
+            "audience {a:?} is not in this API key's exchange_audiences"
+        )));
+    }
+    let mut out = requested.to_vec();
+    out.dedup();
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------
 // Actor chain
 
 /// Depth of an `act` chain (0 for none).
@@ -547,6 +581,44 @@ mod tests {
         assert_eq!(e.oauth_error(), "invalid_scope");
         let e = grant_scopes(&strings(&["a b"]), &held).unwrap_err();
         assert_eq!(e.oauth_error(), "invalid_request");
+    }
+
+    #[test]
+    fn only_an_audience_of_the_subject_token_may_exchange_it() {
+        let aud = strings(&["gateway", "0123456789abcdef"]);
+        assert!(is_audience(&aud, "0123456789abcdef", "other-name"));
+        assert!(is_audience(&aud, "fedcba9876543210", "gateway"));
+        assert!(!is_audience(&aud, "fedcba9876543210", "ledger"));
+        assert!(!is_audience(&aud, "fedcba9876543210", ""));
+        assert!(!is_audience(&aud, "0123456789ABCDEF", "Gateway"), "exact");
+        assert!(!is_audience(&strings(&[""]), "k", ""));
+    }
+
+    #[test]
+    fn exchange_audiences_bound_the_requested_audience() {
+        let allowed = strings(&["ledger", "payments-api"]);
+        assert_eq!(
+            exchange_audience(&[], "k1", &allowed).unwrap(),
+            strings(&["k1"]),
+            "none asked: the caller itself"
+        );
+        assert_eq!(
+            exchange_audience(&strings(&["ledger"]), "k1", &allowed).unwrap(),
+            strings(&["ledger"])
+        );
+        let rows: &[(&str, &[&str], &str)] = &[
+            ("not listed", &["admin-api"], "invalid_target"),
+            ("one of two not listed", &["ledger", "x"], "invalid_target"),
+            ("own id not listed", &["k1"], "invalid_target"),
+            ("prefix of a listed one", &["ledg"], "invalid_target"),
+            ("space inside", &["ledger payments-api"], "invalid_request"),
+            ("blank", &[" "], "invalid_request"),
+            ("empty", &[""], "invalid_request"),
+        ];
+        for (name, asked, want) in rows {
+            let e = exchange_audience(&strings(asked), "k1", &allowed).unwrap_err();
+            assert_eq!(e.oauth_error(), *want, "{name}");
+        }
     }
 
     #[test]

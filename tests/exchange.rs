@@ -213,7 +213,12 @@ async fn client_credentials_grants_within_the_key() {
     );
     assert!(t.issued_token_type.is_empty());
     let c = claims(&t.access_token);
-    assert_eq!(c["sub"], "team-test", "sub = the key's owner");
+    assert_eq!(
+        c["sub"],
+        key.token_id.as_str(),
+        "sub = the client id (RFC 9068 §2.2), never the owner"
+    );
+    assert_eq!(c["owner"], "team-test", "the owner has its own claim");
     assert_eq!(c["client_id"], key.token_id.as_str());
     assert_eq!(c["aud"], json!([key.token_id]));
     assert_eq!(c["scope"], "read:a write:b");
@@ -221,6 +226,12 @@ async fn client_credentials_grants_within_the_key() {
     let r = s.introspect(&t.access_token).await.unwrap();
     assert!(r.active);
     assert_eq!(r.client_id, key.token_id);
+    assert_eq!(r.subject, key.token_id);
+    assert_eq!(r.owner, "team-test", "Introspect fills owner");
+    assert!(
+        r.claims.is_none_or(|c| !c.fields.contains_key("owner")),
+        "owner is a field, not an extra claim"
+    );
 
     // A subset, for a named audience.
     let t = exchange(&s, cc(&["read:a"], &["ledger"]), Some(&key.token))
@@ -276,6 +287,73 @@ async fn client_credentials_grants_within_the_key() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "no grant");
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_is_the_clients_own_through_exchange_and_http() {
+    let s = TestServer::start().await;
+    // An app owned by "alice" can never mint a token that passes for alice's.
+    let app = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            owner: "alice".into(),
+            name: "reporting-app".into(),
+            scopes: strings(&["read:reports"]),
+            exchange_audiences: strings(&["warehouse"]),
+            ..Default::default()
+        })
+        .await;
+    let t = exchange(&s, cc(&[], &[]), Some(&app.token)).await.unwrap();
+    let c = claims(&t.access_token);
+    assert_eq!(c["sub"], app.token_id.as_str());
+    assert_ne!(c["sub"], "alice");
+    assert_eq!(c["owner"], "alice");
+
+    // Exchanged on to the next hop, it stays the client's: same sub, same owner.
+    let x = exchange(
+        &s,
+        token_exchange(&t.access_token, &["warehouse"], &[]),
+        Some(&app.token),
+    )
+    .await
+    .unwrap();
+    let xc = claims(&x.access_token);
+    assert_eq!(xc["sub"], app.token_id.as_str());
+    assert_eq!(xc["owner"], "alice");
+    assert_eq!(s.introspect(&x.access_token).await.unwrap().owner, "alice");
+
+    // RFC 7662 over HTTP names the owner too; a user's token has none.
+    let rs = s.api_key(&["tessera:introspect"]).await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", rs.token_id, rs.token))
+    );
+    let (_, _, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", auth.as_str())],
+            &format!("token={}", t.access_token),
+        )
+        .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["sub"].as_str(), v["owner"].as_str()),
+        (Some(app.token_id.as_str()), Some("alice"))
+    );
+    let user = s.access_token("alice").await.token;
+    assert_eq!(s.introspect(&user).await.unwrap().owner, "");
+    let (_, _, body) = s
+        .http_post(
+            "/oauth2/introspect",
+            &[("Authorization", auth.as_str())],
+            &format!("token={user}"),
+        )
+        .await;
+    assert!(
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .get("owner")
+            .is_none()
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -761,8 +839,10 @@ async fn confidential_clients_must_authenticate() {
     );
 
     // The client's key also serves client_credentials (a confidential client).
+    // Its token is the client's own (sub = client id); the name is the owner claim.
     let cc_t = exchange(&s, cc(&[], &[]), Some(&conf.token)).await.unwrap();
-    assert_eq!(claims(&cc_t.access_token)["sub"], "web-app");
+    assert_eq!(claims(&cc_t.access_token)["sub"], conf.token_id.as_str());
+    assert_eq!(claims(&cc_t.access_token)["owner"], "web-app");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1064,7 +1144,9 @@ async fn token_exchange_downscopes_and_names_the_actor() {
         .await
         .unwrap()
         .into_inner();
-    let gateway = s.api_key(&[]).await;
+    // The gateway is an audience of alice's token (by its service name) and may
+    // exchange it for the payments API.
+    let gateway = s.exchanger("gateway", &["payments-api"]).await;
 
     let t = exchange(
         &s,
@@ -1103,7 +1185,7 @@ async fn token_exchange_downscopes_and_names_the_actor() {
         .expect("act introspects");
     assert!(act.kind.is_some());
 
-    // No scopes or audience asked: the subject token's.
+    // No scopes or audience asked: the subject token's scopes, for the caller itself.
     let same = exchange(
         &s,
         token_exchange(&subject.token, &[], &[]),
@@ -1112,10 +1194,11 @@ async fn token_exchange_downscopes_and_names_the_actor() {
     .await
     .unwrap();
     assert_eq!(same.scopes, vec!["read:payments", "write:payments"]);
-    assert_eq!(claims(&same.access_token)["aud"], json!(["gateway"]));
+    assert_eq!(claims(&same.access_token)["aud"], json!([gateway.token_id]));
 
-    // The next hop exchanges again: the actor chain nests (RFC 8693 §4.1).
-    let ledger = s.api_key(&[]).await;
+    // The next hop (an audience of t by name) exchanges again: the actor chain nests
+    // (RFC 8693 §4.1).
+    let ledger = s.exchanger("payments-api", &["ledger"]).await;
     let hop = exchange(
         &s,
         token_exchange(&t.access_token, &["ledger"], &[]),
@@ -1135,7 +1218,8 @@ async fn token_exchange_downscopes_and_names_the_actor() {
 #[tokio::test]
 async fn token_exchange_refusals() {
     let s = TestServer::start().await;
-    let svc = s.api_key(&[]).await.token;
+    // An audience of every subject token below (`payments-api`, by name).
+    let svc = s.exchanger("payments-api", &["ledger"]).await.token;
     let subject = s.access_token("alice").await.token;
     let revoked = s.access_token("alice").await.token;
     s.tokens()
@@ -1150,6 +1234,16 @@ async fn token_exchange_refusals() {
         .await
         .unwrap();
     let with_refresh_token = with_refresh(&s, "alice").await;
+    // Not an audience of the subject token, though it may exchange in general.
+    let stranger = s.exchanger("stranger", &["ledger"]).await.token;
+    // An audience of the subject token, but without exchange_audiences.
+    let no_rights = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            name: "payments-api".into(),
+            ..Default::default()
+        })
+        .await
+        .token;
     let typed = |t: &str, ty: &str| {
         Grant::TokenExchange(TokenExchangeGrant {
             subject_token: t.into(),
@@ -1230,6 +1324,42 @@ async fn token_exchange_refusals() {
             Some(&svc),
             Code::InvalidArgument,
         ),
+        (
+            "audience with a space",
+            token_exchange(&subject, &["ledger x"], &[]),
+            Some(&svc),
+            Code::InvalidArgument,
+        ),
+        (
+            "caller not an audience of the subject token",
+            token_exchange(&subject, &["ledger"], &[]),
+            Some(&stranger),
+            Code::PermissionDenied,
+        ),
+        (
+            "caller not an audience, no audience asked",
+            token_exchange(&subject, &[], &[]),
+            Some(&stranger),
+            Code::PermissionDenied,
+        ),
+        (
+            "audience outside exchange_audiences",
+            token_exchange(&subject, &["admin-api"], &[]),
+            Some(&svc),
+            Code::PermissionDenied,
+        ),
+        (
+            "re-targeting to the subject token's own audience",
+            token_exchange(&subject, &["payments-api"], &[]),
+            Some(&svc),
+            Code::PermissionDenied,
+        ),
+        (
+            "key without exchange_audiences",
+            token_exchange(&subject, &[], &[]),
+            Some(&no_rights),
+            Code::PermissionDenied,
+        ),
     ];
     for (name, grant, key, want) in rows {
         assert_eq!(code_of(exchange(&s, grant, key).await), want, "{name}");
@@ -1250,6 +1380,81 @@ async fn token_exchange_refusals() {
         code_of(exchange(&s, token_exchange(&subject, &[], &[]), Some(&svc)).await),
         Code::Unauthenticated
     );
+}
+
+#[tokio::test]
+async fn token_exchange_over_http_is_on_behalf_of() {
+    let s = TestServer::start().await;
+    let subject = s.access_token("alice").await.token; // aud = payments-api
+    let svc = s.exchanger("payments-api", &["ledger"]).await;
+    let stranger = s.exchanger("stranger", &["ledger"]).await;
+    let basic = |k: &IssueResponse| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", k.token_id, k.token))
+        )
+    };
+    let form = |audience: &str| {
+        format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={subject}\
+             &subject_token_type={AT_TYPE}{audience}"
+        )
+    };
+    let rows: &[(&str, &IssueResponse, &str, u16, &str)] = &[
+        ("allowed audience", &svc, "&audience=ledger", 200, ""),
+        ("caller's own id by default", &svc, "", 200, ""),
+        (
+            "not an audience of the subject token",
+            &stranger,
+            "&audience=ledger",
+            400,
+            "invalid_target",
+        ),
+        (
+            "audience not in exchange_audiences",
+            &svc,
+            "&audience=admin-api",
+            400,
+            "invalid_target",
+        ),
+        (
+            "re-targeting to the subject's audience",
+            &svc,
+            "&audience=payments-api",
+            400,
+            "invalid_target",
+        ),
+        (
+            "tab inside the audience",
+            &svc,
+            "&audience=led%09ger",
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, key, audience, status, error) in rows {
+        let auth = basic(key);
+        let (code, _, body) = s
+            .http_post(
+                "/oauth2/token",
+                &[("Authorization", auth.as_str())],
+                &form(audience),
+            )
+            .await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code, *status, "{name}: {body}");
+        if *status == 200 {
+            let aud = claims(v["access_token"].as_str().unwrap())["aud"].clone();
+            let want = if audience.is_empty() {
+                json!([svc.token_id])
+            } else {
+                json!(["ledger"])
+            };
+            assert_eq!(aud, want, "{name}");
+        } else {
+            assert_eq!(v["error"], *error, "{name}: {body}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -1274,7 +1479,7 @@ async fn token_exchange_expiry_is_bounded_by_the_subject() {
         .await
         .unwrap()
         .into_inner();
-    let svc = s.api_key(&[]).await.token;
+    let svc = s.exchanger("a", &["b"]).await.token;
     s.clock.advance(10);
     let t = exchange(&s, token_exchange(&subject.token, &[], &[]), Some(&svc))
         .await
@@ -1349,7 +1554,9 @@ async fn per_scope_lifetime_caps_every_grant() {
     .unwrap();
     assert_eq!(lifetime(&t.access_token), 60, "authorization_code, capped");
 
-    let svc = s.api_key(&[]).await.token;
+    // The code-flow token's audience is the client id: the app's backend key carries
+    // it as its service name.
+    let svc = s.exchanger(&client.token_id, &["next"]).await.token;
     let x = exchange(
         &s,
         token_exchange(&t.access_token, &["next"], &[]),
@@ -1384,7 +1591,14 @@ fn looks_like_a_secret(text: &str) -> bool {
 async fn every_grant_is_audited_without_secrets() {
     let s = TestServer::start().await;
     let flow = CodeFlow::new(&s).await;
-    let svc = s.api_key(&["read"]).await;
+    let svc = s
+        .api_key_with(tessera::proto::ApiKeySpec {
+            name: flow.client_id.clone(),
+            scopes: strings(&["read"]),
+            exchange_audiences: strings(&["x"]),
+            ..Default::default()
+        })
+        .await;
     let mut secrets = vec![svc.token.clone()];
 
     let mut req = authed(

@@ -261,7 +261,25 @@ async fn public_clients_cannot_use_client_credentials() {
 #[tokio::test]
 async fn token_exchange_errors_follow_rfc8693() {
     let f = fixture().await;
-    let svc = f.admin.clone();
+    let mut issued = f
+        .authority
+        .issue_api_key(
+            &f.admin,
+            "team".into(),
+            "svc".into(),
+            "test".into(),
+            Vec::new(),
+            strings(&["next"]),
+            None,
+        )
+        .await
+        .unwrap();
+    let key = std::mem::take(&mut issued.token.0);
+    let svc = caller(Some(
+        f.authority
+            .authenticate_client(&issued.token_id, &key)
+            .unwrap(),
+    ));
     let req = |token: &str, ty: &str| TokenExchangeRequest {
         subject_token: Secretish(token.into()),
         subject_token_type: ty.into(),
@@ -280,4 +298,16 @@ async fn token_exchange_errors_follow_rfc8693() {
         .await
         .unwrap_err();
     assert_eq!(e.oauth_error(), "invalid_request");
+    // RFC 8693 §2.2.2: a caller the service will not issue for gets invalid_target.
+    let e = f
+        .authority
+        .grant_token_exchange(&f.admin, req("a.b.c", ACCESS_TOKEN_TYPE))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.oauth_error(),
+        "invalid_target",
+        "no exchange_audiences, no exchange (not even for an admin key)"
+    );
+    assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
 }

@@ -13,7 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::{ISSUER_FROM_HTTP, TestServer, authed, test_config};
 use tessera::clock::Clock;
 use tessera::proto::issue_request::Credential;
-use tessera::proto::{AuthorizationCodeSpec, ClientSpec, IssueRequest};
+use tessera::proto::{
+    AccessTokenSpec, ApiKeySpec, AuthorizationCodeSpec, ClientSpec, IssueRequest,
+};
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("TESSERA_INTEROP_PYTHON") {
@@ -38,7 +40,30 @@ async fn third_party_oauth_clients_work_unchanged() {
 
     let rs = s.api_key(&["tessera:introspect", "tessera:revoke"]).await;
     let grpc_at = s.access_token("alice").await;
-    let cc = s.api_key(&["read:things", "write:things"]).await;
+    // The client_credentials service also exchanges tokens issued to it (by name).
+    let cc = s
+        .api_key_with(ApiKeySpec {
+            name: "interop-svc".into(),
+            scopes: vec!["read:things".into(), "write:things".into()],
+            exchange_audiences: vec!["downstream-api".into()],
+            ..Default::default()
+        })
+        .await;
+    let carol_at = tk
+        .issue(authed(
+            IssueRequest {
+                credential: Some(Credential::AccessToken(AccessTokenSpec {
+                    subject: "carol".into(),
+                    audience: vec!["interop-svc".into()],
+                    scopes: vec!["profile".into(), "read:things".into()],
+                    ..Default::default()
+                })),
+            },
+            &s.admin_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
 
     let redirect = "http://127.0.0.1:8765/callback";
     let app = tk
@@ -92,6 +117,7 @@ async fn third_party_oauth_clients_work_unchanged() {
         "app_client_id": app.token_id, "app_redirect_uri": redirect, "app_subject": "bob",
         "app_audience": app.token_id,
         "app_code": code.token, "app_code_verifier": verifier, "app_code_challenge": challenge,
+        "exchange_subject_token": carol_at.token, "exchange_subject": "carol",
     });
     let file = tmp.path().join("interop.json");
     std::fs::write(&file, params.to_string()).unwrap();

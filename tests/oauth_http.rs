@@ -272,11 +272,11 @@ async fn token_endpoint_grants_and_errors() {
             "invalid_client",
         ),
         (
-            "inactive subject token",
+            "token exchange by a key without exchange_audiences",
             "with-auth",
             "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token=x.y.z&subject_token_type=urn:ietf:params:oauth:token-type:access_token",
             400,
-            "invalid_request",
+            "invalid_target",
         ),
         (
             "actor token",

@@ -23,6 +23,7 @@ use crate::exchange::{
     ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
 };
 use crate::grants::GrantError;
+use crate::tokens::{normalize_scopes, valid_list_entry};
 
 /// Largest form body accepted.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -157,9 +158,34 @@ impl Form {
         self.0.iter().any(|(k2, _)| k2 == k)
     }
 
-    /// A space-separated list parameter (`scope`), or repeated-free list.
-    pub fn list(&self, k: &str) -> Vec<String> {
-        self.get(k).split_whitespace().map(str::to_string).collect()
+    /// A space-separated list parameter (`scope`, `audience`), split on U+0020 only
+    /// (RFC 6749 §3.3). Absent or empty is an empty list. An empty entry (a leading,
+    /// trailing or doubled space) is refused, and so is an entry holding any other
+    /// whitespace (a tab, a no-break space) or a control character: it is not a list
+    /// separator, and no token could carry such an entry. A bad `scope` is
+    /// `invalid_scope`; a bad `audience` is `invalid_request`.
+    pub fn list(&self, k: &str) -> Result<Vec<String>, OAuthError> {
+        let v = self.get(k);
+        if v.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<String> = v.split(' ').map(str::to_string).collect();
+        if k == "scope" {
+            if normalize_scopes(&items).is_err() {
+                return Err(OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "scope: scope tokens separated by single spaces, each 1-256 printable ASCII \
+                     characters without quotes or backslashes",
+                ));
+            }
+        } else if !items.iter().all(|i| valid_list_entry(i)) {
+            return Err(OAuthError::invalid_request(format!(
+                "{k}: entries separated by single spaces, each without whitespace, control or \
+                 invisible characters"
+            )));
+        }
+        Ok(items)
     }
 }
 
@@ -297,6 +323,9 @@ pub async fn introspect(
             put("nbf", json!(c.nbf));
             put("jti", json!(c.jti));
             put("ver", json!(c.ver));
+            if let Some(owner) = &c.owner {
+                put("owner", json!(owner));
+            }
             if let Some(act) = &c.act {
                 put("act", act.clone());
             }
@@ -397,8 +426,8 @@ pub async fn token(
         "client_credentials" => {
             let req = ClientCredentialsRequest {
                 client_id: form.get("client_id").to_string(),
-                scopes: form.list("scope"),
-                audience: form.list("audience"),
+                scopes: form.list("scope")?,
+                audience: form.list("audience")?,
             };
             a.grant_client_credentials(&caller, req).await?
         }
@@ -406,7 +435,7 @@ pub async fn token(
             let req = RefreshRequest {
                 client_id: form.get("client_id").to_string(),
                 refresh_token: secret("refresh_token"),
-                scopes: form.list("scope"),
+                scopes: form.list("scope")?,
             };
             a.grant_refresh_token(&caller, req).await?
         }
@@ -434,8 +463,8 @@ pub async fn token(
             let req = TokenExchangeRequest {
                 subject_token: secret("subject_token"),
                 subject_token_type: form.get("subject_token_type").to_string(),
-                audience: form.list("audience"),
-                scopes: form.list("scope"),
+                audience: form.list("audience")?,
+                scopes: form.list("scope")?,
             };
             a.grant_token_exchange(&caller, req).await?
         }

@@ -65,6 +65,7 @@ impl TokenService for TokenHandlers {
                         s.name,
                         s.environment,
                         s.scopes,
+                        s.exchange_audiences,
                         ttl(s.ttl)?,
                     )
                     .await?
@@ -82,6 +83,7 @@ impl TokenService for TokenHandlers {
                         .unwrap_or_default(),
                     client_id: s.client_id,
                     refresh_token: s.refresh_token,
+                    ..AccessTokenRequest::default()
                 };
                 self.0.issue_access_token(&caller, req).await?
             }
@@ -181,6 +183,7 @@ impl TokenService for TokenHandlers {
                     not_before: ts(c.nbf),
                     expires_at: ts(c.exp),
                     token_version: c.ver,
+                    owner: c.owner.unwrap_or_default(),
                     claims: {
                         let mut extra = c.extra;
                         if let Some(act) = c.act {

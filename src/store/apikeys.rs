@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::lists;
 use crate::error::Result;
 
 /// One API key as stored: the secret only as its hash.
@@ -19,6 +20,8 @@ pub struct ApiKeyRow {
     pub environment: String,
     /// Granted scopes.
     pub scopes: Vec<String>,
+    /// Audiences this key may ask for in a token exchange (empty: it may not exchange).
+    pub exchange_audiences: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds; the key is dead from this instant.
@@ -34,6 +37,7 @@ impl std::fmt::Debug for ApiKeyRow {
             .field("owner", &self.owner)
             .field("environment", &self.environment)
             .field("scopes", &self.scopes)
+            .field("exchange_audiences", &self.exchange_audiences)
             .finish_non_exhaustive()
     }
 }
@@ -41,9 +45,19 @@ impl std::fmt::Debug for ApiKeyRow {
 /// Inserts a new key.
 pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![k.id, &k.secret_hash[..], k.owner, k.name, k.environment, k.scopes.join(" "), k.created_at, k.expires_at],
+        "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, exchange_audiences, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            k.id,
+            &k.secret_hash[..],
+            k.owner,
+            k.name,
+            k.environment,
+            lists::encode(&k.scopes),
+            lists::encode(&k.exchange_audiences),
+            k.created_at,
+            k.expires_at
+        ],
     )?;
     Ok(())
 }
@@ -71,7 +85,8 @@ pub fn touch(conn: &Connection, uses: &[(String, i64)]) -> Result<()> {
 /// Every key that is neither revoked nor expired at `now`.
 pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
     let mut stmt = conn.prepare(
-        "SELECT id, secret_hash, owner, name, environment, scopes, created_at, expires_at, revoked_at
+        "SELECT id, secret_hash, owner, name, environment, scopes, created_at, expires_at, revoked_at,
+                exchange_audiences
          FROM api_keys WHERE revoked_at IS NULL AND expires_at > ?1",
     )?;
     let rows = stmt.query_map([now], |r| {
@@ -80,14 +95,14 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
         if hash.len() == 32 {
             secret_hash.copy_from_slice(&hash);
         }
-        let scopes: String = r.get(5)?;
         Ok(ApiKeyRow {
             id: r.get(0)?,
             secret_hash,
             owner: r.get(2)?,
             name: r.get(3)?,
             environment: r.get(4)?,
-            scopes: scopes.split_whitespace().map(str::to_string).collect(),
+            scopes: lists::get(r, 5)?,
+            exchange_audiences: lists::get(r, 9)?,
             created_at: r.get(6)?,
             expires_at: r.get(7)?,
             revoked_at: r.get(8)?,

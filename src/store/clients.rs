@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::lists;
 use crate::error::Result;
 
 /// A registered OAuth client.
@@ -30,8 +31,8 @@ pub fn insert(conn: &Connection, c: &ClientRow) -> Result<()> {
             c.id,
             c.name,
             c.public,
-            c.redirect_uris.join(" "),
-            c.scopes.join(" "),
+            lists::encode(&c.redirect_uris),
+            lists::encode(&c.scopes),
             c.created_at
         ],
     )?;
@@ -45,13 +46,12 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<ClientRow>> {
             "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients WHERE id = ?1",
         )?
         .query_row([id], |r| {
-            let split = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
             Ok(ClientRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 public: r.get(2)?,
-                redirect_uris: split(r.get(3)?),
-                scopes: split(r.get(4)?),
+                redirect_uris: lists::get(r, 3)?,
+                scopes: lists::get(r, 4)?,
                 created_at: r.get(5)?,
             })
         })

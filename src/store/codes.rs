@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::lists;
 use crate::error::Result;
 
 /// One authorization code (only its hash) and what it grants.
@@ -47,7 +48,7 @@ pub fn insert(conn: &Connection, c: &CodeRow) -> Result<()> {
         c.client_id,
         c.redirect_uri,
         c.subject,
-        c.scopes.join(" "),
+        lists::encode(&c.scopes),
         c.code_challenge,
         c.issued_at,
         c.expires_at
@@ -69,7 +70,6 @@ pub fn find(conn: &Connection, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> 
             if h.len() == 32 {
                 code_hash.copy_from_slice(&h);
             }
-            let scopes: String = r.get(5)?;
             let jti: Option<String> = r.get(11)?;
             let jti_exp: Option<i64> = r.get(12)?;
             Ok(CodeRow {
@@ -78,7 +78,7 @@ pub fn find(conn: &Connection, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> 
                 client_id: r.get(2)?,
                 redirect_uri: r.get(3)?,
                 subject: r.get(4)?,
-                scopes: scopes.split_whitespace().map(str::to_string).collect(),
+                scopes: lists::get(r, 5)?,
                 code_challenge: r.get(6)?,
                 issued_at: r.get(7)?,
                 expires_at: r.get(8)?,
@@ -145,6 +145,8 @@ mod tests {
         c.execute_batch(include_str!("migrations/0001_init.sql"))
             .unwrap();
         c.execute_batch(include_str!("migrations/0002_oauth.sql"))
+            .unwrap();
+        c.execute_batch(include_str!("migrations/0003_lists_lineage.sql"))
             .unwrap();
         clients::insert(
             &c,

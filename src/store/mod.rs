@@ -7,6 +7,8 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod keys;
+pub mod lineage;
+pub mod lists;
 pub mod refresh;
 pub mod revocation;
 
@@ -23,8 +25,17 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_oauth.sql"),
+    include_str!("migrations/0003_lists_lineage.sql"),
     include_str!("migrations/0004_housekeeping.sql"),
 ];
+
+/// Data rewrites SQL cannot express, run right after the migration to `version`.
+fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
+    match version {
+        3 => lists::migrate_space_joined(conn),
+        _ => Ok(()),
+    }
+}
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -71,6 +82,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
+        rewrite_after(i + 1, &tx)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()
@@ -230,6 +242,45 @@ mod tests {
             .unwrap();
         assert_eq!(rows.len(), 180);
         assert!(!rows.iter().any(|(j, _)| j == "jti-0" || j == "jti-10"));
+    }
+
+    #[test]
+    fn space_joined_lists_of_version_2_become_json_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("tessera.db")).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute_batch(
+                "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, created_at, expires_at)
+                 VALUES ('k', x'00', 'o', 'n', 'test', 'read write', 0, 9999999999);
+                 INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
+                 VALUES ('f', 's', 'c', 'api  other', '', '{}', 0, 99);
+                 INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at)
+                 VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 'f', 't', 0, 99);
+                 INSERT INTO oauth_clients (id, name, public, redirect_uris, scopes, created_at)
+                 VALUES ('c', 'app', 1, 'https://a.example/cb https://b.example/cb', 'read', 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .read_now(|c| {
+                let keys = apikeys::load_live(c, 1)?;
+                assert_eq!(keys[0].scopes, vec!["read", "write"]);
+                assert!(keys[0].exchange_audiences.is_empty());
+                let (_, f) = refresh::find(c, &[1; 32])?.unwrap();
+                assert_eq!(f.audience, vec!["api", "other"]);
+                assert!(f.scopes.is_empty());
+                let client = clients::find(c, "c")?.unwrap();
+                assert_eq!(
+                    client.redirect_uris,
+                    vec!["https://a.example/cb", "https://b.example/cb"]
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

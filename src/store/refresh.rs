@@ -6,6 +6,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::lists;
 use crate::error::Result;
 
 /// A refresh family: the grant a chain of refresh tokens carries.
@@ -57,8 +58,8 @@ pub fn insert_family(conn: &Connection, f: &FamilyRow) -> Result<()> {
             f.id,
             f.subject,
             f.client_id,
-            f.audience.join(" "),
-            f.scopes.join(" "),
+            lists::encode(&f.audience),
+            lists::encode(&f.scopes),
             f.claims,
             f.created_at,
             f.absolute_expires_at
@@ -106,7 +107,6 @@ pub fn find(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(TokenRow
             if h.len() == 32 {
                 token_hash.copy_from_slice(&h);
             }
-            let split = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
             Ok((
                 TokenRow {
                     token_hash,
@@ -120,8 +120,8 @@ pub fn find(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(TokenRow
                     id: r.get(6)?,
                     subject: r.get(7)?,
                     client_id: r.get(8)?,
-                    audience: split(r.get(9)?),
-                    scopes: split(r.get(10)?),
+                    audience: lists::get(r, 9)?,
+                    scopes: lists::get(r, 10)?,
                     claims: r.get(11)?,
                     created_at: r.get(12)?,
                     absolute_expires_at: r.get(13)?,

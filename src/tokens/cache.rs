@@ -214,6 +214,7 @@ mod tests {
             client_id: "c".into(),
             ver: 0,
             act: None,
+            owner: None,
             extra: Default::default(),
         };
         keys.sign(&claims).expect("sign").0

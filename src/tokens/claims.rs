@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Jti, parse_jti, valid_field};
+use super::{Jti, parse_jti, valid_field, valid_list_entry};
 
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
 /// not use them.
@@ -19,6 +19,7 @@ pub const REGISTERED: &[&str] = &[
     "client_id",
     "ver",
     "act",
+    "owner",
     "cnf",
     "azp",
     "auth_time",
@@ -55,6 +56,11 @@ pub struct AccessClaims {
     /// RFC 8693 actor chain, when the token came from a token exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// Owner of the API key a `client_credentials` token was issued to (its `sub` is
+    /// the key id, RFC 9068 §2.2); set by Tessera only, so an app token never passes
+    /// for a user's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Extra, non-registered claims.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -76,7 +82,7 @@ impl AccessClaims {
             Value::Array(a) if !a.is_empty() => a
                 .into_iter()
                 .map(|v| match v {
-                    Value::String(s) if !s.is_empty() && valid_field(&s) => Some(s),
+                    Value::String(s) if valid_list_entry(&s) => Some(s),
                     _ => None,
                 })
                 .collect::<Option<Vec<_>>>()?,
@@ -99,6 +105,11 @@ impl AccessClaims {
             Some(v @ Value::Object(_)) => Some(v),
             Some(_) => return None,
         };
+        let owner = match m.remove("owner") {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() && valid_field(&s) => Some(s),
+            Some(_) => return None,
+        };
         // What is left must not smuggle protocol claims Tessera never sets.
         if REGISTERED.iter().any(|k| m.contains_key(*k)) {
             return None;
@@ -115,6 +126,7 @@ impl AccessClaims {
             client_id,
             ver,
             act,
+            owner,
             extra: m,
         };
         Some((claims, jti))
@@ -165,6 +177,12 @@ mod tests {
             ("sub", json!("admin\u{0}")),
             ("sub", json!("x".repeat(257))),
             ("aud", json!(["a\u{feff}"])),
+            ("aud", json!(["a b"])),
+            ("aud", json!([" "])),
+            ("aud", json!(["a\u{a0}b"])),
+            ("owner", json!("")),
+            ("owner", json!(7)),
+            ("owner", json!("o\u{200b}")),
             ("client_id", json!("c\u{2066}")),
             ("aud", json!([])),
             ("aud", json!({})),

@@ -92,6 +92,34 @@ pub fn valid_field(v: &str) -> bool {
     v.len() <= MAX_FIELD_LEN && !v.chars().any(is_hidden)
 }
 
+/// Most audiences one token (or one key's `exchange_audiences`) may list.
+pub const MAX_AUDIENCES: usize = 64;
+
+/// Is `v` acceptable as one entry of a list (an audience, an extra-claim name): 1 to
+/// [`MAX_FIELD_LEN`] bytes with no whitespace (any Unicode `White_Space`), control or
+/// [hidden](is_hidden) character. Lists travel space-separated (RFC 6749 §3.3), so an
+/// entry with whitespace in it could not come back as itself.
+pub fn valid_list_entry(v: &str) -> bool {
+    !v.is_empty() && valid_field(v) && !v.chars().any(char::is_whitespace)
+}
+
+/// Checks every entry of a list field and its length (`1..=max` entries, or `0..=max`
+/// when `required` is false). The message names the field, never echoes the value.
+pub fn check_list(what: &str, items: &[String], required: bool, max: usize) -> Result<()> {
+    if (required && items.is_empty()) || items.len() > max {
+        let min = usize::from(required);
+        return Err(Error::InvalidArgument(format!(
+            "{what}: between {min} and {max} entries"
+        )));
+    }
+    if !items.iter().all(|v| valid_list_entry(v)) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: each entry must be 1-{MAX_FIELD_LEN} bytes without whitespace, control or invisible characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a free-text identifier field (subject, audience, owner, name, client id).
 pub fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
     if required && v.is_empty() {
@@ -147,6 +175,36 @@ mod tests {
         }
         assert!(!valid_field(&"x".repeat(MAX_FIELD_LEN + 1)));
         assert!(check_field("subject", "", true).is_err());
+    }
+
+    #[test]
+    fn list_entries_refuse_whitespace_of_every_kind() {
+        for ok in ["payments-api", "https://api.example/x", "サービス", "a:b"] {
+            assert!(valid_list_entry(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "a\tb",
+            "a\u{a0}b",
+            "a\u{2003}b",
+            "a\u{3000}b",
+            "a\u{85}b",
+            "a\nb",
+            "\u{200b}",
+            "a\u{2028}b",
+        ] {
+            assert!(!valid_list_entry(bad), "{bad:?}");
+        }
+        assert!(!valid_list_entry(&"x".repeat(MAX_FIELD_LEN + 1)));
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_list("audience", &list(&["a", "b"]), true, 2).is_ok());
+        assert!(check_list("audience", &list(&[]), true, 2).is_err());
+        assert!(check_list("exchange_audiences", &list(&[]), false, 2).is_ok());
+        assert!(check_list("audience", &list(&["a", "b", "c"]), true, 2).is_err());
+        assert!(check_list("audience", &list(&["a b"]), true, 2).is_err());
+        assert!(check_list("audience", &list(&[" "]), true, 2).is_err());
     }
 
     #[test]

@@ -156,8 +156,39 @@ impl TestServer {
                 name: "svc".into(),
                 environment: "test".into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                ttl: None,
+                ..ApiKeySpec::default()
             })),
+        };
+        self.tokens()
+            .await
+            .issue(authed(req, &self.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Issues an API key for the service `name` that may exchange tokens issued to it
+    /// (by key id or by `name`) for `exchange_audiences`.
+    pub async fn exchanger(&self, name: &str, exchange_audiences: &[&str]) -> IssueResponse {
+        self.api_key_with(ApiKeySpec {
+            name: name.into(),
+            exchange_audiences: exchange_audiences.iter().map(|s| s.to_string()).collect(),
+            ..ApiKeySpec::default()
+        })
+        .await
+    }
+
+    /// Issues an API key from `spec` with the admin key; owner and environment default
+    /// to `team-test` / `test`.
+    pub async fn api_key_with(&self, mut spec: ApiKeySpec) -> IssueResponse {
+        if spec.owner.is_empty() {
+            spec.owner = "team-test".into();
+        }
+        if spec.environment.is_empty() {
+            spec.environment = "test".into();
+        }
+        let req = IssueRequest {
+            credential: Some(Credential::ApiKey(spec)),
         };
         self.tokens()
             .await

@@ -61,7 +61,7 @@ def main():
     check("client_credentials token_type", tok.get("token_type", "").lower() == "bearer", tok)
     c = verify_jwt(jwks_client, tok["access_token"], issuer, p["cc_audience"])
     check("client_credentials JWT verifies; scope granted", c["scope"] == "read:things", c)
-    check("client_credentials sub/client_id", c["client_id"] == p["cc_client_id"], c)
+    check("client_credentials sub/client_id", c["sub"] == c["client_id"] == p["cc_client_id"], c)
 
     # client_secret_post and an error in RFC 6749 shape
     cc_post = OAuth2Session(p["cc_client_id"], p["cc_client_secret"], token_endpoint_auth_method="client_secret_post")
@@ -86,16 +86,24 @@ def main():
     c = verify_jwt(jwks_client, tok["access_token"], issuer, p["app_audience"])
     check("authorization_code + PKCE token verifies", c["sub"] == p["app_subject"], c)
     check("refresh token issued", tok.get("refresh_token", "").startswith("tsr_"), tok)
-    # RFC 8693: the client_credentials service trades bob's token for a narrower one.
+    # RFC 8693, on behalf of: the client_credentials service trades carol's token, issued
+    # to it, for a narrower one for the downstream API it may call ...
     tx = cc.fetch_token(meta["token_endpoint"], grant_type="urn:ietf:params:oauth:grant-type:token-exchange",
-                        subject_token=tok["access_token"],
+                        subject_token=p["exchange_subject_token"],
                         subject_token_type="urn:ietf:params:oauth:token-type:access_token",
                         audience="downstream-api", scope="profile")
     check("token exchange issued_token_type",
           tx.get("issued_token_type") == "urn:ietf:params:oauth:token-type:access_token", tx)
     c = verify_jwt(jwks_client, tx["access_token"], issuer, "downstream-api")
-    check("token exchange keeps sub, records act", c["sub"] == p["app_subject"] and
+    check("token exchange keeps sub, records act", c["sub"] == p["exchange_subject"] and
           c.get("act", {}).get("client_id") == p["cc_client_id"], c)
+    # ... but may not re-target bob's token, which was issued to the app, not to it.
+    r = requests.post(meta["token_endpoint"], data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": tok["access_token"],
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "audience": "downstream-api"},
+        auth=(p["cc_client_id"], p["cc_client_secret"]), timeout=10)
+    check("token exchange of a token issued to another client -> invalid_target",
+          r.status_code == 400 and r.json().get("error") == "invalid_target", r.text)
     old_rt = tok["refresh_token"]
     tok2 = app.refresh_token(meta["token_endpoint"], refresh_token=old_rt)
     check("refresh rotates", tok2.get("refresh_token") not in (None, old_rt), tok2)

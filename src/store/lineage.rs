@@ -1,0 +1,125 @@
+//! The `token_lineage` table: which access token was minted from which by token
+//! exchange. Revocations walk it inside their own write, so a derived token dies in
+//! the same transaction as its ancestor.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::revocation as revocation_rows;
+use crate::error::Result;
+use crate::revocation::cascade;
+
+/// Records that `child_jti` was minted from `parent_jti`.
+pub fn record(conn: &Connection, parent_jti: &str, child_jti: &str, child_exp: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO token_lineage (parent_jti, child_jti, child_expires_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![parent_jti, child_jti, child_exp])?;
+    Ok(())
+}
+
+/// The tokens minted directly from `parent_jti`, with their expiry.
+pub fn children(conn: &Connection, parent_jti: &str) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT child_jti, child_expires_at FROM token_lineage WHERE parent_jti = ?1",
+    )?;
+    let rows = stmt.query_map([parent_jti], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Blocklists `roots` and, transitively, every token derived from them, each until its
+/// own expiry. Returns everything blocklisted, for the in-memory blocklist.
+pub fn block_with_descendants(
+    conn: &Connection,
+    roots: Vec<(String, i64)>,
+) -> Result<Vec<(String, i64)>> {
+    let all = cascade(roots, |parent| children(conn, parent))?;
+    for (jti, exp) in &all {
+        revocation_rows::block_jti(conn, jti, *exp)?;
+    }
+    Ok(all)
+}
+
+/// Is the access token `jti` of `subject`, stamped with version `ver`, still live as
+/// far as the store knows: not blocklisted, not minted from a revoked refresh family,
+/// and its subject's version not bumped past `ver`? Asked inside the write that derives
+/// a token from it, so no revocation can slip between the check and the derivation.
+pub fn still_live(conn: &Connection, jti: &str, subject: &str, ver: u64) -> Result<bool> {
+    let blocked = conn
+        .prepare_cached("SELECT 1 FROM jti_blocklist WHERE jti = ?1")?
+        .query_row([jti], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let family_revoked = conn
+        .prepare_cached(
+            "SELECT 1 FROM family_access_tokens a JOIN refresh_families f ON f.id = a.family_id
+             WHERE a.jti = ?1 AND f.revoked_at IS NOT NULL LIMIT 1",
+        )?
+        .query_row([jti], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let bumped = revocation_rows::version(conn, subject)? > ver;
+    Ok(!blocked && !family_revoked && !bumped)
+}
+
+/// Drops links whose child expired before `before`: everything below it expired no
+/// later, so nothing live is left to reach through it.
+pub fn purge(conn: &Connection, before: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM token_lineage WHERE child_expires_at < ?1",
+        [before],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        for sql in [
+            include_str!("migrations/0001_init.sql"),
+            include_str!("migrations/0002_oauth.sql"),
+            include_str!("migrations/0003_lists_lineage.sql"),
+        ] {
+            c.execute_batch(sql).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn revoking_a_root_blocks_its_whole_tree_with_each_own_expiry() {
+        let c = db();
+        record(&c, "root", "a", 50).unwrap();
+        record(&c, "a", "b", 40).unwrap();
+        record(&c, "b", "a", 50).unwrap(); // a corrupted link back up: still terminates
+        record(&c, "other", "x", 90).unwrap();
+        let mut all = block_with_descendants(&c, vec![("root".into(), 60)]).unwrap();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![("a".into(), 50), ("b".into(), 40), ("root".into(), 60)]
+        );
+        let blocked = revocation_rows::load_blocklist(&c, 0).unwrap();
+        assert_eq!(blocked.len(), 3);
+        assert!(!blocked.iter().any(|(j, _)| j == "x"));
+        assert_eq!(purge(&c, 45).unwrap(), 1, "only b's link has expired");
+    }
+
+    #[test]
+    fn still_live_sees_blocklist_family_and_version() {
+        let c = db();
+        assert!(still_live(&c, "j", "alice", 0).unwrap());
+        revocation_rows::bump_version(&c, "alice", 1).unwrap();
+        assert!(!still_live(&c, "j", "alice", 0).unwrap());
+        assert!(still_live(&c, "j", "alice", 1).unwrap());
+        revocation_rows::block_jti(&c, "j", 10).unwrap();
+        assert!(!still_live(&c, "j", "alice", 1).unwrap());
+        c.execute_batch(
+            "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at, revoked_at)
+             VALUES ('f', 'bo', 'c', '[]', '[]', '{}', 0, 99, 5);
+             INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES ('f', 'k', 99);",
+        )
+        .unwrap();
+        assert!(!still_live(&c, "k", "bo", 0).unwrap());
+    }
+}
