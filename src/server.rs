@@ -37,17 +37,32 @@ impl Listeners {
     /// Binds the addresses of `config` (port 0 picks a free port). Errors name the
     /// address that could not be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        let bind = |name: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("binding {name} {addr}: {e}"))
-            })
+        let bind = |name: &'static str, addr: SocketAddr| {
+            listen(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {name} {addr}: {e}")))
         };
         Ok(Listeners {
-            grpc: bind("grpc_addr", config.grpc_addr).await?,
-            http: bind("http_addr", config.http_addr).await?,
-            metrics: bind("metrics_addr", config.metrics_addr).await?,
+            grpc: bind("grpc_addr", config.grpc_addr)?,
+            http: bind("http_addr", config.http_addr)?,
+            metrics: bind("metrics_addr", config.metrics_addr)?,
         })
     }
+}
+
+/// Pending connections the kernel queues for `accept`. The default of 128 overflows
+/// under a burst of connections while the accept loop waits for a core, and a client
+/// whose handshake completed into a full queue hangs, unanswered.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Server-sent HTTP/2 pings on an otherwise quiet gRPC connection, and how long the

@@ -42,7 +42,12 @@ fn refused(mut cmd: Command) -> (ExitStatus, String) {
         .unwrap();
     let status = wait(&mut child, Duration::from_secs(30)).expect("tessera did not exit");
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status, err)
 }
 
@@ -70,11 +75,7 @@ impl Serving {
     fn start(mut cmd: Command, dir: &Path) -> Serving {
         let log_path = dir.with_extension(format!("{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = cmd
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = cmd.stdout(log).stderr(Stdio::null()).spawn().unwrap();
         let mut s = Serving(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -86,7 +87,10 @@ impl Serving {
                 s.0.try_wait().unwrap().is_none(),
                 "tessera exited before serving:\n{text}"
             );
-            assert!(Instant::now() < deadline, "tessera did not come up:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "tessera did not come up:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = std::fs::remove_file(&log_path);
@@ -154,7 +158,10 @@ fn under_umask_000_the_data_dir_is_0700_and_every_file_0600() {
         "tessera.db-wal",
         "tessera.lock",
     ] {
-        assert!(files.iter().any(|f| f == expected), "{expected} in {files:?}");
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} in {files:?}"
+        );
     }
     for f in &files {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
@@ -173,7 +180,10 @@ fn a_world_writable_data_dir_is_refused() {
     let (status, err) = refused(cmd);
     assert!(!status.success());
     assert!(
-        err.contains(&format!("data dir {} is group- or world-writable", dir.display())),
+        err.contains(&format!(
+            "data dir {} is group- or world-writable",
+            dir.display()
+        )),
         "{err}"
     );
     assert!(

@@ -144,10 +144,14 @@ async fn three_hundred_stalled_http_clients_are_closed_while_others_are_served()
 
     let mut longest = Duration::ZERO;
     for (i, t) in stalled.into_iter().enumerate() {
-        let held = t
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("stalled client {i} was never closed"));
+        let Some(held) = t.await.unwrap() else {
+            let (_, _, m) = s.metrics_get("/metrics").await;
+            let m: Vec<&str> = m
+                .lines()
+                .filter(|l| l.contains("listener=\"http\""))
+                .collect();
+            panic!("stalled client {i} was never closed; rounds {rounds}; {m:#?}");
+        };
         longest = longest.max(held);
     }
     assert!(
@@ -246,7 +250,10 @@ async fn grpc_connections_without_a_preface_are_closed_and_capped() {
 
     for sock in &mut silent {
         let held = closed_within(sock, Duration::from_secs(4)).await;
-        assert!(held.is_some(), "a client that never sent the preface was held");
+        assert!(
+            held.is_some(),
+            "a client that never sent the preface was held"
+        );
     }
     assert!(
         metric(
@@ -366,7 +373,12 @@ async fn an_oversized_oauth_body_is_an_rfc6749_json_413_not_cached() {
             );
             let json: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(json["error"], "invalid_request", "{path} {how}");
-            assert!(json["error_description"].as_str().unwrap().contains("16384"));
+            assert!(
+                json["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("16384")
+            );
         }
     }
 }

@@ -83,5 +83,7 @@ fn oauth_routes(authority: Arc<Authority>) -> Router {
             get(oauth::metadata),
         )
         .with_state(authority)
-        .layer(axum::middleware::map_response(oauth::body_too_large_as_json))
+        .layer(axum::middleware::map_response(
+            oauth::body_too_large_as_json,
+        ))
 }

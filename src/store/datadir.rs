@@ -289,7 +289,10 @@ mod tests {
         let pid = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
         assert_eq!(pid.trim(), std::process::id().to_string());
         let e = DataDir::open(&dir).unwrap_err().to_string();
-        assert!(e.contains("in use") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.contains("in use") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(d);
         DataDir::open(&dir).expect("the lock goes with its holder");
     }
@@ -301,11 +304,17 @@ mod tests {
         drop(DataDir::open(&dir).unwrap());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = DataDir::open(&dir).unwrap_err().to_string();
-        assert!(e.contains("writable") && e.contains(&dir.display().to_string()), "{e}");
+        assert!(
+            e.contains("writable") && e.contains(&dir.display().to_string()),
+            "{e}"
+        );
 
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.join("tessera.db"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.join("tessera.db"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         drop(DataDir::open(&dir).unwrap());
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("tessera.db")), 0o600);
@@ -314,6 +323,9 @@ mod tests {
         std::fs::write(&elsewhere, "x").unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.join("admin.key")).unwrap();
         let e = DataDir::open(&dir).unwrap_err().to_string();
-        assert!(e.contains("symbolic link") && e.contains("admin.key"), "{e}");
+        assert!(
+            e.contains("symbolic link") && e.contains("admin.key"),
+            "{e}"
+        );
     }
 }
