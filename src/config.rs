@@ -55,7 +55,8 @@ pub struct Config {
     /// upload included. Defaults to 10 s.
     pub http_request_timeout: Duration,
     /// An HTTP connection on which no byte moves in either direction for this long is
-    /// closed (a client that stops reading its response). Defaults to 60 s.
+    /// closed (a client that stops reading its response). Keep it above
+    /// `http_request_timeout`. Defaults to 60 s.
     pub idle_timeout: Duration,
     /// Most open connections per listener; more are accepted and closed at once.
     /// Defaults to 512.

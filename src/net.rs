@@ -557,14 +557,13 @@ async fn serve_connection(
         let router = router.clone();
         let metrics = svc_metrics.clone();
         async move {
-            let path = req.uri().path().to_owned();
             let call = router.oneshot(req.map(Body::new));
             match tokio::time::timeout(limits.request_timeout, call).await {
                 Ok(Ok(response)) => Ok::<_, Infallible>(response),
                 Ok(Err(never)) => match never {},
                 Err(_) => {
                     metrics.timed_out(port, Timeout::Request);
-                    tracing::info!(listener = port.label(), %peer, %path, "request timed out");
+                    tracing::info!(listener = port.label(), %peer, "request timed out");
                     Ok(request_timeout_response())
                 }
             }

@@ -168,7 +168,9 @@ pub fn check_trusted_file(path: &Path, what: &str, root_may_own: bool) -> Result
     Ok(())
 }
 
-/// A file of the data dir, if present, must not be a symlink and is made 0600.
+/// A file of the data dir, if present, must not be a symlink nor writable by group or
+/// others (someone else may have changed it: an API-key hash, the master key); looser
+/// read bits are taken away.
 #[cfg(unix)]
 fn make_private(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -178,6 +180,14 @@ fn make_private(path: &Path) -> Result<()> {
     if md.file_type().is_symlink() {
         return Err(refuse(format!(
             "{} is a symbolic link: refusing to follow it",
+            path.display()
+        )));
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "{} is group- or world-writable (mode {mode:o}): someone else may have changed \
+             it; check it, then chmod 600 it",
             path.display()
         )));
     }
@@ -298,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn lax_dirs_and_symlinks_are_refused_lax_files_tightened() {
+    fn lax_dirs_writable_files_and_symlinks_are_refused_readable_files_tightened() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
         drop(DataDir::open(&dir).unwrap());
@@ -318,6 +328,19 @@ mod tests {
         drop(DataDir::open(&dir).unwrap());
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("tessera.db")), 0o600);
+
+        std::fs::set_permissions(
+            dir.join("tessera.db"),
+            std::fs::Permissions::from_mode(0o664),
+        )
+        .unwrap();
+        let e = DataDir::open(&dir).unwrap_err().to_string();
+        assert!(e.contains("tessera.db is group- or world-writable"), "{e}");
+        std::fs::set_permissions(
+            dir.join("tessera.db"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
 
         let elsewhere = tmp.path().join("elsewhere");
         std::fs::write(&elsewhere, "x").unwrap();
