@@ -11,7 +11,7 @@
 //! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
-//! - [`store`]      SQLite (WAL): migrations, group-committing writer, one file per table family
+//! - [`store`]      SQLite (WAL): the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - [`service`]    tonic handlers, the codec, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters for `/metrics`
 //! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
