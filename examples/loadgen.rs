@@ -43,9 +43,9 @@ struct Args {
     /// gRPC address of the server.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     addr: String,
-    /// HTTP address of the server (for /metrics).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    http: String,
+    /// Metrics address of the server (`metrics_addr`, for /metrics).
+    #[arg(long, alias = "http", default_value = "http://127.0.0.1:9464")]
+    metrics: String,
     /// File holding an admin API key; `TESSERA_API_KEY` is used instead when set.
     #[arg(long, default_value = "tessera-data/admin.key")]
     key_file: PathBuf,
@@ -528,7 +528,7 @@ async fn run(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Outcome, Status> {
         .map(|w| tokio::spawn(worker(ctx.clone(), w, measure_from, until, pace)))
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
-    let before = server_metrics(&ctx.args.http).await;
+    let before = server_metrics(&ctx.args.metrics).await;
 
     let mut latency = histogram();
     let (mut requests, mut errors, mut first_error) = (0, 0, None);
@@ -545,7 +545,7 @@ async fn run(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Outcome, Status> {
             first_error = r.first_error;
         }
     }
-    let after = server_metrics(&ctx.args.http).await;
+    let after = server_metrics(&ctx.args.metrics).await;
     let server_cpu = match (before, after) {
         (Some((_, c0)), Some((_, c1))) if requests > 0 => Some((c1 - c0) / requests as f64),
         _ => None,
@@ -782,7 +782,7 @@ async fn main() -> ExitCode {
     }
     if outcomes.len() + skipped.len() > 1 || rounds > 1 {
         table(&outcomes, &skipped);
-        if let Some((memory, _)) = server_metrics(&ctx.args.http).await {
+        if let Some((memory, _)) = server_metrics(&ctx.args.metrics).await {
             println!(
                 "\nserver peak RSS over the whole run: {} MiB",
                 mib(memory.peak)

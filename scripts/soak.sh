@@ -15,20 +15,22 @@ LOAD=${LOAD:-0.7}
 CONCURRENCY=${CONCURRENCY:-64}
 GRPC=${GRPC:-127.0.0.1:50151}
 HTTP=${HTTP:-127.0.0.1:8181}
+METRICS=${METRICS:-127.0.0.1:9565}
 SAMPLE_EVERY=${SAMPLE_EVERY:-30}
 
 cargo build --release --quiet --bin tessera --example loadgen
 
 data=$(mktemp -d)
 target/release/tessera serve --data-dir "$data" --grpc-addr "$GRPC" --http-addr "$HTTP" \
+    --metrics-addr "$METRICS" \
     >"$data/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 
 # One value from the server's /metrics, over bash's own TCP client.
 metric() {
-    exec 3<>"/dev/tcp/${HTTP%:*}/${HTTP##*:}"
-    printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$HTTP" >&3
+    exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}"
+    printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$METRICS" >&3
     awk -v name="$1" '$1 == name { print $2 }' <&3
     exec 3<&-
 }
@@ -38,7 +40,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-loadgen=(target/release/examples/loadgen --addr "http://$GRPC" --http "http://$HTTP"
+loadgen=(target/release/examples/loadgen --addr "http://$GRPC" --metrics "http://$METRICS"
     --key-file "$data/admin.key" --scenario "$SCENARIO" --concurrency "$CONCURRENCY")
 
 echo "== measuring peak for $SCENARIO"

@@ -43,8 +43,24 @@ pub enum LogFormat {
 pub struct Config {
     /// gRPC listener. Defaults to `127.0.0.1:50051`.
     pub grpc_addr: SocketAddr,
-    /// HTTP listener (JWKS, health, metrics). Defaults to `127.0.0.1:8080`.
+    /// HTTP listener (JWKS, health, OAuth endpoints). Defaults to `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
+    /// Prometheus `/metrics` listener, kept off the public port. Defaults to `127.0.0.1:9464`.
+    pub metrics_addr: SocketAddr,
+    /// Time a client has to send a complete HTTP request head (counted from accept, and
+    /// from the end of the previous response on a kept-alive connection), and to send
+    /// the HTTP/2 preface on the gRPC port. Defaults to 5 s.
+    pub header_timeout: Duration,
+    /// Time an HTTP request may take from its complete head to its response, body
+    /// upload included. Defaults to 10 s.
+    pub http_request_timeout: Duration,
+    /// An HTTP connection on which no byte moves in either direction for this long is
+    /// closed (a client that stops reading its response). Keep it above
+    /// `http_request_timeout`. Defaults to 60 s.
+    pub idle_timeout: Duration,
+    /// Most open connections per listener; more are accepted and closed at once.
+    /// Defaults to 512.
+    pub max_connections: usize,
     /// State directory (SQLite `tessera.db`, bootstrap `admin.key`). Defaults to `./tessera-data`.
     pub data_dir: PathBuf,
     /// `iss` of every token, compared octet for octet. Defaults to `http://127.0.0.1:8080`.
@@ -104,6 +120,11 @@ impl Default for Config {
         Config {
             grpc_addr: ([127, 0, 0, 1], 50051).into(),
             http_addr: ([127, 0, 0, 1], 8080).into(),
+            metrics_addr: ([127, 0, 0, 1], 9464).into(),
+            header_timeout: Duration::from_secs(5),
+            http_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
             data_dir: PathBuf::from("tessera-data"),
             issuer: "http://127.0.0.1:8080".into(),
             signing_alg: SigningAlg::EdDSA,
@@ -134,6 +155,11 @@ impl Default for Config {
 pub struct Layer {
     pub grpc_addr: Option<String>,
     pub http_addr: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub header_timeout: Option<String>,
+    pub http_request_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     pub data_dir: Option<String>,
     pub issuer: Option<String>,
     pub signing_alg: Option<String>,
@@ -161,6 +187,12 @@ impl Layer {
         Layer {
             grpc_addr: get("GRPC_ADDR"),
             http_addr: get("HTTP_ADDR"),
+            metrics_addr: get("METRICS_ADDR"),
+            header_timeout: get("HEADER_TIMEOUT"),
+            http_request_timeout: get("HTTP_REQUEST_TIMEOUT"),
+            idle_timeout: get("IDLE_TIMEOUT"),
+            // A value that is not a number becomes 0, which validation refuses.
+            max_connections: get("MAX_CONNECTIONS").map(|v| v.trim().parse().unwrap_or(0)),
             data_dir: get("DATA_DIR"),
             issuer: get("ISSUER"),
             signing_alg: get("SIGNING_ALG"),
@@ -198,6 +230,11 @@ impl Layer {
         Layer {
             grpc_addr: self.grpc_addr.or(lower.grpc_addr),
             http_addr: self.http_addr.or(lower.http_addr),
+            metrics_addr: self.metrics_addr.or(lower.metrics_addr),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            http_request_timeout: self.http_request_timeout.or(lower.http_request_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
             data_dir: self.data_dir.or(lower.data_dir),
             issuer: self.issuer.or(lower.issuer),
             signing_alg: self.signing_alg.or(lower.signing_alg),
@@ -232,6 +269,21 @@ impl Config {
         }
         if let Some(v) = merged.http_addr {
             c.http_addr = addr("http_addr", v)?;
+        }
+        if let Some(v) = merged.metrics_addr {
+            c.metrics_addr = addr("metrics_addr", v)?;
+        }
+        if let Some(v) = merged.header_timeout {
+            c.header_timeout = dur("header_timeout", v)?;
+        }
+        if let Some(v) = merged.http_request_timeout {
+            c.http_request_timeout = dur("http_request_timeout", v)?;
+        }
+        if let Some(v) = merged.idle_timeout {
+            c.idle_timeout = dur("idle_timeout", v)?;
+        }
+        if let Some(v) = merged.max_connections {
+            c.max_connections = v;
         }
         if let Some(v) = merged.data_dir {
             c.data_dir = v.into();
@@ -319,6 +371,31 @@ impl Config {
         }
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());
+        }
+        for (name, d) in [
+            ("header_timeout", self.header_timeout),
+            ("http_request_timeout", self.http_request_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be > 0"));
+            }
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err("max_connections must be a number from 1 to 65536".into());
+        }
+        // The development master key lives next to the database it protects: fine on
+        // a laptop, not for a service other machines can reach.
+        if self.master_key.is_none() && self.master_key_file.is_none() {
+            for (name, a) in [("grpc_addr", self.grpc_addr), ("http_addr", self.http_addr)] {
+                if !a.ip().is_loopback() {
+                    return Err(format!(
+                        "{name} {a} is not a loopback address, and no master key is configured: \
+                         set TESSERA_MASTER_KEY or master_key_file (the development master key \
+                         is for loopback only)"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -436,6 +513,50 @@ mod tests {
                 .unwrap_err()
                 .contains("audit_retention")
         );
+        for (k, v) in [
+            ("TESSERA_MAX_CONNECTIONS", "lots"),
+            ("TESSERA_MAX_CONNECTIONS", "0"),
+            ("TESSERA_HEADER_TIMEOUT", "0s"),
+            ("TESSERA_IDLE_TIMEOUT", "5x"),
+            ("TESSERA_METRICS_ADDR", "nope"),
+        ] {
+            let env: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
+            let e = Config::from_layers(Layer::from_env(&env), &env).unwrap_err();
+            let setting = k.trim_start_matches("TESSERA_").to_ascii_lowercase();
+            assert!(e.contains(&setting), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn listener_defaults_and_overrides() {
+        let c = Config::default();
+        assert_eq!(c.metrics_addr, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        let file = Layer::from_toml(
+            "metrics_addr = \"127.0.0.1:9999\"\nheader_timeout = \"2s\"\nmax_connections = 7",
+        )
+        .unwrap();
+        let env: HashMap<String, String> =
+            [("TESSERA_IDLE_TIMEOUT".to_string(), "3m".to_string())].into();
+        let c = Config::from_layers(Layer::from_env(&env).or(file), &env).unwrap();
+        assert_eq!(c.metrics_addr.port(), 9999);
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(180));
+        assert_eq!(c.max_connections, 7);
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_master_key() {
+        for (k, v) in [
+            ("TESSERA_GRPC_ADDR", "0.0.0.0:50051"),
+            ("TESSERA_HTTP_ADDR", "[::]:8080"),
+        ] {
+            let mut env: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
+            let e = Config::from_layers(Layer::from_env(&env), &env).unwrap_err();
+            assert!(e.contains("master key") && e.contains(v), "{e}");
+            env.insert("TESSERA_MASTER_KEY_FILE".into(), "/run/secrets/mk".into());
+            assert!(Config::from_layers(Layer::from_env(&env), &env).is_ok());
+        }
     }
 
     #[test]

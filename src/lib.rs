@@ -1,7 +1,7 @@
 //! Tessera: a gRPC security-token service.
 //!
 //! - [`config`]     plain-data `Config`: defaults < TOML file < `TESSERA_*` env < flags
-//! - [`server`]     composes everything, serves gRPC + HTTP, drains on SIGTERM
+//! - [`server`]     composes everything, serves gRPC, HTTP and metrics, drains on SIGTERM
 //! - [`authority`]  every operation (issue, introspect, revoke, bump, rotate) as a method
 //! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
 //! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
@@ -11,9 +11,10 @@
 //! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
-//! - [`store`]      SQLite (WAL): migrations, group-committing writer, one file per table family
+//! - [`store`]      SQLite (WAL): the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters for `/metrics`
+//! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
@@ -31,6 +32,7 @@ pub mod exchange;
 pub mod grants;
 pub mod keys;
 pub mod metrics;
+pub mod net;
 pub mod revocation;
 pub mod server;
 pub mod service;

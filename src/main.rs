@@ -56,6 +56,9 @@ struct ServeArgs {
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long)]
     http_addr: Option<String>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// State directory [default: ./tessera-data].
     #[arg(long)]
     data_dir: Option<String>,
@@ -86,6 +89,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
     let flags = Layer {
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
+        metrics_addr: args.metrics_addr,
         data_dir: args.data_dir,
         issuer: args.issuer,
         signing_alg: args.signing_alg,
@@ -145,6 +149,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("tessera stopped: {e:#}");
+            // Logs may go to a collector; the operator starting it reads stderr.
+            eprintln!("tessera: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,5 @@
 //! Composition and lifecycle: authority → gRPC services (+ health, reflection, auth,
-//! limits) and the HTTP listener → serve until shutdown → drain.
+//! limits), the HTTP listener and the metrics listener → serve until shutdown → drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,35 +11,64 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::auth;
 use crate::authority::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::net::{self, GrpcIncoming, Limits, NetMetrics, Port};
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
 use crate::service::http::{self, HttpState};
 use crate::service::keys::KeyHandlers;
 use crate::service::tokens::TokenHandlers;
 
-/// The two bound listeners.
+/// The bound listeners.
 pub struct Listeners {
     /// gRPC.
     pub grpc: TcpListener,
-    /// HTTP.
+    /// HTTP: JWKS, probes, OAuth endpoints.
     pub http: TcpListener,
+    /// Prometheus `/metrics`, apart from the public port.
+    pub metrics: TcpListener,
 }
 
 impl Listeners {
-    /// Binds both addresses of `config` (port 0 picks a free port).
+    /// Binds the addresses of `config` (port 0 picks a free port). Errors name the
+    /// address that could not be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let bind = |name: &'static str, addr: SocketAddr| {
+            listen(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {name} {addr}: {e}")))
+        };
         Ok(Listeners {
-            grpc: TcpListener::bind(config.grpc_addr).await?,
-            http: TcpListener::bind(config.http_addr).await?,
+            grpc: bind("grpc_addr", config.grpc_addr)?,
+            http: bind("http_addr", config.http_addr)?,
+            metrics: bind("metrics_addr", config.metrics_addr)?,
         })
     }
 }
+
+/// Pending connections the kernel queues for `accept`. The default of 128 overflows
+/// under a burst of connections while the accept loop waits for a core, and a client
+/// whose handshake completed into a full queue hangs, unanswered.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Server-sent HTTP/2 pings on an otherwise quiet gRPC connection, and how long the
+/// peer has to answer before the connection is dropped: finds peers that vanished.
+const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often housekeeping runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
@@ -56,6 +85,9 @@ pub async fn run(
     let authority = Arc::new(Authority::open(config.clone(), clock).await?);
     let grpc_addr: SocketAddr = listeners.grpc.local_addr()?;
     let http_addr: SocketAddr = listeners.http.local_addr()?;
+    let metrics_addr: SocketAddr = listeners.metrics.local_addr()?;
+    let limits = Limits::from_config(&config);
+    let net_metrics = Arc::new(NetMetrics::default());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -98,6 +130,8 @@ pub async fn run(
         .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path().trim_start_matches('/')))
         .timeout(config.request_timeout)
         .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .layer(crate::service::codec::limit_messages(limit))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -105,20 +139,33 @@ pub async fn run(
         .add_service(InterceptedService::new(tokens, interceptor.clone()))
         .add_service(InterceptedService::new(keys, interceptor))
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            GrpcIncoming::new(listeners.grpc, limits, net_metrics.clone()),
             async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             },
         );
 
-    let mut http_stop = stop_rx.clone();
-    let app = http::router(HttpState {
+    let state = HttpState {
         authority: authority.clone(),
         ready: ready.clone(),
-    });
-    let http = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+        net: net_metrics.clone(),
+    };
+    let http = net::serve_http(
+        listeners.http,
+        Port::Http,
+        http::router(state.clone()),
+        limits,
+        net_metrics.clone(),
+        stop_rx.clone(),
+    );
+    let metrics = net::serve_http(
+        listeners.metrics,
+        Port::Metrics,
+        http::metrics_router(state),
+        limits,
+        net_metrics.clone(),
+        stop_rx.clone(),
+    );
 
     let mut maint_stop = stop_rx.clone();
     let maint_auth = authority.clone();
@@ -137,10 +184,11 @@ pub async fn run(
         }
     });
 
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %config.data_dir.display(), "tessera serving");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, metrics = %metrics_addr, data_dir = %config.data_dir.display(), "tessera serving");
 
     let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(async move { http.await });
+    let http_task = tokio::spawn(http);
+    let metrics_task = tokio::spawn(metrics);
     shutdown.await;
     tracing::info!("shutdown requested: draining");
     ready.store(false, Ordering::Relaxed);
@@ -155,6 +203,7 @@ pub async fn run(
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         let _ = grpc_task.await;
         let _ = http_task.await;
+        let _ = metrics_task.await;
         let _ = maintenance.await;
     })
     .await;

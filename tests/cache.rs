@@ -13,7 +13,7 @@ const TTL: i64 = 15 * 60;
 const RETIRE_WINDOW: i64 = 60 * 60 + 60;
 
 async fn cache_hits(s: &TestServer) -> u64 {
-    let (status, _, body) = s.http_get("/metrics").await;
+    let (status, _, body) = s.metrics_get("/metrics").await;
     assert_eq!(status, 200);
     body.lines()
         .find_map(|l| l.strip_prefix("tessera_verified_cache_total{result=\"hit\"} "))

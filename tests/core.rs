@@ -656,9 +656,12 @@ async fn health_reflection_and_http_probes() {
     );
     assert_eq!(s.http_get("/healthz").await.0, 200);
     assert_eq!(s.http_get("/readyz").await.0, 200);
-    let (code, _, metrics) = s.http_get("/metrics").await;
+    let (code, _, metrics) = s.metrics_get("/metrics").await;
     assert_eq!(code, 200);
     assert!(metrics.contains("tessera_introspect_total"));
+    assert!(metrics.contains("tessera_connections_open{listener=\"http\"}"));
+    // The public port exposes no refusal-reason counters.
+    assert_eq!(s.http_get("/metrics").await.0, 404);
 }
 
 #[tokio::test]

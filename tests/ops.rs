@@ -152,10 +152,11 @@ fn keygen_prints_a_well_formed_key_and_refuses_bad_environments() {
     assert_eq!(bad_config.status.code(), Some(64), "a bad config exits 64");
 }
 
-/// D4.4: several instances starting at once on one empty database make exactly one
-/// signing key and one bootstrap admin key.
+/// D4.4 under the data-dir lock: several instances starting at once on one empty data
+/// dir — exactly one gets it (the others are refused, naming the holder), and it makes
+/// one signing key and one bootstrap admin key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_starts_make_one_key_and_one_admin() {
+async fn concurrent_first_starts_one_wins_the_data_dir() {
     use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
     let mut tasks = Vec::new();
@@ -167,8 +168,19 @@ async fn concurrent_first_starts_make_one_key_and_one_admin() {
     }
     let mut authorities = Vec::new();
     for t in tasks {
-        authorities.push(t.await.unwrap().expect("every instance starts"));
+        match t.await.unwrap() {
+            Ok(a) => authorities.push(a),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("in use by another tessera process")
+                        && msg.contains(&format!("pid {}", std::process::id())),
+                    "{msg}"
+                );
+            }
+        }
     }
+    assert_eq!(authorities.len(), 1, "one instance holds the data dir");
     let a = &authorities[0];
     let (keys, admins): (i64, i64) = a
         .store
@@ -182,13 +194,6 @@ async fn concurrent_first_starts_make_one_key_and_one_admin() {
     assert_eq!(keys, 1, "one signing key");
     assert_eq!(admins, 1, "one bootstrap admin key");
     let file_key = std::fs::read_to_string(tmp.path().join("admin.key")).unwrap();
-    let kid = a.keys.current().active.kid.clone();
-    assert!(
-        authorities
-            .iter()
-            .all(|x| x.keys.current().active.kid == kid),
-        "all sign with the same key"
-    );
     // The key in the file is the one in the database.
     let id: String = a
         .store

@@ -78,6 +78,8 @@ impl Proc {
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .args(["--issuer", "https://tessera.test", "--data-dir"])
         .arg(dir);

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::store::datadir;
 
 /// Name of the development master-key file inside the data dir.
 pub const DEV_KEY_FILE: &str = "master.key";
@@ -48,13 +49,16 @@ impl MasterKey {
             return Self::from_text(&secret.0);
         }
         if let Some(path) = &config.master_key_file {
+            // A mounted secret is typically root's; it must still be nobody else's to write.
+            datadir::check_trusted_file(path, "master key file", true)?;
             let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                 Error::internal(format!("reading master key file {}: {e}", path.display()))
             })?);
             return Self::from_text(&text);
         }
         let path = config.data_dir.join(DEV_KEY_FILE);
-        if !path.exists() {
+        // Not `exists()`: it follows a symlink, and a planted one must be seen, not used.
+        if std::fs::symlink_metadata(&path).is_err() {
             let mut raw = Zeroizing::new([0u8; 32]);
             SystemRandom::new()
                 .fill(raw.as_mut())
@@ -74,6 +78,7 @@ impl MasterKey {
                 Err(e) => return Err(Error::internal(format!("creating {}: {e}", path.display()))),
             }
         }
+        datadir::check_trusted_file(&path, "development master key file", false)?;
         tracing::warn!(
             path = %path.display(),
             "NO MASTER KEY CONFIGURED: signing keys are sealed with a development key stored next to \

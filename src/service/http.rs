@@ -1,4 +1,6 @@
-//! The HTTP listener: `/.well-known/jwks.json`, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP listener (`/.well-known/jwks.json`, `/healthz`, `/readyz`, the OAuth
+//! endpoints) and the metrics listener (`/metrics`, apart from the public port: its
+//! refusal-reason counters would tell a prober why a token was turned down).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use axum::routing::{get, post};
 
 use super::oauth;
 use crate::authority::Authority;
+use crate::net::NetMetrics;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -19,18 +22,26 @@ pub struct HttpState {
     pub authority: Arc<Authority>,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
+    /// Connection counters of every listener.
+    pub net: Arc<NetMetrics>,
 }
 
-/// Builds the router.
+/// Builds the public router.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(oauth_routes(state.authority))
         .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES))
+}
+
+/// Builds the metrics listener's router.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
@@ -58,6 +69,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let mut body = a.metrics.render(a.revocations.blocklist_len());
     a.verified.render(&mut body);
     crate::metrics::render_process(&mut body);
+    s.net.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -71,4 +83,7 @@ fn oauth_routes(authority: Arc<Authority>) -> Router {
             get(oauth::metadata),
         )
         .with_state(authority)
+        .layer(axum::middleware::map_response(
+            oauth::body_too_large_as_json,
+        ))
 }

@@ -101,6 +101,24 @@ impl IntoResponse for OAuthError {
     }
 }
 
+fn body_too_large() -> OAuthError {
+    OAuthError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request",
+        format!("request body larger than {MAX_FORM_BYTES} bytes"),
+    )
+}
+
+/// Turns the body-limit layer's plain-text 413 into an RFC 6749 JSON error, so an
+/// OAuth client parses every refusal the same way.
+pub async fn body_too_large_as_json(r: Response) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large().into_response()
+    } else {
+        r
+    }
+}
+
 /// JSON with `Cache-Control: no-store` (OAuth 2.1: token responses are never cached).
 pub fn no_store(status: StatusCode, body: Value) -> Response {
     let mut r = (status, Json(body)).into_response();
@@ -131,7 +149,7 @@ impl Form {
             ));
         }
         if body.len() > MAX_FORM_BYTES {
-            return Err(OAuthError::invalid_request("request body too large"));
+            return Err(body_too_large());
         }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|_| OAuthError::invalid_request("malformed form body"))?;

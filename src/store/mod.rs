@@ -6,6 +6,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod clients;
 pub mod codes;
+pub mod datadir;
 pub mod keys;
 pub mod lineage;
 pub mod lists;
@@ -51,6 +52,8 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    /// Held for as long as any handle lives: one process per data dir.
+    _dir: Arc<datadir::DataDir>,
 }
 
 impl std::fmt::Debug for Store {
@@ -89,11 +92,12 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) `tessera.db` in `data_dir`.
+    /// Opens (creating and migrating if needed) `tessera.db` in `data_dir`, after
+    /// checking that the dir is private and taking its lock (see [`datadir`]): fails,
+    /// naming the path, when the dir is not to be trusted or another process has it.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| Error::internal(format!("creating {}: {e}", data_dir.display())))?;
-        let path = data_dir.join("tessera.db");
+        let dir = datadir::DataDir::open(data_dir)?;
+        let path = dir.path().join("tessera.db");
         let mut writer_conn = open_conn(&path)?;
         migrate(&mut writer_conn)?;
         let reader = open_conn(&path)?;
@@ -106,6 +110,7 @@ impl Store {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
+            _dir: Arc::new(dir),
         })
     }
 

@@ -27,6 +27,7 @@ use tonic::{Request, Status};
 pub struct TestServer {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_key: String,
     pub clock: Clock,
@@ -42,6 +43,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         issuer: "https://tessera.test".into(),
         shutdown_grace: Duration::from_secs(5),
@@ -65,6 +67,7 @@ impl TestServer {
         let listeners = Listeners::bind(&config).await.unwrap();
         let grpc = listeners.grpc.local_addr().unwrap();
         let http = listeners.http.local_addr().unwrap();
+        let metrics = listeners.metrics.local_addr().unwrap();
         if config.issuer == ISSUER_FROM_HTTP {
             config.issuer = format!("http://{http}");
         }
@@ -102,6 +105,7 @@ impl TestServer {
         TestServer {
             grpc,
             http,
+            metrics,
             data_dir,
             admin_key,
             clock,
@@ -241,15 +245,16 @@ impl TestServer {
 
     /// Sends a raw HTTP/1.1 request: (status, headers, body).
     pub async fn http_raw(&self, req: &str) -> (u16, String, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head.to_string(), body.to_string())
+        raw_http(self.http, req).await
+    }
+
+    /// GET from the metrics listener: (status, headers, body).
+    pub async fn metrics_get(&self, path: &str) -> (u16, String, String) {
+        raw_http(
+            self.metrics,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await
     }
 
     /// GET over plain HTTP/1.1: (status, headers, body).
@@ -259,6 +264,19 @@ impl TestServer {
         ))
         .await
     }
+}
+
+/// Sends a raw HTTP/1.1 request to `addr` and reads to EOF: (status, headers, body).
+pub async fn raw_http(addr: SocketAddr, req: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
 }
 
 impl Drop for TestServer {

@@ -1,0 +1,626 @@
+//! The listeners' defences against slow and greedy clients: a cap on open connections
+//! per listener, the header-read, request and idle timeouts, and their counters.
+//!
+//! What applies where:
+//!
+//! | defence | HTTP and metrics ports | gRPC port |
+//! |---|---|---|
+//! | `max_connections` (excess accepted, then closed at once) | yes | yes |
+//! | `header_timeout` | complete request head, from accept and between requests | the 24-byte HTTP/2 preface |
+//! | `http_request_timeout` (head received → response, body included) | yes (408) | `request_timeout` per call |
+//! | `idle_timeout` (no byte moves either way while the server waits on the socket) | yes | no: HTTP/2 keep-alive pings find dead peers |
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+use crate::config::Config;
+
+/// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LEN: usize = 24;
+
+/// Pause after a failed `accept` (typically out of file descriptors), so the loop
+/// waits for descriptors to come back instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one "connection refused" warning per listener in this period.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Which listener a connection came in on (log field and metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// The gRPC listener.
+    Grpc,
+    /// The public HTTP listener (JWKS, probes, OAuth).
+    Http,
+    /// The Prometheus listener.
+    Metrics,
+}
+
+impl Port {
+    const ALL: [Port; 3] = [Port::Grpc, Port::Http, Port::Metrics];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Port::Grpc => "grpc",
+            Port::Http => "http",
+            Port::Metrics => "metrics",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a connection was closed by the server before the client was done with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// No complete request head within `header_timeout` of accept.
+    Header,
+    /// A kept-alive connection sent no next request within `header_timeout`.
+    KeepAlive,
+    /// A request took longer than `http_request_timeout` (answered 408).
+    Request,
+    /// No byte moved for `idle_timeout` while the server waited on the socket.
+    Idle,
+    /// No HTTP/2 preface within `header_timeout` of accept (gRPC).
+    Preface,
+}
+
+impl Timeout {
+    const ALL: [Timeout; 5] = [
+        Timeout::Header,
+        Timeout::KeepAlive,
+        Timeout::Request,
+        Timeout::Idle,
+        Timeout::Preface,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Timeout::Header => "header",
+            Timeout::KeepAlive => "keep_alive",
+            Timeout::Request => "request",
+            Timeout::Idle => "idle",
+            Timeout::Preface => "preface",
+        }
+    }
+}
+
+/// The limits of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// See [`Config::header_timeout`].
+    pub header_timeout: Duration,
+    /// See [`Config::http_request_timeout`].
+    pub request_timeout: Duration,
+    /// See [`Config::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// See [`Config::max_connections`].
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits `config` sets (the same for every listener).
+    pub fn from_config(config: &Config) -> Self {
+        Limits {
+            header_timeout: config.header_timeout,
+            request_timeout: config.http_request_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PortStats {
+    open: AtomicUsize,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    timeouts: [AtomicU64; 5],
+    /// Milliseconds since `NetMetrics::epoch` of the last refusal warning, plus one.
+    last_refusal_log: AtomicU64,
+}
+
+/// Connection counters of every listener, for `/metrics`.
+#[derive(Debug)]
+pub struct NetMetrics {
+    ports: [PortStats; 3],
+    epoch: std::time::Instant,
+}
+
+impl Default for NetMetrics {
+    fn default() -> Self {
+        NetMetrics {
+            ports: Default::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl NetMetrics {
+    fn port(&self, p: Port) -> &PortStats {
+        &self.ports[p.index()]
+    }
+
+    /// Counts a connection closed by a timeout.
+    pub fn timed_out(&self, p: Port, t: Timeout) {
+        let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
+        self.port(p).timeouts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Open connections on a listener now.
+    pub fn open(&self, p: Port) -> usize {
+        self.port(p).open.load(Ordering::Relaxed)
+    }
+
+    /// Whether a refusal on `p` should be logged now (at most once per period).
+    fn refusal_log_due(&self, p: Port) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = &self.port(p).last_refusal_log;
+        let prev = last.load(Ordering::Relaxed);
+        (prev == 0 || now.saturating_sub(prev) >= REFUSAL_LOG_EVERY.as_millis() as u64)
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Appends the Prometheus text for every listener.
+    pub fn render(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# TYPE tessera_connections_open gauge");
+        for p in Port::ALL {
+            let _ = writeln!(
+                out,
+                "tessera_connections_open{{listener=\"{}\"}} {}",
+                p.label(),
+                self.open(p)
+            );
+        }
+        let _ = writeln!(out, "# TYPE tessera_connections_accepted_total counter");
+        for p in Port::ALL {
+            let _ = writeln!(
+                out,
+                "tessera_connections_accepted_total{{listener=\"{}\"}} {}",
+                p.label(),
+                get(&self.port(p).accepted)
+            );
+        }
+        let _ = writeln!(out, "# TYPE tessera_connections_refused_total counter");
+        for p in Port::ALL {
+            let _ = writeln!(
+                out,
+                "tessera_connections_refused_total{{listener=\"{}\"}} {}",
+                p.label(),
+                get(&self.port(p).refused)
+            );
+        }
+        let _ = writeln!(out, "# TYPE tessera_connection_timeouts_total counter");
+        for p in Port::ALL {
+            for (t, c) in Timeout::ALL.iter().zip(&self.port(p).timeouts) {
+                let _ = writeln!(
+                    out,
+                    "tessera_connection_timeouts_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    p.label(),
+                    t.label(),
+                    get(c)
+                );
+            }
+        }
+    }
+}
+
+/// A place under a listener's connection cap; frees it on drop.
+#[derive(Debug)]
+struct Slot {
+    metrics: Arc<NetMetrics>,
+    port: Port,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics
+            .port(self.port)
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections up to the cap; over it, accepts and closes at once, so a flood
+/// costs the server no descriptor for longer than the accept and the client learns
+/// immediately instead of waiting in the kernel's backlog.
+struct Acceptor {
+    listener: TcpListener,
+    port: Port,
+    limits: Limits,
+    metrics: Arc<NetMetrics>,
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+impl Acceptor {
+    fn new(listener: TcpListener, port: Port, limits: Limits, metrics: Arc<NetMetrics>) -> Self {
+        Acceptor {
+            listener,
+            port,
+            limits,
+            metrics,
+            backoff: None,
+        }
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Guarded> {
+        loop {
+            if let Some(sleep) = &mut self.backoff {
+                ready!(sleep.as_mut().poll(cx));
+                self.backoff = None;
+            }
+            let (stream, peer) = match self.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(accepted)) => accepted,
+                Poll::Ready(Err(e)) => {
+                    // Per-connection errors (reset before accept) are harmless; running
+                    // out of descriptors is not, and is worth a line.
+                    if e.raw_os_error().is_some_and(|c| c == 24 || c == 23) {
+                        tracing::warn!(listener = self.port.label(), error = %e, "accept failed: out of file descriptors");
+                    } else {
+                        tracing::debug!(listener = self.port.label(), error = %e, "accept failed");
+                    }
+                    self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    continue;
+                }
+            };
+            let stats = self.metrics.port(self.port);
+            if stats.open.fetch_add(1, Ordering::Relaxed) >= self.limits.max_connections {
+                stats.open.fetch_sub(1, Ordering::Relaxed);
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                if self.metrics.refusal_log_due(self.port) {
+                    tracing::warn!(
+                        listener = self.port.label(),
+                        %peer,
+                        max_connections = self.limits.max_connections,
+                        "connection cap reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            let slot = Slot {
+                metrics: self.metrics.clone(),
+                port: self.port,
+            };
+            return Poll::Ready(Guarded::new(stream, peer, slot));
+        }
+    }
+}
+
+/// A TCP stream that holds its listener slot and enforces the idle and preface
+/// deadlines: when one passes while the server waits on the socket, reads and writes
+/// fail with `TimedOut`, and the connection's owner drops it.
+#[derive(Debug)]
+pub struct Guarded {
+    inner: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    /// Bytes of HTTP/2 preface still expected, and by when.
+    preface: Option<(usize, Pin<Box<Sleep>>)>,
+    /// The idle limit, the last time a byte moved, and the timer that checks it.
+    idle: Option<(Duration, Instant, Pin<Box<Sleep>>)>,
+    expired: bool,
+}
+
+impl Guarded {
+    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot) -> Self {
+        Guarded {
+            inner,
+            peer,
+            slot,
+            preface: None,
+            idle: None,
+            expired: false,
+        }
+    }
+
+    fn with_idle(mut self, limit: Duration) -> Self {
+        let now = Instant::now();
+        self.idle = Some((limit, now, Box::pin(tokio::time::sleep_until(now + limit))));
+        self
+    }
+
+    fn with_preface(mut self, limit: Duration) -> Self {
+        self.preface = Some((H2_PREFACE_LEN, Box::pin(tokio::time::sleep(limit))));
+        self
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn moved(&mut self, read: usize) {
+        if let Some((_, last, _)) = &mut self.idle {
+            *last = Instant::now();
+        }
+        if let Some((left, _)) = &mut self.preface {
+            *left = left.saturating_sub(read);
+            if *left == 0 {
+                self.preface = None;
+            }
+        }
+    }
+
+    /// Called when the socket is not ready: fails once a deadline has passed, else
+    /// makes sure the task wakes up when the next one does.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let mut fired = None;
+        if let Some((_, sleep)) = &mut self.preface
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            fired = Some(Timeout::Preface);
+        }
+        if let Some((limit, last, sleep)) = &mut self.idle {
+            // The timer is re-armed lazily, from the last movement, only when it fires.
+            while fired.is_none() && sleep.as_mut().poll(cx).is_ready() {
+                let due = *last + *limit;
+                if due <= Instant::now() {
+                    fired = Some(Timeout::Idle);
+                } else {
+                    sleep.as_mut().reset(due);
+                }
+            }
+        }
+        match fired {
+            None => Poll::Pending,
+            Some(t) => {
+                self.expired = true;
+                let port = self.slot.port;
+                self.slot.metrics.timed_out(port, t);
+                tracing::info!(listener = port.label(), peer = %self.peer, reason = t.label(), "closing a stalled connection");
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                this.moved(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.check(cx),
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                this.moved(0);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.check(cx).map_ok(|()| 0),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                this.moved(0);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.check(cx).map_ok(|()| 0),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Guarded {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// The gRPC listener's connections, capped and preface-guarded, as the stream tonic
+/// serves from.
+pub struct GrpcIncoming(Acceptor);
+
+impl GrpcIncoming {
+    /// Wraps a bound listener.
+    pub fn new(listener: TcpListener, limits: Limits, metrics: Arc<NetMetrics>) -> Self {
+        GrpcIncoming(Acceptor::new(listener, Port::Grpc, limits, metrics))
+    }
+}
+
+impl tokio_stream::Stream for GrpcIncoming {
+    type Item = io::Result<Guarded>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let acceptor = &mut self.get_mut().0;
+        let header_timeout = acceptor.limits.header_timeout;
+        acceptor
+            .poll_accept(cx)
+            .map(|conn| Some(Ok(conn.with_preface(header_timeout))))
+    }
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` with the limits, until `stop` turns
+/// true; then stops accepting and lets every open connection finish its request.
+pub async fn serve_http(
+    listener: TcpListener,
+    port: Port,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<NetMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut acceptor = Acceptor::new(listener, port, limits, metrics.clone());
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            conn = poll_fn(|cx| acceptor.poll_accept(cx)) => {
+                let conn = conn.with_idle(limits.idle_timeout);
+                conns.spawn(serve_connection(conn, port, router.clone(), limits, metrics.clone(), stop.clone()));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(acceptor);
+    while conns.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    conn: Guarded,
+    port: Port,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<NetMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer = conn.peer();
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    let svc_metrics = metrics.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        count.fetch_add(1, Ordering::Relaxed);
+        let router = router.clone();
+        let metrics = svc_metrics.clone();
+        async move {
+            let call = router.oneshot(req.map(Body::new));
+            match tokio::time::timeout(limits.request_timeout, call).await {
+                Ok(Ok(response)) => Ok::<_, Infallible>(response),
+                Ok(Err(never)) => match never {},
+                Err(_) => {
+                    metrics.timed_out(port, Timeout::Request);
+                    tracing::info!(listener = port.label(), %peer, "request timed out");
+                    Ok(request_timeout_response())
+                }
+            }
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let http = builder.serve_connection(TokioIo::new(conn), svc);
+    tokio::pin!(http);
+    let result = tokio::select! {
+        r = http.as_mut() => r,
+        () = stopped(&mut stop) => {
+            http.as_mut().graceful_shutdown();
+            http.await
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            // hyper's head timer runs from accept and again after every response.
+            let t = if served.load(Ordering::Relaxed) == 0 {
+                Timeout::Header
+            } else {
+                Timeout::KeepAlive
+            };
+            metrics.timed_out(port, t);
+            if t == Timeout::Header {
+                tracing::info!(listener = port.label(), %peer, "closing a connection that sent no request head in time");
+            } else {
+                tracing::debug!(listener = port.label(), %peer, "closing an idle kept-alive connection");
+            }
+        }
+        // Resets, malformed requests, and the idle/preface closes already logged.
+        Err(e) => tracing::debug!(listener = port.label(), %peer, error = %e, "connection ended"),
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// 408 with an RFC 6749-style JSON body, closing the connection: the rest of the
+/// request body, if any, is never read.
+fn request_timeout_response() -> Response<Body> {
+    let body = r#"{"error":"invalid_request","error_description":"request not completed in time"}"#;
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
