@@ -4,8 +4,8 @@
 //!
 //! One row per attack, its name in every failure. Unless a row is a positive control,
 //! the only acceptable answer is `OK` with exactly the default response (`active:
-//! false` and nothing else), or `INVALID_ARGUMENT` for empty or oversize input (or
-//! tonic's message-size limit) — never `active: true`, never `INTERNAL`, never a hang. After every
+//! false` and nothing else), or `INVALID_ARGUMENT` for empty or oversize input
+//! (`RESOURCE_EXHAUSTED` past the message-size limit) — never `active: true`, never `INTERNAL`, never a hang. After every
 //! row the base token T0 is introspected again (jwt_tool's persistence check); after
 //! every table the health service must still serve.
 //!
@@ -13,6 +13,9 @@
 //! `common::mint`, so the one property a row changes is the only thing wrong with it;
 //! each K1 table carries positive controls proving that re-signing alone keeps a token
 //! active.
+//!
+//! `lineage` is the revocation table: every way a token can be born × every way its
+//! ancestor can die → the derived token is inactive.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -35,3 +38,4 @@ mod a12_revocation;
 mod a13_response_hygiene;
 mod b_official_vectors;
 mod es256_mixed_keys;
+mod lineage;

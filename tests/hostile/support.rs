@@ -84,9 +84,7 @@ pub fn judge(
         (Active, Ok(r)) => r.active,
         (Inactive | InactiveOrInvalid, Ok(r)) => *r == IntrospectResponse::default(),
         (InactiveOrInvalid | Refused, Err(s)) if s.code() == Code::InvalidArgument => true,
-        (Refused | TooLarge, Err(s)) => {
-            matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted)
-        }
+        (Refused | TooLarge, Err(s)) => s.code() == Code::ResourceExhausted,
         _ => false,
     };
     (!ok).then(|| match got {

@@ -6,9 +6,7 @@
 //! die; each row checks the derived token is active first (so the row can fail), kills
 //! the ancestor, and expects the derived token inactive through `Introspect`.
 
-mod common;
-
-use common::{TestServer, authed};
+use crate::common::{TestServer, authed};
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
 use tessera::proto::{
@@ -337,7 +335,7 @@ impl Cast {
 }
 
 fn jti_of(jwt: &str) -> String {
-    let (_, payload) = common::mint::decode(jwt);
+    let (_, payload) = crate::common::mint::decode(jwt);
     payload["jti"].as_str().unwrap().to_string()
 }
 
