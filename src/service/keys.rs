@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 use crate::authority::Authority;
 use crate::proto::key_service_server::KeyService;
 use crate::proto::{
-    GetJwksRequest, GetJwksResponse, RotateSigningKeyRequest, RotateSigningKeyResponse,
+    GetJwksRequest, GetJwksResponse, ListSigningKeysRequest, ListSigningKeysResponse,
+    RevokeSigningKeyRequest, RevokeSigningKeyResponse, RotateSigningKeyRequest,
+    RotateSigningKeyResponse,
 };
 
 /// gRPC handlers for key publication and rotation.
@@ -31,5 +33,19 @@ impl KeyService for KeyHandlers {
         let caller = super::caller(&req)?;
         let kid = self.0.rotate_signing_key(&caller).await?;
         Ok(Response::new(RotateSigningKeyResponse { kid }))
+    }
+
+    async fn list_signing_keys(
+        &self,
+        _req: Request<ListSigningKeysRequest>,
+    ) -> Result<Response<ListSigningKeysResponse>, Status> {
+        Err(Status::unimplemented("ListSigningKeys is not available yet"))
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        _req: Request<RevokeSigningKeyRequest>,
+    ) -> Result<Response<RevokeSigningKeyResponse>, Status> {
+        Err(Status::unimplemented("RevokeSigningKey is not available yet"))
     }
 }

@@ -15,8 +15,9 @@ use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
     BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse,
-    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, RevokeRequest,
-    RevokeResponse,
+    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, ListApiKeysRequest,
+    ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
+    ListClientsResponse, RevocationEvent, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
 
 /// gRPC handlers for the token lifecycle.
@@ -58,6 +59,11 @@ impl TokenService for TokenHandlers {
                 ));
             }
             Some(Credential::ApiKey(s)) => {
+                if !s.rotate_from.is_empty() || s.overlap.is_some() {
+                    return Err(Status::unimplemented(
+                        "API-key rotation (rotate_from, overlap) is not available yet",
+                    ));
+                }
                 self.0
                     .issue_api_key(
                         &caller,
@@ -251,5 +257,35 @@ impl TokenService for TokenHandlers {
             .bump_token_version(&caller, &r.subject, &r.reason)
             .await?;
         Ok(Response::new(BumpTokenVersionResponse { token_version }))
+    }
+
+    type WatchRevocationsStream = tonic::codegen::BoxStream<RevocationEvent>;
+
+    async fn watch_revocations(
+        &self,
+        _req: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(Status::unimplemented("WatchRevocations is not available yet"))
+    }
+
+    async fn list_api_keys(
+        &self,
+        _req: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        Err(Status::unimplemented("ListApiKeys is not available yet"))
+    }
+
+    async fn list_clients(
+        &self,
+        _req: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        Err(Status::unimplemented("ListClients is not available yet"))
+    }
+
+    async fn list_audit_events(
+        &self,
+        _req: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        Err(Status::unimplemented("ListAuditEvents is not available yet"))
     }
 }
