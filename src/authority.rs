@@ -535,17 +535,22 @@ impl Authority {
         Ok((jwt, jti, exp))
     }
 
+    /// The one strict verification policy of this service, at instant `now`.
+    fn rules(&self, now: i64) -> Rules<'_> {
+        Rules {
+            keys: &self.keys,
+            issuer: &self.config.issuer,
+            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
+            now,
+        }
+    }
+
     /// Verifies an access token fully: signature, claims, blocklist, token version.
     pub fn check_access_token(
         &self,
         token: &str,
     ) -> std::result::Result<(AccessClaims, Jti), Reject> {
-        let rules = Rules {
-            keys: &self.keys,
-            issuer: &self.config.issuer,
-            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
-            now: self.clock.now(),
-        };
+        let rules = self.rules(self.clock.now());
         let found = self.verified.verify(token, &rules)?;
         let (claims, jti) = (found.claims.clone(), found.jti);
         if self.revocations.is_blocked(jti) {
@@ -692,12 +697,7 @@ impl Authority {
                 None => Ok(self.audit_noop(caller, now).await?),
             };
         }
-        let rules = Rules {
-            keys: &self.keys,
-            issuer: &self.config.issuer,
-            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
-            now,
-        };
+        let rules = self.rules(now);
         match verify::verify(token, &rules) {
             Ok((claims, jti)) if claims.client_id == client => Ok(self
                 .block(caller, jti, &claims.jti, claims.exp, now)
@@ -730,12 +730,7 @@ impl Authority {
             };
         }
         // An access token: only a genuine one of ours names a jti worth blocking.
-        let rules = Rules {
-            keys: &self.keys,
-            issuer: &self.config.issuer,
-            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
-            now,
-        };
+        let rules = self.rules(now);
         match verify::verify(token, &rules) {
             Ok((claims, jti)) => self.block(caller, jti, &claims.jti, claims.exp, now).await,
             Err(_) => self.audit_noop(caller, now).await,
