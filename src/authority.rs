@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::grants::{GrantError, GrantResult};
 use crate::keys::Keyring;
+use crate::listing::PageTokens;
 use crate::keys::seal::{self, MasterKey};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
@@ -53,6 +54,8 @@ pub struct Authority {
     pub metrics: Metrics,
     /// Access tokens whose signature and claims already verified.
     pub verified: VerifiedCache,
+    /// Signs the List RPCs' page tokens.
+    pub page_tokens: PageTokens,
 }
 
 impl std::fmt::Debug for Authority {
@@ -130,6 +133,29 @@ pub enum Introspection {
     RefreshToken(Box<(TokenRow, FamilyRow)>),
 }
 
+/// The `tessera:*` scopes that mean something; any other is a typo to refuse.
+pub const SERVICE_SCOPES: &[&str] = &[
+    auth::SCOPE_ADMIN,
+    auth::SCOPE_INTROSPECT,
+    auth::SCOPE_ISSUE,
+    auth::SCOPE_REVOKE,
+];
+
+/// Refuses an unknown `tessera:*` scope: a key with `tessera:isue` would silently lack
+/// the right its issuer meant to give.
+fn check_service_scopes(scopes: &[String]) -> Result<()> {
+    match scopes
+        .iter()
+        .find(|s| s.starts_with(tokens::SERVICE_SCOPE_PREFIX) && !SERVICE_SCOPES.contains(&s.as_str()))
+    {
+        Some(s) => Err(Error::InvalidArgument(format!(
+            "unknown service scope {s:?}: the tessera:* scopes are {}",
+            SERVICE_SCOPES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Is `id` the only live key holding `tessera:admin`?
 fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bool> {
     let admins: Vec<String> = apikey_rows::load_live(conn, now)?
@@ -140,20 +166,16 @@ fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bo
     Ok(admins.len() == 1 && admins[0] == id)
 }
 
-pub(crate) fn audit_entry(
-    caller: &Caller,
-    now: i64,
-    action: &str,
-    target: &str,
-    detail: impl Into<String>,
-) -> AuditEntry {
+/// An audit record of `kind` about the credential `token_id`, by this caller; add the
+/// subject and details with [`AuditEntry::about`] and [`AuditEntry::with`].
+pub(crate) fn audit_entry(caller: &Caller, now: i64, kind: &str, token_id: &str) -> AuditEntry {
     AuditEntry {
         at: now,
         request_id: caller.request_id.clone(),
         caller: caller.audit_id().to_string(),
-        action: action.into(),
-        target: target.into(),
-        detail: detail.into(),
+        kind: kind.into(),
+        token_id: token_id.into(),
+        ..AuditEntry::default()
     }
 }
 
@@ -211,6 +233,7 @@ impl Authority {
             revocations,
             callers,
             metrics: Metrics::default(),
+            page_tokens: PageTokens::new()?,
         };
         authority.bootstrap().await?;
         Ok(authority)
@@ -259,10 +282,12 @@ impl Authority {
             at: now,
             request_id: "-".into(),
             caller: "system".into(),
-            action: "issue.api_key".into(),
-            target: id.clone(),
-            detail: format!("bootstrap ({source})"),
-        };
+            kind: "api_key.issued".into(),
+            token_id: id.clone(),
+            ..AuditEntry::default()
+        }
+        .with("bootstrap", source)
+        .with("scopes", vec![auth::SCOPE_ADMIN]);
         // Check-and-insert in one transaction: of several first starts, one bootstraps.
         let stored = row.clone();
         let inserted = self
@@ -305,20 +330,19 @@ impl Authority {
         Ok(())
     }
 
-    /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
-    /// may ask for in a token exchange; empty means it may not exchange at all.
+    /// Checks what a new API key is to be and builds its row (with `now` as its
+    /// creation time) and text. Nothing is stored.
     #[allow(clippy::too_many_arguments)]
-    pub async fn issue_api_key(
+    fn new_api_key(
         &self,
-        caller: &Caller,
         owner: String,
         name: String,
         environment: String,
         scopes: Vec<String>,
         exchange_audiences: Vec<String>,
         ttl: Option<i64>,
-    ) -> Result<Issued> {
-        caller.require(auth::SCOPE_ADMIN)?;
+        now: i64,
+    ) -> Result<(ApiKeyRow, apikeys::ApiKey)> {
         check_field("owner", &owner, true)?;
         check_field("name", &name, false)?;
         if !apikeys::valid_environment(&environment) {
@@ -327,6 +351,7 @@ impl Authority {
             ));
         }
         let scopes = normalize_scopes(&scopes)?;
+        check_service_scopes(&scopes)?;
         check_list(
             "exchange_audiences",
             &exchange_audiences,
@@ -347,32 +372,45 @@ impl Authority {
             }
             Some(t) => t,
         };
-        let now = self.clock.now();
         let (id, key) = apikeys::generate(&environment);
         let row = ApiKeyRow {
-            id: id.clone(),
+            id,
             secret_hash: apikeys::hash(key.expose()),
             owner,
             name,
             environment,
-            scopes: scopes.clone(),
+            scopes,
             exchange_audiences,
             created_at: now,
             expires_at: now + ttl,
             revoked_at: None,
         };
-        let entry = audit_entry(
-            caller,
-            now,
-            "issue.api_key",
-            &id,
-            format!(
-                "owner={} scopes={} exchange_audiences={}",
-                row.owner,
-                scopes.join(" "),
-                row.exchange_audiences.join(" ")
-            ),
-        );
+        Ok((row, key))
+    }
+
+    /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
+    /// may ask for in a token exchange; empty means it may not exchange at all.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue_api_key(
+        &self,
+        caller: &Caller,
+        owner: String,
+        name: String,
+        environment: String,
+        scopes: Vec<String>,
+        exchange_audiences: Vec<String>,
+        ttl: Option<i64>,
+    ) -> Result<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        let now = self.clock.now();
+        let (row, key) =
+            self.new_api_key(owner, name, environment, scopes, exchange_audiences, ttl, now)?;
+        let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
+        let entry = audit_entry(caller, now, "api_key.issued", &id)
+            .with("owner", row.owner.clone())
+            .with("environment", row.environment.clone())
+            .with("scopes", scopes.clone())
+            .with("exchange_audiences", row.exchange_audiences.clone());
         self.store_api_key(row, entry).await?;
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
@@ -380,7 +418,7 @@ impl Authority {
             token: Secretish(key.expose().to_string()),
             token_id: id,
             token_type: "api_key",
-            expires_at: now + ttl,
+            expires_at,
             scopes,
             ..Issued::default()
         })
@@ -452,13 +490,10 @@ impl Authority {
             scopes: scopes.clone(),
             ..Issued::default()
         };
-        let detail = format!(
-            "sub={} aud={} scopes={}",
-            req.subject,
-            req.audience.join(" "),
-            scopes.join(" ")
-        );
-        let mut entry = audit_entry(caller, now, "issue.access_token", &jti, detail);
+        let mut entry = audit_entry(caller, now, "token.issued", &jti)
+            .about(req.subject.clone())
+            .with("audience", req.audience.clone())
+            .with("scopes", scopes.clone());
         if req.refresh_token {
             let family = FamilyRow {
                 id: opaque::public_id(),
@@ -482,9 +517,7 @@ impl Authority {
                 expires_at: rt_exp,
                 used_at: None,
             };
-            entry
-                .detail
-                .push_str(&format!(" refresh_family={}", family.id));
+            entry = entry.with("refresh_family", family.id.clone());
             let jti_c = jti.clone();
             self.store
                 .write(move |c| {
@@ -686,7 +719,7 @@ impl Authority {
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
                 Some((_, family)) if family.client_id == client => Ok(self
-                    .revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                    .revoke_family(caller, &family.id, "refresh.revoked", now)
                     .await?),
                 Some(_) => Err(not_yours()),
                 None => Ok(self.audit_noop(caller, now).await?),
@@ -723,7 +756,7 @@ impl Authority {
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
                 Some((_, family)) => {
-                    self.revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                    self.revoke_family(caller, &family.id, "refresh.revoked", now)
                         .await
                 }
                 None => self.audit_noop(caller, now).await,
@@ -772,7 +805,7 @@ impl Authority {
             }
             None => false,
         };
-        let entry = audit_entry(caller, now, "revoke.api_key", id, "");
+        let entry = audit_entry(caller, now, "api_key.revoked", id);
         let key_id = id.to_string();
         self.store
             .write(move |c| {
@@ -809,19 +842,13 @@ impl Authority {
         exp: i64,
         now: i64,
     ) -> Result<()> {
-        let entry = audit_entry(caller, now, "revoke.access_token", jti_text, "");
+        let entry = audit_entry(caller, now, "token.revoked", jti_text);
         let text = jti_text.to_string();
         let blocked = self
             .store
             .write(move |c| {
                 let all = lineage::block_with_descendants(c, vec![(text, exp)])?;
-                audit::append(
-                    c,
-                    &AuditEntry {
-                        detail: format!("derived tokens revoked: {}", all.len() - 1),
-                        ..entry
-                    },
-                )?;
+                audit::append(c, &entry.with("derived_revoked", all.len() - 1))?;
                 Ok(all)
             })
             .await?;
@@ -838,17 +865,17 @@ impl Authority {
         &self,
         caller: &Caller,
         family_id: &str,
-        action: &str,
+        kind: &str,
         now: i64,
     ) -> Result<()> {
-        let entry = audit_entry(caller, now, action, family_id, "family revoked");
+        let entry = audit_entry(caller, now, kind, family_id);
         let id = family_id.to_string();
         let blocked = self
             .store
             .write(move |c| {
                 let minted = refresh::revoke_family(c, &id, now)?;
                 let all = lineage::block_with_descendants(c, minted)?;
-                audit::append(c, &entry)?;
+                audit::append(c, &entry.with("access_tokens_revoked", all.len()))?;
                 Ok(all)
             })
             .await?;
@@ -867,7 +894,7 @@ impl Authority {
     }
 
     async fn audit_noop(&self, caller: &Caller, now: i64) -> Result<()> {
-        let entry = audit_entry(caller, now, "revoke.unknown", "-", "nothing to revoke");
+        let entry = audit_entry(caller, now, "revoke.noop", "");
         self.store.write(move |c| audit::append(c, &entry)).await
     }
 
@@ -883,7 +910,9 @@ impl Authority {
         check_field("subject", subject, true)?;
         check_field("reason", reason, false)?;
         let now = self.clock.now();
-        let entry = audit_entry(caller, now, "bump_token_version", subject, reason);
+        let entry = audit_entry(caller, now, "token_version.bumped", "")
+            .about(subject)
+            .with("reason", reason);
         let sub = subject.to_string();
         let (version, blocked) = self
             .store
@@ -893,13 +922,7 @@ impl Authority {
                 // its families' tokens were exchanged into.
                 let minted = refresh::revoke_subject(c, &sub, now)?;
                 let minted = lineage::block_with_descendants(c, minted)?;
-                audit::append(
-                    c,
-                    &AuditEntry {
-                        detail: format!("{} -> v{v}", entry.detail),
-                        ..entry
-                    },
-                )?;
+                audit::append(c, &entry.with("version", v))?;
                 Ok((v, minted))
             })
             .await?;

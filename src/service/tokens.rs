@@ -11,13 +11,15 @@ use crate::exchange::{
     RefreshRequest, TokenExchangeRequest,
 };
 use crate::proto::exchange_request::Grant;
+use crate::store::apikeys::ApiKeyFilter;
+use crate::store::audit::AuditFilter;
 use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
     BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse,
     IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, ListApiKeysRequest,
     ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, RevocationEvent, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
+    ListClientsResponse, RevocationEvent, ApiKeyInfo, AuditEvent, ClientInfo, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
 
 /// gRPC handlers for the token lifecycle.
@@ -270,22 +272,105 @@ impl TokenService for TokenHandlers {
 
     async fn list_api_keys(
         &self,
-        _req: Request<ListApiKeysRequest>,
+        req: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        Err(Status::unimplemented("ListApiKeys is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let filter = ApiKeyFilter {
+            owner: r.owner,
+            environment: r.environment,
+            include_revoked: r.include_revoked,
+        };
+        let (keys, next_page_token) = self
+            .0
+            .list_api_keys(&caller, filter, r.page_size, &r.page_token)
+            .await?;
+        let api_keys = keys
+            .into_iter()
+            .map(|k| ApiKeyInfo {
+                key_id: k.id,
+                owner: k.owner,
+                name: k.name,
+                environment: k.environment,
+                scopes: k.scopes,
+                created_at: ts(k.created_at),
+                expires_at: ts(k.expires_at),
+                last_used_at: k.last_used_at.and_then(ts),
+                revoked: k.revoked_at.is_some(),
+                rotated_to: k.rotated_to.unwrap_or_default(),
+                exchange_audiences: k.exchange_audiences,
+            })
+            .collect();
+        Ok(Response::new(ListApiKeysResponse {
+            api_keys,
+            next_page_token,
+        }))
     }
 
     async fn list_clients(
         &self,
-        _req: Request<ListClientsRequest>,
+        req: Request<ListClientsRequest>,
     ) -> Result<Response<ListClientsResponse>, Status> {
-        Err(Status::unimplemented("ListClients is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let (rows, next_page_token) = self
+            .0
+            .list_clients(&caller, r.page_size, &r.page_token)
+            .await?;
+        let clients = rows
+            .into_iter()
+            .map(|c| ClientInfo {
+                client_id: c.id,
+                name: c.name,
+                public: c.public,
+                redirect_uris: c.redirect_uris,
+                scopes: c.scopes,
+                created_at: ts(c.created_at),
+            })
+            .collect();
+        Ok(Response::new(ListClientsResponse {
+            clients,
+            next_page_token,
+        }))
     }
 
     async fn list_audit_events(
         &self,
-        _req: Request<ListAuditEventsRequest>,
+        req: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented("ListAuditEvents is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let filter = AuditFilter {
+            subject: r.subject,
+            caller: r.key_id,
+            kind: r.kind,
+            since: r.since.map(|t| t.seconds),
+            // `until` is exclusive: a fraction of a second past a whole second still
+            // admits events stamped with that second.
+            until: r
+                .until
+                .map(|t| t.seconds.saturating_add(i64::from(t.nanos > 0))),
+        };
+        let (rows, next_page_token) = self
+            .0
+            .list_audit_events(&caller, filter, r.page_size, &r.page_token)
+            .await?;
+        let events = rows
+            .into_iter()
+            .map(|e| AuditEvent {
+                id: e.id.max(0) as u64,
+                at: ts(e.at),
+                kind: e.kind,
+                caller_key_id: e.caller,
+                request_id: e.request_id,
+                subject: e.subject,
+                token_id: e.token_id,
+                detail: Some(json_to_struct(&e.detail)),
+            })
+            .collect();
+        Ok(Response::new(ListAuditEventsResponse {
+            events,
+            next_page_token,
+        }))
     }
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_oauth.sql"),
     include_str!("migrations/0003_lists_lineage.sql"),
     include_str!("migrations/0004_housekeeping.sql"),
+    include_str!("migrations/0005_admin_surface.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
