@@ -16,12 +16,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::grants::{GrantError, GrantResult};
 use crate::keys::Keyring;
-use crate::listing::PageTokens;
 use crate::keys::seal::{self, MasterKey};
+use crate::listing::PageTokens;
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::store::Store;
-use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
+use crate::store::apikeys::{self as apikey_rows, ApiKeyListing, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
@@ -91,6 +91,28 @@ pub struct AccessTokenRequest {
     pub ver: Option<u64>,
 }
 
+/// How long a rotated API key keeps working by default (24 h).
+pub const DEFAULT_ROTATION_OVERLAP: i64 = 24 * 3600;
+/// The longest overlap of a rotation (30 days).
+pub const MAX_ROTATION_OVERLAP: i64 = 30 * 24 * 3600;
+
+/// What a rotated API key's successor is to be; empty fields are inherited.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyRotation {
+    /// Owner (inherited if empty).
+    pub owner: String,
+    /// Service name (inherited if empty).
+    pub name: String,
+    /// Environment (inherited if empty).
+    pub environment: String,
+    /// Scopes (inherited if empty).
+    pub scopes: Vec<String>,
+    /// Exchange audiences (inherited if empty).
+    pub exchange_audiences: Vec<String>,
+    /// Lifetime in seconds (default: `api_key_ttl`; never inherited).
+    pub ttl: Option<i64>,
+}
+
 /// A credential just issued. `token` and `refresh_token` are shown once.
 #[derive(Debug, Default)]
 pub struct Issued {
@@ -144,10 +166,9 @@ pub const SERVICE_SCOPES: &[&str] = &[
 /// Refuses an unknown `tessera:*` scope: a key with `tessera:isue` would silently lack
 /// the right its issuer meant to give.
 fn check_service_scopes(scopes: &[String]) -> Result<()> {
-    match scopes
-        .iter()
-        .find(|s| s.starts_with(tokens::SERVICE_SCOPE_PREFIX) && !SERVICE_SCOPES.contains(&s.as_str()))
-    {
+    match scopes.iter().find(|s| {
+        s.starts_with(tokens::SERVICE_SCOPE_PREFIX) && !SERVICE_SCOPES.contains(&s.as_str())
+    }) {
         Some(s) => Err(Error::InvalidArgument(format!(
             "unknown service scope {s:?}: the tessera:* scopes are {}",
             SERVICE_SCOPES.join(", ")
@@ -403,8 +424,15 @@ impl Authority {
     ) -> Result<Issued> {
         caller.require(auth::SCOPE_ADMIN)?;
         let now = self.clock.now();
-        let (row, key) =
-            self.new_api_key(owner, name, environment, scopes, exchange_audiences, ttl, now)?;
+        let (row, key) = self.new_api_key(
+            owner,
+            name,
+            environment,
+            scopes,
+            exchange_audiences,
+            ttl,
+            now,
+        )?;
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
         let entry = audit_entry(caller, now, "api_key.issued", &id)
             .with("owner", row.owner.clone())
@@ -422,6 +450,137 @@ impl Authority {
             scopes,
             ..Issued::default()
         })
+    }
+
+    /// Rotates API key `from` (admin only, and the caller must hold every scope of
+    /// the key, as for revoke): a new key inherits owner, name, environment, scopes
+    /// and exchange audiences wherever `next` leaves them empty; the old key keeps
+    /// working for `overlap` (default 24 h, at most 30 days), then dies, and is linked
+    /// to its successor (`rotated_to`). The new key's `ttl` is its own, not inherited.
+    pub async fn rotate_api_key(
+        &self,
+        caller: &Caller,
+        from: &str,
+        overlap: Option<i64>,
+        next: ApiKeyRotation,
+    ) -> Result<Issued> {
+        let principal = caller.require(auth::SCOPE_ADMIN)?;
+        check_field("rotate_from", from, true)?;
+        let overlap = match overlap {
+            None => DEFAULT_ROTATION_OVERLAP,
+            Some(o) if !(0..=MAX_ROTATION_OVERLAP).contains(&o) => {
+                return Err(Error::InvalidArgument(format!(
+                    "overlap must be between 0 and {MAX_ROTATION_OVERLAP} s (30 days)"
+                )));
+            }
+            Some(o) => o,
+        };
+        let now = self.clock.now();
+        let old = self.live_key_for_rotation(from, now).await?;
+        if let Some(missing) = old.scopes.iter().find(|s| !principal.has(s)) {
+            return Err(Error::PermissionDenied(format!(
+                "rotating API key {from} needs every scope it holds, and this API key lacks {missing}"
+            )));
+        }
+        let pick = |given: String, inherited: &String| {
+            if given.is_empty() {
+                inherited.clone()
+            } else {
+                given
+            }
+        };
+        let pick_list = |given: Vec<String>, inherited: &Vec<String>| {
+            if given.is_empty() {
+                inherited.clone()
+            } else {
+                given
+            }
+        };
+        let (row, key) = self.new_api_key(
+            pick(next.owner, &old.owner),
+            pick(next.name, &old.name),
+            pick(next.environment, &old.environment),
+            pick_list(next.scopes, &old.scopes),
+            pick_list(next.exchange_audiences, &old.exchange_audiences),
+            next.ttl,
+            now,
+        )?;
+        let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
+        let old_is_admin = old.scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
+        let new_is_admin = scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
+        let entry = audit_entry(caller, now, "api_key.rotated", &id)
+            .with("rotated_from", from)
+            .with("overlap_seconds", overlap)
+            .with("owner", row.owner.clone())
+            .with("environment", row.environment.clone())
+            .with("scopes", scopes.clone())
+            .with("exchange_audiences", row.exchange_audiences.clone());
+        let (stored, old_id) = (row.clone(), from.to_string());
+        let old_expires_at = self
+            .store
+            .write(move |c| {
+                // Checked again inside the write: a concurrent revoke or rotation of
+                // the same key may have committed since it was read.
+                if old_is_admin && !new_is_admin && last_live_admin(c, &old_id, now)? {
+                    return Err(Error::FailedPrecondition(
+                        "this is the last live admin API key and its successor would not be an admin key: keep tessera:admin on the new key".into(),
+                    ));
+                }
+                apikey_rows::insert(c, &stored)?;
+                let old_exp = match apikey_rows::find_listing(c, &old_id)? {
+                    Some(k) if k.revoked_at.is_none() && k.expires_at > now && k.rotated_to.is_none() => {
+                        apikey_rows::rotate(c, &old_id, &stored.id, now.saturating_add(overlap))?
+                    }
+                    _ => None,
+                };
+                let old_exp = old_exp.ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "API key {old_id} was revoked, expired or rotated meanwhile"
+                    ))
+                })?;
+                audit::append(c, &entry.with("old_expires_at", old_exp))?;
+                Ok(old_exp)
+            })
+            .await?;
+        self.callers.insert(row);
+        self.callers.set_expiry(from, old_expires_at);
+        Metrics::inc(&self.metrics.issued);
+        tracing::info!(key_id = %id, rotated_from = %from, old_expires_at, "API key rotated");
+        Ok(Issued {
+            token: Secretish(key.expose().to_string()),
+            token_id: id,
+            token_type: "api_key",
+            expires_at,
+            scopes,
+            ..Issued::default()
+        })
+    }
+
+    /// The key `id` if it may be rotated: `NOT_FOUND` if it never existed,
+    /// `FAILED_PRECONDITION` if it is revoked, expired or already rotated.
+    async fn live_key_for_rotation(&self, id: &str, now: i64) -> Result<ApiKeyListing> {
+        let key_id = id.to_string();
+        let found = self
+            .store
+            .read(move |c| apikey_rows::find_listing(c, &key_id))
+            .await?;
+        let k = found.ok_or_else(|| Error::NotFound(format!("no API key with id {id:?}")))?;
+        if k.revoked_at.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} is revoked: issue a new key instead of rotating it"
+            )));
+        }
+        if k.expires_at <= now {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} has expired: issue a new key instead of rotating it"
+            )));
+        }
+        if let Some(next) = &k.rotated_to {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} was already rotated to {next}: rotate that one"
+            )));
+        }
+        Ok(k)
     }
 
     /// Lifetime of an access token: min(requested or default, every cap of its scopes).

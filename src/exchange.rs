@@ -720,7 +720,10 @@ impl Authority {
             .with("client_id", client.id.clone())
             .with("scopes", code.scopes.clone())
             .with("jti", issue.as_ref().map_or("", |i| i.2.as_str()))
-            .with("refresh_family", issue.as_ref().map_or("", |i| i.0.id.as_str()));
+            .with(
+                "refresh_family",
+                issue.as_ref().map_or("", |i| i.0.id.as_str()),
+            );
         let replayed = audit_entry(caller, now, "code.reuse_detected", &code.id)
             .about(code.subject.clone())
             .with("client_id", client.id.clone())

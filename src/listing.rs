@@ -72,7 +72,8 @@ impl PageTokens {
             )
         };
         let (cursor, tag) = token.split_once('.').ok_or_else(bad)?;
-        let cursor = String::from_utf8(B64.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+        let cursor =
+            String::from_utf8(B64.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
         let tag = B64.decode(tag).map_err(|_| bad())?;
         hmac::verify(&self.key, &Self::signed(list, filters, &cursor), &tag).map_err(|_| bad())?;
         Ok(cursor)

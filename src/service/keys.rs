@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::convert::ts;
 use crate::authority::Authority;
 use crate::proto::key_service_server::KeyService;
 use crate::proto::{
@@ -11,7 +12,6 @@ use crate::proto::{
     RevokeSigningKeyRequest, RevokeSigningKeyResponse, RotateSigningKeyRequest,
     RotateSigningKeyResponse, SigningKeyInfo,
 };
-use super::convert::ts;
 
 /// gRPC handlers for key publication and rotation.
 pub struct KeyHandlers(pub Arc<Authority>);

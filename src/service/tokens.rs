@@ -5,25 +5,40 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
-use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued, Secretish};
+use crate::authority::{
+    AccessTokenRequest, ApiKeyRotation, Authority, Introspection, Issued, Secretish,
+};
 use crate::exchange::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
     RefreshRequest, TokenExchangeRequest,
 };
 use crate::proto::exchange_request::Grant;
-use crate::store::apikeys::ApiKeyFilter;
-use crate::store::audit::AuditFilter;
 use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
-    BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse,
-    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, ListApiKeysRequest,
-    ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, RevocationEvent, ApiKeyInfo, AuditEvent, ClientInfo, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
+    ApiKeyInfo, AuditEvent, BumpTokenVersionRequest, BumpTokenVersionResponse, ClientInfo,
+    ExchangeRequest, ExchangeResponse, IntrospectRequest, IntrospectResponse, IssueRequest,
+    IssueResponse, ListApiKeysRequest, ListApiKeysResponse, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, RevocationEvent,
+    RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
+use crate::store::apikeys::ApiKeyFilter;
+use crate::store::audit::AuditFilter;
 
 /// gRPC handlers for the token lifecycle.
 pub struct TokenHandlers(pub Arc<Authority>);
+
+/// A rotation's `overlap`: `None` when unset; negative durations are refused.
+fn overlap(d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
+    match d {
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(Status::invalid_argument("overlap must not be negative"))
+        }
+        // Whole seconds: a fraction of a second more is not worth a rounding rule.
+        Some(d) => Ok(Some(d.seconds)),
+        None => Ok(None),
+    }
+}
 
 fn issue_response(mut i: Issued) -> IssueResponse {
     IssueResponse {
@@ -61,22 +76,36 @@ impl TokenService for TokenHandlers {
                 ));
             }
             Some(Credential::ApiKey(s)) => {
-                if !s.rotate_from.is_empty() || s.overlap.is_some() {
-                    return Err(Status::unimplemented(
-                        "API-key rotation (rotate_from, overlap) is not available yet",
+                if !s.rotate_from.is_empty() {
+                    let next = ApiKeyRotation {
+                        owner: s.owner,
+                        name: s.name,
+                        environment: s.environment,
+                        scopes: s.scopes,
+                        exchange_audiences: s.exchange_audiences,
+                        ttl: ttl(s.ttl)?,
+                    };
+                    let overlap = overlap(s.overlap)?;
+                    self.0
+                        .rotate_api_key(&caller, &s.rotate_from, overlap, next)
+                        .await?
+                } else if s.overlap.is_some() {
+                    return Err(Status::invalid_argument(
+                        "overlap applies only with rotate_from (the key being rotated)",
                     ));
+                } else {
+                    self.0
+                        .issue_api_key(
+                            &caller,
+                            s.owner,
+                            s.name,
+                            s.environment,
+                            s.scopes,
+                            s.exchange_audiences,
+                            ttl(s.ttl)?,
+                        )
+                        .await?
                 }
-                self.0
-                    .issue_api_key(
-                        &caller,
-                        s.owner,
-                        s.name,
-                        s.environment,
-                        s.scopes,
-                        s.exchange_audiences,
-                        ttl(s.ttl)?,
-                    )
-                    .await?
             }
             Some(Credential::AccessToken(s)) => {
                 let req = AccessTokenRequest {
@@ -267,7 +296,9 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented("WatchRevocations is not available yet"))
+        Err(Status::unimplemented(
+            "WatchRevocations is not available yet",
+        ))
     }
 
     async fn list_api_keys(

@@ -114,7 +114,9 @@ pub fn list(conn: &Connection) -> Result<Vec<KeyListing>> {
 /// already revoked).
 pub fn state(conn: &Connection, kid: &str) -> Result<Option<(bool, bool)>> {
     Ok(conn
-        .prepare_cached("SELECT retired_at IS NULL, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1")?
+        .prepare_cached(
+            "SELECT retired_at IS NULL, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
+        )?
         .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
