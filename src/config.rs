@@ -311,8 +311,7 @@ impl Config {
             if !url_like {
                 return Err(format!(
                     "authorization_endpoint: {v:?} is not an absolute http(s) URL without a fragment"
-                )
-                .into());
+                ));
             }
             c.authorization_endpoint = Some(v);
         }
