@@ -18,7 +18,7 @@ use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 
 /// Audit action of an offline recovery.
-pub const RECOVER_ACTION: &str = "admin.recover";
+pub const RECOVER_ACTION: &str = "admin.recovered";
 
 /// Mints a fresh admin API key (scope `tessera:admin`, living `ttl_secs`) straight into
 /// the store of `data_dir`, audited as [`RECOVER_ACTION`] by caller `offline`, and
@@ -53,10 +53,11 @@ pub async fn recover(data_dir: &Path, clock: &Clock, ttl_secs: i64) -> anyhow::R
         at: now,
         request_id: "-".into(),
         caller: "offline".into(),
-        action: RECOVER_ACTION.into(),
-        target: id.clone(),
-        detail: format!("admin key written to {ADMIN_KEY_FILE}"),
-    };
+        kind: RECOVER_ACTION.into(),
+        token_id: id.clone(),
+        ..AuditEntry::default()
+    }
+    .with("written_to", ADMIN_KEY_FILE);
     store
         .write(move |c| {
             apikey_rows::insert(c, &row)?;

@@ -17,10 +17,11 @@ use crate::error::{Error, Result};
 use crate::grants::{GrantError, GrantResult};
 use crate::keys::Keyring;
 use crate::keys::seal::{self, MasterKey};
+use crate::listing::PageTokens;
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::store::Store;
-use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
+use crate::store::apikeys::{self as apikey_rows, ApiKeyListing, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
@@ -53,6 +54,8 @@ pub struct Authority {
     pub metrics: Metrics,
     /// Access tokens whose signature and claims already verified.
     pub verified: VerifiedCache,
+    /// Signs the List RPCs' page tokens.
+    pub page_tokens: PageTokens,
 }
 
 impl std::fmt::Debug for Authority {
@@ -86,6 +89,28 @@ pub struct AccessTokenRequest {
     /// The `ver` to stamp; `None` means the subject's current version. A token derived
     /// by exchange keeps its subject token's, so a bump racing the exchange still ends it.
     pub ver: Option<u64>,
+}
+
+/// How long a rotated API key keeps working by default (24 h).
+pub const DEFAULT_ROTATION_OVERLAP: i64 = 24 * 3600;
+/// The longest overlap of a rotation (30 days).
+pub const MAX_ROTATION_OVERLAP: i64 = 30 * 24 * 3600;
+
+/// What a rotated API key's successor is to be; empty fields are inherited.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyRotation {
+    /// Owner (inherited if empty).
+    pub owner: String,
+    /// Service name (inherited if empty).
+    pub name: String,
+    /// Environment (inherited if empty).
+    pub environment: String,
+    /// Scopes (inherited if empty).
+    pub scopes: Vec<String>,
+    /// Exchange audiences (inherited if empty).
+    pub exchange_audiences: Vec<String>,
+    /// Lifetime in seconds (default: `api_key_ttl`; never inherited).
+    pub ttl: Option<i64>,
 }
 
 /// A credential just issued. `token` and `refresh_token` are shown once.
@@ -130,6 +155,28 @@ pub enum Introspection {
     RefreshToken(Box<(TokenRow, FamilyRow)>),
 }
 
+/// The `tessera:*` scopes that mean something; any other is a typo to refuse.
+pub const SERVICE_SCOPES: &[&str] = &[
+    auth::SCOPE_ADMIN,
+    auth::SCOPE_INTROSPECT,
+    auth::SCOPE_ISSUE,
+    auth::SCOPE_REVOKE,
+];
+
+/// Refuses an unknown `tessera:*` scope: a key with `tessera:isue` would silently lack
+/// the right its issuer meant to give.
+fn check_service_scopes(scopes: &[String]) -> Result<()> {
+    match scopes.iter().find(|s| {
+        s.starts_with(tokens::SERVICE_SCOPE_PREFIX) && !SERVICE_SCOPES.contains(&s.as_str())
+    }) {
+        Some(s) => Err(Error::InvalidArgument(format!(
+            "unknown service scope {s:?}: the tessera:* scopes are {}",
+            SERVICE_SCOPES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Is `id` the only live key holding `tessera:admin`?
 fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bool> {
     let admins: Vec<String> = apikey_rows::load_live(conn, now)?
@@ -140,20 +187,16 @@ fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bo
     Ok(admins.len() == 1 && admins[0] == id)
 }
 
-pub(crate) fn audit_entry(
-    caller: &Caller,
-    now: i64,
-    action: &str,
-    target: &str,
-    detail: impl Into<String>,
-) -> AuditEntry {
+/// An audit record of `kind` about the credential `token_id`, by this caller; add the
+/// subject and details with [`AuditEntry::about`] and [`AuditEntry::with`].
+pub(crate) fn audit_entry(caller: &Caller, now: i64, kind: &str, token_id: &str) -> AuditEntry {
     AuditEntry {
         at: now,
         request_id: caller.request_id.clone(),
         caller: caller.audit_id().to_string(),
-        action: action.into(),
-        target: target.into(),
-        detail: detail.into(),
+        kind: kind.into(),
+        token_id: token_id.into(),
+        ..AuditEntry::default()
     }
 }
 
@@ -211,6 +254,7 @@ impl Authority {
             revocations,
             callers,
             metrics: Metrics::default(),
+            page_tokens: PageTokens::new()?,
         };
         authority.bootstrap().await?;
         Ok(authority)
@@ -259,10 +303,12 @@ impl Authority {
             at: now,
             request_id: "-".into(),
             caller: "system".into(),
-            action: "issue.api_key".into(),
-            target: id.clone(),
-            detail: format!("bootstrap ({source})"),
-        };
+            kind: "api_key.issued".into(),
+            token_id: id.clone(),
+            ..AuditEntry::default()
+        }
+        .with("bootstrap", source)
+        .with("scopes", vec![auth::SCOPE_ADMIN]);
         // Check-and-insert in one transaction: of several first starts, one bootstraps.
         let stored = row.clone();
         let inserted = self
@@ -305,20 +351,19 @@ impl Authority {
         Ok(())
     }
 
-    /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
-    /// may ask for in a token exchange; empty means it may not exchange at all.
+    /// Checks what a new API key is to be and builds its row (with `now` as its
+    /// creation time) and text. Nothing is stored.
     #[allow(clippy::too_many_arguments)]
-    pub async fn issue_api_key(
+    fn new_api_key(
         &self,
-        caller: &Caller,
         owner: String,
         name: String,
         environment: String,
         scopes: Vec<String>,
         exchange_audiences: Vec<String>,
         ttl: Option<i64>,
-    ) -> Result<Issued> {
-        caller.require(auth::SCOPE_ADMIN)?;
+        now: i64,
+    ) -> Result<(ApiKeyRow, apikeys::ApiKey)> {
         check_field("owner", &owner, true)?;
         check_field("name", &name, false)?;
         if !apikeys::valid_environment(&environment) {
@@ -327,6 +372,7 @@ impl Authority {
             ));
         }
         let scopes = normalize_scopes(&scopes)?;
+        check_service_scopes(&scopes)?;
         check_list(
             "exchange_audiences",
             &exchange_audiences,
@@ -347,32 +393,52 @@ impl Authority {
             }
             Some(t) => t,
         };
-        let now = self.clock.now();
         let (id, key) = apikeys::generate(&environment);
         let row = ApiKeyRow {
-            id: id.clone(),
+            id,
             secret_hash: apikeys::hash(key.expose()),
             owner,
             name,
             environment,
-            scopes: scopes.clone(),
+            scopes,
             exchange_audiences,
             created_at: now,
             expires_at: now + ttl,
             revoked_at: None,
         };
-        let entry = audit_entry(
-            caller,
+        Ok((row, key))
+    }
+
+    /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
+    /// may ask for in a token exchange; empty means it may not exchange at all.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue_api_key(
+        &self,
+        caller: &Caller,
+        owner: String,
+        name: String,
+        environment: String,
+        scopes: Vec<String>,
+        exchange_audiences: Vec<String>,
+        ttl: Option<i64>,
+    ) -> Result<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        let now = self.clock.now();
+        let (row, key) = self.new_api_key(
+            owner,
+            name,
+            environment,
+            scopes,
+            exchange_audiences,
+            ttl,
             now,
-            "issue.api_key",
-            &id,
-            format!(
-                "owner={} scopes={} exchange_audiences={}",
-                row.owner,
-                scopes.join(" "),
-                row.exchange_audiences.join(" ")
-            ),
-        );
+        )?;
+        let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
+        let entry = audit_entry(caller, now, "api_key.issued", &id)
+            .with("owner", row.owner.clone())
+            .with("environment", row.environment.clone())
+            .with("scopes", scopes.clone())
+            .with("exchange_audiences", row.exchange_audiences.clone());
         self.store_api_key(row, entry).await?;
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
@@ -380,10 +446,141 @@ impl Authority {
             token: Secretish(key.expose().to_string()),
             token_id: id,
             token_type: "api_key",
-            expires_at: now + ttl,
+            expires_at,
             scopes,
             ..Issued::default()
         })
+    }
+
+    /// Rotates API key `from` (admin only, and the caller must hold every scope of
+    /// the key, as for revoke): a new key inherits owner, name, environment, scopes
+    /// and exchange audiences wherever `next` leaves them empty; the old key keeps
+    /// working for `overlap` (default 24 h, at most 30 days), then dies, and is linked
+    /// to its successor (`rotated_to`). The new key's `ttl` is its own, not inherited.
+    pub async fn rotate_api_key(
+        &self,
+        caller: &Caller,
+        from: &str,
+        overlap: Option<i64>,
+        next: ApiKeyRotation,
+    ) -> Result<Issued> {
+        let principal = caller.require(auth::SCOPE_ADMIN)?;
+        check_field("rotate_from", from, true)?;
+        let overlap = match overlap {
+            None => DEFAULT_ROTATION_OVERLAP,
+            Some(o) if !(0..=MAX_ROTATION_OVERLAP).contains(&o) => {
+                return Err(Error::InvalidArgument(format!(
+                    "overlap must be between 0 and {MAX_ROTATION_OVERLAP} s (30 days)"
+                )));
+            }
+            Some(o) => o,
+        };
+        let now = self.clock.now();
+        let old = self.live_key_for_rotation(from, now).await?;
+        if let Some(missing) = old.scopes.iter().find(|s| !principal.has(s)) {
+            return Err(Error::PermissionDenied(format!(
+                "rotating API key {from} needs every scope it holds, and this API key lacks {missing}"
+            )));
+        }
+        let pick = |given: String, inherited: &String| {
+            if given.is_empty() {
+                inherited.clone()
+            } else {
+                given
+            }
+        };
+        let pick_list = |given: Vec<String>, inherited: &Vec<String>| {
+            if given.is_empty() {
+                inherited.clone()
+            } else {
+                given
+            }
+        };
+        let (row, key) = self.new_api_key(
+            pick(next.owner, &old.owner),
+            pick(next.name, &old.name),
+            pick(next.environment, &old.environment),
+            pick_list(next.scopes, &old.scopes),
+            pick_list(next.exchange_audiences, &old.exchange_audiences),
+            next.ttl,
+            now,
+        )?;
+        let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
+        let old_is_admin = old.scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
+        let new_is_admin = scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
+        let entry = audit_entry(caller, now, "api_key.rotated", &id)
+            .with("rotated_from", from)
+            .with("overlap_seconds", overlap)
+            .with("owner", row.owner.clone())
+            .with("environment", row.environment.clone())
+            .with("scopes", scopes.clone())
+            .with("exchange_audiences", row.exchange_audiences.clone());
+        let (stored, old_id) = (row.clone(), from.to_string());
+        let old_expires_at = self
+            .store
+            .write(move |c| {
+                // Checked again inside the write: a concurrent revoke or rotation of
+                // the same key may have committed since it was read.
+                if old_is_admin && !new_is_admin && last_live_admin(c, &old_id, now)? {
+                    return Err(Error::FailedPrecondition(
+                        "this is the last live admin API key and its successor would not be an admin key: keep tessera:admin on the new key".into(),
+                    ));
+                }
+                apikey_rows::insert(c, &stored)?;
+                let old_exp = match apikey_rows::find_listing(c, &old_id)? {
+                    Some(k) if k.revoked_at.is_none() && k.expires_at > now && k.rotated_to.is_none() => {
+                        apikey_rows::rotate(c, &old_id, &stored.id, now.saturating_add(overlap))?
+                    }
+                    _ => None,
+                };
+                let old_exp = old_exp.ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "API key {old_id} was revoked, expired or rotated meanwhile"
+                    ))
+                })?;
+                audit::append(c, &entry.with("old_expires_at", old_exp))?;
+                Ok(old_exp)
+            })
+            .await?;
+        self.callers.insert(row);
+        self.callers.set_expiry(from, old_expires_at);
+        Metrics::inc(&self.metrics.issued);
+        tracing::info!(key_id = %id, rotated_from = %from, old_expires_at, "API key rotated");
+        Ok(Issued {
+            token: Secretish(key.expose().to_string()),
+            token_id: id,
+            token_type: "api_key",
+            expires_at,
+            scopes,
+            ..Issued::default()
+        })
+    }
+
+    /// The key `id` if it may be rotated: `NOT_FOUND` if it never existed,
+    /// `FAILED_PRECONDITION` if it is revoked, expired or already rotated.
+    async fn live_key_for_rotation(&self, id: &str, now: i64) -> Result<ApiKeyListing> {
+        let key_id = id.to_string();
+        let found = self
+            .store
+            .read(move |c| apikey_rows::find_listing(c, &key_id))
+            .await?;
+        let k = found.ok_or_else(|| Error::NotFound(format!("no API key with id {id:?}")))?;
+        if k.revoked_at.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} is revoked: issue a new key instead of rotating it"
+            )));
+        }
+        if k.expires_at <= now {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} has expired: issue a new key instead of rotating it"
+            )));
+        }
+        if let Some(next) = &k.rotated_to {
+            return Err(Error::FailedPrecondition(format!(
+                "API key {id} was already rotated to {next}: rotate that one"
+            )));
+        }
+        Ok(k)
     }
 
     /// Lifetime of an access token: min(requested or default, every cap of its scopes).
@@ -452,13 +649,10 @@ impl Authority {
             scopes: scopes.clone(),
             ..Issued::default()
         };
-        let detail = format!(
-            "sub={} aud={} scopes={}",
-            req.subject,
-            req.audience.join(" "),
-            scopes.join(" ")
-        );
-        let mut entry = audit_entry(caller, now, "issue.access_token", &jti, detail);
+        let mut entry = audit_entry(caller, now, "token.issued", &jti)
+            .about(req.subject.clone())
+            .with("audience", req.audience.clone())
+            .with("scopes", scopes.clone());
         if req.refresh_token {
             let family = FamilyRow {
                 id: opaque::public_id(),
@@ -482,9 +676,7 @@ impl Authority {
                 expires_at: rt_exp,
                 used_at: None,
             };
-            entry
-                .detail
-                .push_str(&format!(" refresh_family={}", family.id));
+            entry = entry.with("refresh_family", family.id.clone());
             let jti_c = jti.clone();
             self.store
                 .write(move |c| {
@@ -691,7 +883,7 @@ impl Authority {
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
                 Some((_, family)) if family.client_id == client => Ok(self
-                    .revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                    .revoke_family(caller, &family.id, "refresh.revoked", now)
                     .await?),
                 Some(_) => Err(not_yours()),
                 None => Ok(self.audit_noop(caller, now).await?),
@@ -723,7 +915,7 @@ impl Authority {
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
                 Some((_, family)) => {
-                    self.revoke_family(caller, &family.id, "revoke.refresh_token", now)
+                    self.revoke_family(caller, &family.id, "refresh.revoked", now)
                         .await
                 }
                 None => self.audit_noop(caller, now).await,
@@ -767,7 +959,7 @@ impl Authority {
             }
             None => false,
         };
-        let entry = audit_entry(caller, now, "revoke.api_key", id, "");
+        let entry = audit_entry(caller, now, "api_key.revoked", id);
         let key_id = id.to_string();
         self.store
             .write(move |c| {
@@ -804,19 +996,13 @@ impl Authority {
         exp: i64,
         now: i64,
     ) -> Result<()> {
-        let entry = audit_entry(caller, now, "revoke.access_token", jti_text, "");
+        let entry = audit_entry(caller, now, "token.revoked", jti_text);
         let text = jti_text.to_string();
         let blocked = self
             .store
             .write(move |c| {
                 let all = lineage::block_with_descendants(c, vec![(text, exp)])?;
-                audit::append(
-                    c,
-                    &AuditEntry {
-                        detail: format!("derived tokens revoked: {}", all.len() - 1),
-                        ..entry
-                    },
-                )?;
+                audit::append(c, &entry.with("derived_revoked", all.len() - 1))?;
                 Ok(all)
             })
             .await?;
@@ -833,17 +1019,17 @@ impl Authority {
         &self,
         caller: &Caller,
         family_id: &str,
-        action: &str,
+        kind: &str,
         now: i64,
     ) -> Result<()> {
-        let entry = audit_entry(caller, now, action, family_id, "family revoked");
+        let entry = audit_entry(caller, now, kind, family_id);
         let id = family_id.to_string();
         let blocked = self
             .store
             .write(move |c| {
                 let minted = refresh::revoke_family(c, &id, now)?;
                 let all = lineage::block_with_descendants(c, minted)?;
-                audit::append(c, &entry)?;
+                audit::append(c, &entry.with("access_tokens_revoked", all.len()))?;
                 Ok(all)
             })
             .await?;
@@ -862,7 +1048,7 @@ impl Authority {
     }
 
     async fn audit_noop(&self, caller: &Caller, now: i64) -> Result<()> {
-        let entry = audit_entry(caller, now, "revoke.unknown", "-", "nothing to revoke");
+        let entry = audit_entry(caller, now, "revoke.noop", "");
         self.store.write(move |c| audit::append(c, &entry)).await
     }
 
@@ -878,7 +1064,9 @@ impl Authority {
         check_field("subject", subject, true)?;
         check_field("reason", reason, false)?;
         let now = self.clock.now();
-        let entry = audit_entry(caller, now, "bump_token_version", subject, reason);
+        let entry = audit_entry(caller, now, "token_version.bumped", "")
+            .about(subject)
+            .with("reason", reason);
         let sub = subject.to_string();
         let (version, blocked) = self
             .store
@@ -888,13 +1076,7 @@ impl Authority {
                 // its families' tokens were exchanged into.
                 let minted = refresh::revoke_subject(c, &sub, now)?;
                 let minted = lineage::block_with_descendants(c, minted)?;
-                audit::append(
-                    c,
-                    &AuditEntry {
-                        detail: format!("{} -> v{v}", entry.detail),
-                        ..entry
-                    },
-                )?;
+                audit::append(c, &entry.with("version", v))?;
                 Ok((v, minted))
             })
             .await?;

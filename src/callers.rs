@@ -51,6 +51,24 @@ impl Callers {
         );
     }
 
+    /// Moves a live key's expiry (after a rotation), keeping its recorded use.
+    pub fn set_expiry(&self, id: &str, expires_at: i64) {
+        let keys = self.keys.pin();
+        if let Some(old) = keys.get(id) {
+            let mut row = old.row.clone();
+            row.expires_at = expires_at;
+            keys.insert(
+                id.to_string(),
+                Arc::new(Caller {
+                    scopes: old.scopes.clone(),
+                    row,
+                    last_used: AtomicI64::new(old.last_used.load(Ordering::Relaxed)),
+                    flushed: AtomicI64::new(old.flushed.load(Ordering::Relaxed)),
+                }),
+            );
+        }
+    }
+
     /// Removes a revoked key.
     pub fn remove(&self, id: &str) {
         self.keys.pin().remove(id);

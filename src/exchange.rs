@@ -302,19 +302,11 @@ impl Authority {
             scopes: scopes.clone(),
             created_at: now,
         };
-        let entry = audit_entry(
-            caller,
-            now,
-            "issue.client",
-            &id,
-            format!(
-                "name={} public={} scopes={} redirect_uris={}",
-                client.name,
-                client.public,
-                scopes.join(" "),
-                client.redirect_uris.join(" ")
-            ),
-        );
+        let entry = audit_entry(caller, now, "client.registered", &id)
+            .with("name", client.name.clone())
+            .with("public", client.public)
+            .with("scopes", scopes.clone())
+            .with("redirect_uris", client.redirect_uris.clone());
         let stored_key = key_row.clone();
         self.store
             .write(move |c| {
@@ -390,18 +382,10 @@ impl Authority {
             family_id: None,
             access_jti: None,
         };
-        let entry = audit_entry(
-            caller,
-            now,
-            "issue.authorization_code",
-            &row.id,
-            format!(
-                "client={} sub={} scopes={}",
-                row.client_id,
-                row.subject,
-                scopes.join(" ")
-            ),
-        );
+        let entry = audit_entry(caller, now, "code.issued", &row.id)
+            .about(row.subject.clone())
+            .with("client_id", row.client_id.clone())
+            .with("scopes", scopes.clone());
         let code_id = row.id.clone();
         let expires_at = row.expires_at;
         let challenge_seen = self
@@ -477,19 +461,12 @@ impl Authority {
         let now = self.clock.now();
         let lifetime = self.access_lifetime(None, &scopes)?;
         let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, None, now)?;
-        let entry = audit_entry(
-            caller,
-            now,
-            "exchange.client_credentials",
-            &jti,
-            format!(
-                "sub={} owner={} aud={} scopes={}",
-                at.subject,
-                p.owner,
-                at.audience.join(" "),
-                scopes.join(" ")
-            ),
-        );
+        let entry = audit_entry(caller, now, "token.exchanged", &jti)
+            .about(at.subject.clone())
+            .with("grant", "client_credentials")
+            .with("owner", p.owner.clone())
+            .with("audience", at.audience.clone())
+            .with("scopes", scopes.clone());
         self.store.write(move |c| audit::append(c, &entry)).await?;
         Metrics::inc(&self.metrics.issued);
         Ok(Granted::bearer(jwt, jti, now, exp, scopes))
@@ -590,29 +567,16 @@ impl Authority {
         let successor = minted
             .as_ref()
             .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
-        let rotated = audit_entry(
-            caller,
-            now,
-            "exchange.refresh_token",
-            &family.id,
-            format!(
-                "used={} new={} jti={} scopes={}",
-                token.id,
-                successor.as_ref().map_or("-", |s| s.0.id.as_str()),
-                successor.as_ref().map_or("-", |s| s.1.as_str()),
-                scopes.join(" ")
-            ),
-        );
-        let reuse = audit_entry(
-            caller,
-            now,
-            "refresh.reuse_detected",
-            &family.id,
-            format!(
-                "used refresh token {} presented again; family revoked",
-                token.id
-            ),
-        );
+        let rotated = audit_entry(caller, now, "refresh.rotated", &family.id)
+            .about(family.subject.clone())
+            .with("used", token.id.clone())
+            .with("new", successor.as_ref().map_or("", |s| s.0.id.as_str()))
+            .with("jti", successor.as_ref().map_or("", |s| s.1.as_str()))
+            .with("scopes", scopes.clone());
+        let reuse = audit_entry(caller, now, "refresh.reuse_detected", &family.id)
+            .about(family.subject.clone())
+            .with("used", token.id.clone())
+            .with("family_revoked", true);
         let spent = self
             .store
             .write(move |c| {
@@ -751,27 +715,19 @@ impl Authority {
         let issue = minted
             .as_ref()
             .map(|(_, jti, exp, _, row, family)| (family.clone(), row.clone(), jti.clone(), *exp));
-        let redeemed = audit_entry(
-            caller,
-            now,
-            "exchange.authorization_code",
-            &code.id,
-            format!(
-                "client={} sub={} scopes={} jti={} refresh_family={}",
-                client.id,
-                code.subject,
-                code.scopes.join(" "),
-                issue.as_ref().map_or("-", |i| i.2.as_str()),
-                issue.as_ref().map_or("-", |i| i.0.id.as_str()),
-            ),
-        );
-        let replayed = audit_entry(
-            caller,
-            now,
-            "authorization_code.reuse_detected",
-            &code.id,
-            "used authorization code presented again; what it issued is revoked",
-        );
+        let redeemed = audit_entry(caller, now, "code.redeemed", &code.id)
+            .about(code.subject.clone())
+            .with("client_id", client.id.clone())
+            .with("scopes", code.scopes.clone())
+            .with("jti", issue.as_ref().map_or("", |i| i.2.as_str()))
+            .with(
+                "refresh_family",
+                issue.as_ref().map_or("", |i| i.0.id.as_str()),
+            );
+        let replayed = audit_entry(caller, now, "code.reuse_detected", &code.id)
+            .about(code.subject.clone())
+            .with("client_id", client.id.clone())
+            .with("issued_revoked", true);
         let spent = self
             .store
             .write(move |c| {
@@ -903,19 +859,12 @@ impl Authority {
             return Err(GrantError::InactiveSubjectToken);
         }
         let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, Some(act), now)?;
-        let entry = audit_entry(
-            caller,
-            now,
-            "exchange.token_exchange",
-            &jti,
-            format!(
-                "subject_jti={} sub={} aud={} scopes={}",
-                subject.jti,
-                at.subject,
-                at.audience.join(" "),
-                scopes.join(" ")
-            ),
-        );
+        let entry = audit_entry(caller, now, "token.exchanged", &jti)
+            .about(at.subject.clone())
+            .with("grant", "token_exchange")
+            .with("subject_jti", subject.jti.clone())
+            .with("audience", at.audience.clone())
+            .with("scopes", scopes.clone());
         let (parent, child) = (subject.jti.clone(), jti.clone());
         let (sub, ver) = (subject.sub.clone(), subject.ver);
         let recorded = self

@@ -4,6 +4,7 @@
 //! - [`server`]     composes everything, serves gRPC, HTTP and metrics, drains on SIGTERM
 //! - [`authority`]  every operation (issue, introspect, revoke, bump, rotate) as a method
 //! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
+//! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
 //! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
 //! - [`auth`]       caller → `Principal` (API key in `authorization`), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
@@ -31,6 +32,7 @@ pub mod error;
 pub mod exchange;
 pub mod grants;
 pub mod keys;
+pub mod listing;
 pub mod metrics;
 pub mod net;
 pub mod revocation;

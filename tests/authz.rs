@@ -277,7 +277,7 @@ async fn admin_recover_writes_a_fresh_admin_key_the_server_accepts() {
         let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
         let (caller, target): (String, String) = db
             .query_row(
-                "SELECT caller, target FROM audit_log WHERE action = 'admin.recover'",
+                "SELECT caller, token_id FROM audit_log WHERE kind = 'admin.recovered'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -1649,25 +1649,31 @@ async fn every_grant_is_audited_without_secrets() {
     let log = tessera::store::audit::recent(&db, 100).unwrap();
     let find = |action: &str| {
         log.iter()
-            .find(|e| e.action == action)
+            .find(|e| e.kind == action)
             .unwrap_or_else(|| panic!("no {action} in the audit log"))
     };
-    let cc_entry = find("exchange.client_credentials");
+    let cc_entry = log
+        .iter()
+        .find(|e| e.kind == "token.exchanged" && e.detail["grant"] == "client_credentials")
+        .expect("a client_credentials record");
     assert_eq!(cc_entry.caller, svc.token_id);
     assert_eq!(cc_entry.request_id, "req-cc-1");
+    assert_eq!(cc_entry.detail["grant"], "client_credentials");
     assert_eq!(
-        cc_entry.target,
+        cc_entry.token_id,
         claims(&t.access_token)["jti"].as_str().unwrap()
     );
     let fe_id = flow.front_end.split('_').nth(2).unwrap();
-    assert_eq!(find("issue.authorization_code").caller, fe_id);
-    assert_eq!(find("exchange.authorization_code").caller, "-");
-    assert_eq!(find("exchange.token_exchange").caller, svc.token_id);
+    assert_eq!(find("code.issued").caller, fe_id);
+    assert_eq!(find("code.redeemed").caller, "-");
+    assert!(log.iter().any(|e| e.kind == "token.exchanged"
+        && e.detail["grant"] == "token_exchange"
+        && e.caller == svc.token_id));
     for action in [
-        "exchange.refresh_token",
+        "refresh.rotated",
         "refresh.reuse_detected",
-        "authorization_code.reuse_detected",
-        "issue.client",
+        "code.reuse_detected",
+        "client.registered",
     ] {
         find(action);
     }
@@ -1678,15 +1684,18 @@ async fn every_grant_is_audited_without_secrets() {
         );
     }
     for e in &log {
-        let text = format!("{} {} {} {}", e.request_id, e.caller, e.target, e.detail);
+        let text = format!(
+            "{} {} {} {} {:?}",
+            e.request_id, e.caller, e.subject, e.token_id, e.detail
+        );
         for secret in &secrets {
             assert!(
                 !text.contains(secret.as_str()),
                 "secret in audit record {}",
-                e.action
+                e.kind
             );
         }
-        assert!(!looks_like_a_secret(&text), "{}: {text}", e.action);
+        assert!(!looks_like_a_secret(&text), "{}: {text}", e.kind);
     }
 }
 

@@ -192,7 +192,7 @@ impl Keyring {
                         return Ok(());
                     }
                     rows::insert(c, &row)?;
-                    audit::append(c, &system_audit(now, "key.create", &row.kid))
+                    audit::append(c, &system_audit(now, "key.created", &row.kid))
                 })
                 .await?;
             live = store.read_now(|c| rows::load_live(c, now))?;
@@ -255,10 +255,11 @@ impl Keyring {
             at: now,
             request_id: request_id.to_string(),
             caller: caller.to_string(),
-            action: "key.rotate".into(),
-            target: g.kid.clone(),
-            detail: format!("previous keys verify until {until}"),
-        };
+            kind: "key.rotated".into(),
+            token_id: g.kid.clone(),
+            ..AuditEntry::default()
+        }
+        .with("previous_verify_until", until);
         let kid = g.kid.clone();
         self.store
             .write(move |c| {
@@ -270,6 +271,57 @@ impl Keyring {
         self.reload(now)?;
         tracing::info!(%kid, "signing key rotated");
         Ok(kid)
+    }
+
+    /// Emergency revocation of `kid`: it stops verifying at once and leaves the JWKS.
+    /// If it was the signing key, a fresh key is stored in the same transaction, so
+    /// there is never a moment without one. Revoking a revoked key changes nothing.
+    /// Returns the kid that signs from now on, or `None` if `kid` is unknown.
+    pub async fn revoke(&self, kid: &str, now: i64, entry: AuditEntry) -> Result<Option<String>> {
+        // Generated up front, outside the writer; stored only if `kid` turns out to
+        // be the signing key when the write runs (a rotation may have got there first).
+        let g = generate(self.alg)?;
+        let successor = KeyRow {
+            kid: g.kid.clone(),
+            alg: alg_name(g.alg).unwrap_or("EdDSA").to_string(),
+            public_key: g.public_key.clone(),
+            sealed_private: self.master.seal(&g.kid, &g.pkcs8)?,
+            created_at: now,
+            retired_at: None,
+            verify_until: None,
+        };
+        let target = kid.to_string();
+        let found = self
+            .store
+            .write(move |c| {
+                let Some((signing, revoked)) = rows::state(c, &target)? else {
+                    return Ok(false);
+                };
+                if revoked {
+                    return Ok(true);
+                }
+                let mut entry = entry.with("was_signing", signing);
+                if signing {
+                    rows::insert(c, &successor)?;
+                    entry = entry.with("successor", successor.kid.clone());
+                }
+                rows::revoke(c, &target, now)?;
+                audit::append(c, &entry)?;
+                Ok(true)
+            })
+            .await?;
+        if !found {
+            return Ok(None);
+        }
+        self.reload(now)?;
+        let active = self.current().active.kid.clone();
+        tracing::warn!(%kid, %active, "signing key revoked");
+        Ok(Some(active))
+    }
+
+    /// Every key ever held, newest first, for operators.
+    pub async fn list(&self) -> Result<Vec<rows::KeyListing>> {
+        self.store.read(rows::list).await
     }
 
     /// Rebuilds the key set from the store: drops keys past their window.
@@ -302,14 +354,14 @@ fn warm_active(set: &KeySet) -> Result<()> {
         .map_err(|_| Error::internal("active signing key cannot be parsed"))
 }
 
-fn system_audit(now: i64, action: &str, target: &str) -> AuditEntry {
+fn system_audit(now: i64, kind: &str, kid: &str) -> AuditEntry {
     AuditEntry {
         at: now,
         request_id: "-".into(),
         caller: "system".into(),
-        action: action.into(),
-        target: target.into(),
-        detail: String::new(),
+        kind: kind.into(),
+        token_id: kid.into(),
+        ..AuditEntry::default()
     }
 }
 

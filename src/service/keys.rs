@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::convert::ts;
 use crate::authority::Authority;
 use crate::proto::key_service_server::KeyService;
 use crate::proto::{
     GetJwksRequest, GetJwksResponse, ListSigningKeysRequest, ListSigningKeysResponse,
     RevokeSigningKeyRequest, RevokeSigningKeyResponse, RotateSigningKeyRequest,
-    RotateSigningKeyResponse,
+    RotateSigningKeyResponse, SigningKeyInfo,
 };
 
 /// gRPC handlers for key publication and rotation.
@@ -37,15 +38,41 @@ impl KeyService for KeyHandlers {
 
     async fn list_signing_keys(
         &self,
-        _req: Request<ListSigningKeysRequest>,
+        req: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        Err(Status::unimplemented("ListSigningKeys is not available yet"))
+        let caller = super::caller(&req)?;
+        let keys = self
+            .0
+            .list_signing_keys(&caller)
+            .await?
+            .into_iter()
+            .map(|k| SigningKeyInfo {
+                state: match (k.revoked_at, k.retired_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(_)) => "retired",
+                    (None, None) => "active",
+                }
+                .into(),
+                kid: k.kid,
+                alg: k.alg,
+                created_at: ts(k.created_at),
+                // Keys sign from the moment they are stored until publish-ahead exists.
+                activates_at: ts(k.created_at),
+                retires_at: k.retired_at.and_then(ts),
+            })
+            .collect();
+        Ok(Response::new(ListSigningKeysResponse { keys }))
     }
 
     async fn revoke_signing_key(
         &self,
-        _req: Request<RevokeSigningKeyRequest>,
+        req: Request<RevokeSigningKeyRequest>,
     ) -> Result<Response<RevokeSigningKeyResponse>, Status> {
-        Err(Status::unimplemented("RevokeSigningKey is not available yet"))
+        let caller = super::caller(&req)?;
+        let active_kid = self
+            .0
+            .revoke_signing_key(&caller, &req.get_ref().kid)
+            .await?;
+        Ok(Response::new(RevokeSigningKeyResponse { active_kid }))
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
-use crate::authority::{AccessTokenRequest, Authority, Introspection, Issued, Secretish};
+use crate::authority::{
+    AccessTokenRequest, ApiKeyRotation, Authority, Introspection, Issued, Secretish,
+};
 use crate::exchange::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
     RefreshRequest, TokenExchangeRequest,
@@ -14,14 +16,29 @@ use crate::proto::exchange_request::Grant;
 use crate::proto::issue_request::Credential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::{
-    BumpTokenVersionRequest, BumpTokenVersionResponse, ExchangeRequest, ExchangeResponse,
-    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, ListApiKeysRequest,
-    ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, RevocationEvent, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
+    ApiKeyInfo, AuditEvent, BumpTokenVersionRequest, BumpTokenVersionResponse, ClientInfo,
+    ExchangeRequest, ExchangeResponse, IntrospectRequest, IntrospectResponse, IssueRequest,
+    IssueResponse, ListApiKeysRequest, ListApiKeysResponse, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, RevocationEvent,
+    RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
+use crate::store::apikeys::ApiKeyFilter;
+use crate::store::audit::AuditFilter;
 
 /// gRPC handlers for the token lifecycle.
 pub struct TokenHandlers(pub Arc<Authority>);
+
+/// A rotation's `overlap`: `None` when unset; negative durations are refused.
+fn overlap(d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
+    match d {
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(Status::invalid_argument("overlap must not be negative"))
+        }
+        // Whole seconds: a fraction of a second more is not worth a rounding rule.
+        Some(d) => Ok(Some(d.seconds)),
+        None => Ok(None),
+    }
+}
 
 fn issue_response(mut i: Issued) -> IssueResponse {
     IssueResponse {
@@ -59,22 +76,36 @@ impl TokenService for TokenHandlers {
                 ));
             }
             Some(Credential::ApiKey(s)) => {
-                if !s.rotate_from.is_empty() || s.overlap.is_some() {
-                    return Err(Status::unimplemented(
-                        "API-key rotation (rotate_from, overlap) is not available yet",
+                if !s.rotate_from.is_empty() {
+                    let next = ApiKeyRotation {
+                        owner: s.owner,
+                        name: s.name,
+                        environment: s.environment,
+                        scopes: s.scopes,
+                        exchange_audiences: s.exchange_audiences,
+                        ttl: ttl(s.ttl)?,
+                    };
+                    let overlap = overlap(s.overlap)?;
+                    self.0
+                        .rotate_api_key(&caller, &s.rotate_from, overlap, next)
+                        .await?
+                } else if s.overlap.is_some() {
+                    return Err(Status::invalid_argument(
+                        "overlap applies only with rotate_from (the key being rotated)",
                     ));
+                } else {
+                    self.0
+                        .issue_api_key(
+                            &caller,
+                            s.owner,
+                            s.name,
+                            s.environment,
+                            s.scopes,
+                            s.exchange_audiences,
+                            ttl(s.ttl)?,
+                        )
+                        .await?
                 }
-                self.0
-                    .issue_api_key(
-                        &caller,
-                        s.owner,
-                        s.name,
-                        s.environment,
-                        s.scopes,
-                        s.exchange_audiences,
-                        ttl(s.ttl)?,
-                    )
-                    .await?
             }
             Some(Credential::AccessToken(s)) => {
                 let req = AccessTokenRequest {
@@ -265,27 +296,112 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented("WatchRevocations is not available yet"))
+        Err(Status::unimplemented(
+            "WatchRevocations is not available yet",
+        ))
     }
 
     async fn list_api_keys(
         &self,
-        _req: Request<ListApiKeysRequest>,
+        req: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        Err(Status::unimplemented("ListApiKeys is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let filter = ApiKeyFilter {
+            owner: r.owner,
+            environment: r.environment,
+            include_revoked: r.include_revoked,
+        };
+        let (keys, next_page_token) = self
+            .0
+            .list_api_keys(&caller, filter, r.page_size, &r.page_token)
+            .await?;
+        let api_keys = keys
+            .into_iter()
+            .map(|k| ApiKeyInfo {
+                key_id: k.id,
+                owner: k.owner,
+                name: k.name,
+                environment: k.environment,
+                scopes: k.scopes,
+                created_at: ts(k.created_at),
+                expires_at: ts(k.expires_at),
+                last_used_at: k.last_used_at.and_then(ts),
+                revoked: k.revoked_at.is_some(),
+                rotated_to: k.rotated_to.unwrap_or_default(),
+                exchange_audiences: k.exchange_audiences,
+            })
+            .collect();
+        Ok(Response::new(ListApiKeysResponse {
+            api_keys,
+            next_page_token,
+        }))
     }
 
     async fn list_clients(
         &self,
-        _req: Request<ListClientsRequest>,
+        req: Request<ListClientsRequest>,
     ) -> Result<Response<ListClientsResponse>, Status> {
-        Err(Status::unimplemented("ListClients is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let (rows, next_page_token) = self
+            .0
+            .list_clients(&caller, r.page_size, &r.page_token)
+            .await?;
+        let clients = rows
+            .into_iter()
+            .map(|c| ClientInfo {
+                client_id: c.id,
+                name: c.name,
+                public: c.public,
+                redirect_uris: c.redirect_uris,
+                scopes: c.scopes,
+                created_at: ts(c.created_at),
+            })
+            .collect();
+        Ok(Response::new(ListClientsResponse {
+            clients,
+            next_page_token,
+        }))
     }
 
     async fn list_audit_events(
         &self,
-        _req: Request<ListAuditEventsRequest>,
+        req: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented("ListAuditEvents is not available yet"))
+        let caller = super::caller(&req)?;
+        let r = req.into_inner();
+        let filter = AuditFilter {
+            subject: r.subject,
+            caller: r.key_id,
+            kind: r.kind,
+            since: r.since.map(|t| t.seconds),
+            // `until` is exclusive: a fraction of a second past a whole second still
+            // admits events stamped with that second.
+            until: r
+                .until
+                .map(|t| t.seconds.saturating_add(i64::from(t.nanos > 0))),
+        };
+        let (rows, next_page_token) = self
+            .0
+            .list_audit_events(&caller, filter, r.page_size, &r.page_token)
+            .await?;
+        let events = rows
+            .into_iter()
+            .map(|e| AuditEvent {
+                id: e.id.max(0) as u64,
+                at: ts(e.at),
+                kind: e.kind,
+                caller_key_id: e.caller,
+                request_id: e.request_id,
+                subject: e.subject,
+                token_id: e.token_id,
+                detail: Some(json_to_struct(&e.detail)),
+            })
+            .collect();
+        Ok(Response::new(ListAuditEventsResponse {
+            events,
+            next_page_token,
+        }))
     }
 }

@@ -1,6 +1,6 @@
 //! The `api_keys` table.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::lists;
 use crate::error::Result;
@@ -114,4 +114,117 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
 /// How many keys were ever issued (bootstrap runs only on an empty table).
 pub fn count(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?)
+}
+
+/// An API key as an operator sees it: no secret, no hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyListing {
+    /// Public key id.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// Service name.
+    pub name: String,
+    /// Environment.
+    pub environment: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Exchange audiences.
+    pub exchange_audiences: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Last flushed use, Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+    /// The key that succeeded it by rotation.
+    pub rotated_to: Option<String>,
+}
+
+fn listing(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyListing> {
+    Ok(ApiKeyListing {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        name: r.get(2)?,
+        environment: r.get(3)?,
+        scopes: lists::get(r, 4)?,
+        exchange_audiences: lists::get(r, 5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        last_used_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+        rotated_to: r.get(10)?,
+    })
+}
+
+/// What `ListApiKeys` filters on; empty strings match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyFilter {
+    /// Only this owner.
+    pub owner: String,
+    /// Only this environment.
+    pub environment: String,
+    /// Also revoked and expired keys.
+    pub include_revoked: bool,
+}
+
+/// Up to `limit` keys matching `f`, newest first, strictly after the cursor
+/// `(created_at, id)` in that order. Liveness is judged at `now`.
+pub fn list(
+    conn: &Connection,
+    f: &ApiKeyFilter,
+    after: Option<(i64, &str)>,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<ApiKeyListing>> {
+    let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
+                last_used_at, revoked_at, rotated_to
+         FROM api_keys
+         WHERE (?1 = '' OR owner = ?1) AND (?2 = '' OR environment = ?2)
+           AND (?3 OR (revoked_at IS NULL AND expires_at > ?4))
+           AND (created_at < ?5 OR (created_at = ?5 AND ?6 != '' AND id < ?6))
+         ORDER BY created_at DESC, id DESC LIMIT ?7",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            f.owner,
+            f.environment,
+            f.include_revoked,
+            now,
+            after_at,
+            after_id,
+            limit
+        ],
+        listing,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One key by id, as an operator sees it (whatever its state).
+pub fn find_listing(conn: &Connection, id: &str) -> Result<Option<ApiKeyListing>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
+                    last_used_at, revoked_at, rotated_to
+             FROM api_keys WHERE id = ?1",
+        )?
+        .query_row([id], listing)
+        .optional()?)
+}
+
+/// Ends `old` in favour of `new`: links them and moves the old key's expiry to
+/// `until` if that is sooner. Returns the old key's expiry after the change, or
+/// `None` if it is revoked or unknown.
+pub fn rotate(conn: &Connection, old: &str, new: &str, until: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE api_keys SET rotated_to = ?2, expires_at = min(expires_at, ?3)
+             WHERE id = ?1 AND revoked_at IS NULL RETURNING expires_at",
+        )?
+        .query_row(params![old, new, until], |r| r.get(0))
+        .optional()?)
 }

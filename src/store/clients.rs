@@ -57,3 +57,24 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<ClientRow>> {
         })
         .optional()?)
 }
+
+/// Up to `limit` clients, newest first, strictly after the cursor `(created_at, id)`.
+pub fn list(conn: &Connection, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<ClientRow>> {
+    let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients
+         WHERE created_at < ?1 OR (created_at = ?1 AND ?2 != '' AND id < ?2)
+         ORDER BY created_at DESC, id DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![after_at, after_id, limit], |r| {
+        Ok(ClientRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            public: r.get(2)?,
+            redirect_uris: lists::get(r, 3)?,
+            scopes: lists::get(r, 4)?,
+            created_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,6 +1,6 @@
 //! The `signing_keys` table. Private halves are sealed before they get here.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Result;
 
@@ -57,7 +57,8 @@ pub fn retire_others(conn: &Connection, except: &str, at: i64, verify_until: i64
 pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
     let mut stmt = conn.prepare(
         "SELECT kid, alg, public_key, sealed_private, created_at, retired_at, verify_until
-         FROM signing_keys WHERE verify_until IS NULL OR verify_until > ?1 ORDER BY created_at, kid",
+         FROM signing_keys WHERE revoked_at IS NULL AND (verify_until IS NULL OR verify_until > ?1)
+         ORDER BY created_at, kid",
     )?;
     let rows = stmt.query_map([now], |r| {
         Ok(KeyRow {
@@ -71,4 +72,62 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A signing key as an operator sees it: public facts only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListing {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// JWS algorithm.
+    pub alg: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it stopped signing, if it has.
+    pub retired_at: Option<i64>,
+    /// When it stops (or stopped) verifying, if retired.
+    pub verify_until: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// Every key ever held, newest first.
+pub fn list(conn: &Connection) -> Result<Vec<KeyListing>> {
+    let mut stmt = conn.prepare(
+        "SELECT kid, alg, created_at, retired_at, verify_until, revoked_at
+         FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(KeyListing {
+            kid: r.get(0)?,
+            alg: r.get(1)?,
+            created_at: r.get(2)?,
+            retired_at: r.get(3)?,
+            verify_until: r.get(4)?,
+            revoked_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What a key was when asked about: `None` if unknown, else (was it signing, was it
+/// already revoked).
+pub fn state(conn: &Connection, kid: &str) -> Result<Option<(bool, bool)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT retired_at IS NULL, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
+        )?
+        .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Revokes a key: it stops signing and verifying at `at` and leaves the JWKS.
+pub fn revoke(conn: &Connection, kid: &str, at: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE signing_keys SET revoked_at = ?2, retired_at = coalesce(retired_at, ?2),
+                verify_until = min(coalesce(verify_until, ?2), ?2)
+         WHERE kid = ?1 AND revoked_at IS NULL",
+        params![kid, at],
+    )?;
+    Ok(())
 }

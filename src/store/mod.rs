@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_oauth.sql"),
     include_str!("migrations/0003_lists_lineage.sql"),
     include_str!("migrations/0004_housekeeping.sql"),
+    include_str!("migrations/0005_admin_surface.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
@@ -283,6 +284,61 @@ mod tests {
                     client.redirect_uris,
                     vec!["https://a.example/cb", "https://b.example/cb"]
                 );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn old_audit_records_get_kinds_columns_and_json_details() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("tessera.db")).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 4).unwrap();
+            c.execute_batch(
+                "INSERT INTO audit_log (at, request_id, caller, action, target, detail) VALUES
+                   (1, 'r1', 'k1', 'issue.access_token', 'jti-1', 'sub=alice aud=api scopes=read'),
+                   (2, 'r2', 'k1', 'bump_token_version', 'alice', 'logout'),
+                   (3, 'r3', 'k1', 'exchange.token_exchange', 'jti-2', ''),
+                   (4, '-', '-', 'revoke.unknown', '-', '');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let rows = store.read_now(|c| audit::recent(c, 10)).unwrap();
+        let kinds: Vec<_> = rows.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "revoke.noop",
+                "token.exchanged",
+                "token_version.bumped",
+                "token.issued"
+            ]
+        );
+        assert!(kinds.iter().all(|k| audit::KINDS.contains(k)));
+        assert_eq!(rows[3].token_id, "jti-1");
+        assert_eq!(rows[3].detail["note"], "sub=alice aud=api scopes=read");
+        assert_eq!(
+            (rows[2].subject.as_str(), rows[2].token_id.as_str()),
+            ("alice", "")
+        );
+        assert_eq!(rows[1].detail["grant"], "token_exchange");
+        assert_eq!(rows[0].token_id, "");
+        // New records continue the id sequence.
+        store
+            .read_now(|c| {
+                audit::append(
+                    c,
+                    &audit::AuditEntry {
+                        kind: "token.issued".into(),
+                        ..Default::default()
+                    },
+                )?;
+                assert_eq!(audit::recent(c, 1)?[0].id, 5);
                 Ok(())
             })
             .unwrap();
