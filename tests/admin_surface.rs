@@ -528,9 +528,12 @@ async fn list_rpcs_never_return_a_secret_or_a_hash() {
         secrets.push(std64.encode(h));
         secrets.push(url64.encode(h));
     }
-    // The secret half of each API key on its own, too.
+    // The secret half of each API key on its own, too: `tsk_<env>_<id>_<secret+check>`,
+    // where the secret's base64url may itself hold `_`.
     for k in [&s.admin_key, &key.token, &rotated.token, &client.token] {
-        secrets.push(k.rsplit('_').next().unwrap().to_string());
+        let secret = k.splitn(4, '_').nth(3).unwrap();
+        assert!(secret.len() >= 43, "{secret:?} is not the whole secret");
+        secrets.push(secret.to_string());
     }
     let keys = list_keys(
         &s,
