@@ -82,7 +82,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         Some(path) => {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Layer::from_toml(&text)?
+            Layer::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Layer::default(),
     };
@@ -96,7 +96,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         log_format: args.log_format,
         ..Layer::default()
     };
-    Config::from_layers(flags.or(Layer::from_env(&env)).or(file), &env)
+    Config::from_layers(flags.or(Layer::from_env(&env)?).or(file), &env)
 }
 
 fn main() -> ExitCode {

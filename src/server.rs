@@ -16,6 +16,7 @@ use crate::auth;
 use crate::authority::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::error::StartupError;
 use crate::net::{self, GrpcIncoming, Limits, NetMetrics, Port};
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
@@ -37,14 +38,18 @@ impl Listeners {
     /// Binds the addresses of `config` (port 0 picks a free port). Errors name the
     /// address that could not be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        let bind = |name: &'static str, addr: SocketAddr| {
-            listen(addr)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {name} {addr}: {e}")))
+        let bind = |name: &'static str, setting: &'static str, addr: SocketAddr| {
+            listen(addr).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on the {name} address {addr} ({setting}): {e}"),
+                )
+            })
         };
         Ok(Listeners {
-            grpc: bind("grpc_addr", config.grpc_addr)?,
-            http: bind("http_addr", config.http_addr)?,
-            metrics: bind("metrics_addr", config.metrics_addr)?,
+            grpc: bind("gRPC", "grpc_addr", config.grpc_addr)?,
+            http: bind("HTTP", "http_addr", config.http_addr)?,
+            metrics: bind("metrics", "metrics_addr", config.metrics_addr)?,
         })
     }
 }
@@ -82,7 +87,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let authority = Arc::new(Authority::open(config.clone(), clock).await?);
+    let authority = Arc::new(
+        Authority::open(config.clone(), clock)
+            .await
+            .map_err(StartupError::from)?,
+    );
     let grpc_addr: SocketAddr = listeners.grpc.local_addr()?;
     let http_addr: SocketAddr = listeners.http.local_addr()?;
     let metrics_addr: SocketAddr = listeners.metrics.local_addr()?;

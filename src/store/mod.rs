@@ -98,9 +98,14 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
         let path = dir.path().join("tessera.db");
-        let mut writer_conn = open_conn(&path)?;
-        migrate(&mut writer_conn)?;
-        let reader = open_conn(&path)?;
+        // Only the operator sees these (start-up, offline tools): name the file and the
+        // cause, which the runtime mapping to `Unavailable` would drop.
+        let at = |what: &str, e: rusqlite::Error| {
+            Error::internal(format!("{what} database {}: {e}", path.display()))
+        };
+        let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
+        migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
+        let reader = open_conn(&path).map_err(|e| at("cannot open", e))?;
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("tessera-store-writer".into())
