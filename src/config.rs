@@ -538,24 +538,24 @@ mod tests {
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
         let file = Layer::from_toml(
-            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"file\"",
+            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"https://file.test\"",
         )
         .unwrap();
         let env: HashMap<String, String> = [
             ("TESSERA_HTTP_ADDR".to_string(), "127.0.0.1:3".to_string()),
-            ("TESSERA_ISSUER".into(), "env".into()),
+            ("TESSERA_ISSUER".into(), "https://env.test".into()),
         ]
         .into_iter()
         .collect();
         let flags = Layer {
-            issuer: Some("flag".into()),
+            issuer: Some("https://flag.test".into()),
             ..Layer::default()
         };
         let c =
             Config::from_layers(flags.or(Layer::from_env(&env).unwrap()).or(file), &env).unwrap();
         assert_eq!(c.grpc_addr.port(), 1);
         assert_eq!(c.http_addr.port(), 3);
-        assert_eq!(c.issuer, "flag");
+        assert_eq!(c.issuer, "https://flag.test");
         assert_eq!(c.data_dir, PathBuf::from("tessera-data"));
     }
 
