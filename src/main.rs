@@ -100,7 +100,20 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // A flag that does not parse is a usage error like any other bad setting
+            // (clap's own code is 2); --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let args = match cli.command {
         Command::Serve(args) => args,
         Command::Keygen { environment } => {
             if !tessera::apikeys::valid_environment(&environment) {

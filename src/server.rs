@@ -95,7 +95,9 @@ async fn report_health(reporter: &tonic_health::server::HealthReporter, serving:
         reporter
             .set_serving::<TokenServiceServer<TokenHandlers>>()
             .await;
-        reporter.set_serving::<KeyServiceServer<KeyHandlers>>().await;
+        reporter
+            .set_serving::<KeyServiceServer<KeyHandlers>>()
+            .await;
     } else {
         reporter
             .set_not_serving::<TokenServiceServer<TokenHandlers>>()

@@ -183,7 +183,9 @@ impl Store {
             })
             .await?;
             self.read(|c| {
-                c.query_row("SELECT count(*) FROM signing_keys", [], |r| r.get::<_, i64>(0))?;
+                c.query_row("SELECT count(*) FROM signing_keys", [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
                 Ok(())
             })
             .await
