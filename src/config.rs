@@ -155,6 +155,10 @@ impl Default for Config {
     }
 }
 
+/// `TESSERA_*` variables read outside [`Layer::from_env`]: secrets (env only), the config
+/// file's path, and the admin client's key.
+const ENV_ONLY: &[&str] = &["MASTER_KEY", "BOOTSTRAP_ADMIN_KEY", "CONFIG", "API_KEY"];
+
 /// One source of settings; every field optional so sources can be layered.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,7 +195,34 @@ impl Layer {
     /// Reads the `TESSERA_*` variables out of an environment map. A value that does not
     /// parse is an error naming the variable, never a silent fallback to the default.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| env.get(&format!("TESSERA_{k}")).cloned();
+        Self::from_env_noting(env, &mut |_| {})
+    }
+
+    /// `TESSERA_*` variables in `env` that no part of the service reads (a typo such
+    /// as `TESSERA_SHUTDOWN_GRAC`), sorted: worth a warning, since their values are
+    /// otherwise ignored.
+    pub fn unknown_env(env: &HashMap<String, String>) -> Vec<String> {
+        let mut known: Vec<String> = ENV_ONLY.iter().map(|k| format!("TESSERA_{k}")).collect();
+        let _ = Self::from_env_noting(env, &mut |k| known.push(format!("TESSERA_{k}")));
+        let mut unknown: Vec<String> = env
+            .keys()
+            .filter(|k| k.starts_with("TESSERA_") && !known.contains(k))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// [`from_env`](Self::from_env), telling `note` the name of every variable it reads.
+    fn from_env_noting(
+        env: &HashMap<String, String>,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Self, String> {
+        let note = std::cell::RefCell::new(note);
+        let get = |k: &str| {
+            (note.borrow_mut())(k);
+            env.get(&format!("TESSERA_{k}")).cloned()
+        };
         let number = |k: &str| -> Result<Option<usize>, String> {
             get(k)
                 .map(|v| {
@@ -318,7 +349,14 @@ impl Config {
         }
         if let Some(m) = merged.scope_ttl {
             for (scope, v) in m {
+                if scope.is_empty() {
+                    return Err("scope_ttl: a cap needs a scope name".into());
+                }
                 let d = dur("scope_ttl", v)?;
+                if d.is_zero() {
+                    // Every token carrying the scope would be born expired.
+                    return Err(format!("scope_ttl: the cap of {scope:?} must be > 0"));
+                }
                 c.scope_ttl.insert(scope, d);
             }
         }
@@ -713,6 +751,19 @@ mod tests {
             let e = load(&env).unwrap_err();
             assert!(e.contains(k) && !e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn unknown_tessera_variables_are_found() {
+        let env: HashMap<String, String> = [
+            ("TESSERA_SHUTDOWN_GRAC".to_string(), "5s".to_string()),
+            ("TESSERA_SHUTDOWN_GRACE".into(), "5s".into()),
+            ("TESSERA_MASTER_KEY".into(), "x".into()),
+            ("TESSERA_LOG".into(), "info".into()),
+            ("HOME".into(), "/".into()),
+        ]
+        .into();
+        assert_eq!(Layer::unknown_env(&env), vec!["TESSERA_SHUTDOWN_GRAC"]);
     }
 
     #[test]

@@ -74,7 +74,11 @@ struct ServeArgs {
 }
 
 fn load_config(args: ServeArgs) -> Result<Config, String> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = environment()?;
+    // Before logging is set up, and names only: a value could be a secret.
+    for name in Layer::unknown_env(&env) {
+        eprintln!("tessera: warning: {name} is not a Tessera setting; ignored");
+    }
     let file = match args
         .config
         .or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from))
@@ -97,6 +101,25 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         ..Layer::default()
     };
     Config::from_layers(flags.or(Layer::from_env(&env)?).or(file), &env)
+}
+
+/// The process environment. `std::env::vars` would panic on a value that is not
+/// UTF-8; ours must be UTF-8, anyone else's is not our business.
+fn environment() -> Result<HashMap<String, String>, String> {
+    let mut env = HashMap::new();
+    for (k, v) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        match v.into_string() {
+            Ok(v) => {
+                env.insert(k, v);
+            }
+            Err(_) if k.starts_with("TESSERA_") => {
+                return Err(format!("{k}: the value is not valid UTF-8"));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(env)
 }
 
 fn main() -> ExitCode {

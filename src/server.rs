@@ -132,6 +132,9 @@ pub async fn run(
     let net_metrics = Arc::new(NetMetrics::default());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Ready only if storage takes a write now, not merely because it opened: an
+    // existing database opens and reads fine on a full disk.
+    let _ = authority.store.probe().await;
     report_health(&health_reporter, authority.store.healthy()).await;
 
     // Both reflection versions advertise every service, both reflection ones included,

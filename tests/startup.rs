@@ -297,6 +297,12 @@ fn every_unparsable_setting_exits_64_naming_it() {
             vec!["issuer".into(), "query".into()],
         ),
         (
+            "a TESSERA_ value that is not UTF-8",
+            vec![],
+            vec![],
+            vec!["TESSERA_ISSUER".into(), "UTF-8".into()],
+        ),
+        (
             "TESSERA_MAX_CONNECTIONS=lots",
             vec![("TESSERA_MAX_CONNECTIONS", "lots".into())],
             vec![],
@@ -344,6 +350,13 @@ fn every_unparsable_setting_exits_64_naming_it() {
         cmd.args(&flags);
         for (k, v) in &env {
             cmd.env(k, v);
+        }
+        if name.contains("UTF-8") {
+            use std::os::unix::ffi::OsStrExt;
+            cmd.env(
+                "TESSERA_ISSUER",
+                std::ffi::OsStr::from_bytes(b"https://\xff.test"),
+            );
         }
         let (status, err) = refused(cmd);
         assert_eq!(status.code(), Some(64), "{name}: {status}\n{err}");
@@ -505,8 +518,16 @@ fn all(status: ServingStatus) -> Vec<Option<i32>> {
 async fn on_sigterm_readiness_fails_first_and_the_probe_port_stays_up_until_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = serve(&tmp.path().join("data"));
-    cmd.env("TESSERA_DRAIN_DELAY", "2s");
+    cmd.env("TESSERA_DRAIN_DELAY", "2s")
+        // A mistyped variable is warned about by name, never silently ignored.
+        .env("TESSERA_SHUTDOWN_GRAC", "1s");
     let mut s = Serving::start(cmd, tmp.path());
+    assert!(
+        s.log()
+            .contains("TESSERA_SHUTDOWN_GRAC is not a Tessera setting"),
+        "{}",
+        s.log()
+    );
     assert_eq!(http_status(s.http, "/readyz"), Some(200));
     assert_eq!(all_health(s.grpc).await, all(ServingStatus::Serving));
 
