@@ -265,9 +265,7 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented(
-            "WatchRevocations is not available yet",
-        ))
+        Err(Status::unimplemented("WatchRevocations is not available yet"))
     }
 
     async fn list_api_keys(
@@ -288,8 +286,6 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListAuditEvents is not available yet",
-        ))
+        Err(Status::unimplemented("ListAuditEvents is not available yet"))
     }
 }
