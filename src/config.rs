@@ -99,7 +99,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Deadline for one call. Defaults to 10 s.
     pub request_timeout: Duration,
-    /// Time given to in-flight calls on SIGTERM. Defaults to 10 s.
+    /// On SIGTERM, how long the service keeps serving everything after `/readyz` and
+    /// gRPC health turn NOT_SERVING, so load balancers and probes see it and send no
+    /// more before the drain begins. Defaults to 5 s; 0 drains at once.
+    pub drain_delay: Duration,
+    /// Time given to in-flight calls once the drain begins; the HTTP listener (probes
+    /// included) stays up until they are done or this runs out. Defaults to 10 s.
     pub shutdown_grace: Duration,
     /// Log format. Defaults to text.
     pub log_format: LogFormat,
@@ -147,6 +152,7 @@ impl Default for Config {
             bootstrap_admin_key: None,
             max_request_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
             log_filter: "info".into(),
@@ -154,6 +160,10 @@ impl Default for Config {
         }
     }
 }
+
+/// `TESSERA_*` variables read outside [`Layer::from_env`]: secrets (env only), the config
+/// file's path, and the admin client's key.
+const ENV_ONLY: &[&str] = &["MASTER_KEY", "BOOTSTRAP_ADMIN_KEY", "CONFIG", "API_KEY"];
 
 /// One source of settings; every field optional so sources can be layered.
 #[derive(Debug, Default, Deserialize)]
@@ -185,52 +195,84 @@ pub struct Layer {
     pub log_format: Option<String>,
     pub log_filter: Option<String>,
     pub otlp_endpoint: Option<String>,
+    pub drain_delay: Option<String>,
 }
 
 impl Layer {
-    /// Reads the `TESSERA_*` variables out of an environment map.
-    pub fn from_env(env: &HashMap<String, String>) -> Self {
-        let get = |k: &str| env.get(&format!("TESSERA_{k}")).cloned();
-        Layer {
+    /// Reads the `TESSERA_*` variables out of an environment map. A value that does not
+    /// parse is an error naming the variable, never a silent fallback to the default.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
+        Self::from_env_noting(env, &mut |_| {})
+    }
+
+    /// `TESSERA_*` variables in `env` that no part of the service reads (a typo such
+    /// as `TESSERA_SHUTDOWN_GRAC`), sorted: worth a warning, since their values are
+    /// otherwise ignored.
+    pub fn unknown_env(env: &HashMap<String, String>) -> Vec<String> {
+        let mut known: Vec<String> = ENV_ONLY.iter().map(|k| format!("TESSERA_{k}")).collect();
+        let _ = Self::from_env_noting(env, &mut |k| known.push(format!("TESSERA_{k}")));
+        let mut unknown: Vec<String> = env
+            .keys()
+            .filter(|k| k.starts_with("TESSERA_") && !known.contains(k))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// [`from_env`](Self::from_env), telling `note` the name of every variable it reads.
+    fn from_env_noting(
+        env: &HashMap<String, String>,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Self, String> {
+        let note = std::cell::RefCell::new(note);
+        let get = |k: &str| {
+            (note.borrow_mut())(k);
+            env.get(&format!("TESSERA_{k}")).cloned()
+        };
+        let number = |k: &str| -> Result<Option<usize>, String> {
+            get(k)
+                .map(|v| {
+                    v.trim().parse::<usize>().map_err(|_| {
+                        format!("TESSERA_{k}: {v:?} is not a whole number (e.g. 65536)")
+                    })
+                })
+                .transpose()
+        };
+        Ok(Layer {
             grpc_addr: get("GRPC_ADDR"),
             http_addr: get("HTTP_ADDR"),
             metrics_addr: get("METRICS_ADDR"),
             header_timeout: get("HEADER_TIMEOUT"),
             http_request_timeout: get("HTTP_REQUEST_TIMEOUT"),
             idle_timeout: get("IDLE_TIMEOUT"),
-            // A value that is not a number becomes 0, which validation refuses.
-            max_connections: get("MAX_CONNECTIONS").map(|v| v.trim().parse().unwrap_or(0)),
+            max_connections: number("MAX_CONNECTIONS")?,
             data_dir: get("DATA_DIR"),
             issuer: get("ISSUER"),
             authorization_endpoint: get("AUTHORIZATION_ENDPOINT"),
             signing_alg: get("SIGNING_ALG"),
             access_token_ttl: get("ACCESS_TOKEN_TTL"),
             max_access_token_ttl: get("MAX_ACCESS_TOKEN_TTL"),
-            scope_ttl: get("SCOPE_TTL").map(|s| {
-                // "write:payments=60s,admin=5m"
-                s.split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .collect()
-            }),
+            scope_ttl: get("SCOPE_TTL").map(|s| parse_scope_ttl(&s)).transpose()?,
             api_key_ttl: get("API_KEY_TTL"),
             max_api_key_ttl: get("MAX_API_KEY_TTL"),
             refresh_token_ttl: get("REFRESH_TOKEN_TTL"),
             refresh_family_ttl: get("REFRESH_FAMILY_TTL"),
             audit_retention: get("AUDIT_RETENTION"),
             master_key_file: get("MASTER_KEY_FILE"),
-            max_request_bytes: get("MAX_REQUEST_BYTES").and_then(|v| v.parse().ok()),
+            max_request_bytes: number("MAX_REQUEST_BYTES")?,
             request_timeout: get("REQUEST_TIMEOUT"),
             shutdown_grace: get("SHUTDOWN_GRACE"),
             log_format: get("LOG_FORMAT"),
             log_filter: get("LOG"),
             otlp_endpoint: get("OTLP_ENDPOINT"),
-        }
+            drain_delay: get("DRAIN_DELAY"),
+        })
     }
 
     /// Parses a TOML config file's text.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("config file: {e}"))
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// Fills every unset field of `self` from `lower`.
@@ -262,6 +304,7 @@ impl Layer {
             log_format: self.log_format.or(lower.log_format),
             log_filter: self.log_filter.or(lower.log_filter),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
+            drain_delay: self.drain_delay.or(lower.drain_delay),
         }
     }
 }
@@ -295,12 +338,13 @@ impl Config {
             c.max_connections = v;
         }
         if let Some(v) = merged.data_dir {
+            if v.is_empty() {
+                return Err("data_dir: must not be empty".into());
+            }
             c.data_dir = v.into();
         }
         if let Some(v) = merged.issuer {
-            if v.is_empty() {
-                return Err("issuer: must not be empty".into());
-            }
+            check_issuer(&v).map_err(|e| format!("issuer: {v:?} {e}"))?;
             c.issuer = v;
         }
         if let Some(v) = merged.authorization_endpoint {
@@ -316,7 +360,7 @@ impl Config {
             c.authorization_endpoint = Some(v);
         }
         if let Some(v) = merged.signing_alg {
-            c.signing_alg = v.parse()?;
+            c.signing_alg = v.parse().map_err(|e| format!("signing_alg: {e}"))?;
         }
         if let Some(v) = merged.access_token_ttl {
             c.access_token_ttl = dur("access_token_ttl", v)?;
@@ -326,7 +370,14 @@ impl Config {
         }
         if let Some(m) = merged.scope_ttl {
             for (scope, v) in m {
+                if scope.is_empty() {
+                    return Err("scope_ttl: a cap needs a scope name".into());
+                }
                 let d = dur("scope_ttl", v)?;
+                if d.is_zero() {
+                    // Every token carrying the scope would be born expired.
+                    return Err(format!("scope_ttl: the cap of {scope:?} must be > 0"));
+                }
                 c.scope_ttl.insert(scope, d);
             }
         }
@@ -346,6 +397,9 @@ impl Config {
             c.audit_retention = dur("audit_retention", v)?;
         }
         if let Some(v) = merged.master_key_file {
+            if v.is_empty() {
+                return Err("master_key_file: must not be empty".into());
+            }
             c.master_key_file = Some(v.into());
         }
         if let Some(v) = merged.max_request_bytes {
@@ -357,6 +411,9 @@ impl Config {
         if let Some(v) = merged.shutdown_grace {
             c.shutdown_grace = dur("shutdown_grace", v)?;
         }
+        if let Some(v) = merged.drain_delay {
+            c.drain_delay = dur("drain_delay", v)?;
+        }
         if let Some(v) = merged.log_format {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -365,13 +422,36 @@ impl Config {
             };
         }
         if let Some(v) = merged.log_filter {
+            // The same parser the log subscriber uses: a filter it would reject must not
+            // quietly become "info" at start-up.
+            tracing_subscriber::EnvFilter::try_new(&v).map_err(|e| {
+                format!("log_filter (TESSERA_LOG): {v:?} is not a tracing filter: {e}")
+            })?;
             c.log_filter = v;
         }
         c.otlp_endpoint = merged.otlp_endpoint.filter(|v| !v.is_empty());
+        if let Some(v) = &c.otlp_endpoint {
+            check_http_url(v).map_err(|e| format!("otlp_endpoint: {v:?} {e}"))?;
+        }
         c.master_key = env.get("TESSERA_MASTER_KEY").map(|s| Secret(s.clone()));
+        if let Some(k) = &c.master_key {
+            // Checked here so a malformed key is a configuration error (exit 64), like
+            // any other value that does not parse. The value itself is never echoed.
+            crate::keys::seal::MasterKey::from_text(&k.0)
+                .map_err(|e| format!("TESSERA_MASTER_KEY: {e}"))?;
+        }
         c.bootstrap_admin_key = env
             .get("TESSERA_BOOTSTRAP_ADMIN_KEY")
             .map(|s| Secret(s.clone()));
+        if let Some(k) = &c.bootstrap_admin_key
+            && crate::apikeys::parse(&k.0).is_none()
+        {
+            return Err(
+                "TESSERA_BOOTSTRAP_ADMIN_KEY: not a well-formed Tessera API key (make one with \
+                 `tessera keygen`)"
+                    .into(),
+            );
+        }
         c.validate()?;
         Ok(c)
     }
@@ -402,6 +482,9 @@ impl Config {
                 return Err(format!("{name} must be > 0"));
             }
         }
+        if self.request_timeout.is_zero() {
+            return Err("request_timeout must be > 0".into());
+        }
         if !(1..=65_536).contains(&self.max_connections) {
             return Err("max_connections must be a number from 1 to 65536".into());
         }
@@ -429,6 +512,60 @@ impl Config {
             .copied()
             .fold(self.max_access_token_ttl, Duration::min)
     }
+}
+
+/// Parses `TESSERA_SCOPE_TTL`: `scope=duration` entries separated by commas, e.g.
+/// `write:payments=60s,admin=5m`. An entry without `=` or without a scope is an error;
+/// an empty value sets no caps.
+pub fn parse_scope_ttl(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    if s.trim().is_empty() {
+        return Ok(out);
+    }
+    for entry in s.split(',') {
+        let (scope, ttl) = entry
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "scope_ttl (TESSERA_SCOPE_TTL): entry {entry:?} is not scope=duration \
+                     (e.g. write:payments=60s,admin=5m)"
+                )
+            })?;
+        out.insert(scope.to_string(), ttl.to_string());
+    }
+    Ok(out)
+}
+
+/// An absolute `http`/`https` URL with a host and no user info or fragment.
+fn check_http_url(v: &str) -> Result<axum::http::Uri, String> {
+    if v.contains('#') {
+        return Err("must not have a fragment".into());
+    }
+    let uri: axum::http::Uri = v
+        .parse()
+        .map_err(|_| "is not an absolute http:// or https:// URL".to_string())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("is not an absolute http:// or https:// URL".into()),
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => Err("must not carry user info".into()),
+        Some(a) if !a.host().is_empty() => Ok(uri),
+        _ => Err("has no host".into()),
+    }
+}
+
+/// The issuer is an `http`/`https` URL without query or fragment (RFC 8414 §2; RFC 9068
+/// verifiers compare it octet for octet, so it is kept exactly as written, trailing
+/// slash included).
+fn check_issuer(v: &str) -> Result<(), String> {
+    let uri = check_http_url(v)?;
+    if uri.query().is_some() || v.contains('?') {
+        return Err("must not have a query (RFC 8414 §2)".into());
+    }
+    Ok(())
 }
 
 /// Parses `90s`, `15m`, `24h`, `90d` (or a bare number of seconds).
@@ -460,23 +597,24 @@ mod tests {
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
         let file = Layer::from_toml(
-            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"file\"",
+            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nissuer = \"https://file.test\"",
         )
         .unwrap();
         let env: HashMap<String, String> = [
             ("TESSERA_HTTP_ADDR".to_string(), "127.0.0.1:3".to_string()),
-            ("TESSERA_ISSUER".into(), "env".into()),
+            ("TESSERA_ISSUER".into(), "https://env.test".into()),
         ]
         .into_iter()
         .collect();
         let flags = Layer {
-            issuer: Some("flag".into()),
+            issuer: Some("https://flag.test".into()),
             ..Layer::default()
         };
-        let c = Config::from_layers(flags.or(Layer::from_env(&env)).or(file), &env).unwrap();
+        let c =
+            Config::from_layers(flags.or(Layer::from_env(&env).unwrap()).or(file), &env).unwrap();
         assert_eq!(c.grpc_addr.port(), 1);
         assert_eq!(c.http_addr.port(), 3);
-        assert_eq!(c.issuer, "flag");
+        assert_eq!(c.issuer, "https://flag.test");
         assert_eq!(c.data_dir, PathBuf::from("tessera-data"));
     }
 
@@ -496,7 +634,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let c = Config::from_layers(Layer::from_env(&env), &env).unwrap();
+        let c = Config::from_layers(Layer::from_env(&env).unwrap(), &env).unwrap();
         assert_eq!(
             c.scope_cap(&["read".into(), "write:payments".into()]),
             Duration::from_secs(60)
@@ -506,7 +644,7 @@ mod tests {
             [("TESSERA_AUDIT_RETENTION".to_string(), "30d".to_string())]
                 .into_iter()
                 .collect();
-        let c = Config::from_layers(Layer::from_env(&env), &env).unwrap();
+        let c = Config::from_layers(Layer::from_env(&env).unwrap(), &env).unwrap();
         assert_eq!(c.audit_retention, Duration::from_secs(30 * 86_400));
         let c = Config::from_layers(Layer::from_toml("audit_retention = \"2d\"").unwrap(), &env)
             .unwrap();
@@ -536,15 +674,38 @@ mod tests {
         );
         for (k, v) in [
             ("TESSERA_MAX_CONNECTIONS", "lots"),
+            ("TESSERA_MAX_REQUEST_BYTES", "lots"),
+            ("TESSERA_MAX_REQUEST_BYTES", "-1"),
+            ("TESSERA_SCOPE_TTL", "write:payments"),
+            ("TESSERA_SCOPE_TTL", "write:payments=60s,=5m"),
+            ("TESSERA_SCOPE_TTL", "write:payments=soon"),
+            ("TESSERA_LOG", "[[["),
+            ("TESSERA_ISSUER", "not a url"),
+            ("TESSERA_ISSUER", "ftp://tessera.test"),
+            ("TESSERA_ISSUER", "https://tessera.test/#frag"),
+            ("TESSERA_ISSUER", "https://tessera.test/?tenant=a"),
+            ("TESSERA_ISSUER", "https://user@tessera.test"),
+            ("TESSERA_ISSUER", "/relative"),
+            ("TESSERA_SIGNING_ALG", "RS256"),
+            ("TESSERA_DATA_DIR", ""),
+            ("TESSERA_MASTER_KEY_FILE", ""),
+            ("TESSERA_MASTER_KEY", "not-base64!"),
+            ("TESSERA_BOOTSTRAP_ADMIN_KEY", "tsk_nope"),
+            ("TESSERA_OTLP_ENDPOINT", "collector:4317"),
+            ("TESSERA_REQUEST_TIMEOUT", "0s"),
+            ("TESSERA_DRAIN_DELAY", "soon"),
             ("TESSERA_MAX_CONNECTIONS", "0"),
             ("TESSERA_HEADER_TIMEOUT", "0s"),
             ("TESSERA_IDLE_TIMEOUT", "5x"),
             ("TESSERA_METRICS_ADDR", "nope"),
         ] {
             let env: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
-            let e = Config::from_layers(Layer::from_env(&env), &env).unwrap_err();
-            let setting = k.trim_start_matches("TESSERA_").to_ascii_lowercase();
-            assert!(e.contains(&setting), "{k}={v}: {e}");
+            let e = load(&env).unwrap_err();
+            let setting = k.trim_start_matches("TESSERA_");
+            assert!(
+                e.contains(setting) || e.contains(&setting.to_ascii_lowercase()),
+                "{k}={v}: {e}"
+            );
         }
     }
 
@@ -559,7 +720,7 @@ mod tests {
         .unwrap();
         let env: HashMap<String, String> =
             [("TESSERA_IDLE_TIMEOUT".to_string(), "3m".to_string())].into();
-        let c = Config::from_layers(Layer::from_env(&env).or(file), &env).unwrap();
+        let c = Config::from_layers(Layer::from_env(&env).unwrap().or(file), &env).unwrap();
         assert_eq!(c.metrics_addr.port(), 9999);
         assert_eq!(c.header_timeout, Duration::from_secs(2));
         assert_eq!(c.idle_timeout, Duration::from_secs(180));
@@ -573,11 +734,57 @@ mod tests {
             ("TESSERA_HTTP_ADDR", "[::]:8080"),
         ] {
             let mut env: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
-            let e = Config::from_layers(Layer::from_env(&env), &env).unwrap_err();
+            let e = Config::from_layers(Layer::from_env(&env).unwrap(), &env).unwrap_err();
             assert!(e.contains("master key") && e.contains(v), "{e}");
             env.insert("TESSERA_MASTER_KEY_FILE".into(), "/run/secrets/mk".into());
-            assert!(Config::from_layers(Layer::from_env(&env), &env).is_ok());
+            assert!(Config::from_layers(Layer::from_env(&env).unwrap(), &env).is_ok());
         }
+    }
+
+    fn load(env: &HashMap<String, String>) -> Result<Config, String> {
+        Config::from_layers(Layer::from_env(env)?, env)
+    }
+
+    #[test]
+    fn issuers_that_are_urls_are_kept_as_written() {
+        for v in [
+            "https://tessera.test",
+            "https://tessera.test/",
+            "http://127.0.0.1:8080",
+            "https://auth.example/tenants/a",
+        ] {
+            let env: HashMap<String, String> = [("TESSERA_ISSUER".into(), v.into())].into();
+            assert_eq!(load(&env).unwrap().issuer, v);
+        }
+        let env: HashMap<String, String> =
+            [("TESSERA_SCOPE_TTL".into(), " a=1m , b = 2m ".into())].into();
+        let c = load(&env).unwrap();
+        assert_eq!(c.scope_ttl["a"], Duration::from_secs(60));
+        assert_eq!(c.scope_ttl["b"], Duration::from_secs(120));
+        let env: HashMap<String, String> = [("TESSERA_SCOPE_TTL".into(), String::new())].into();
+        assert!(load(&env).unwrap().scope_ttl.is_empty());
+    }
+
+    #[test]
+    fn secret_values_are_never_echoed_in_errors() {
+        for k in ["TESSERA_MASTER_KEY", "TESSERA_BOOTSTRAP_ADMIN_KEY"] {
+            let env: HashMap<String, String> = [(k.into(), "hunter2-secret".into())].into();
+            let e = load(&env).unwrap_err();
+            assert!(e.contains(k) && !e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_tessera_variables_are_found() {
+        let env: HashMap<String, String> = [
+            ("TESSERA_SHUTDOWN_GRAC".to_string(), "5s".to_string()),
+            ("TESSERA_SHUTDOWN_GRACE".into(), "5s".into()),
+            ("TESSERA_MASTER_KEY".into(), "x".into()),
+            ("TESSERA_LOG".into(), "info".into()),
+            ("HOME".into(), "/".into()),
+        ]
+        .into();
+        assert_eq!(Layer::unknown_env(&env), vec!["TESSERA_SHUTDOWN_GRAC"]);
     }
 
     #[test]

@@ -42,6 +42,23 @@ impl Error {
     }
 }
 
+/// Why the service did not start, for the operator reading stderr. Unlike [`Error`],
+/// whose `Display` is what a remote caller may see, it carries the cause: only the
+/// operator sees it, and "internal error" would leave them guessing. Causes name paths
+/// and addresses, never key material.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+impl From<Error> for StartupError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Internal(cause) => StartupError(cause),
+            other => StartupError(other.to_string()),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;

@@ -74,7 +74,11 @@ struct ServeArgs {
 }
 
 fn load_config(args: ServeArgs) -> Result<Config, String> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = environment()?;
+    // Before logging is set up, and names only: a value could be a secret.
+    for name in Layer::unknown_env(&env) {
+        eprintln!("tessera: warning: {name} is not a Tessera setting; ignored");
+    }
     let file = match args
         .config
         .or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from))
@@ -82,7 +86,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         Some(path) => {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Layer::from_toml(&text)?
+            Layer::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Layer::default(),
     };
@@ -96,11 +100,43 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         log_format: args.log_format,
         ..Layer::default()
     };
-    Config::from_layers(flags.or(Layer::from_env(&env)).or(file), &env)
+    Config::from_layers(flags.or(Layer::from_env(&env)?).or(file), &env)
+}
+
+/// The process environment. `std::env::vars` would panic on a value that is not
+/// UTF-8; ours must be UTF-8, anyone else's is not our business.
+fn environment() -> Result<HashMap<String, String>, String> {
+    let mut env = HashMap::new();
+    for (k, v) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        match v.into_string() {
+            Ok(v) => {
+                env.insert(k, v);
+            }
+            Err(_) if k.starts_with("TESSERA_") => {
+                return Err(format!("{k}: the value is not valid UTF-8"));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(env)
 }
 
 fn main() -> ExitCode {
-    let args = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // A flag that does not parse is a usage error like any other bad setting
+            // (clap's own code is 2); --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let args = match cli.command {
         Command::Serve(args) => args,
         Command::Keygen { environment } => {
             if !tessera::apikeys::valid_environment(&environment) {

@@ -16,6 +16,7 @@ use crate::auth;
 use crate::authority::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::error::StartupError;
 use crate::net::{self, GrpcIncoming, Limits, NetMetrics, Port};
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
@@ -37,14 +38,18 @@ impl Listeners {
     /// Binds the addresses of `config` (port 0 picks a free port). Errors name the
     /// address that could not be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        let bind = |name: &'static str, addr: SocketAddr| {
-            listen(addr)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {name} {addr}: {e}")))
+        let bind = |name: &'static str, setting: &'static str, addr: SocketAddr| {
+            listen(addr).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on the {name} address {addr} ({setting}): {e}"),
+                )
+            })
         };
         Ok(Listeners {
-            grpc: bind("grpc_addr", config.grpc_addr)?,
-            http: bind("http_addr", config.http_addr)?,
-            metrics: bind("metrics_addr", config.metrics_addr)?,
+            grpc: bind("gRPC", "grpc_addr", config.grpc_addr)?,
+            http: bind("HTTP", "http_addr", config.http_addr)?,
+            metrics: bind("metrics", "metrics_addr", config.metrics_addr)?,
         })
     }
 }
@@ -73,8 +78,41 @@ const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often housekeeping runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs the service until `shutdown` resolves, then drains in-flight calls (bounded by
-/// `shutdown_grace`) and returns.
+/// How often a probe write checks storage, so readiness follows a disk that fills or
+/// fails while idle, and comes back once it works again without waiting for a caller.
+const STORAGE_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the overall ("") and per-service gRPC health status together.
+async fn report_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    if serving {
+        reporter
+            .set_serving::<TokenServiceServer<TokenHandlers>>()
+            .await;
+        reporter
+            .set_serving::<KeyServiceServer<KeyHandlers>>()
+            .await;
+    } else {
+        reporter
+            .set_not_serving::<TokenServiceServer<TokenHandlers>>()
+            .await;
+        reporter
+            .set_not_serving::<KeyServiceServer<KeyHandlers>>()
+            .await;
+    }
+}
+
+/// Runs the service until `shutdown` resolves, then drains and returns: readiness
+/// (`/readyz`, gRPC health) turns NOT_SERVING at once; everything keeps serving for
+/// `drain_delay`, so load balancers stop sending; then gRPC stops accepting and its
+/// in-flight calls finish; the HTTP listener, probes included, closes last. The drain
+/// is bounded by `shutdown_grace`.
 pub async fn run(
     config: Config,
     clock: Clock,
@@ -82,7 +120,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let authority = Arc::new(Authority::open(config.clone(), clock).await?);
+    let authority = Arc::new(
+        Authority::open(config.clone(), clock)
+            .await
+            .map_err(StartupError::from)?,
+    );
     let grpc_addr: SocketAddr = listeners.grpc.local_addr()?;
     let http_addr: SocketAddr = listeners.http.local_addr()?;
     let metrics_addr: SocketAddr = listeners.metrics.local_addr()?;
@@ -90,12 +132,10 @@ pub async fn run(
     let net_metrics = Arc::new(NetMetrics::default());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<TokenServiceServer<TokenHandlers>>()
-        .await;
-    health_reporter
-        .set_serving::<KeyServiceServer<KeyHandlers>>()
-        .await;
+    // Ready only if storage takes a write now, not merely because it opened: an
+    // existing database opens and reads fine on a full disk.
+    let _ = authority.store.probe().await;
+    report_health(&health_reporter, authority.store.healthy()).await;
 
     // Both reflection versions advertise every service, both reflection ones included,
     // so `grpcurl list` prints the same whichever version the client speaks.
@@ -120,8 +160,11 @@ pub async fn run(
         .max_encoding_message_size(limit);
     let interceptor = auth::interceptor(authority.clone());
 
-    // One shutdown signal fans out to both listeners and the housekeeping task.
+    // Shutdown in two steps: gRPC and housekeeping stop first; the HTTP and metrics
+    // listeners (probes, /metrics) only once gRPC has drained.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    // False once shutdown has begun; `/readyz` also asks the store.
     let ready = Arc::new(AtomicBool::new(true));
 
     let mut grpc_stop = stop_rx.clone();
@@ -156,7 +199,7 @@ pub async fn run(
         http::router(state.clone()),
         limits,
         net_metrics.clone(),
-        stop_rx.clone(),
+        http_stop_rx.clone(),
     );
     let metrics = net::serve_http(
         listeners.metrics,
@@ -164,7 +207,7 @@ pub async fn run(
         http::metrics_router(state),
         limits,
         net_metrics.clone(),
-        stop_rx.clone(),
+        http_stop_rx,
     );
 
     let mut maint_stop = stop_rx.clone();
@@ -172,6 +215,9 @@ pub async fn run(
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.tick().await;
+        let mut probe = tokio::time::interval(STORAGE_PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -179,8 +225,22 @@ pub async fn run(
                         tracing::warn!(error = %e, "housekeeping failed; will retry");
                     }
                 }
+                _ = probe.tick() => {
+                    // The outcome is recorded in the store's health; logged there.
+                    let _ = maint_auth.store.probe().await;
+                }
                 _ = maint_stop.changed() => break,
             }
+        }
+    });
+
+    // gRPC health follows the store's; `/readyz` asks the store itself.
+    let mut store_health = authority.store.watch_health();
+    let reporter = health_reporter.clone();
+    let health_task = tokio::spawn(async move {
+        while store_health.changed().await.is_ok() {
+            let healthy = *store_health.borrow_and_update();
+            report_health(&reporter, healthy).await;
         }
     });
 
@@ -190,25 +250,27 @@ pub async fn run(
     let http_task = tokio::spawn(http);
     let metrics_task = tokio::spawn(metrics);
     shutdown.await;
-    tracing::info!("shutdown requested: draining");
+    tracing::info!(drain_delay = ?config.drain_delay, "shutdown requested: not ready, draining");
     ready.store(false, Ordering::Relaxed);
-    health_reporter
-        .set_not_serving::<TokenServiceServer<TokenHandlers>>()
-        .await;
-    health_reporter
-        .set_not_serving::<KeyServiceServer<KeyHandlers>>()
-        .await;
+    // Stopped first, so a storage change can no longer turn health back to SERVING.
+    health_task.abort();
+    let _ = health_task.await;
+    report_health(&health_reporter, false).await;
+    tokio::time::sleep(config.drain_delay).await;
     let _ = stop_tx.send(true);
 
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         let _ = grpc_task.await;
+        let _ = maintenance.await;
+        // Probes keep seeing 503 until the last gRPC call is done.
+        let _ = http_stop_tx.send(true);
         let _ = http_task.await;
         let _ = metrics_task.await;
-        let _ = maintenance.await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!("grace period over; closing with calls in flight");
+        let _ = http_stop_tx.send(true);
     }
     // Flush last-use times and purge once more before exit.
     if let Err(e) = authority.maintain().await {
@@ -218,24 +280,31 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when the future is first polled: a SIGTERM that arrives after the service logged
+/// "serving" must drain it, never kill it with the default action. Call it inside the
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                // Without handlers the default actions stand; wait for nothing.
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -197,7 +197,14 @@ impl Keyring {
                 .await?;
             live = store.read_now(|c| rows::load_live(c, now))?;
         }
-        let set = build_set(&live, &master)?;
+        let set = build_set(&live, &master).map_err(|e| match e {
+            // The operator must learn which database holds keys this master key can't open.
+            Error::Internal(cause) => Error::internal(format!(
+                "signing keys in {}: {cause}",
+                store.path().display()
+            )),
+            other => other,
+        })?;
         warm_active(&set)?;
         tracing::info!(kid = %set.active.kid, keys = set.verifying.len(), "signing keys loaded");
         Ok(Keyring {

@@ -46,7 +46,8 @@ impl MasterKey {
     /// Loads the configured master key, creating a development one if none is configured.
     pub fn load(config: &Config) -> Result<Self> {
         if let Some(secret) = &config.master_key {
-            return Self::from_text(&secret.0);
+            return Self::from_text(&secret.0)
+                .map_err(|e| Error::InvalidArgument(format!("TESSERA_MASTER_KEY: {e}")));
         }
         if let Some(path) = &config.master_key_file {
             // A mounted secret is typically root's; it must still be nobody else's to write.
@@ -54,7 +55,9 @@ impl MasterKey {
             let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                 Error::internal(format!("reading master key file {}: {e}", path.display()))
             })?);
-            return Self::from_text(&text);
+            return Self::from_text(&text).map_err(|e| {
+                Error::InvalidArgument(format!("master key file {}: {e}", path.display()))
+            });
         }
         let path = config.data_dir.join(DEV_KEY_FILE);
         // Not `exists()`: it follows a symlink, and a planted one must be seen, not used.
@@ -84,8 +87,12 @@ impl MasterKey {
             "NO MASTER KEY CONFIGURED: signing keys are sealed with a development key stored next to \
              the database. Set TESSERA_MASTER_KEY or master_key_file in production."
         );
-        let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(Error::internal)?);
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))?,
+        );
         Self::from_text(&text)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
     }
 
     /// Seals `plaintext`, bound to `context` (the kid), as `nonce || ciphertext || tag`.
@@ -119,7 +126,12 @@ impl MasterKey {
         let len = self
             .0
             .open_in_place(nonce, Aad::from(context.as_bytes()), buf.as_mut())
-            .map_err(|_| Error::internal("a signing key does not open under this master key"))?
+            .map_err(|_| {
+                Error::internal(format!(
+                    "signing key {context} does not open under the configured master key \
+                     (is it the master key this database was created with?)"
+                ))
+            })?
             .len();
         buf.truncate(len);
         Ok(buf)

@@ -56,11 +56,15 @@ async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
+/// Ready to take traffic: not draining, and storage works. Liveness (`/healthz`) stays
+/// "ok" either way: restarting a process whose disk is full helps nothing.
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
+    if !s.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !s.authority.store.healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+    } else {
+        (StatusCode::OK, "ready")
     }
 }
 

@@ -1,6 +1,9 @@
 //! SQLite, the source of truth. One writer thread commits concurrent writes together
 //! (group commit: one fsync per batch, not per call); callers are answered only after
 //! their batch's COMMIT. Reads at start-up rebuild the in-memory caches.
+//!
+//! The store also knows whether storage works (see [`Store::healthy`]): readiness
+//! follows it, so a node whose disk is full or failing is taken out of rotation.
 
 pub mod apikeys;
 pub mod audit;
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
 
@@ -42,10 +45,34 @@ fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
-/// A write: runs against the connection, says whether it succeeded, and hands back
-/// what to do once the batch's fate (commit or not) is known.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// A write: runs against the connection, says how it went, and hands back what to do
+/// once the batch's fate (commit or not) is known.
+type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Finish) + Send>;
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// How one write went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// Refused for its own reasons (a missing row, a rule): says nothing about storage.
+    Refused,
+    /// Storage failed under it (disk full, I/O error, locked).
+    StorageFailed,
+}
+
+/// Whether storage works, shared by every handle and the writer thread: false once a
+/// write or read fails for a storage reason (or the writer thread is gone), true again
+/// once a write reaches the disk.
+type Health = Arc<watch::Sender<bool>>;
+
+fn set_health(health: &Health, ok: bool) {
+    let changed = health.send_if_modified(|v| std::mem::replace(v, ok) != ok);
+    if changed && ok {
+        tracing::info!("storage works again");
+    } else if changed {
+        tracing::error!("storage failing: not ready until a write succeeds");
+    }
+}
 
 /// A cheap-to-clone handle on the database.
 #[derive(Clone)]
@@ -53,6 +80,7 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    health: Health,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
@@ -99,18 +127,26 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
         let path = dir.path().join("tessera.db");
-        let mut writer_conn = open_conn(&path)?;
-        migrate(&mut writer_conn)?;
-        let reader = open_conn(&path)?;
+        // Only the operator sees these (start-up, offline tools): name the file and the
+        // cause, which the runtime mapping to `Unavailable` would drop.
+        let at = |what: &str, e: rusqlite::Error| {
+            Error::internal(format!("{what} database {}: {e}", path.display()))
+        };
+        let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
+        migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
+        let reader = open_conn(&path).map_err(|e| at("cannot open", e))?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let health: Health = Arc::new(watch::Sender::new(true));
+        let writer_health = health.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, writer_health))
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
+            health,
             _dir: Arc::new(dir),
         })
     }
@@ -118,6 +154,46 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether storage works: false since a write or read failed for a storage reason
+    /// (disk full, I/O error, database locked, the writer thread gone), until a later
+    /// write reaches the disk. Readiness (`/readyz`, gRPC health) follows it.
+    pub fn healthy(&self) -> bool {
+        *self.health.borrow()
+    }
+
+    /// Follows [`healthy`](Self::healthy) as it changes.
+    pub fn watch_health(&self) -> watch::Receiver<bool> {
+        self.health.subscribe()
+    }
+
+    /// Writes and reads one row, so that storage that failed is seen working again
+    /// (and storage that fails while idle is seen failing) without waiting for a
+    /// caller's write. The write rewrites a value in place: it dirties a page, so the
+    /// commit must reach the disk, and changes nothing anyone reads.
+    pub async fn probe(&self) -> Result<()> {
+        let outcome = async {
+            self.write(|c| {
+                c.execute(
+                    "UPDATE signing_keys SET created_at = created_at
+                     WHERE rowid = (SELECT min(rowid) FROM signing_keys)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await?;
+            self.read(|c| {
+                c.query_row("SELECT count(*) FROM signing_keys", [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        set_health(&self.health, outcome.is_ok());
+        outcome
     }
 
     /// Runs `f` inside the writer's current transaction (in its own savepoint, so a
@@ -130,14 +206,24 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let out = f(conn);
-            let ok = out.is_ok();
+            let outcome = match &out {
+                Ok(_) => Outcome::Ok,
+                Err(Error::Unavailable) => Outcome::StorageFailed,
+                Err(_) => Outcome::Refused,
+            };
             let finish: Finish = Box::new(move |committed: Result<()>| {
                 let _ = tx.send(committed.and(out));
             });
-            (ok, finish)
+            (outcome, finish)
         });
-        self.writer.send(job).map_err(|_| Error::Unavailable)?;
-        rx.await.map_err(|_| Error::Unavailable)?
+        // Either failure means the write never ran: the writer thread is gone, or could
+        // not even begin a transaction.
+        let gone = || {
+            set_health(&self.health, false);
+            Error::Unavailable
+        };
+        self.writer.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Runs a read on the reader connection, off the async executor.
@@ -147,14 +233,20 @@ impl Store {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
         let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
+        let out = tokio::task::spawn_blocking(move || {
             let conn = reader
                 .lock()
                 .map_err(|_| Error::internal("reader lock poisoned"))?;
             f(&conn)
         })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+        // A read that works proves nothing about writes (a full disk still reads), so
+        // only a failure changes the health here.
+        if matches!(out, Err(Error::Unavailable)) {
+            set_health(&self.health, false);
+        }
+        out
     }
 
     /// Runs a read synchronously (start-up only, before serving).
@@ -168,7 +260,9 @@ impl Store {
 }
 
 /// Takes every job waiting, runs them in one transaction, commits once, then answers.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// A batch in which storage failed marks the store unhealthy; one that committed a
+/// change (so reached the disk) marks it healthy.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -178,19 +272,24 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         }
         let mut done = Vec::with_capacity(jobs.len());
+        let changes_before = conn.total_changes();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Nothing ran: dropping the jobs closes their channels, so callers see Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
+            set_health(&health, false);
             continue;
         }
+        let mut storage_failed = false;
         for job in jobs {
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 tracing::error!(error = %e, "store: cannot open savepoint");
+                storage_failed = true;
                 continue;
             }
-            let (ok, finish) = job(&conn);
+            let (outcome, finish) = job(&conn);
+            storage_failed |= outcome == Outcome::StorageFailed;
             // A failed job leaves no trace; its batch-mates keep their writes.
-            let end = if ok {
+            let end = if outcome == Outcome::Ok {
                 "RELEASE job"
             } else {
                 "ROLLBACK TO job; RELEASE job"
@@ -203,6 +302,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         let committed = conn.execute_batch("COMMIT").map_err(Error::from);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+            storage_failed = true;
+        }
+        if storage_failed {
+            set_health(&health, false);
+        } else if conn.total_changes() > changes_before {
+            set_health(&health, true);
         }
         for finish in done {
             finish(match &committed {

@@ -47,6 +47,8 @@ pub fn test_config(data_dir: &Path) -> Config {
         data_dir: data_dir.to_path_buf(),
         issuer: "https://tessera.test".into(),
         shutdown_grace: Duration::from_secs(5),
+        // In-process tests stop servers often; nothing balances load in front of them.
+        drain_delay: Duration::ZERO,
         ..Config::default()
     }
 }
