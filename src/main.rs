@@ -27,22 +27,9 @@ enum Command {
         #[arg(long, default_value = "admin")]
         environment: String,
     },
-    /// Offline operator tasks on a data dir (run them with the service stopped).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Mint a fresh admin API key into DIR/admin.key (mode 0600), audited; prints the
-    /// file's path, never the key.
-    Recover {
-        /// The data dir of the (stopped) service.
-        #[arg(long)]
-        data_dir: PathBuf,
-    },
+    /// Operate a server: over gRPC with an API key (keys, clients, signing-keys,
+    /// audit, status), or offline on a data dir (recover, import-key, backup).
+    Admin(tessera::admin::cli::AdminArgs),
 }
 
 #[derive(clap::Args)]
@@ -100,7 +87,19 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; everything else is a usage error.
+            return if e.use_stderr() {
+                ExitCode::from(64) // EX_USAGE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let args = match cli.command {
         Command::Serve(args) => args,
         Command::Keygen { environment } => {
             if !tessera::apikeys::valid_environment(&environment) {
@@ -111,9 +110,7 @@ fn main() -> ExitCode {
             println!("{}", key.expose());
             return ExitCode::SUCCESS;
         }
-        Command::Admin {
-            command: AdminCommand::Recover { data_dir },
-        } => return recover(&data_dir),
+        Command::Admin(args) => return tessera::admin::cli::run(args),
     };
     let config = match load_config(args) {
         Ok(c) => c,
@@ -151,31 +148,6 @@ fn main() -> ExitCode {
             tracing::error!("tessera stopped: {e:#}");
             // Logs may go to a collector; the operator starting it reads stderr.
             eprintln!("tessera: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn recover(data_dir: &std::path::Path) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tessera: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The recovered key lives as long as a freshly issued API key by default.
-    let ttl = Config::default().api_key_ttl.as_secs() as i64;
-    match rt.block_on(tessera::admin::recover(data_dir, &Clock::system(), ttl)) {
-        Ok(path) => {
-            println!("admin API key written to {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tessera: admin recover: {e:#}");
             ExitCode::FAILURE
         }
     }
