@@ -235,14 +235,16 @@ async fn dispatch(args: AdminArgs) -> Result<Option<Output>, Failure> {
                     owner,
                     environment,
                     all,
-                } => remote
-                    .keys_list(
-                        owner.as_deref().unwrap_or_default(),
-                        environment.as_deref().unwrap_or_default(),
-                        *all,
-                        now,
-                    )
-                    .await,
+                } => {
+                    remote
+                        .keys_list(
+                            owner.as_deref().unwrap_or_default(),
+                            environment.as_deref().unwrap_or_default(),
+                            *all,
+                            now,
+                        )
+                        .await
+                }
                 KeysCommand::Show { key_id } => remote.keys_show(key_id, now).await,
                 KeysCommand::Revoke { key_id } => remote.keys_revoke(key_id).await,
                 KeysCommand::Rotate { key_id, overlap } => {
@@ -295,9 +297,10 @@ fn api_key(
     env: &HashMap<String, String>,
 ) -> Result<Option<Zeroizing<String>>, Failure> {
     let key = match key_file {
-        Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            Failure::usage(format!("--key-file {}: {e}", path.display()))
-        })?),
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("--key-file {}: {e}", path.display())))?,
+        ),
         None => match env.get("TESSERA_API_KEY") {
             Some(k) => Zeroizing::new(k.clone()),
             None => return Ok(None),
@@ -426,7 +429,9 @@ async fn import_key(
     env: &HashMap<String, String>,
     clock: &Clock,
 ) -> Result<Output, Failure> {
-    let alg: ImportAlg = alg.parse().map_err(|e| Failure::usage(format!("--alg: {e}")))?;
+    let alg: ImportAlg = alg
+        .parse()
+        .map_err(|e| Failure::usage(format!("--alg: {e}")))?;
     let config = offline_config(data_dir, config, env)?;
     let kid = super::import::import_key(&config, alg, pem, clock)
         .await

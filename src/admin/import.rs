@@ -2,8 +2,8 @@
 //! server's data dir, for verifiers that only speak RS256 or PS256.
 //!
 //! The imported key becomes the active signing key at the server's next start; the
-//! key that was active retires as on a rotation (it verifies for `max_access_token_ttl`
-//! + 60 s, then leaves the JWKS). A later `RotateSigningKey` generates a key of the
+//! key that was active retires as on a rotation (it verifies for
+//! `max_access_token_ttl` plus 60 s, then leaves the JWKS). A later `RotateSigningKey` generates a key of the
 //! configured `signing_alg`: to stay on RSA, import the next RSA key instead.
 
 use std::path::Path;
@@ -93,9 +93,8 @@ fn read_pem(path: &Path) -> anyhow::Result<Zeroizing<String>> {
             meta.len()
         );
     }
-    let bytes = Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    );
+    let bytes =
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| anyhow::anyhow!("{} is not a PEM text file", path.display()))?;
     Ok(Zeroizing::new(text.to_string()))

@@ -209,9 +209,12 @@ impl Remote {
             .timeout(Duration::from_secs(30));
         let channel = endpoint.connect().await.map_err(|e| {
             // tonic's top-level message is just "transport error"; the cause says why.
-            let cause = std::error::Error::source(&e)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| e.to_string());
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
             unreachable(&cause)
         })?;
         Ok(Remote {
@@ -278,7 +281,9 @@ impl Remote {
         include_revoked: bool,
         now: i64,
     ) -> Result<Output, Failure> {
-        let keys = self.all_api_keys(owner, environment, include_revoked).await?;
+        let keys = self
+            .all_api_keys(owner, environment, include_revoked)
+            .await?;
         let json = json!({
             "api_keys": keys.iter().map(|k| render::api_key_json(k, now)).collect::<Vec<_>>()
         });
@@ -371,7 +376,8 @@ impl Remote {
             }
             page_token = page.next_page_token;
         }
-        let json = json!({ "clients": clients.iter().map(render::client_json).collect::<Vec<_>>() });
+        let json =
+            json!({ "clients": clients.iter().map(render::client_json).collect::<Vec<_>>() });
         Ok(Output::new(render::clients_table(&clients), json))
     }
 
@@ -441,7 +447,11 @@ impl Remote {
     }
 
     /// The newest `n` events, oldest first (as `tail` prints them).
-    pub async fn audit_newest(&self, filter: &AuditFilter, n: u32) -> Result<Vec<AuditEvent>, Failure> {
+    pub async fn audit_newest(
+        &self,
+        filter: &AuditFilter,
+        n: u32,
+    ) -> Result<Vec<AuditEvent>, Failure> {
         let mut events = Vec::new();
         let mut page_token = String::new();
         while (events.len() as u32) < n {
@@ -469,9 +479,7 @@ impl Remote {
         let mut events = Vec::new();
         let mut page_token = String::new();
         loop {
-            let (page, next) = self
-                .audit_page(filter, since.clone(), PAGE, page_token)
-                .await?;
+            let (page, next) = self.audit_page(filter, since, PAGE, page_token).await?;
             let reached_old = page.iter().any(|e| e.id <= after_id);
             events.extend(page.into_iter().filter(|e| e.id > after_id));
             if reached_old || next.is_empty() {
@@ -505,7 +513,14 @@ impl Remote {
                 Err(s) => return Err(s.into()),
             };
             serving &= state == "SERVING";
-            services.push((if service.is_empty() { "server" } else { service }, state));
+            services.push((
+                if service.is_empty() {
+                    "server"
+                } else {
+                    service
+                },
+                state,
+            ));
         }
         let jwks = self
             .keys()
@@ -556,7 +571,14 @@ impl Remote {
             Ok(keys) => keys
                 .iter()
                 .find(|k| k.state == "active")
-                .map(|k| format!("{} ({}, since {})", k.kid, k.alg, render::cell_time(&k.activates_at)))
+                .map(|k| {
+                    format!(
+                        "{} ({}, since {})",
+                        k.kid,
+                        k.alg,
+                        render::cell_time(&k.activates_at)
+                    )
+                })
                 .unwrap_or_else(|| "none".into()),
             Err(why) => format!("unknown ({why})"),
         };

@@ -38,12 +38,14 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// A timestamp for a table cell: RFC 3339, or `-` when unset.
 pub fn cell_time(t: &Option<Timestamp>) -> String {
-    t.as_ref().map_or_else(|| "-".into(), |t| rfc3339(t.seconds))
+    t.as_ref()
+        .map_or_else(|| "-".into(), |t| rfc3339(t.seconds))
 }
 
 /// A timestamp for JSON: RFC 3339, or `null` when unset.
 pub fn json_time(t: &Option<Timestamp>) -> Value {
-    t.as_ref().map_or(Value::Null, |t| Value::String(rfc3339(t.seconds)))
+    t.as_ref()
+        .map_or(Value::Null, |t| Value::String(rfc3339(t.seconds)))
 }
 
 /// A list for a table cell: space-separated, or `-` when empty.
@@ -142,7 +144,14 @@ pub fn api_keys_table(keys: &[ApiKeyInfo], now: i64) -> String {
         .collect();
     table(
         &[
-            "KEY_ID", "OWNER", "NAME", "ENV", "STATE", "EXPIRES", "LAST_USED", "SCOPES",
+            "KEY_ID",
+            "OWNER",
+            "NAME",
+            "ENV",
+            "STATE",
+            "EXPIRES",
+            "LAST_USED",
+            "SCOPES",
         ],
         &rows,
     )

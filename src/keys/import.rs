@@ -68,9 +68,7 @@ pub fn rsa_key_row(alg: ImportAlg, pem: &str, master: &MasterKey, now: i64) -> R
             ));
         }
         "EC PRIVATE KEY" | "OPENSSH PRIVATE KEY" => {
-            return Err(invalid(format!(
-                "the PEM holds a {label}, not an RSA key"
-            )));
+            return Err(invalid(format!("the PEM holds a {label}, not an RSA key")));
         }
         other => {
             return Err(invalid(format!(
@@ -166,8 +164,10 @@ mod tests {
 
     #[test]
     fn pem_shapes_are_refused_with_a_reason() {
-        let master = MasterKey::from_text(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([3u8; 32]))
-            .expect("master");
+        let master = MasterKey::from_text(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([3u8; 32]),
+        )
+        .expect("master");
         let cases = [
             ("empty", "", "not a PEM file"),
             ("no end", "-----BEGIN PRIVATE KEY-----\nAAAA\n", "has no"),
@@ -213,8 +213,10 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             B64.encode(doc.as_ref())
         );
-        let master = MasterKey::from_text(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([3u8; 32]))
-            .expect("master");
+        let master = MasterKey::from_text(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([3u8; 32]),
+        )
+        .expect("master");
         match rsa_key_row(ImportAlg::PS256, &pem, &master, 1) {
             Err(Error::InvalidArgument(m)) => assert!(m.contains("not an RSA key"), "{m}"),
             other => panic!("{:?}", other.map(|r| r.kid)),
