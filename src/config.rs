@@ -65,6 +65,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `iss` of every token, compared octet for octet. Defaults to `http://127.0.0.1:8080`.
     pub issuer: String,
+    /// URL of the login front end that asks Tessera for authorization codes, published
+    /// as `authorization_endpoint` in the RFC 8414 metadata. Tessera has no
+    /// authorization endpoint of its own; without this, the metadata does not
+    /// advertise the authorization-code grant. Defaults to none.
+    pub authorization_endpoint: Option<String>,
     /// Algorithm of generated signing keys. Defaults to EdDSA.
     pub signing_alg: SigningAlg,
     /// Access-token lifetime when the request gives none. Defaults to 15 min.
@@ -127,6 +132,7 @@ impl Default for Config {
             max_connections: 512,
             data_dir: PathBuf::from("tessera-data"),
             issuer: "http://127.0.0.1:8080".into(),
+            authorization_endpoint: None,
             signing_alg: SigningAlg::EdDSA,
             access_token_ttl: Duration::from_secs(15 * 60),
             max_access_token_ttl: Duration::from_secs(60 * 60),
@@ -162,6 +168,7 @@ pub struct Layer {
     pub max_connections: Option<usize>,
     pub data_dir: Option<String>,
     pub issuer: Option<String>,
+    pub authorization_endpoint: Option<String>,
     pub signing_alg: Option<String>,
     pub access_token_ttl: Option<String>,
     pub max_access_token_ttl: Option<String>,
@@ -195,6 +202,7 @@ impl Layer {
             max_connections: get("MAX_CONNECTIONS").map(|v| v.trim().parse().unwrap_or(0)),
             data_dir: get("DATA_DIR"),
             issuer: get("ISSUER"),
+            authorization_endpoint: get("AUTHORIZATION_ENDPOINT"),
             signing_alg: get("SIGNING_ALG"),
             access_token_ttl: get("ACCESS_TOKEN_TTL"),
             max_access_token_ttl: get("MAX_ACCESS_TOKEN_TTL"),
@@ -237,6 +245,7 @@ impl Layer {
             max_connections: self.max_connections.or(lower.max_connections),
             data_dir: self.data_dir.or(lower.data_dir),
             issuer: self.issuer.or(lower.issuer),
+            authorization_endpoint: self.authorization_endpoint.or(lower.authorization_endpoint),
             signing_alg: self.signing_alg.or(lower.signing_alg),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             max_access_token_ttl: self.max_access_token_ttl.or(lower.max_access_token_ttl),
@@ -293,6 +302,18 @@ impl Config {
                 return Err("issuer: must not be empty".into());
             }
             c.issuer = v;
+        }
+        if let Some(v) = merged.authorization_endpoint {
+            let url_like = (v.starts_with("https://") || v.starts_with("http://"))
+                && v.split_once("://")
+                    .is_some_and(|(_, rest)| !rest.is_empty())
+                && !v.contains(|ch: char| ch.is_whitespace() || ch.is_control() || ch == '#');
+            if !url_like {
+                return Err(format!(
+                    "authorization_endpoint: {v:?} is not an absolute http(s) URL without a fragment"
+                ));
+            }
+            c.authorization_endpoint = Some(v);
         }
         if let Some(v) = merged.signing_alg {
             c.signing_alg = v.parse()?;

@@ -190,10 +190,10 @@ impl Authority {
         check_field("subject", &filter.subject, false)?;
         check_field("key_id", &filter.caller, false)?;
         check_kind(&filter.kind)?;
-        if let (Some(since), Some(until)) = (filter.since, filter.until) {
-            if since >= until {
-                return Err(Error::InvalidArgument("since must be before until".into()));
-            }
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            return Err(Error::InvalidArgument("since must be before until".into()));
         }
         let size = self::page_size(page_size);
         let filters = filter_text(&[

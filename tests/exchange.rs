@@ -1652,7 +1652,10 @@ async fn every_grant_is_audited_without_secrets() {
             .find(|e| e.kind == action)
             .unwrap_or_else(|| panic!("no {action} in the audit log"))
     };
-    let cc_entry = find("token.exchanged");
+    let cc_entry = log
+        .iter()
+        .find(|e| e.kind == "token.exchanged" && e.detail["grant"] == "client_credentials")
+        .expect("a client_credentials record");
     assert_eq!(cc_entry.caller, svc.token_id);
     assert_eq!(cc_entry.request_id, "req-cc-1");
     assert_eq!(cc_entry.detail["grant"], "client_credentials");

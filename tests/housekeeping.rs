@@ -200,7 +200,7 @@ async fn audit_records_older_than_the_retention_are_purged() {
     let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
     let recent: i64 = db
         .query_row(
-            "SELECT count(*) FROM audit_log WHERE target = ?1",
+            "SELECT count(*) FROM audit_log WHERE token_id = ?1",
             [&t.token_id],
             |r| r.get(0),
         )

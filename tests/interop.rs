@@ -35,6 +35,7 @@ async fn third_party_oauth_clients_work_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = test_config(tmp.path());
     cfg.issuer = ISSUER_FROM_HTTP.into();
+    cfg.authorization_endpoint = Some("https://login.example/authorize".into());
     let s = TestServer::start_with(cfg, Clock::system()).await;
     let mut tk = s.tokens().await;
 
@@ -118,6 +119,7 @@ async fn third_party_oauth_clients_work_unchanged() {
         "app_audience": app.token_id,
         "app_code": code.token, "app_code_verifier": verifier, "app_code_challenge": challenge,
         "exchange_subject_token": carol_at.token, "exchange_subject": "carol",
+        "authorization_endpoint": "https://login.example/authorize",
     });
     let file = tmp.path().join("interop.json");
     std::fs::write(&file, params.to_string()).unwrap();

@@ -319,4 +319,35 @@ async fn token_endpoint_grants_and_errors() {
             .any(|g| g == "urn:ietf:params:oauth:grant-type:token-exchange")
     );
     assert!(!grants.as_array().unwrap().iter().any(|g| g == "password"));
+    // No login front end configured: no code grant advertised, and the required
+    // response_types_supported says "none" rather than being empty.
+    let meta = json(&body);
+    assert!(
+        !grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "authorization_code")
+    );
+    assert!(meta.get("authorization_endpoint").is_none());
+    assert_eq!(
+        meta["response_types_supported"],
+        serde_json::json!(["none"])
+    );
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "none")
+    );
+    for k in [
+        "token_endpoint_auth_signing_alg_values_supported",
+        "introspection_endpoint_auth_signing_alg_values_supported",
+    ] {
+        assert!(
+            meta.get(k).is_none(),
+            "{k}: no JWT client auth, so not published"
+        );
+    }
 }

@@ -379,24 +379,40 @@ pub async fn revoke(
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414): what is actually supported.
+///
+/// Tessera has no authorization endpoint: a login front end authenticates the user and
+/// calls `Issue(authorization_code)`. With `authorization_endpoint` configured (that
+/// front end's URL) the code grant and `response_types_supported: ["code"]` are
+/// advertised; without it the code grant is left out and `response_types_supported`
+/// is `["none"]` (RFC 8414 makes the member required and non-empty; `none` is the
+/// registered value for "nothing from an authorization endpoint"). Public clients
+/// authenticate with `none` at the token endpoint. No JWT client authentication is
+/// offered, so no `*_signing_alg_values_supported` member is published.
 pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
     let iss = a.config.issuer.trim_end_matches('/');
-    let mut r = Json(json!({
+    let code_flow = a.config.authorization_endpoint.as_deref();
+    let grant_types: Vec<&str> = GRANT_TYPES
+        .iter()
+        .copied()
+        .filter(|g| code_flow.is_some() || *g != "authorization_code")
+        .collect();
+    let mut doc = json!({
         "issuer": a.config.issuer,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "token_endpoint": format!("{iss}/oauth2/token"),
         "introspection_endpoint": format!("{iss}/oauth2/introspect"),
         "revocation_endpoint": format!("{iss}/oauth2/revoke"),
-        "grant_types_supported": crate::service::oauth::GRANT_TYPES,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "grant_types_supported": grant_types,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
-        "response_types_supported": [],
-        "token_endpoint_auth_signing_alg_values_supported": [],
-        "introspection_endpoint_auth_signing_alg_values_supported": [],
-    }))
-    .into_response();
+        "response_types_supported": if code_flow.is_some() { ["code"] } else { ["none"] },
+    });
+    if let Some(url) = code_flow {
+        doc["authorization_endpoint"] = json!(url);
+    }
+    let mut r = Json(doc).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

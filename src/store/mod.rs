@@ -290,6 +290,61 @@ mod tests {
     }
 
     #[test]
+    fn old_audit_records_get_kinds_columns_and_json_details() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("tessera.db")).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 4).unwrap();
+            c.execute_batch(
+                "INSERT INTO audit_log (at, request_id, caller, action, target, detail) VALUES
+                   (1, 'r1', 'k1', 'issue.access_token', 'jti-1', 'sub=alice aud=api scopes=read'),
+                   (2, 'r2', 'k1', 'bump_token_version', 'alice', 'logout'),
+                   (3, 'r3', 'k1', 'exchange.token_exchange', 'jti-2', ''),
+                   (4, '-', '-', 'revoke.unknown', '-', '');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let rows = store.read_now(|c| audit::recent(c, 10)).unwrap();
+        let kinds: Vec<_> = rows.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "revoke.noop",
+                "token.exchanged",
+                "token_version.bumped",
+                "token.issued"
+            ]
+        );
+        assert!(kinds.iter().all(|k| audit::KINDS.contains(k)));
+        assert_eq!(rows[3].token_id, "jti-1");
+        assert_eq!(rows[3].detail["note"], "sub=alice aud=api scopes=read");
+        assert_eq!(
+            (rows[2].subject.as_str(), rows[2].token_id.as_str()),
+            ("alice", "")
+        );
+        assert_eq!(rows[1].detail["grant"], "token_exchange");
+        assert_eq!(rows[0].token_id, "");
+        // New records continue the id sequence.
+        store
+            .read_now(|c| {
+                audit::append(
+                    c,
+                    &audit::AuditEntry {
+                        kind: "token.issued".into(),
+                        ..Default::default()
+                    },
+                )?;
+                assert_eq!(audit::recent(c, 1)?[0].id, 5);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn migrations_are_idempotent_and_wal_is_on() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
