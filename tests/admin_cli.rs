@@ -84,7 +84,7 @@ fn assert_ok(run: &Run) {
     assert_eq!(run.code, 0, "{run:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_list_and_show_print_tables_and_json_without_any_secret() {
     let s = TestServer::start().await;
     let issued = s.api_key(&["tessera:introspect", "read:payments"]).await;
@@ -151,7 +151,7 @@ async fn keys_list_and_show_print_tables_and_json_without_any_secret() {
     assert!(missing.stdout.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_list_filters_and_includes_revoked_only_when_asked() {
     let s = TestServer::start().await;
     let live = s.api_key(&["read:payments"]).await;
@@ -196,7 +196,7 @@ async fn keys_list_filters_and_includes_revoked_only_when_asked() {
     assert!(row.contains("revoked"), "{row}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_revoke_stops_the_key_at_once() {
     let s = TestServer::start().await;
     let issued = s.api_key(&["tessera:introspect"]).await;
@@ -212,7 +212,7 @@ async fn keys_revoke_stops_the_key_at_once() {
     assert_eq!(json.json()["revoked"], issued.token_id.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_rotate_prints_only_the_new_key_on_stdout_and_links_the_old_one() {
     let s = TestServer::start().await;
     let old = s.api_key(&["tessera:introspect", "read:payments"]).await;
@@ -251,7 +251,7 @@ async fn keys_rotate_prints_only_the_new_key_on_stdout_and_links_the_old_one() {
     assert!(bad.stderr.contains("--overlap"), "{bad:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exit_codes_say_who_is_at_fault() {
     let s = TestServer::start().await;
     let reader = s.api_key(&["tessera:introspect"]).await;
@@ -310,7 +310,7 @@ async fn exit_codes_say_who_is_at_fault() {
     assert!(help.stdout.contains("signing-keys"), "{help:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_list_shows_registered_clients() {
     let s = TestServer::start().await;
     let client = s
@@ -352,7 +352,7 @@ async fn clients_list_shows_registered_clients() {
     assert_eq!(doc["clients"][0]["public"], true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signing_keys_list_rotate_and_revoke() {
     let s = TestServer::start().await;
     let before = admin(&s, &["signing-keys", "list", "--json"]).await;
@@ -400,7 +400,7 @@ async fn signing_keys_list_rotate_and_revoke() {
     assert_eq!(unknown.code, 66, "{unknown:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_reports_health_jwks_and_the_active_key() {
     let s = TestServer::start().await;
     let jwks: Value = serde_json::from_str(
@@ -442,7 +442,7 @@ async fn status_reports_health_jwks_and_the_active_key() {
     assert!(anonymous.stdout.contains("no API key"), "{anonymous:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_tail_prints_the_newest_events_and_follows_new_ones() {
     let s = TestServer::start().await;
     let a = s.api_key(&["read:payments"]).await;
@@ -466,37 +466,9 @@ async fn audit_tail_prints_the_newest_events_and_follows_new_ones() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
     // --follow: a new event shows up within a few polls, exactly once.
-    let addr = format!("http://{}", s.grpc);
-    let key_file = s.data_dir.join("admin.key");
-    let mut child = command(
-        &[
-            "admin",
-            "--addr",
-            &addr,
-            "--key-file",
-            key_file.to_str().unwrap(),
-            "audit",
-            "tail",
-            "-n",
-            "1",
-            "--follow",
-            "--json",
-        ],
-        &[],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = follow(&s, &["-n", "1", "--json"]);
+    // -n 0: nothing old is printed, only what comes next.
+    let (mut quiet, quiet_rx) = follow(&s, &["-n", "0"]);
     let first = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("first line");
@@ -540,6 +512,59 @@ async fn audit_tail_prints_the_newest_events_and_follows_new_ones() {
         .filter(|l| l.contains(&c.token_id))
         .count();
     assert_eq!(mentions, 1, "each event once: {seen:?} {rest:?}");
+
+    // It polls on its own schedule: wait for its line, then for a poll more.
+    let quiet_first = quiet_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the -n 0 follower printed the new event");
+    assert!(quiet_first.contains(&c.token_id), "{quiet_first}");
+    std::thread::sleep(Duration::from_millis(1500));
+    quiet.kill().unwrap();
+    quiet.wait().unwrap();
+    let more: Vec<String> = quiet_rx.try_iter().collect();
+    assert!(more.is_empty(), "only the new event: {more:?}");
+}
+
+/// `audit tail --follow <extra>` as a child process, its stdout lines on a channel.
+fn follow(
+    s: &TestServer,
+    extra: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let addr = format!("http://{}", s.grpc);
+    let key_file = s.data_dir.join("admin.key");
+    let mut args = vec![
+        "admin",
+        "--addr",
+        &addr,
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "audit",
+        "tail",
+        "--follow",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = command(&args, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI announces on stderr once its cursor is set: from then on, nothing new
+    // can slip past it.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut announced = String::new();
+    stderr.read_line(&mut announced).unwrap();
+    assert!(announced.contains("following"), "{announced:?}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
 fn mode(path: &Path) -> u32 {
@@ -547,7 +572,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_while_serving_and_writing_restores_keys_and_revocations() {
     let s = TestServer::start().await;
     let kept = s.api_key(&["tessera:introspect"]).await;
@@ -677,7 +702,7 @@ fn openssl_rsa(dir: &Path, bits: u32) -> (std::path::PathBuf, std::path::PathBuf
     (pkcs8, pkcs1)
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imported_rsa_keys_sign_and_verify_through_the_jwks() {
     let keys = tempfile::tempdir().unwrap();
     let (pkcs8, pkcs1) = openssl_rsa(keys.path(), 2048);
@@ -787,7 +812,7 @@ async fn imported_rsa_keys_sign_and_verify_through_the_jwks() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_key_refuses_small_non_rsa_and_unknown_algorithms_by_name() {
     let keys = tempfile::tempdir().unwrap();
     let (small, _) = openssl_rsa(keys.path(), 1024);

@@ -364,6 +364,16 @@ async fn audit_tail(
     };
     print(&events)?;
     let mut last = events.last().map(|e| (e.id, e.at));
+    if lines == 0 {
+        // Nothing printed, but following starts after the newest event, not at the start.
+        last = remote
+            .audit_newest(filter, 1)
+            .await?
+            .last()
+            .map(|e| (e.id, e.at));
+    }
+    // On stderr, so stdout stays pure data; it also marks that the cursor is set.
+    eprintln!("following new audit events every second (Ctrl-C to stop)");
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
