@@ -310,6 +310,25 @@ impl Layer {
 }
 
 impl Config {
+    /// The whole layering `serve` and the offline admin tools share: `flags` over the
+    /// `TESSERA_*` env over the TOML file (`config_file`, else `TESSERA_CONFIG`) over the
+    /// defaults. Errors name the offending setting or file.
+    pub fn load(
+        flags: Layer,
+        config_file: Option<PathBuf>,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, String> {
+        let file = match config_file.or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from)) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Layer::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => Layer::default(),
+        };
+        Config::from_layers(flags.or(Layer::from_env(env)?).or(file), env)
+    }
+
     /// Builds the config from layered sources (highest first: flags, env, file) and
     /// the env-only secrets. Errors name the offending setting.
     pub fn from_layers(merged: Layer, env: &HashMap<String, String>) -> Result<Config, String> {

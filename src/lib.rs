@@ -19,7 +19,7 @@
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
-//! - [`admin`]      offline operator tasks on a data dir (`tessera admin recover`)
+//! - [`admin`]      `tessera admin`: the CLI over gRPC, and offline recover, import-key, backup
 
 pub mod admin;
 pub mod apikeys;

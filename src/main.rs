@@ -27,22 +27,9 @@ enum Command {
         #[arg(long, default_value = "admin")]
         environment: String,
     },
-    /// Offline operator tasks on a data dir (run them with the service stopped).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Mint a fresh admin API key into DIR/admin.key (mode 0600), audited; prints the
-    /// file's path, never the key.
-    Recover {
-        /// The data dir of the (stopped) service.
-        #[arg(long)]
-        data_dir: PathBuf,
-    },
+    /// Operate a server: over gRPC with an API key (keys, clients, signing-keys,
+    /// audit, status), or offline on a data dir (recover, import-key, backup).
+    Admin(tessera::admin::cli::AdminArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,17 +66,6 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
     for name in Layer::unknown_env(&env) {
         eprintln!("tessera: warning: {name} is not a Tessera setting; ignored");
     }
-    let file = match args
-        .config
-        .or_else(|| env.get("TESSERA_CONFIG").map(PathBuf::from))
-    {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Layer::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Layer::default(),
-    };
     let flags = Layer {
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
@@ -100,7 +76,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         log_format: args.log_format,
         ..Layer::default()
     };
-    Config::from_layers(flags.or(Layer::from_env(&env)?).or(file), &env)
+    Config::load(flags, args.config, &env)
 }
 
 /// The process environment. `std::env::vars` would panic on a value that is not
@@ -147,9 +123,7 @@ fn main() -> ExitCode {
             println!("{}", key.expose());
             return ExitCode::SUCCESS;
         }
-        Command::Admin {
-            command: AdminCommand::Recover { data_dir },
-        } => return recover(&data_dir),
+        Command::Admin(args) => return tessera::admin::cli::run(args),
     };
     let config = match load_config(args) {
         Ok(c) => c,
@@ -187,31 +161,6 @@ fn main() -> ExitCode {
             tracing::error!("tessera stopped: {e:#}");
             // Logs may go to a collector; the operator starting it reads stderr.
             eprintln!("tessera: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn recover(data_dir: &std::path::Path) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tessera: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The recovered key lives as long as a freshly issued API key by default.
-    let ttl = Config::default().api_key_ttl.as_secs() as i64;
-    match rt.block_on(tessera::admin::recover(data_dir, &Clock::system(), ttl)) {
-        Ok(path) => {
-            println!("admin API key written to {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tessera: admin recover: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -71,8 +71,9 @@ pub fn thumbprint_rsa(n: &[u8], e: &[u8]) -> String {
     thumbprint(&canonical_rsa(n, e), &digest::SHA256)
 }
 
-/// The public JWK (RFC 7517) for an `"EdDSA"` (32-byte Ed25519 key) or
-/// `"ES256"` (65-byte uncompressed P-256 point) signing key, or `None` when the
+/// The public JWK (RFC 7517) for an `"EdDSA"` (32-byte Ed25519 key),
+/// `"ES256"` (65-byte uncompressed P-256 point) or `"RS256"`/`"PS256"` (PKCS#1
+/// `RSAPublicKey` DER) signing key, or `None` when the
 /// algorithm is unsupported or the key has the wrong shape.
 pub fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> {
     // Built from the public key alone, so no private member (`d`, `p`, …) can
@@ -101,6 +102,18 @@ pub fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> 
             }
             _ => None,
         },
+        // `public_key` is the PKCS#1 `RSAPublicKey` DER of an imported key.
+        "RS256" | "PS256" => {
+            let (n, e) = super::provider::parse_rsa_public_key(public_key)?;
+            Some(json!({
+                "kty": "RSA",
+                "n": b64(minimal_unsigned(&n)),
+                "e": b64(minimal_unsigned(&e)),
+                "alg": alg,
+                "use": "sig",
+                "kid": kid,
+            }))
+        }
         _ => None,
     }
 }

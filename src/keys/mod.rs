@@ -6,6 +6,7 @@
 //! A retired key keeps verifying until the last token it could have signed has
 //! expired (`max_access_token_ttl` after retirement), then leaves the JWKS.
 
+pub mod import;
 pub mod jwk;
 pub mod provider;
 pub mod seal;
@@ -90,6 +91,8 @@ fn alg_name(alg: Algorithm) -> Option<&'static str> {
     match alg {
         Algorithm::EdDSA => Some("EdDSA"),
         Algorithm::ES256 => Some("ES256"),
+        Algorithm::RS256 => Some("RS256"),
+        Algorithm::PS256 => Some("PS256"),
         _ => None,
     }
 }
@@ -98,6 +101,9 @@ fn parse_alg(s: &str) -> Result<Algorithm> {
     match s {
         "EdDSA" => Ok(Algorithm::EdDSA),
         "ES256" => Ok(Algorithm::ES256),
+        // RSA keys are only ever imported (`tessera admin import-key`), never generated.
+        "RS256" => Ok(Algorithm::RS256),
+        "PS256" => Ok(Algorithm::PS256),
         other => Err(Error::internal(format!(
             "stored key has unsupported alg {other}"
         ))),
@@ -149,6 +155,7 @@ fn generate(alg: SigningAlg) -> Result<Generated> {
 fn encoding_key(alg: Algorithm, pkcs8: &[u8]) -> EncodingKey {
     match alg {
         Algorithm::ES256 => EncodingKey::from_ec_der(pkcs8),
+        Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_der(pkcs8),
         _ => EncodingKey::from_ed_der(pkcs8),
     }
 }
@@ -156,6 +163,8 @@ fn encoding_key(alg: Algorithm, pkcs8: &[u8]) -> EncodingKey {
 fn decoding_key(alg: Algorithm, public_key: &[u8]) -> DecodingKey {
     match alg {
         Algorithm::ES256 => DecodingKey::from_ec_der(public_key),
+        // PKCS#1 `RSAPublicKey` DER, as `keys::import` stores it.
+        Algorithm::RS256 | Algorithm::PS256 => DecodingKey::from_rsa_der(public_key),
         _ => DecodingKey::from_ed_der(public_key),
     }
 }

@@ -454,7 +454,8 @@ fn rsa_components_from_public_key(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     })
 }
 
-fn parse_rsa_public_key(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+/// `(n, e)` of a DER PKCS#1 `RSAPublicKey`, big-endian without sign octets.
+pub(crate) fn parse_rsa_public_key(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (body, rest) = der_take(der, 0x30)?;
     if !rest.is_empty() {
         return None;

@@ -1,7 +1,6 @@
-//! Offline administration of a data dir by the operator who owns it: the host file
-//! system is the root of trust. `tessera admin recover` mints a fresh admin API key
-//! when every admin key is lost or revoked — the API itself never lets the last live
-//! admin key go, but a key can still be lost.
+//! `tessera admin recover`: mints a fresh admin API key when every admin key is lost
+//! or revoked — the API itself never lets the last live admin key go, but a key can
+//! still be lost.
 
 use std::path::{Path, PathBuf};
 
@@ -80,7 +79,7 @@ pub async fn recover(data_dir: &Path, clock: &Clock, ttl_secs: i64) -> anyhow::R
 }
 
 /// The service error with its cause: an operator at a terminal needs it.
-fn describe(e: Error, data_dir: &Path) -> anyhow::Error {
+pub(crate) fn describe(e: Error, data_dir: &Path) -> anyhow::Error {
     match e {
         Error::Internal(cause) => anyhow::anyhow!("{}: {cause}", data_dir.display()),
         other => anyhow::anyhow!("{}: {other}", data_dir.display()),

@@ -1,0 +1,22 @@
+//! `tessera admin …`: the operator's command line.
+//!
+//! Two kinds of command live here. Online ones talk gRPC to a running server with an
+//! API key, like any other client ([`remote`]); offline ones work on a data dir
+//! directly, where the host file system is the root of trust ([`recover`],
+//! [`import`], [`backup`]).
+//!
+//! - [`cli`]     the clap command tree, exit codes, and dispatch
+//! - [`remote`]  online commands over the generated gRPC clients
+//! - [`render`]  tables, JSON and timestamps for what the commands print
+//! - [`recover`] mint a fresh admin key into a stopped server's data dir
+//! - [`import`]  seal an existing RSA key into a stopped server's data dir
+//! - [`backup`]  SQLite online backup of a data dir, safe while the server serves
+
+pub mod backup;
+pub mod cli;
+pub mod import;
+pub mod recover;
+pub mod remote;
+pub mod render;
+
+pub use recover::{RECOVER_ACTION, recover};
