@@ -126,12 +126,16 @@ pub async fn run(
 
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
-        // One span per call, named after the method; ids only, never metadata.
-        .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path().trim_start_matches('/')))
         .timeout(config.request_timeout)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        // Outermost: the request id, span and metrics see every answer, the size
+        // limit's and the interceptor's refusals included. Ids only, never metadata.
+        .layer(crate::observe::GrpcLayer::new(
+            authority.clone(),
+            config.request_timeout,
+        ))
         .layer(crate::service::codec::limit_messages(limit))
         .add_service(health_service)
         .add_service(reflection_v1)

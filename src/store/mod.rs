@@ -14,6 +14,7 @@ pub mod refresh;
 pub mod revocation;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::metrics::StoreStats;
 
 /// Numbered migrations, applied in order inside one transaction.
 const MIGRATIONS: &[&str] = &[
@@ -52,6 +54,8 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    /// Group-commit batch sizes and storage errors, for `/metrics`.
+    pub stats: Arc<StoreStats>,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
@@ -102,14 +106,17 @@ impl Store {
         migrate(&mut writer_conn)?;
         let reader = open_conn(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(StoreStats::default());
+        let writer_stats = stats.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, &writer_stats))
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
+            stats,
             _dir: Arc::new(dir),
         })
     }
@@ -146,14 +153,18 @@ impl Store {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
         let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
+        let out = tokio::task::spawn_blocking(move || {
             let conn = reader
                 .lock()
                 .map_err(|_| Error::internal("reader lock poisoned"))?;
             f(&conn)
         })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+        if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 
     /// Runs a read synchronously (start-up only, before serving).
@@ -167,7 +178,8 @@ impl Store {
 }
 
 /// Takes every job waiting, runs them in one transaction, commits once, then answers.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, stats: &StoreStats) {
+    let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -180,11 +192,13 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Nothing ran: dropping the jobs closes their channels, so callers see Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
+            failed();
             continue;
         }
         for job in jobs {
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 tracing::error!(error = %e, "store: cannot open savepoint");
+                failed();
                 continue;
             }
             let (ok, finish) = job(&conn);
@@ -196,11 +210,14 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             };
             if let Err(e) = conn.execute_batch(end) {
                 tracing::error!(error = %e, "store: cannot close savepoint");
+                failed();
             }
             done.push(finish);
         }
         let committed = conn.execute_batch("COMMIT").map_err(Error::from);
+        stats.batch_size.observe(done.len() as u64);
         if committed.is_err() {
+            failed();
             let _ = conn.execute_batch("ROLLBACK");
         }
         for finish in done {
