@@ -126,8 +126,8 @@ fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Sta
     authority.metrics.auth_failure(reason);
     let key_id = key.and_then(crate::apikeys::parse).map(|p| p.id);
     tracing::info!(
-        key_id = key_id.unwrap_or("-"),
-        reason = reason.label(),
+        key_id = %key_id.unwrap_or("-"),
+        reason = %reason.label(),
         "authentication failed"
     );
     Status::unauthenticated(match reason {

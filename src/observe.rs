@@ -154,7 +154,7 @@ fn grpc_span(row: usize, request_id: &HeaderValue) -> Span {
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
-        request_id = request_id.to_str().unwrap_or("-"),
+        request_id = %request_id.to_str().unwrap_or("-"),
         trace_id = Empty,
         rpc.grpc.status_code = Empty,
         otel.status_code = Empty,
@@ -192,17 +192,28 @@ impl Drop for Finish {
         }
         // The interceptor counts and logs the credentials it refuses; what is left are
         // calls that needed a credential and had none, and callers lacking a scope.
+        // Exchange and GetJwks take no credential: their UNAUTHENTICATED is a grant's.
         let refused = match code {
-            UNAUTHENTICATED if !self.had_credential => Some(AuthFailure::Missing),
+            UNAUTHENTICATED if !self.had_credential && !anonymous_method(self.row) => {
+                Some(AuthFailure::Missing)
+            }
             PERMISSION_DENIED => Some(AuthFailure::PermissionDenied),
             _ => None,
         };
         if let Some(reason) = refused {
             m.auth_failure(reason);
             let _entered = span.enter();
-            tracing::info!(reason = reason.label(), "authentication failed");
+            tracing::info!(reason = %reason.label(), "authentication failed");
         }
     }
+}
+
+/// Methods callable without a credential.
+fn anonymous_method(row: usize) -> bool {
+    matches!(
+        GRPC_METHODS.get(row),
+        Some(&"tessera.v1.TokenService/Exchange" | &"tessera.v1.KeyService/GetJwks")
+    )
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {
@@ -352,7 +363,7 @@ pub async fn http(
             otel.kind = "server",
             http.request.method = method,
             http.route = label,
-            request_id = rid.to_str().unwrap_or("-"),
+            request_id = %rid.to_str().unwrap_or("-"),
             trace_id = Empty,
             http.response.status_code = Empty,
             otel.status_code = Empty,
