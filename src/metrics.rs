@@ -725,8 +725,8 @@ mod tests {
             prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
         let mut served = Vec::new();
         for f in set.file {
-            for s in f.service {
-                for m in s.method {
+            for s in &f.service {
+                for m in &s.method {
                     served.push(format!("{}.{}/{}", f.package(), s.name(), m.name()));
                 }
             }
