@@ -627,6 +627,16 @@ pub fn render_process(out: &mut String) {
         );
         let _ = writeln!(out, "process_resident_memory_bytes {bytes}");
     }
+    // No standard name exists for the high-water mark; load tests read it.
+    if let Some(bytes) = status_kib(&status, "VmHWM:").and_then(|k| k.checked_mul(1024)) {
+        family(
+            out,
+            "tessera_process_peak_resident_bytes",
+            "gauge",
+            "Peak resident memory size in bytes (VmHWM).",
+        );
+        let _ = writeln!(out, "tessera_process_peak_resident_bytes {bytes}");
+    }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         // The directory handle itself is one of the entries.
         let open = dir.count().saturating_sub(1);
@@ -750,6 +760,7 @@ mod tests {
             "process_open_fds ",
             "process_max_fds ",
             "process_start_time_seconds ",
+            "tessera_process_peak_resident_bytes ",
         ] {
             assert!(out.contains(name), "{name} missing from {out}");
         }
