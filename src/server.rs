@@ -119,6 +119,11 @@ pub async fn run(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let interceptor = auth::interceptor(authority.clone());
+    let observer = crate::observe::Observer::new(
+        authority.clone(),
+        config.request_timeout,
+        config.otlp_endpoint.is_some(),
+    );
 
     // One shutdown signal fans out to both listeners and the housekeeping task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -132,10 +137,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         // Outermost: the request id, span and metrics see every answer, the size
         // limit's and the interceptor's refusals included. Ids only, never metadata.
-        .layer(crate::observe::GrpcLayer::new(
-            authority.clone(),
-            config.request_timeout,
-        ))
+        .layer(crate::observe::GrpcLayer(observer.clone()))
         .layer(crate::service::codec::limit_messages(limit))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -151,6 +153,7 @@ pub async fn run(
 
     let state = HttpState {
         authority: authority.clone(),
+        observer,
         ready: ready.clone(),
         net: net_metrics.clone(),
     };

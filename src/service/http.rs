@@ -24,6 +24,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Connection counters of every listener.
     pub net: Arc<NetMetrics>,
+    /// Request ids, spans and request metrics.
+    pub observer: crate::observe::Observer,
 }
 
 /// Builds the public router.
@@ -36,7 +38,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(oauth_routes(state.authority.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            state.authority,
+            state.observer,
             crate::observe::http,
         ))
 }
@@ -47,7 +49,7 @@ pub fn metrics_router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
-            state.authority,
+            state.observer,
             crate::observe::http,
         ))
 }
