@@ -226,7 +226,11 @@ impl Drop for Finish {
         if let Some(reason) = refused {
             m.auth_failure(reason);
             let _entered = span.enter();
-            tracing::info!(reason = %reason.label(), "authentication failed");
+            if reason == AuthFailure::Missing {
+                tracing::info!(reason = %reason.label(), "authentication failed");
+            } else {
+                tracing::info!(reason = %reason.label(), "permission denied");
+            }
         }
     }
 }
