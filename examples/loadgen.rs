@@ -498,13 +498,10 @@ async fn server_metrics(http: &str) -> Option<(ServerMemory, f64)> {
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     let memory = ServerMemory {
-        rss: value("tessera_process_resident_bytes")? as u64,
+        rss: value("process_resident_memory_bytes")? as u64,
         peak: value("tessera_process_peak_resident_bytes")? as u64,
     };
-    Some((
-        memory,
-        value("tessera_process_cpu_seconds_total").unwrap_or(0.0),
-    ))
+    Some((memory, value("process_cpu_seconds_total").unwrap_or(0.0)))
 }
 
 async fn run(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Outcome, Status> {

@@ -36,7 +36,7 @@ metric() {
 }
 
 for _ in $(seq 100); do
-    [[ -s "$data/admin.key" ]] && metric tessera_process_resident_bytes >/dev/null 2>&1 && break
+    [[ -s "$data/admin.key" ]] && metric process_resident_memory_bytes >/dev/null 2>&1 && break
     sleep 0.1
 done
 
@@ -55,7 +55,7 @@ samples=()
 while kill -0 "$lg" 2>/dev/null; do
     sleep "$SAMPLE_EVERY"
     kill -0 "$lg" 2>/dev/null || break
-    rss=$(metric tessera_process_resident_bytes)
+    rss=$(metric process_resident_memory_bytes)
     samples+=("$rss")
     echo "  RSS $((rss / 1024)) KiB"
 done

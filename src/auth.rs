@@ -65,10 +65,76 @@ impl Caller {
     }
 }
 
+/// Why a caller was refused (the `reason` label of `tessera_auth_failures_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential where the call needs one.
+    Missing,
+    /// `authorization` is not `Bearer <api key>`, or the key is not in API-key format.
+    Malformed,
+    /// More than one `authorization` header.
+    Duplicate,
+    /// Well formed, but no live key has this id (never issued, or revoked).
+    UnknownKey,
+    /// The id is known but the secret does not match.
+    BadSecret,
+    /// The key's environment part differs from the stored key's.
+    WrongEnvironment,
+    /// The key has expired.
+    Expired,
+    /// A known caller without the scope (or right) the call needs.
+    PermissionDenied,
+}
+
+impl AuthFailure {
+    /// Every reason, in label order.
+    pub const ALL: [AuthFailure; 8] = [
+        AuthFailure::Missing,
+        AuthFailure::Malformed,
+        AuthFailure::Duplicate,
+        AuthFailure::UnknownKey,
+        AuthFailure::BadSecret,
+        AuthFailure::WrongEnvironment,
+        AuthFailure::Expired,
+        AuthFailure::PermissionDenied,
+    ];
+
+    /// The metric label and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Duplicate => "duplicate",
+            AuthFailure::UnknownKey => "unknown_key",
+            AuthFailure::BadSecret => "bad_secret",
+            AuthFailure::WrongEnvironment => "wrong_environment",
+            AuthFailure::Expired => "expired",
+            AuthFailure::PermissionDenied => "permission_denied",
+        }
+    }
+}
+
 /// Checks an API key (hot path: memory only) and builds its principal.
 pub fn principal_for(authority: &Authority, key: &str) -> Option<Principal> {
     let c = authority.callers.check(key, authority.clock.now())?;
     Some(Principal::from(&*c))
+}
+
+/// Counts and logs a refused credential: the key id when the key parses, the reason,
+/// the request id (from the span); never the key.
+fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Status {
+    authority.metrics.auth_failure(reason);
+    let key_id = key.and_then(crate::apikeys::parse).map(|p| p.id);
+    tracing::info!(
+        key_id = %key_id.unwrap_or("-"),
+        reason = %reason.label(),
+        "authentication failed"
+    );
+    Status::unauthenticated(match reason {
+        AuthFailure::Duplicate => "send exactly one authorization: Bearer <api key>",
+        AuthFailure::Malformed if key.is_none() => "authorization must be: Bearer <api key>",
+        _ => "invalid API key",
+    })
 }
 
 impl From<&crate::callers::Caller> for Principal {
@@ -109,9 +175,7 @@ pub fn interceptor(
             .nth(1)
             .is_some()
         {
-            return Err(Status::unauthenticated(
-                "send exactly one authorization: Bearer <api key>",
-            ));
+            return Err(refused(&authority, None, AuthFailure::Duplicate));
         }
         let principal = match req.metadata().get("authorization") {
             None => None,
@@ -123,12 +187,13 @@ pub fn interceptor(
                         s.strip_prefix("Bearer ")
                             .or_else(|| s.strip_prefix("bearer "))
                     })
-                    .ok_or_else(|| {
-                        Status::unauthenticated("authorization must be: Bearer <api key>")
-                    })?;
-                let p = principal_for(&authority, key.trim())
-                    .ok_or_else(|| Status::unauthenticated("invalid API key"))?;
-                Some(p)
+                    .ok_or_else(|| refused(&authority, None, AuthFailure::Malformed))?
+                    .trim();
+                let c = authority
+                    .callers
+                    .verify(key, authority.clock.now())
+                    .map_err(|reason| refused(&authority, Some(key), reason))?;
+                Some(Principal::from(&*c))
             }
         };
         req.extensions_mut().insert(Caller {

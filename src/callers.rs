@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::apikeys;
+use crate::auth::AuthFailure;
 use crate::store::apikeys::ApiKeyRow;
 
 /// A live API key as the hot path sees it.
@@ -87,16 +88,30 @@ impl Callers {
     /// Checks a presented key: well formed, known, same environment, hash matches in
     /// constant time, not expired at `now`. Records the use.
     pub fn check(&self, key: &str, now: i64) -> Option<Arc<Caller>> {
-        let parsed = apikeys::parse(key)?;
-        let caller = self.keys.pin().get(parsed.id).cloned()?;
-        let ok = apikeys::verify(key, &caller.row.secret_hash)
-            && caller.row.environment == parsed.environment
-            && now < caller.row.expires_at;
-        if !ok {
-            return None;
+        self.verify(key, now).ok()
+    }
+
+    /// As [`Callers::check`], saying why a key is refused. A revoked key is no longer
+    /// in memory, so it is `UnknownKey`.
+    pub fn verify(&self, key: &str, now: i64) -> Result<Arc<Caller>, AuthFailure> {
+        let parsed = apikeys::parse(key).ok_or(AuthFailure::Malformed)?;
+        let caller = self
+            .keys
+            .pin()
+            .get(parsed.id)
+            .cloned()
+            .ok_or(AuthFailure::UnknownKey)?;
+        if !apikeys::verify(key, &caller.row.secret_hash) {
+            return Err(AuthFailure::BadSecret);
+        }
+        if caller.row.environment != parsed.environment {
+            return Err(AuthFailure::WrongEnvironment);
+        }
+        if now >= caller.row.expires_at {
+            return Err(AuthFailure::Expired);
         }
         caller.last_used.fetch_max(now, Ordering::Relaxed);
-        Some(caller)
+        Ok(caller)
     }
 
     /// Uses not yet written to the store; marks them written.

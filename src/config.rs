@@ -265,7 +265,10 @@ impl Layer {
             shutdown_grace: get("SHUTDOWN_GRACE"),
             log_format: get("LOG_FORMAT"),
             log_filter: get("LOG"),
-            otlp_endpoint: get("OTLP_ENDPOINT"),
+            // The OpenTelemetry SDK's standard variables work too; Tessera's own wins.
+            otlp_endpoint: get("OTLP_ENDPOINT")
+                .or_else(|| env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").cloned())
+                .or_else(|| env.get("OTEL_EXPORTER_OTLP_ENDPOINT").cloned()),
             drain_delay: get("DRAIN_DELAY"),
         })
     }

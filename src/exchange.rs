@@ -26,7 +26,7 @@ use crate::auth::{self, Caller, Principal};
 use crate::authority::{AccessTokenRequest, Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
 use crate::grants::{self, ACCESS_TOKEN_TYPE, CODE_TTL, GrantError, GrantResult};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reuse};
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
@@ -609,6 +609,7 @@ impl Authority {
                 return Err(GrantError::InvalidGrant("refresh token is no longer valid"));
             }
             Spent::Reused(blocked) => {
+                self.metrics.reuse(Reuse::RefreshToken);
                 self.after_reuse("used refresh token", &family.id, &blocked);
                 return Err(GrantError::InvalidGrant(
                     "refresh token was already used; its grant has been revoked",
@@ -762,6 +763,7 @@ impl Authority {
             Spent::Fresh => {}
             Spent::Dead => return Err(GrantError::InvalidGrant("authorization code has expired")),
             Spent::Reused(blocked) => {
+                self.metrics.reuse(Reuse::AuthorizationCode);
                 self.after_reuse("used authorization code", &code.id, &blocked);
                 return Err(GrantError::InvalidGrant(
                     "authorization code was already used; what it issued has been revoked",

@@ -14,7 +14,8 @@
 //! - [`revocation`] jti blocklist and token versions in memory
 //! - [`store`]      SQLite (WAL): the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
-//! - [`metrics`]    counters for `/metrics`
+//! - [`metrics`]    counters, histograms and process metrics for `/metrics`
+//! - [`observe`]    per-request middleware: request id, SERVER spans, request metrics
 //! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod listing;
 pub mod metrics;
 pub mod net;
+pub mod observe;
 pub mod revocation;
 pub mod server;
 pub mod service;

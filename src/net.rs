@@ -190,7 +190,10 @@ impl NetMetrics {
     /// Appends the Prometheus text for every listener.
     pub fn render(&self, out: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# TYPE tessera_connections_open gauge");
+        let _ = writeln!(
+            out,
+            "# HELP tessera_connections_open Open connections, by listener.\n# TYPE tessera_connections_open gauge"
+        );
         for p in Port::ALL {
             let _ = writeln!(
                 out,
@@ -199,7 +202,10 @@ impl NetMetrics {
                 self.open(p)
             );
         }
-        let _ = writeln!(out, "# TYPE tessera_connections_accepted_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP tessera_connections_accepted_total Connections accepted, by listener.\n# TYPE tessera_connections_accepted_total counter"
+        );
         for p in Port::ALL {
             let _ = writeln!(
                 out,
@@ -208,7 +214,10 @@ impl NetMetrics {
                 get(&self.port(p).accepted)
             );
         }
-        let _ = writeln!(out, "# TYPE tessera_connections_refused_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP tessera_connections_refused_total Connections closed at once because the listener was at max_connections.\n# TYPE tessera_connections_refused_total counter"
+        );
         for p in Port::ALL {
             let _ = writeln!(
                 out,
@@ -217,7 +226,10 @@ impl NetMetrics {
                 get(&self.port(p).refused)
             );
         }
-        let _ = writeln!(out, "# TYPE tessera_connection_timeouts_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP tessera_connection_timeouts_total Connections closed by a timeout, by listener and reason.\n# TYPE tessera_connection_timeouts_total counter"
+        );
         for p in Port::ALL {
             for (t, c) in Timeout::ALL.iter().zip(&self.port(p).timeouts) {
                 let _ = writeln!(

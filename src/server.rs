@@ -159,6 +159,11 @@ pub async fn run(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let interceptor = auth::interceptor(authority.clone());
+    let observer = crate::observe::Observer::new(
+        authority.clone(),
+        config.request_timeout,
+        config.otlp_endpoint.is_some(),
+    );
 
     // Shutdown in two steps: gRPC and housekeeping stop first; the HTTP and metrics
     // listeners (probes, /metrics) only once gRPC has drained.
@@ -169,12 +174,13 @@ pub async fn run(
 
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
-        // One span per call, named after the method; ids only, never metadata.
-        .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path().trim_start_matches('/')))
         .timeout(config.request_timeout)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        // Outermost: the request id, span and metrics see every answer, the size
+        // limit's and the interceptor's refusals included. Ids only, never metadata.
+        .layer(crate::observe::GrpcLayer(observer.clone()))
         .layer(crate::service::codec::limit_messages(limit))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -190,6 +196,7 @@ pub async fn run(
 
     let state = HttpState {
         authority: authority.clone(),
+        observer,
         ready: ready.clone(),
         net: net_metrics.clone(),
     };

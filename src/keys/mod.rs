@@ -33,6 +33,8 @@ pub struct SigningKey {
     pub kid: String,
     /// Its one algorithm.
     pub alg: Algorithm,
+    /// When it was generated or imported (Unix seconds): the signing-key age metric.
+    pub created_at: i64,
     encoding: EncodingKey,
 }
 
@@ -412,6 +414,7 @@ fn build_set(live: &[KeyRow], master: &MasterKey) -> Result<KeySet> {
             active = Some(Arc::new(SigningKey {
                 kid: row.kid.clone(),
                 alg,
+                created_at: row.created_at,
                 encoding: encoding_key(alg, &pkcs8),
             }));
         }

@@ -24,6 +24,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Connection counters of every listener.
     pub net: Arc<NetMetrics>,
+    /// Request ids, spans and request metrics.
+    pub observer: crate::observe::Observer,
 }
 
 /// Builds the public router.
@@ -33,15 +35,23 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state.clone())
-        .merge(oauth_routes(state.authority))
+        .merge(oauth_routes(state.authority.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(oauth::MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.observer,
+            crate::observe::http,
+        ))
 }
 
 /// Builds the metrics listener's router.
 pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.observer,
+            crate::observe::http,
+        ))
 }
 
 async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
@@ -70,7 +80,12 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let a = &s.authority;
-    let mut body = a.metrics.render(a.revocations.blocklist_len());
+    let gauges = crate::metrics::Gauges {
+        blocklist_len: a.revocations.blocklist_len(),
+        signing_key_age_seconds: a.clock.now() - a.keys.current().active.created_at,
+    };
+    let mut body = a.metrics.render(gauges);
+    a.store.stats.render(&mut body);
     a.verified.render(&mut body);
     crate::metrics::render_process(&mut body);
     s.net.render(&mut body);

@@ -17,6 +17,7 @@ pub mod refresh;
 pub mod revocation;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
+use crate::metrics::StoreStats;
 
 /// Numbered migrations, applied in order inside one transaction.
 const MIGRATIONS: &[&str] = &[
@@ -81,6 +83,8 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
     health: Health,
+    /// Group-commit batch sizes and storage errors, for `/metrics`.
+    pub stats: Arc<StoreStats>,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
@@ -138,15 +142,18 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Job>();
         let health: Health = Arc::new(watch::Sender::new(true));
         let writer_health = health.clone();
+        let stats = Arc::new(StoreStats::default());
+        let writer_stats = stats.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, writer_health))
+            .spawn(move || writer_loop(writer_conn, rx, writer_health, &writer_stats))
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
             health,
+            stats,
             _dir: Arc::new(dir),
         })
     }
@@ -241,6 +248,9 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?;
+        if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
         // A read that works proves nothing about writes (a full disk still reads), so
         // only a failure changes the health here.
         if matches!(out, Err(Error::Unavailable)) {
@@ -262,7 +272,8 @@ impl Store {
 /// Takes every job waiting, runs them in one transaction, commits once, then answers.
 /// A batch in which storage failed marks the store unhealthy; one that committed a
 /// change (so reached the disk) marks it healthy.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health, stats: &StoreStats) {
+    let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -277,6 +288,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health) {
             // Nothing ran: dropping the jobs closes their channels, so callers see Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
             set_health(&health, false);
+            failed();
             continue;
         }
         let mut storage_failed = false;
@@ -284,6 +296,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health) {
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 tracing::error!(error = %e, "store: cannot open savepoint");
                 storage_failed = true;
+                failed();
                 continue;
             }
             let (outcome, finish) = job(&conn);
@@ -296,11 +309,14 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health) {
             };
             if let Err(e) = conn.execute_batch(end) {
                 tracing::error!(error = %e, "store: cannot close savepoint");
+                failed();
             }
             done.push(finish);
         }
         let committed = conn.execute_batch("COMMIT").map_err(Error::from);
+        stats.batch_size.observe(done.len() as u64);
         if committed.is_err() {
+            failed();
             let _ = conn.execute_batch("ROLLBACK");
             storage_failed = true;
         }

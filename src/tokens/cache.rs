@@ -150,7 +150,8 @@ impl VerifiedCache {
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "# TYPE tessera_verified_cache_total counter\n\
+            "# HELP tessera_verified_cache_total Introspections of access tokens, by verified-token cache result.\n\
+             # TYPE tessera_verified_cache_total counter\n\
              tessera_verified_cache_total{{result=\"hit\"}} {}\n\
              tessera_verified_cache_total{{result=\"miss\"}} {}",
             self.hits(),
@@ -158,7 +159,8 @@ impl VerifiedCache {
         );
         let _ = writeln!(
             out,
-            "# TYPE tessera_verified_cache_entries gauge\ntessera_verified_cache_entries {}",
+            "# HELP tessera_verified_cache_entries Access tokens in the verified-token cache.\n\
+             # TYPE tessera_verified_cache_entries gauge\ntessera_verified_cache_entries {}",
             self.len()
         );
     }

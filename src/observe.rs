@@ -1,0 +1,426 @@
+//! Per-request observation, as middleware around every gRPC call and HTTP request: the
+//! request id (taken from `x-request-id` or generated, echoed in the response), the
+//! OpenTelemetry SERVER span (child of an incoming W3C `traceparent`), the request
+//! counters and latency histograms, and the counting and logging of callers refused
+//! for want of a credential or a scope.
+//!
+//! Health and reflection calls get no span: a probe every few seconds would drown the
+//! traces. Health calls are still counted; reflection calls are not.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request as AxumRequest, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use axum::middleware::Next;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::auth::AuthFailure;
+use crate::authority::Authority;
+use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
+
+/// The request-id header, in both directions.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const OK: i32 = 0;
+const CANCELLED: i32 = 1;
+const UNKNOWN: i32 = 2;
+const DEADLINE_EXCEEDED: i32 = 4;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
+
+/// The caller's `x-request-id` if sane, else a fresh one; the request header is set to
+/// it so every later reader (the auth interceptor, the audit record) sees the same id.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let given = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    let id = crate::auth::request_id(given);
+    if given == Some(id.as_str())
+        && let Some(v) = headers.get(&REQUEST_ID)
+    {
+        return v.clone();
+    }
+    // A generated id is base64url/hex: always a valid header value.
+    let v = HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"));
+    headers.insert(REQUEST_ID, v.clone());
+    v
+}
+
+/// Reads W3C trace-context headers from an HTTP header map.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Makes `span` a child of the caller's `traceparent`, if any, and records the trace id
+/// the logs carry: the span's own when spans are exported, else the caller's.
+fn link(span: &Span, headers: &HeaderMap, export: bool) {
+    let remote = headers
+        .contains_key("traceparent")
+        .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
+        .filter(|cx| cx.span().span_context().is_valid());
+    let mut trace_id = remote
+        .as_ref()
+        .map(|cx| cx.span().span_context().trace_id());
+    if export {
+        if let Some(cx) = remote {
+            let _ = span.set_parent(cx);
+        }
+        let own = span.context().span().span_context().trace_id();
+        if own != opentelemetry::trace::TraceId::INVALID {
+            trace_id = Some(own);
+        }
+    }
+    if let Some(id) = trace_id {
+        span.record("trace_id", tracing::field::display(id));
+    }
+}
+
+/// What the middleware needs, shared by every call.
+#[derive(Clone)]
+pub struct Observer {
+    authority: Arc<Authority>,
+    /// The server's per-call limit: a call dropped after it is counted as
+    /// `DEADLINE_EXCEEDED`, one dropped sooner as `CANCELLED`.
+    timeout: Duration,
+    export: bool,
+}
+
+impl Observer {
+    /// `export`: spans go to an OTLP endpoint. Without one a span only serves the
+    /// logs, and a span with three fields costs a fraction of one with ten.
+    pub fn new(authority: Arc<Authority>, timeout: Duration, export: bool) -> Self {
+        Observer {
+            authority,
+            timeout,
+            export,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// gRPC
+
+/// The tower layer that observes every gRPC call.
+#[derive(Clone)]
+pub struct GrpcLayer(pub Observer);
+
+impl<S> tower::Layer<S> for GrpcLayer {
+    type Service = Grpc<S>;
+
+    fn layer(&self, inner: S) -> Grpc<S> {
+        Grpc {
+            inner,
+            observer: self.0.clone(),
+        }
+    }
+}
+
+/// See [`GrpcLayer`].
+#[derive(Clone)]
+pub struct Grpc<S> {
+    inner: S,
+    observer: Observer,
+}
+
+/// What the call is, for the metrics and the span.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Counted under this method row, traced when `traced`.
+    Method { row: usize, traced: bool },
+    /// Reflection: passed through untouched.
+    Untracked,
+}
+
+fn classify(path: &str) -> Kind {
+    if path.starts_with("/grpc.reflection.") {
+        return Kind::Untracked;
+    }
+    let row = metrics::grpc_method_index(path);
+    let traced = !path.starts_with("/grpc.health.");
+    Kind::Method { row, traced }
+}
+
+fn grpc_span(row: usize, request_id: &HeaderValue, export: bool) -> Span {
+    let name = GRPC_METHODS.get(row).copied().unwrap_or("_OTHER");
+    if !export {
+        return tracing::info_span!(
+            "grpc",
+            method = name,
+            request_id = %request_id.to_str().unwrap_or("-"),
+            trace_id = Empty,
+        );
+    }
+    let (service, method) = match name.split_once('/') {
+        Some(parts) => parts,
+        None => (name, name),
+    };
+    tracing::info_span!(
+        "grpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        request_id = %request_id.to_str().unwrap_or("-"),
+        trace_id = Empty,
+        rpc.grpc.status_code = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// Records the call once: when its response ends, or when it is dropped unfinished.
+struct Finish {
+    observer: Observer,
+    row: usize,
+    start: Instant,
+    span: Span,
+    had_credential: bool,
+    /// From the response headers (trailers-only answers) or the trailers.
+    code: Option<i32>,
+    ended: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let took = self.start.elapsed();
+        let code = match (self.code, self.ended) {
+            (Some(c), _) => c,
+            (None, true) => UNKNOWN,
+            (None, false) if took >= self.observer.timeout => DEADLINE_EXCEEDED,
+            (None, false) => CANCELLED,
+        };
+        let m = &self.observer.authority.metrics;
+        m.grpc_call(self.row, code, took);
+        let span = &self.span;
+        if self.observer.export {
+            span.record("rpc.grpc.status_code", code);
+            if code != OK {
+                span.record("otel.status_code", "error");
+            }
+        }
+        // The interceptor counts and logs the credentials it refuses; what is left are
+        // calls that needed a credential and had none, and callers lacking a scope.
+        // Exchange and GetJwks take no credential: their UNAUTHENTICATED is a grant's.
+        let refused = match code {
+            UNAUTHENTICATED if !self.had_credential && !anonymous_method(self.row) => {
+                Some(AuthFailure::Missing)
+            }
+            PERMISSION_DENIED => Some(AuthFailure::PermissionDenied),
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            m.auth_failure(reason);
+            let _entered = span.enter();
+            if reason == AuthFailure::Missing {
+                tracing::info!(reason = %reason.label(), "authentication failed");
+            } else {
+                tracing::info!(reason = %reason.label(), "permission denied");
+            }
+        }
+    }
+}
+
+/// Methods callable without a credential.
+fn anonymous_method(row: usize) -> bool {
+    matches!(
+        GRPC_METHODS.get(row),
+        Some(&"tessera.v1.TokenService/Exchange" | &"tessera.v1.KeyService/GetJwks")
+    )
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> tower::Service<Request<tonic::body::Body>> for Grpc<S>
+where
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
+        let Kind::Method { row, traced } = classify(req.uri().path()) else {
+            return Box::pin(self.inner.call(req));
+        };
+        let rid = request_id(req.headers_mut());
+        let export = self.observer.export;
+        let span = if traced {
+            let span = grpc_span(row, &rid, export);
+            link(&span, req.headers(), export);
+            span
+        } else {
+            Span::none()
+        };
+        let mut finish = Finish {
+            observer: self.observer.clone(),
+            row,
+            start: Instant::now(),
+            span: span.clone(),
+            had_credential: req.headers().contains_key("authorization"),
+            code: None,
+            ended: false,
+        };
+        // The auth interceptor runs inside `call`: enter the span so its lines carry it.
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(async move {
+            let mut res = tracing::Instrument::instrument(fut, span).await?;
+            res.headers_mut().insert(REQUEST_ID, rid);
+            finish.code = grpc_status(res.headers());
+            if row == GRPC_OTHER && finish.code.is_none() {
+                finish.code = Some(UNKNOWN);
+            }
+            Ok(res.map(|body| {
+                tonic::body::Body::new(Observed {
+                    inner: body,
+                    finish: Some(finish),
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that records the call when its trailers (or its end) pass.
+struct Observed {
+    inner: tonic::body::Body,
+    finish: Option<Finish>,
+}
+
+impl http_body::Body for Observed {
+    type Data = tonic::codegen::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(mut f) = self.finish.take()
+                {
+                    f.code = grpc_status(trailers).or(f.code);
+                    f.ended = true;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut f) = self.finish.take() {
+                    f.code = f.code.or(Some(UNKNOWN));
+                    f.ended = true;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(mut f) = self.finish.take() {
+                    f.ended = true;
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP
+
+/// Is this route traced? The OAuth endpoints are; probes, JWKS and `/metrics` are
+/// polled by machines and would only add noise.
+fn http_traced(route: usize) -> bool {
+    let r = metrics::http_route_label(route);
+    r.starts_with("/oauth2/") || r == "/.well-known/oauth-authorization-server"
+}
+
+/// axum middleware for both HTTP listeners: request id, span, counters.
+pub async fn http(
+    State(observer): State<Observer>,
+    mut req: AxumRequest,
+    next: Next,
+) -> axum::response::Response {
+    let start = Instant::now();
+    let route = metrics::http_route_index(req.uri().path());
+    let rid = request_id(req.headers_mut());
+    let export = observer.export;
+    let span = if !http_traced(route) {
+        Span::none()
+    } else if export {
+        let method = req.method().as_str();
+        let label = metrics::http_route_label(route);
+        tracing::info_span!(
+            "http",
+            otel.name = format!("{method} {label}"),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = label,
+            request_id = %rid.to_str().unwrap_or("-"),
+            trace_id = Empty,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "http",
+            route = metrics::http_route_label(route),
+            request_id = %rid.to_str().unwrap_or("-"),
+            trace_id = Empty,
+        )
+    };
+    link(&span, req.headers(), export);
+    let mut res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let status = res.status().as_u16();
+    res.headers_mut().insert(REQUEST_ID, rid);
+    observer
+        .authority
+        .metrics
+        .http_request(route, status, start.elapsed());
+    if export {
+        span.record("http.response.status_code", status);
+        // HTTP semantic conventions: a server span is an error for 5xx only; a 4xx is
+        // the client's mistake and leaves the status unset.
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+    }
+    res
+}
