@@ -432,3 +432,24 @@ async fn only_an_introspect_caller_may_watch() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outlives_the_per_call_deadline_and_keeps_beating() {
+    let (s, _tmp) = start(|d| Config {
+        request_timeout: Duration::from_millis(500),
+        ..config(d)
+    })
+    .await;
+    let watcher = s.api_key(&["tessera:introspect"]).await.token;
+    let mut st = watch(&s, &watcher, 0).await;
+    let (_, done) = snapshot(&mut st).await;
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut beats = 0;
+    while Instant::now() < until {
+        let ev = st.message().await.expect("stream ok").expect("stream open");
+        assert!(matches!(ev.event, Some(Event::Heartbeat(_))));
+        assert_eq!(ev.sequence, done);
+        beats += 1;
+    }
+    assert!(beats >= 5, "{beats} heartbeats in 1.5 s at a 200 ms interval");
+}
