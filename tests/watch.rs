@@ -451,5 +451,8 @@ async fn a_stream_outlives_the_per_call_deadline_and_keeps_beating() {
         assert_eq!(ev.sequence, done);
         beats += 1;
     }
-    assert!(beats >= 5, "{beats} heartbeats in 1.5 s at a 200 ms interval");
+    assert!(
+        beats >= 5,
+        "{beats} heartbeats in 1.5 s at a 200 ms interval"
+    );
 }
