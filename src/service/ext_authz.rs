@@ -66,10 +66,12 @@ pub enum Decision {
 const CHALLENGE_NONE: &str = "Bearer";
 const CHALLENGE_INVALID: &str = "Bearer error=\"invalid_token\"";
 
-/// The bearer token of an `authorization` header value, if it is one.
+/// The bearer token of an `authorization` header value, if it is one: `Bearer`
+/// (any case), one space, then the token exactly as sent. Nothing is trimmed, so the
+/// token judged is byte for byte the one `Introspect` would judge (a b64token has no
+/// whitespace, RFC 6750 §2.1: padding makes it invalid, never valid).
 fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim_start_matches(' ');
+    let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
@@ -241,7 +243,12 @@ mod tests {
     #[test]
     fn only_a_bearer_header_carries_a_credential() {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer  abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(
+            bearer("Bearer  abc"),
+            Some(" abc"),
+            "padding stays, to be refused"
+        );
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer"), None);
         assert_eq!(bearer("Bearer "), None);
