@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
@@ -87,6 +89,9 @@ enum Scenario {
     IntrospectCold,
     /// Introspect an API key.
     IntrospectApikey,
+    /// Envoy ext_authz `Authorization/Check` of access tokens already seen (the
+    /// same hot path as introspect-hot, behind Envoy's request shape).
+    CheckHot,
     /// Issue an access token (signed, audited durably).
     Issue,
     /// Exchange: client-credentials grant.
@@ -99,9 +104,10 @@ enum Scenario {
     All,
 }
 
-const EVERY: [Scenario; 8] = [
+const EVERY: [Scenario; 9] = [
     Scenario::Health,
     Scenario::IntrospectHot,
+    Scenario::CheckHot,
     Scenario::IntrospectCold,
     Scenario::IntrospectApikey,
     Scenario::Issue,
@@ -135,6 +141,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Work {
     Health(HealthClient<Channel>),
     Introspect(TokenServiceClient<Channel>, String),
+    Check(AuthorizationClient<Channel>, Box<CheckRequest>),
     Cold(
         TokenServiceClient<Channel>,
         Arc<Vec<String>>,
@@ -266,6 +273,13 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
                 work.push(Work::Introspect(ctx.tokens(i), t));
             }
         }
+        Scenario::CheckHot => {
+            let tokens = issue_many(ctx, n).await?;
+            for (i, t) in tokens.into_iter().enumerate() {
+                let ch = ctx.channels[i % ctx.channels.len()].clone();
+                work.push(Work::Check(AuthorizationClient::new(ch), check_request(&t)));
+            }
+        }
         Scenario::IntrospectCold => {
             eprintln!(
                 "  issuing {} fresh tokens for the cold run (not measured)...",
@@ -342,6 +356,28 @@ fn random_jti(s: &mut u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// What Envoy sends for `GET /` with `authorization: Bearer <token>`.
+fn check_request(token: &str) -> Box<CheckRequest> {
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    let http = HttpRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        host: "bench".into(),
+        headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+        ..Default::default()
+    };
+    Box::new(CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    })
+}
+
 /// Sends one request. `Ok(false)` means the pool of cold tokens is used up.
 async fn call(ctx: &Ctx, w: &mut Work) -> Result<bool, Status> {
     let inactive = || Status::failed_precondition("introspection answered inactive");
@@ -359,6 +395,12 @@ async fn call(ctx: &Ctx, w: &mut Work) -> Result<bool, Status> {
             };
             if !c.introspect(ctx.authed(req)).await?.into_inner().active {
                 return Err(inactive());
+            }
+        }
+        Work::Check(c, req) => {
+            let resp = c.check(ctx.authed((**req).clone())).await?.into_inner();
+            if resp.status.map(|s| s.code) != Some(0) {
+                return Err(Status::failed_precondition("ext_authz denied a live token"));
             }
         }
         Work::Cold(c, pool, next) => {

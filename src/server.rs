@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
@@ -20,6 +21,7 @@ use crate::error::StartupError;
 use crate::net::{self, GrpcIncoming, Limits, NetMetrics, Port};
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
+use crate::service::ext_authz::ExtAuthzHandler;
 use crate::service::http::{self, HttpState};
 use crate::service::keys::KeyHandlers;
 use crate::service::tokens::TokenHandlers;
@@ -158,6 +160,9 @@ pub async fn run(
     let keys = KeyServiceServer::new(KeyHandlers(authority.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let ext_authz = AuthorizationServer::new(ExtAuthzHandler(authority.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let interceptor = auth::interceptor(authority.clone());
     let observer = crate::observe::Observer::new(
         authority.clone(),
@@ -186,7 +191,8 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(tokens, interceptor.clone()))
-        .add_service(InterceptedService::new(keys, interceptor))
+        .add_service(InterceptedService::new(keys, interceptor.clone()))
+        .add_service(InterceptedService::new(ext_authz, interceptor))
         .serve_with_incoming_shutdown(
             GrpcIncoming::new(listeners.grpc, limits, net_metrics.clone()),
             async move {
@@ -264,6 +270,8 @@ pub async fn run(
     let _ = health_task.await;
     report_health(&health_reporter, false).await;
     tokio::time::sleep(config.drain_delay).await;
+    // Watch streams end now, so the gRPC drain does not wait on them.
+    authority.store.close_feed();
     let _ = stop_tx.send(true);
 
     let drained = tokio::time::timeout(config.shutdown_grace, async {

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod ext_authz;
 pub mod http;
 pub mod keys;
 pub mod oauth;

@@ -7,6 +7,7 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod changes;
 pub mod clients;
 pub mod codes;
 pub mod datadir;
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_lists_lineage.sql"),
     include_str!("migrations/0004_housekeeping.sql"),
     include_str!("migrations/0005_admin_surface.sql"),
+    include_str!("migrations/0006_change_log.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
@@ -46,6 +48,11 @@ fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Committed batches the change feed keeps for a lagging subscriber task. Each
+/// subscriber also has its own bounded queue (see `watch`); this ring only has to
+/// cover the moments that task is not scheduled.
+const FEED_CAPACITY: usize = 4096;
 
 /// A write: runs against the connection, says how it went, and hands back what to do
 /// once the batch's fate (commit or not) is known.
@@ -85,6 +92,7 @@ pub struct Store {
     health: Health,
     /// Group-commit batch sizes and storage errors, for `/metrics`.
     pub stats: Arc<StoreStats>,
+    feed: changes::Feed,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
@@ -139,6 +147,9 @@ impl Store {
         let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
         migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
         let reader = open_conn(&path).map_err(|e| at("cannot open", e))?;
+        let feed = changes::Feed::new(FEED_CAPACITY);
+        let published = changes::last_seq(&writer_conn)?;
+        let writer_feed = feed.clone();
         let (tx, rx) = mpsc::channel::<Job>();
         let health: Health = Arc::new(watch::Sender::new(true));
         let writer_health = health.clone();
@@ -146,7 +157,16 @@ impl Store {
         let writer_stats = stats.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, writer_health, &writer_stats))
+            .spawn(move || {
+                writer_loop(
+                    writer_conn,
+                    rx,
+                    writer_health,
+                    &writer_stats,
+                    writer_feed,
+                    published,
+                )
+            })
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
@@ -154,6 +174,7 @@ impl Store {
             path: Arc::new(path),
             health,
             stats,
+            feed,
             _dir: Arc::new(dir),
         })
     }
@@ -161,6 +182,22 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Every change-log row committed from now on, batch by batch, in commit order.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<[changes::Logged]>> {
+        self.feed.subscribe()
+    }
+
+    /// Becomes `true` once [`Store::close_feed`] was called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.feed.closing()
+    }
+
+    /// Ends every live change stream (at shutdown, so they do not hold up the drain);
+    /// subscribers reconnect and resume elsewhere or later.
+    pub fn close_feed(&self) {
+        self.feed.close();
     }
 
     /// Whether storage works: false since a write or read failed for a storage reason
@@ -272,7 +309,15 @@ impl Store {
 /// Takes every job waiting, runs them in one transaction, commits once, then answers.
 /// A batch in which storage failed marks the store unhealthy; one that committed a
 /// change (so reached the disk) marks it healthy.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health, stats: &StoreStats) {
+/// Committed change-log rows are published before anyone is answered.
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    health: Health,
+    stats: &StoreStats,
+    feed: changes::Feed,
+    mut published: u64,
+) {
     let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -319,6 +364,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: Health, stats:
             failed();
             let _ = conn.execute_batch("ROLLBACK");
             storage_failed = true;
+        } else {
+            // Before anyone is answered: a subscriber never learns of a revocation
+            // later than the revoker is told it is done.
+            feed.publish_committed(&conn, &mut published);
         }
         if storage_failed {
             set_health(&health, false);

@@ -274,6 +274,34 @@ impl Fixture {
         }
     }
 
+    /// Does `Authorization/Check` (Envoy ext_authz) let a request bearing `token` through?
+    pub async fn check_allows(&self, token: &str) -> bool {
+        use envoy_types::ext_authz::v3::pb::CheckRequest;
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+        use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+        let http = HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+            ..Default::default()
+        };
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut c = AuthorizationClient::new(self.s.channel().await);
+        match c.check(authed(req, &self.s.admin_key)).await {
+            Ok(r) => r.into_inner().status.is_some_and(|s| s.code == 0),
+            Err(_) => false,
+        }
+    }
+
     /// Runs a table: each row, then the persistence check; then health and latency.
     pub async fn run(&self, table: &str, rows: Vec<Row>) {
         assert!(!rows.is_empty());
@@ -297,6 +325,16 @@ impl Fixture {
             latencies.push((took, r.name.clone()));
             if let Some(why) = judge(r.expect, &got, &r.token) {
                 failures.push(format!("{}: {why}", r.name));
+            }
+            // Envoy's ext_authz Check must agree with Introspect on every row, except
+            // that a live refresh token is never a bearer credential.
+            let active = matches!(&got, Ok(g) if g.active && g.token_kind != "refresh_token");
+            let allowed = self.check_allows(&r.token).await;
+            if allowed != active {
+                failures.push(format!(
+                    "{}: ext_authz Check allowed={allowed}, Introspect active={active}",
+                    r.name
+                ));
             }
             if took > ROW_LATENCY_CAP {
                 failures.push(format!("{}: took {took:?}", r.name));
