@@ -39,13 +39,17 @@ impl KeyService for KeyHandlers {
         &self,
         _req: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        Err(Status::unimplemented("ListSigningKeys is not available yet"))
+        Err(Status::unimplemented(
+            "ListSigningKeys is not available yet",
+        ))
     }
 
     async fn revoke_signing_key(
         &self,
         _req: Request<RevokeSigningKeyRequest>,
     ) -> Result<Response<RevokeSigningKeyResponse>, Status> {
-        Err(Status::unimplemented("RevokeSigningKey is not available yet"))
+        Err(Status::unimplemented(
+            "RevokeSigningKey is not available yet",
+        ))
     }
 }

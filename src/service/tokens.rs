@@ -265,7 +265,9 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented("WatchRevocations is not available yet"))
+        Err(Status::unimplemented(
+            "WatchRevocations is not available yet",
+        ))
     }
 
     async fn list_api_keys(
@@ -286,6 +288,8 @@ impl TokenService for TokenHandlers {
         &self,
         _req: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented("ListAuditEvents is not available yet"))
+        Err(Status::unimplemented(
+            "ListAuditEvents is not available yet",
+        ))
     }
 }

@@ -138,7 +138,12 @@ fn parse_key(k: &Value) -> Option<VerifyingKey> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            (Algorithm::ES256, "ES256", jwk::thumbprint_ec_p256(&x, &y), point)
+            (
+                Algorithm::ES256,
+                "ES256",
+                jwk::thumbprint_ec_p256(&x, &y),
+                point,
+            )
         }
         _ => return None,
     };
@@ -180,16 +185,18 @@ async fn fetch_inner(url: &http::Uri) -> Result<Vec<u8>, Error> {
     let io = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|e| Error::Jwks(format!("connect: {e}")))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-        hyper_util::rt::TokioIo::new(io),
-    )
-    .await
-    .map_err(|e| Error::Jwks(format!("handshake: {e}")))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| Error::Jwks(format!("handshake: {e}")))?;
     let conn = tokio::spawn(conn);
     let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
     let req = http::Request::get(url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
         .header(http::header::HOST, authority)
-        .header(http::header::ACCEPT, "application/jwk-set+json, application/json")
+        .header(
+            http::header::ACCEPT,
+            "application/jwk-set+json, application/json",
+        )
         .body(Empty::new())
         .map_err(|e| Error::Jwks(format!("request: {e}")))?;
     let resp = send
@@ -231,7 +238,9 @@ mod tests {
     const KID: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 
     fn doc(key: Value) -> Vec<u8> {
-        serde_json::json!({ "keys": [key] }).to_string().into_bytes()
+        serde_json::json!({ "keys": [key] })
+            .to_string()
+            .into_bytes()
     }
 
     #[test]
@@ -247,10 +256,10 @@ mod tests {
     #[test]
     fn skips_keys_tessera_could_not_have_published() {
         let good = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": X, "kid": KID });
-        let bad = [
-            ("kid that is not the thumbprint", |k: &mut Value| {
+        let bad: [(&str, fn(&mut Value)); 7] = [
+            ("kid that is not the thumbprint", |k| {
                 k["kid"] = "other".into()
-            }) as (&str, fn(&mut Value)),
+            }),
             ("alg of another curve", |k| k["alg"] = "ES256".into()),
             ("encryption key", |k| k["use"] = "enc".into()),
             ("private member", |k| k["d"] = X.into()),
