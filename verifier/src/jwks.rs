@@ -256,7 +256,8 @@ mod tests {
     #[test]
     fn skips_keys_tessera_could_not_have_published() {
         let good = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": X, "kid": KID });
-        let bad: [(&str, fn(&mut Value)); 7] = [
+        type Spoil = (&'static str, fn(&mut Value));
+        let bad: [Spoil; 7] = [
             ("kid that is not the thumbprint", |k| {
                 k["kid"] = "other".into()
             }),
