@@ -5,7 +5,7 @@
 //! Run with `cargo bench -p tessera-verifier`; figures in BENCHMARKS.md.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::hint::black_box;
