@@ -814,7 +814,7 @@ impl Authority {
         let blocked = self
             .store
             .write(move |c| {
-                let all = lineage::block_with_descendants(c, vec![(text, exp)])?;
+                let all = lineage::block_with_descendants(c, vec![(text, exp)], now)?;
                 audit::append(
                     c,
                     &AuditEntry {
@@ -847,7 +847,7 @@ impl Authority {
             .store
             .write(move |c| {
                 let minted = refresh::revoke_family(c, &id, now)?;
-                let all = lineage::block_with_descendants(c, minted)?;
+                let all = lineage::block_with_descendants(c, minted, now)?;
                 audit::append(c, &entry)?;
                 Ok(all)
             })
@@ -892,7 +892,7 @@ impl Authority {
                 // Tokens of the subject die by version; the blocklist also reaches what
                 // its families' tokens were exchanged into.
                 let minted = refresh::revoke_subject(c, &sub, now)?;
-                let minted = lineage::block_with_descendants(c, minted)?;
+                let minted = lineage::block_with_descendants(c, minted, now)?;
                 audit::append(
                     c,
                     &AuditEntry {
@@ -967,20 +967,22 @@ impl Authority {
         let minted_before = now - 60;
         let dead_before = now - self.config.max_access_token_ttl.as_secs() as i64 - 60;
         let audit_before = now - self.config.audit_retention.as_secs() as i64;
+        let changes_before = now - crate::watch::retention(&self.config);
         let (mut families, mut records) = (0, 0);
         for _ in 0..BATCHES_PER_PASS {
-            let (f, a) = self
+            let (f, a, l) = self
                 .store
                 .write(move |c| {
                     Ok((
                         refresh::purge(c, dead_before, minted_before, BATCH)?,
                         audit::purge(c, audit_before, BATCH)?,
+                        crate::store::changes::purge(c, changes_before, BATCH)?,
                     ))
                 })
                 .await?;
             families += f;
             records += a;
-            if (f as i64) < BATCH && (a as i64) < BATCH {
+            if (f as i64) < BATCH && (a as i64) < BATCH && (l as i64) < BATCH {
                 break;
             }
         }

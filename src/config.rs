@@ -103,6 +103,11 @@ pub struct Config {
     /// OTLP/gRPC collector for traces (e.g. `http://otel-collector:4317`). Defaults to
     /// none: no spans leave the process.
     pub otlp_endpoint: Option<String>,
+    /// `WatchRevocations`: heartbeat interval while a stream is idle. Defaults to 10 s.
+    pub watch_heartbeat: Duration,
+    /// `WatchRevocations`: events a subscriber may have queued; one more and it is
+    /// disconnected (`RESOURCE_EXHAUSTED`). Defaults to 4096.
+    pub watch_buffer: usize,
 }
 
 /// A secret string from configuration: never printed.
@@ -145,6 +150,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             otlp_endpoint: None,
+            watch_heartbeat: crate::watch::DEFAULT_HEARTBEAT,
+            watch_buffer: crate::watch::DEFAULT_BUFFER,
         }
     }
 }

@@ -214,7 +214,7 @@ fn authenticate(caller: &Caller, client: &ClientRow) -> GrantResult<()> {
 /// exchanged from them; returns what it blocklisted.
 fn revoke_family_in(conn: &Connection, family_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
     let minted = refresh::revoke_family(conn, family_id, now)?;
-    lineage::block_with_descendants(conn, minted)
+    lineage::block_with_descendants(conn, minted, now)
 }
 
 impl Authority {
@@ -797,7 +797,7 @@ impl Authority {
                     None => Vec::new(),
                 };
                 roots.extend(cur.access_jti.clone());
-                let blocked = lineage::block_with_descendants(c, roots)?;
+                let blocked = lineage::block_with_descendants(c, roots, now)?;
                 audit::append(c, &replayed)?;
                 Ok(Spent::Reused(blocked))
             })

@@ -11,6 +11,7 @@
 //! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
+//! - [`watch`]      `WatchRevocations`: snapshot or replay from the change log, then live deltas
 //! - [`store`]      SQLite (WAL): the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters for `/metrics`
@@ -39,6 +40,7 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod watch;
 
 /// Generated protobuf and gRPC code for `tessera.v1`.
 #[allow(missing_docs, clippy::all)]

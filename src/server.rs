@@ -198,6 +198,7 @@ pub async fn run(
     health_reporter
         .set_not_serving::<KeyServiceServer<KeyHandlers>>()
         .await;
+    authority.store.close_feed();
     let _ = stop_tx.send(true);
 
     let drained = tokio::time::timeout(config.shutdown_grace, async {

@@ -19,6 +19,9 @@ use crate::proto::{
     ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
     ListClientsResponse, RevocationEvent, RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
+use crate::proto::{Heartbeat, RevokedTokenId, SigningKeyEvent, SnapshotDone, TokenVersion};
+use crate::store::changes::Change;
+use crate::watch::{Event, EventKind};
 
 /// gRPC handlers for the token lifecycle.
 pub struct TokenHandlers(pub Arc<Authority>);
@@ -45,6 +48,32 @@ fn exchange_response(mut g: Granted) -> ExchangeResponse {
         refresh_token: std::mem::take(&mut g.refresh_token.0),
         scopes: std::mem::take(&mut g.scopes),
         issued_token_type: g.issued_token_type.to_string(),
+    }
+}
+
+fn revocation_event(ev: Event) -> RevocationEvent {
+    use crate::proto::revocation_event::Event as Wire;
+    let event = match ev.kind {
+        EventKind::Change(Change::RevokedJti { jti, expires_at }) => {
+            Wire::RevokedTokenId(RevokedTokenId {
+                jti,
+                expires_at: ts(expires_at),
+            })
+        }
+        EventKind::Change(Change::TokenVersion { subject, version }) => {
+            Wire::TokenVersion(TokenVersion { subject, version })
+        }
+        EventKind::Change(Change::RevokedApiKey { key_id }) => Wire::RevokedApiKeyId(key_id),
+        EventKind::Change(Change::SigningKey { kid, state }) => Wire::SigningKey(SigningKeyEvent {
+            kid,
+            state: state.as_str().to_string(),
+        }),
+        EventKind::SnapshotDone => Wire::SnapshotDone(SnapshotDone {}),
+        EventKind::Heartbeat => Wire::Heartbeat(Heartbeat {}),
+    };
+    RevocationEvent {
+        sequence: ev.seq,
+        event: Some(event),
     }
 }
 
@@ -263,11 +292,15 @@ impl TokenService for TokenHandlers {
 
     async fn watch_revocations(
         &self,
-        _req: Request<WatchRevocationsRequest>,
+        req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented(
-            "WatchRevocations is not available yet",
-        ))
+        let caller = super::caller(&req)?;
+        let after = req.into_inner().after_sequence;
+        let sub = self.0.watch_revocations(&caller, after).await?;
+        let stream = tokio_stream::StreamExt::map(sub, |item| {
+            item.map(revocation_event).map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_api_keys(

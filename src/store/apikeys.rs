@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::changes::{self, Change};
 use super::lists;
 use crate::error::Result;
 
@@ -62,12 +63,22 @@ pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
     Ok(())
 }
 
-/// Marks a key revoked; returns whether it existed and was live.
+/// Marks a key revoked (and records that in the change log); returns whether it
+/// existed and was live.
 pub fn revoke(conn: &Connection, id: &str, at: i64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, at],
     )?;
+    if n == 1 {
+        changes::append(
+            conn,
+            at,
+            &Change::RevokedApiKey {
+                key_id: id.to_string(),
+            },
+        )?;
+    }
     Ok(n == 1)
 }
 
@@ -108,6 +119,14 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
             revoked_at: r.get(8)?,
         })
     })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ids of keys revoked before their expiry that have not yet expired at `now`.
+pub fn revoked_unexpired(conn: &Connection, now: i64) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare("SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > ?1")?;
+    let rows = stmt.query_map([now], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

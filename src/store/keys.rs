@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::changes::{self, Change, KeyState};
 use crate::error::Result;
 
 /// One signing key as stored.
@@ -34,23 +35,68 @@ impl std::fmt::Debug for KeyRow {
     }
 }
 
-/// Inserts a new key.
+/// Inserts a new key and records its state (active unless inserted retired) in the
+/// change log.
 pub fn insert(conn: &Connection, k: &KeyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO signing_keys (kid, alg, public_key, sealed_private, created_at, retired_at, verify_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![k.kid, k.alg, k.public_key, k.sealed_private, k.created_at, k.retired_at, k.verify_until],
     )?;
+    let state = if k.retired_at.is_none() {
+        KeyState::Active
+    } else {
+        KeyState::Retired
+    };
+    changes::append(
+        conn,
+        k.created_at,
+        &Change::SigningKey {
+            kid: k.kid.clone(),
+            state,
+        },
+    )?;
     Ok(())
 }
 
-/// Retires every signing key other than `except`, keeping them verifiable until `verify_until`.
+/// Retires every signing key other than `except`, keeping them verifiable until
+/// `verify_until`, and records each retirement in the change log.
 pub fn retire_others(conn: &Connection, except: &str, at: i64, verify_until: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3 WHERE kid != ?1 AND retired_at IS NULL",
-        params![except, at, verify_until],
-    )?;
+    let retired: Vec<String> = conn
+        .prepare(
+            "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3
+             WHERE kid != ?1 AND retired_at IS NULL RETURNING kid",
+        )?
+        .query_map(params![except, at, verify_until], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for kid in retired {
+        changes::append(
+            conn,
+            at,
+            &Change::SigningKey {
+                kid,
+                state: KeyState::Retired,
+            },
+        )?;
+    }
     Ok(())
+}
+
+/// Every key with its state at `now`, for a change-feed snapshot: the signing key is
+/// `active`, one that stopped signing but still verifies is `retired`; keys past their
+/// window are gone and not listed.
+pub fn states(conn: &Connection, now: i64) -> Result<Vec<(String, KeyState)>> {
+    Ok(load_live(conn, now)?
+        .into_iter()
+        .map(|k| {
+            let state = if k.retired_at.is_none() {
+                KeyState::Active
+            } else {
+                KeyState::Retired
+            };
+            (k.kid, state)
+        })
+        .collect())
 }
 
 /// Every key still verifying at `now` (the active one and retired ones in their window).

@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::changes::{self, Change};
 use super::revocation as revocation_rows;
 use crate::error::Result;
 use crate::revocation::cascade;
@@ -27,14 +28,24 @@ pub fn children(conn: &Connection, parent_jti: &str) -> Result<Vec<(String, i64)
 }
 
 /// Blocklists `roots` and, transitively, every token derived from them, each until its
-/// own expiry. Returns everything blocklisted, for the in-memory blocklist.
+/// own expiry, and records each in the change log (at `now`). Returns everything
+/// blocklisted, for the in-memory blocklist.
 pub fn block_with_descendants(
     conn: &Connection,
     roots: Vec<(String, i64)>,
+    now: i64,
 ) -> Result<Vec<(String, i64)>> {
     let all = cascade(roots, |parent| children(conn, parent))?;
     for (jti, exp) in &all {
         revocation_rows::block_jti(conn, jti, *exp)?;
+        changes::append(
+            conn,
+            now,
+            &Change::RevokedJti {
+                jti: jti.clone(),
+                expires_at: *exp,
+            },
+        )?;
     }
     Ok(all)
 }
@@ -80,6 +91,7 @@ mod tests {
             include_str!("migrations/0001_init.sql"),
             include_str!("migrations/0002_oauth.sql"),
             include_str!("migrations/0003_lists_lineage.sql"),
+            include_str!("migrations/0006_change_log.sql"),
         ] {
             c.execute_batch(sql).unwrap();
         }
@@ -93,7 +105,7 @@ mod tests {
         record(&c, "a", "b", 40).unwrap();
         record(&c, "b", "a", 50).unwrap(); // a corrupted link back up: still terminates
         record(&c, "other", "x", 90).unwrap();
-        let mut all = block_with_descendants(&c, vec![("root".into(), 60)]).unwrap();
+        let mut all = block_with_descendants(&c, vec![("root".into(), 60)], 1).unwrap();
         all.sort();
         assert_eq!(
             all,
@@ -102,6 +114,8 @@ mod tests {
         let blocked = revocation_rows::load_blocklist(&c, 0).unwrap();
         assert_eq!(blocked.len(), 3);
         assert!(!blocked.iter().any(|(j, _)| j == "x"));
+        let logged = changes::after(&c, 0).unwrap();
+        assert_eq!(logged.len(), 3, "every blocked jti is in the change log");
         assert_eq!(purge(&c, 45).unwrap(), 1, "only b's link has expired");
     }
 

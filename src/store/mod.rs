@@ -4,6 +4,7 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod changes;
 pub mod clients;
 pub mod codes;
 pub mod datadir;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_oauth.sql"),
     include_str!("migrations/0003_lists_lineage.sql"),
     include_str!("migrations/0004_housekeeping.sql"),
+    include_str!("migrations/0006_change_log.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
@@ -41,6 +43,11 @@ fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Committed batches the change feed keeps for a lagging subscriber task. Each
+/// subscriber also has its own bounded queue (see `watch`); this ring only has to
+/// cover the moments that task is not scheduled.
+const FEED_CAPACITY: usize = 4096;
+
 /// A write: runs against the connection, says whether it succeeded, and hands back
 /// what to do once the batch's fate (commit or not) is known.
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
@@ -52,6 +59,7 @@ pub struct Store {
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    feed: changes::Feed,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
@@ -101,17 +109,37 @@ impl Store {
         let mut writer_conn = open_conn(&path)?;
         migrate(&mut writer_conn)?;
         let reader = open_conn(&path)?;
+        let feed = changes::Feed::new(FEED_CAPACITY);
+        let published = changes::last_seq(&writer_conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let writer_feed = feed.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, writer_feed, published))
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
+            feed,
             _dir: Arc::new(dir),
         })
+    }
+
+    /// Every change-log row committed from now on, batch by batch, in commit order.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<[changes::Logged]>> {
+        self.feed.subscribe()
+    }
+
+    /// Becomes `true` once [`Store::close_feed`] was called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.feed.closing()
+    }
+
+    /// Ends every live change stream (at shutdown, so they do not hold up the drain);
+    /// subscribers reconnect and resume elsewhere or later.
+    pub fn close_feed(&self) {
+        self.feed.close();
     }
 
     /// Path of the database file.
@@ -166,8 +194,9 @@ impl Store {
     }
 }
 
-/// Takes every job waiting, runs them in one transaction, commits once, then answers.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// Takes every job waiting, runs them in one transaction, commits once, publishes the
+/// batch's change-log rows, then answers.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, feed: changes::Feed, mut published: u64) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -202,6 +231,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         let committed = conn.execute_batch("COMMIT").map_err(Error::from);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            // Before anyone is answered: a subscriber never learns of a revocation
+            // later than the revoker is told it is done.
+            feed.publish_committed(&conn, &mut published);
         }
         for finish in done {
             finish(match &committed {

@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::changes::{self, Change};
 use crate::error::Result;
 
 /// Blocklists `jti` until `expires_at`. Idempotent; keeps the later expiry.
@@ -50,7 +51,8 @@ pub fn purge_blocklist(conn: &Connection, before: i64) -> Result<usize> {
     Ok(conn.execute("DELETE FROM jti_blocklist WHERE expires_at < ?1", [before])?)
 }
 
-/// Increments `subject`'s token version and returns the new one.
+/// Increments `subject`'s token version, records it in the change log, and returns
+/// the new one.
 pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
     let v: i64 = conn
         .prepare_cached(
@@ -59,7 +61,16 @@ pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
              RETURNING version",
         )?
         .query_row(params![subject, now], |r| r.get(0))?;
-    Ok(v as u64)
+    let version = v as u64;
+    changes::append(
+        conn,
+        now,
+        &Change::TokenVersion {
+            subject: subject.to_string(),
+            version,
+        },
+    )?;
+    Ok(version)
 }
 
 /// One subject's current version (0 if never bumped).
