@@ -22,6 +22,18 @@ use tonic::Code;
 
 const ISSUER: &str = "https://tessera.test";
 
+/// A real server whose revocation stream heartbeats every 200 ms, so a resumed
+/// follower with nothing to replay hears from it quickly.
+async fn server() -> (TestServer, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(tmp.path());
+    cfg.watch_heartbeat = Duration::from_millis(200);
+    (
+        TestServer::start_with(cfg, tessera::clock::Clock::system()).await,
+        tmp,
+    )
+}
+
 /// A verifier following `s` through `grpc` (the server itself, or a relay to it).
 async fn verifier_via(
     s: &TestServer,
@@ -77,7 +89,7 @@ async fn revoke(s: &TestServer, token: &str) {
 
 #[tokio::test]
 async fn accepts_what_introspect_accepts_with_the_same_claims() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let v = verifier(&s).await;
     let issued = s.access_token("alice").await;
     let seen = s.introspect(&issued.token).await.expect("introspect");
@@ -97,7 +109,7 @@ async fn accepts_what_introspect_accepts_with_the_same_claims() {
 
 #[tokio::test]
 async fn honours_a_revocation_pushed_after_the_token_was_accepted() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let v = verifier(&s).await;
     let t = s.access_token("alice").await.token;
     let other = s.access_token("alice").await.token;
@@ -117,7 +129,7 @@ async fn honours_a_revocation_pushed_after_the_token_was_accepted() {
 
 #[tokio::test]
 async fn honours_a_token_version_bump() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let v = verifier(&s).await;
     let t = s.access_token("bob").await.token;
     let carol = s.access_token("carol").await.token;
@@ -190,7 +202,7 @@ impl Relay {
 
 #[tokio::test]
 async fn fails_closed_when_the_stream_is_gone_past_max_staleness() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let relay = Relay::start(s.grpc).await;
     let v = verifier_via(&s, relay.addr, |c| {
         c.max_staleness = Duration::from_millis(1500)
@@ -219,7 +231,7 @@ async fn fails_closed_when_the_stream_is_gone_past_max_staleness() {
 
 #[tokio::test]
 async fn fails_closed_when_tessera_stops() {
-    let mut s = TestServer::start().await;
+    let (mut s, _tmp) = server().await;
     let v = verifier_via(&s, s.grpc, |c| {
         c.max_staleness = Duration::from_millis(1500)
     })
@@ -236,7 +248,7 @@ async fn fails_closed_when_tessera_stops() {
 
 #[tokio::test]
 async fn resumes_after_a_disconnect_and_sees_what_was_revoked_meanwhile() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let relay = Relay::start(s.grpc).await;
     let v = verifier_via(&s, relay.addr, |_| {}).await;
     let t = s.access_token("alice").await.token;
@@ -263,7 +275,7 @@ async fn resumes_after_a_disconnect_and_sees_what_was_revoked_meanwhile() {
 
 #[tokio::test]
 async fn picks_up_a_rotated_key_on_its_first_unknown_kid() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     // A long timer: only the unknown kid can trigger the refetch.
     let v = verifier_via(&s, s.grpc, |c| c.jwks_refresh = Duration::from_secs(3600)).await;
     let fetches = v.jwks_fetches();
@@ -300,7 +312,7 @@ async fn interceptor_guards_a_tonic_service() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let v = verifier(&s).await;
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -504,7 +516,7 @@ fn hostile_rows(s: &TestServer, t0: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn hostile_tokens_get_the_same_answer_from_the_verifier_and_introspect() {
-    let s = TestServer::start().await;
+    let (s, _tmp) = server().await;
     let v = verifier(&s).await;
     let t0 = s.access_token("alice").await.token;
     let rows = hostile_rows(&s, &t0);
