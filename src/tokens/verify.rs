@@ -23,6 +23,20 @@ use super::claims::AccessClaims;
 use super::{Jti, strict_json};
 use crate::keys::{Keyring, VerifyingKey};
 
+/// Where verification finds a key by `kid`: the service's own [`Keyring`], or a
+/// verifier's cached JWKS (the `tessera-verifier` crate). One trait, so both run this
+/// very module's checks rather than a copy of them.
+pub trait KeyLookup: Send + Sync {
+    /// The key allowed to verify at `now` under this kid, if any.
+    fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>>;
+}
+
+impl KeyLookup for Keyring {
+    fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>> {
+        Keyring::verifying(self, kid, now)
+    }
+}
+
 /// Longest token accepted; longer input is refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -75,7 +89,7 @@ impl Reject {
 /// What verification needs besides the token.
 pub struct Rules<'a> {
     /// Our keys.
-    pub keys: &'a Keyring,
+    pub keys: &'a dyn KeyLookup,
     /// Expected `iss`, exactly.
     pub issuer: &'a str,
     /// Longest lifetime (`exp − iat`) of any token we mint, in seconds.
