@@ -15,8 +15,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::grants::{GrantError, GrantResult};
-use crate::keys::Keyring;
 use crate::keys::seal::{self, MasterKey};
+use crate::keys::{Keyring, Rotation};
 use crate::listing::PageTokens;
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
@@ -723,7 +723,7 @@ impl Authority {
             owner: req.owner.clone(),
             extra: req.claims.clone(),
         };
-        let (jwt, _kid) = self.keys.sign(&claims)?;
+        let (jwt, _kid) = self.keys.sign(&claims, now)?;
         Ok((jwt, jti, exp))
     }
 
@@ -1087,12 +1087,34 @@ impl Authority {
         Ok(version)
     }
 
-    /// Rotates the signing key (admin only).
-    pub async fn rotate_signing_key(&self, caller: &Caller) -> Result<String> {
+    /// Rotates the signing key (admin only): publishes a successor that signs after
+    /// `key_publish_lead`, or at once with `now` (an emergency: verifiers caching the
+    /// JWKS may meet its kid before they refetch).
+    pub async fn rotate_signing_key(&self, caller: &Caller, at_once: bool) -> Result<Rotation> {
         caller.require(auth::SCOPE_ADMIN)?;
+        let now = self.clock.now();
+        let at = if at_once {
+            now
+        } else {
+            now.saturating_add(self.config.key_publish_lead.as_secs() as i64)
+        };
         self.keys
-            .rotate(self.clock.now(), &caller.request_id, caller.audit_id())
+            .rotate(now, at, &caller.request_id, caller.audit_id())
             .await
+    }
+
+    /// The signing-key lifecycle tick: rotates on schedule if one is configured, then
+    /// brings the key set up to the clock (activation, retirement) and logs the
+    /// transitions. Cheap when nothing is due, so it runs often.
+    pub async fn key_lifecycle(&self) -> Result<()> {
+        let now = self.clock.now();
+        if let Some(period) = self.config.signing_key_rotation_period {
+            let lead = self.config.key_publish_lead.as_secs() as i64;
+            self.keys
+                .rotate_if_due(now, period.as_secs() as i64, lead)
+                .await?;
+        }
+        self.keys.settle(now).await
     }
 
     /// The public JWK Set.
@@ -1129,6 +1151,7 @@ impl Authority {
             .await?;
         self.revocations.purge(before);
         self.callers.purge(now);
+        self.keys.settle(now).await?;
         self.keys.reload(now)?;
         self.purge_history(now).await
     }

@@ -89,6 +89,14 @@ pub struct Config {
     /// How long audit records are kept before housekeeping deletes them. Defaults to
     /// 365 days; at least 1 day.
     pub audit_retention: Duration,
+    /// How long a new signing key is in the JWKS before it signs. Defaults to the JWKS
+    /// `max-age` (60 s) + 60 s, so a verifier caching the JWKS has it before its first
+    /// token. At most 7 days.
+    pub key_publish_lead: Duration,
+    /// Rotate the signing key on this schedule: the successor is published
+    /// `key_publish_lead` before the signing key has signed for this long. Defaults to
+    /// off; when set, longer than `key_publish_lead`.
+    pub signing_key_rotation_period: Option<Duration>,
     /// Path of a file holding the master key (base64url, 32 bytes). Defaults to none.
     pub master_key_file: Option<PathBuf>,
     /// Master key given directly (`TESSERA_MASTER_KEY`, env only). Defaults to none.
@@ -152,6 +160,8 @@ impl Default for Config {
             refresh_token_ttl: Duration::from_secs(14 * 86_400),
             refresh_family_ttl: Duration::from_secs(90 * 86_400),
             audit_retention: Duration::from_secs(365 * 86_400),
+            key_publish_lead: Duration::from_secs(crate::keys::JWKS_MAX_AGE_SECS + 60),
+            signing_key_rotation_period: None,
             master_key_file: None,
             master_key: None,
             bootstrap_admin_key: None,
@@ -195,6 +205,8 @@ pub struct Layer {
     pub refresh_token_ttl: Option<String>,
     pub refresh_family_ttl: Option<String>,
     pub audit_retention: Option<String>,
+    pub key_publish_lead: Option<String>,
+    pub signing_key_rotation_period: Option<String>,
     pub master_key_file: Option<String>,
     pub max_request_bytes: Option<usize>,
     pub request_timeout: Option<String>,
@@ -266,6 +278,8 @@ impl Layer {
             refresh_token_ttl: get("REFRESH_TOKEN_TTL"),
             refresh_family_ttl: get("REFRESH_FAMILY_TTL"),
             audit_retention: get("AUDIT_RETENTION"),
+            key_publish_lead: get("KEY_PUBLISH_LEAD"),
+            signing_key_rotation_period: get("SIGNING_KEY_ROTATION_PERIOD"),
             master_key_file: get("MASTER_KEY_FILE"),
             max_request_bytes: number("MAX_REQUEST_BYTES")?,
             request_timeout: get("REQUEST_TIMEOUT"),
@@ -307,6 +321,10 @@ impl Layer {
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             refresh_family_ttl: self.refresh_family_ttl.or(lower.refresh_family_ttl),
             audit_retention: self.audit_retention.or(lower.audit_retention),
+            key_publish_lead: self.key_publish_lead.or(lower.key_publish_lead),
+            signing_key_rotation_period: self
+                .signing_key_rotation_period
+                .or(lower.signing_key_rotation_period),
             master_key_file: self.master_key_file.or(lower.master_key_file),
             max_request_bytes: self.max_request_bytes.or(lower.max_request_bytes),
             request_timeout: self.request_timeout.or(lower.request_timeout),
@@ -425,6 +443,18 @@ impl Config {
         if let Some(v) = merged.audit_retention {
             c.audit_retention = dur("audit_retention", v)?;
         }
+        if let Some(v) = merged.key_publish_lead {
+            c.key_publish_lead = dur("key_publish_lead", v)?;
+        }
+        if let Some(v) = merged.signing_key_rotation_period {
+            // "off" (or "0s") keeps rotation manual, so a layer can undo a lower one.
+            let d = if v == "off" {
+                Duration::ZERO
+            } else {
+                dur("signing_key_rotation_period", v)?
+            };
+            c.signing_key_rotation_period = (!d.is_zero()).then_some(d);
+        }
         if let Some(v) = merged.master_key_file {
             if v.is_empty() {
                 return Err("master_key_file: must not be empty".into());
@@ -498,6 +528,17 @@ impl Config {
         // A typo such as "1s" must not quietly erase the audit trail.
         if self.audit_retention < Duration::from_secs(86_400) {
             return Err("audit_retention must be at least 1d".into());
+        }
+        if self.key_publish_lead > Duration::from_secs(7 * 86_400) {
+            return Err("key_publish_lead must be at most 7d".into());
+        }
+        if let Some(p) = self.signing_key_rotation_period {
+            // Otherwise every key would be replaced as soon as it starts signing.
+            if p <= self.key_publish_lead {
+                return Err(
+                    "signing_key_rotation_period must be longer than key_publish_lead".into(),
+                );
+            }
         }
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());

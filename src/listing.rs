@@ -230,7 +230,7 @@ impl Authority {
     /// `ListSigningKeys`: every key held, newest first.
     pub async fn list_signing_keys(&self, caller: &Caller) -> Result<Vec<KeyListing>> {
         caller.require(auth::SCOPE_ADMIN)?;
-        self.keys.list().await
+        self.keys.list(self.clock.now()).await
     }
 
     /// `RevokeSigningKey`: every token `kid` signed is inactive at once (the verified-

@@ -80,6 +80,11 @@ const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often housekeeping runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
+/// How often the signing-key lifecycle is brought up to the clock. Signing itself
+/// switches to a successor at its exact instant; this tick reloads the key set,
+/// logs the transition and rotates on schedule, and costs nothing when nothing is due.
+const KEY_LIFECYCLE_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a probe write checks storage, so readiness follows a disk that fills or
 /// fails while idle, and comes back once it works again without waiting for a caller.
 const STORAGE_PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -231,8 +236,15 @@ pub async fn run(
         let mut probe = tokio::time::interval(STORAGE_PROBE_EVERY);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe.tick().await;
+        let mut keys_tick = tokio::time::interval(KEY_LIFECYCLE_EVERY);
+        keys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = keys_tick.tick() => {
+                    if let Err(e) = maint_auth.key_lifecycle().await {
+                        tracing::warn!(error = %e, "signing-key lifecycle failed; will retry");
+                    }
+                }
                 _ = tick.tick() => {
                     if let Err(e) = maint_auth.maintain().await {
                         tracing::warn!(error = %e, "housekeeping failed; will retry");

@@ -362,7 +362,7 @@ async fn signing_keys_list_rotate_and_revoke() {
         .unwrap()
         .to_string();
 
-    let rotated = admin(&s, &["signing-keys", "rotate", "--json"]).await;
+    let rotated = admin(&s, &["signing-keys", "rotate", "--now", "--json"]).await;
     assert_ok(&rotated);
     let second = rotated.json()["kid"].as_str().unwrap().to_string();
     assert_ne!(first, second);

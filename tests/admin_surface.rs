@@ -754,7 +754,10 @@ async fn revoking_a_retired_signing_key_leaves_the_active_one() {
     let old = kid_of(&before);
     let mut keys = s.keys().await;
     let new = keys
-        .rotate_signing_key(authed(RotateSigningKeyRequest::default(), &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -103,7 +103,10 @@ async fn expired_cached_token_is_inactive_on_the_next_call() {
 async fn rotate(s: &TestServer) {
     s.keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .expect("rotate");
 }

@@ -341,7 +341,10 @@ async fn rotation_keeps_old_tokens_verifying() {
     let rotated = s
         .keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -504,7 +507,7 @@ async fn every_rpc_needs_a_credential_and_the_right_scope() {
     check!(
         "RotateSigningKey",
         ks.rotate_signing_key,
-        RotateSigningKeyRequest {}
+        RotateSigningKeyRequest::default()
     );
 
     // An issuer may not mint API keys; an introspector may not revoke.

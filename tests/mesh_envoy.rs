@@ -516,7 +516,10 @@ async fn envoy_jwt_authn_verifies_offline_and_follows_a_key_rotation() {
 
     s.keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest::default(), &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .unwrap();
     let new = s.access_token("alice").await;

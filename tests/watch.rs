@@ -162,7 +162,7 @@ async fn snapshot_holds_the_whole_state_then_deltas_follow_in_order() {
     all.push(ev);
     s.keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest::default(), &admin))
+        .rotate_signing_key(authed(RotateSigningKeyRequest { rotate_now: true }, &admin))
         .await
         .unwrap();
     let mut states = Vec::new();

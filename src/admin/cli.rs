@@ -143,8 +143,14 @@ enum ClientsCommand {
 enum SigningKeysCommand {
     /// Every signing key with its state, newest first.
     List,
-    /// Make a new signing key; the old one verifies until its tokens expire.
-    Rotate,
+    /// Publish a new signing key; it signs after `key_publish_lead`, and the old one
+    /// verifies until its tokens expire.
+    Rotate {
+        /// Emergency: sign with the new key at once. Verifiers that cached the JWKS
+        /// meet an unknown kid until they refetch it.
+        #[arg(long)]
+        now: bool,
+    },
     /// Emergency: tokens signed by KID are inactive at once; it leaves the JWKS.
     Revoke {
         /// The key id (RFC 7638 thumbprint).
@@ -265,7 +271,7 @@ async fn dispatch(args: AdminArgs) -> Result<Option<Output>, Failure> {
             let remote = connect(&args, &env).await?;
             match command {
                 SigningKeysCommand::List => remote.signing_keys_list().await,
-                SigningKeysCommand::Rotate => remote.signing_keys_rotate().await,
+                SigningKeysCommand::Rotate { now } => remote.signing_keys_rotate(*now).await,
                 SigningKeysCommand::Revoke { kid } => remote.signing_keys_revoke(kid).await,
             }
             .map(Some)

@@ -64,11 +64,15 @@ pub async fn import_key(
     .with("previous_verify_until", retire_until);
     let inserted = store
         .write(move |c| {
-            if key_rows::state(c, &row.kid)?.is_some() {
+            if key_rows::state(c, &row.kid, now)?.is_some() {
                 return Ok(false);
             }
+            // Offline, nothing is serving a JWKS to publish it ahead in: it signs from
+            // the next start, like `rotate --now` (any waiting successor is dropped from
+            // the hand-over, as the imported key replaces it).
             key_rows::insert(c, &row)?;
             key_rows::retire_others(c, &row.kid, now, retire_until)?;
+            key_rows::announce(c, now)?;
             audit::append(c, &entry)?;
             Ok(true)
         })

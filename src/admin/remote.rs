@@ -393,17 +393,21 @@ impl Remote {
         Ok(Output::new(render::signing_keys_table(&keys), json))
     }
 
-    /// `signing-keys rotate`.
-    pub async fn signing_keys_rotate(&self) -> Result<Output, Failure> {
-        let kid = self
+    /// `signing-keys rotate [--now]`.
+    pub async fn signing_keys_rotate(&self, now: bool) -> Result<Output, Failure> {
+        let r = self
             .keys()
-            .rotate_signing_key(self.authed(RotateSigningKeyRequest::default())?)
+            .rotate_signing_key(self.authed(RotateSigningKeyRequest { rotate_now: now })?)
             .await?
-            .into_inner()
-            .kid;
+            .into_inner();
+        let at = r.activates_at.map(|t| render::rfc3339(t.seconds));
         Ok(Output::new(
-            format!("new signing key {kid}\n"),
-            json!({ "kid": kid }),
+            format!(
+                "new signing key {} published; it signs from {}\n",
+                r.kid,
+                at.as_deref().unwrap_or("-")
+            ),
+            json!({ "kid": r.kid, "activates_at": at }),
         ))
     }
 

@@ -91,6 +91,7 @@ pub fn rsa_key_row(alg: ImportAlg, pem: &str, master: &MasterKey, now: i64) -> R
         alg: alg.name().to_string(),
         public_key: public_der,
         created_at: now,
+        activates_at: now,
         retired_at: None,
         verify_until: None,
     })

@@ -1,10 +1,18 @@
 //! Signing keys: the ring-backed `jsonwebtoken` provider, sealed storage, rotation and
 //! the JWKS.
 //!
-//! The [`Keyring`] holds the active signing key and every key still allowed to verify,
-//! in one immutable [`KeySet`] swapped atomically on rotation: readers never lock.
-//! A retired key keeps verifying until the last token it could have signed has
-//! expired (`max_access_token_ttl` after retirement), then leaves the JWKS.
+//! The [`Keyring`] holds the signing key, its published successor if one is waiting,
+//! and every key still allowed to verify, in one immutable [`KeySet`] swapped
+//! atomically: readers never lock.
+//!
+//! Publish before sign: a successor is in the JWKS from the moment it is stored and
+//! signs only from its `activates_at`, at least `key_publish_lead` later, so a
+//! verifier that caches the JWKS has it before the first token it signs. Signing
+//! compares `now` with that instant on every call (one atomic load and a compare), so
+//! activation is exact without waiting for a timer; housekeeping then reloads the set
+//! and logs the transition. A retired key keeps verifying until the last token it
+//! could have signed has expired (`max_access_token_ttl` after retirement), then
+//! leaves the JWKS.
 
 pub mod import;
 pub mod jwk;
@@ -24,8 +32,17 @@ use crate::config::SigningAlg;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::audit::{self, AuditEntry};
+use crate::store::changes::KeyState;
 use crate::store::keys::{self as rows, KeyRow};
 use seal::MasterKey;
+
+/// The `max-age` of the served JWKS, in seconds. The default `key_publish_lead` is
+/// derived from it: a verifier that cached the JWKS just before a rotation refetches
+/// it before the successor signs.
+pub const JWKS_MAX_AGE_SECS: u64 = 60;
+
+/// The `Cache-Control` of the served JWKS: [`JWKS_MAX_AGE_SECS`] spelled out.
+pub const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// The key that signs new tokens.
 pub struct SigningKey {
@@ -35,6 +52,8 @@ pub struct SigningKey {
     pub alg: Algorithm,
     /// When it was generated or imported (Unix seconds): the signing-key age metric.
     pub created_at: i64,
+    /// When it starts (or started) signing.
+    pub activates_at: i64,
     encoding: EncodingKey,
 }
 
@@ -63,12 +82,33 @@ pub struct VerifyingKey {
 
 /// One consistent view of the keys.
 pub struct KeySet {
-    /// Signs new tokens.
+    /// Signs new tokens (until `next` activates).
     pub active: Arc<SigningKey>,
+    /// The published successor, signing from its `activates_at`.
+    pub next: Option<Arc<SigningKey>>,
     /// Every key allowed to verify, by kid.
     pub verifying: HashMap<String, Arc<VerifyingKey>>,
     /// The published JWK Set (RFC 7517), pre-rendered.
     pub jwks_json: Arc<str>,
+}
+
+impl KeySet {
+    /// The key that signs at `now`: the successor from its activation instant on.
+    pub fn signer(&self, now: i64) -> &Arc<SigningKey> {
+        match &self.next {
+            Some(next) if now >= next.activates_at => next,
+            _ => &self.active,
+        }
+    }
+}
+
+/// A rotation as scheduled: the successor and when it signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The successor's kid.
+    pub kid: String,
+    /// When it signs (Unix seconds).
+    pub activates_at: i64,
 }
 
 /// Signing and verification keys, loaded from and persisted to the store.
@@ -190,6 +230,7 @@ impl Keyring {
                 public_key: g.public_key.clone(),
                 sealed_private: master.seal(&g.kid, &g.pkcs8)?,
                 created_at: now,
+                activates_at: now,
                 retired_at: None,
                 verify_until: None,
             };
@@ -208,7 +249,11 @@ impl Keyring {
                 .await?;
             live = store.read_now(|c| rows::load_live(c, now))?;
         }
-        let set = build_set(&live, &master).map_err(|e| match e {
+        // Transitions that fell due while no process was running are logged now.
+        store
+            .write(move |c| rows::announce(c, now).map(|_| ()))
+            .await?;
+        let set = build_set(&live, &master, now).map_err(|e| match e {
             // The operator must learn which database holds keys this master key can't open.
             Error::Internal(cause) => Error::internal(format!(
                 "signing keys in {}: {cause}",
@@ -217,7 +262,7 @@ impl Keyring {
             other => other,
         })?;
         warm_active(&set)?;
-        tracing::info!(kid = %set.active.kid, keys = set.verifying.len(), "signing keys loaded");
+        tracing::info!(kid = %set.active.kid, next = ?set.next.as_ref().map(|n| &n.kid), keys = set.verifying.len(), "signing keys loaded");
         Ok(Keyring {
             set: ArcSwap::from_pointee(set),
             master,
@@ -242,53 +287,120 @@ impl Keyring {
         }
     }
 
-    /// Signs `claims` with the active key as an `at+jwt`.
-    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<(String, String)> {
-        let key = self.set.load().active.clone();
+    /// Signs `claims` as an `at+jwt` with the key that signs at `now`.
+    pub fn sign<T: serde::Serialize>(&self, claims: &T, now: i64) -> Result<(String, String)> {
+        let key = self.set.load().signer(now).clone();
         let mut header = Header::new(key.alg);
         header.typ = Some("at+jwt".into());
         header.kid = Some(key.kid.clone());
         let jwt = jsonwebtoken::encode(&header, claims, &key.encoding).map_err(Error::internal);
-        if self.set.load().active.kid != key.kid {
+        if !self.set.load().holds_private(&key.kid) {
             // Raced a rotation: the provider may have re-parsed the retired key; drop it again.
             provider::forget(key.encoding.as_bytes());
         }
         Ok((jwt?, key.kid.clone()))
     }
 
-    /// Generates a new active key; the previous one verifies for the retire window.
-    pub async fn rotate(&self, now: i64, request_id: &str, caller: &str) -> Result<String> {
+    /// Publishes a fresh key to sign from `activates_at` (`now` for an emergency); the
+    /// key signing until then retires at that instant and verifies for the retire
+    /// window. A successor already waiting is kept rather than doubled: returned as it
+    /// is, or made to sign at once when `activates_at <= now`.
+    pub async fn rotate(
+        &self,
+        now: i64,
+        activates_at: i64,
+        request_id: &str,
+        caller: &str,
+    ) -> Result<Rotation> {
+        let activates_at = activates_at.max(now);
+        let row = self.fresh_row(now, activates_at)?;
+        let window = self.retire_window;
+        let mut entry = AuditEntry {
+            at: now,
+            request_id: request_id.to_string(),
+            caller: caller.to_string(),
+            kind: "key.rotated".into(),
+            ..AuditEntry::default()
+        };
+        let done = self
+            .store
+            .write(move |c| {
+                let s = rows::schedule_successor(c, &row, now, window)?;
+                entry.token_id = s.kid.clone();
+                let entry = entry
+                    .with("activates_at", s.activates_at)
+                    .with(
+                        "previous_verify_until",
+                        s.activates_at.saturating_add(window),
+                    )
+                    .with("new_key", s.inserted);
+                audit::append(c, &entry)?;
+                Ok(s)
+            })
+            .await?;
+        self.reload(now)?;
+        tracing::info!(kid = %done.kid, activates_at = done.activates_at, "signing key rotation scheduled");
+        Ok(Rotation {
+            kid: done.kid,
+            activates_at: done.activates_at,
+        })
+    }
+
+    /// Rotates on schedule: when no successor waits and the key signing at `now`
+    /// reaches the end of its `period` within `lead`, publishes a successor to sign at
+    /// that end (or `lead` from now, if housekeeping comes late). Safe to run from
+    /// several processes at once: the store keeps one successor.
+    pub async fn rotate_if_due(
+        &self,
+        now: i64,
+        period: i64,
+        lead: i64,
+    ) -> Result<Option<Rotation>> {
+        let set = self.current();
+        let signer = set.signer(now);
+        if set.next.as_ref().is_some_and(|n| n.activates_at > now) {
+            return Ok(None);
+        }
+        let ends = signer.activates_at.saturating_add(period);
+        if now.saturating_add(lead) < ends {
+            return Ok(None);
+        }
+        let at = ends.max(now.saturating_add(lead));
+        self.rotate(now, at, "-", "system").await.map(Some)
+    }
+
+    /// Brings the key set up to `now` if a transition is due (a successor's activation,
+    /// a retired key's window ending) and logs it: cheap when nothing is due.
+    pub async fn settle(&self, now: i64) -> Result<()> {
+        let set = self.current();
+        let due = set.next.as_ref().is_some_and(|n| now >= n.activates_at)
+            || set
+                .verifying
+                .values()
+                .any(|k| k.verify_until.is_some_and(|u| now >= u));
+        if !due {
+            return Ok(());
+        }
+        let logged = self.store.write(move |c| rows::announce(c, now)).await?;
+        self.reload(now)?;
+        if logged > 0 {
+            tracing::info!(kid = %self.current().active.kid, "signing key activated");
+        }
+        Ok(())
+    }
+
+    fn fresh_row(&self, now: i64, activates_at: i64) -> Result<KeyRow> {
         let g = generate(self.alg)?;
-        let row = KeyRow {
+        Ok(KeyRow {
             kid: g.kid.clone(),
             alg: alg_name(g.alg).unwrap_or("EdDSA").to_string(),
             public_key: g.public_key.clone(),
             sealed_private: self.master.seal(&g.kid, &g.pkcs8)?,
             created_at: now,
+            activates_at,
             retired_at: None,
             verify_until: None,
-        };
-        let until = now.saturating_add(self.retire_window);
-        let entry = AuditEntry {
-            at: now,
-            request_id: request_id.to_string(),
-            caller: caller.to_string(),
-            kind: "key.rotated".into(),
-            token_id: g.kid.clone(),
-            ..AuditEntry::default()
-        }
-        .with("previous_verify_until", until);
-        let kid = g.kid.clone();
-        self.store
-            .write(move |c| {
-                rows::insert(c, &row)?;
-                rows::retire_others(c, &row.kid, now, until)?;
-                audit::append(c, &entry)
-            })
-            .await?;
-        self.reload(now)?;
-        tracing::info!(%kid, "signing key rotated");
-        Ok(kid)
+        })
     }
 
     /// Emergency revocation of `kid`: it stops verifying at once and leaves the JWKS.
@@ -297,33 +409,30 @@ impl Keyring {
     /// Returns the kid that signs from now on, or `None` if `kid` is unknown.
     pub async fn revoke(&self, kid: &str, now: i64, entry: AuditEntry) -> Result<Option<String>> {
         // Generated up front, outside the writer; stored only if `kid` turns out to
-        // be the signing key when the write runs (a rotation may have got there first).
-        let g = generate(self.alg)?;
-        let successor = KeyRow {
-            kid: g.kid.clone(),
-            alg: alg_name(g.alg).unwrap_or("EdDSA").to_string(),
-            public_key: g.public_key.clone(),
-            sealed_private: self.master.seal(&g.kid, &g.pkcs8)?,
-            created_at: now,
-            retired_at: None,
-            verify_until: None,
-        };
+        // be the signing key when the write runs and no published successor waits to
+        // take over (one that does is already in every cached JWKS, so it goes first).
+        let successor = self.fresh_row(now, now)?;
+        let window = self.retire_window;
         let target = kid.to_string();
         let found = self
             .store
             .write(move |c| {
-                let Some((signing, revoked)) = rows::state(c, &target)? else {
+                let Some(state) = rows::state(c, &target, now)? else {
                     return Ok(false);
                 };
-                if revoked {
-                    return Ok(true);
-                }
-                let mut entry = entry.with("was_signing", signing);
-                if signing {
-                    rows::insert(c, &successor)?;
-                    entry = entry.with("successor", successor.kid.clone());
+                let mut entry = entry.with("state", state.as_str());
+                match state {
+                    KeyState::Revoked => return Ok(true),
+                    KeyState::Active => {
+                        let s = rows::schedule_successor(c, &successor, now, window)?;
+                        entry = entry.with("successor", s.kid);
+                    }
+                    // The key signing now keeps signing: its hand-over is called off.
+                    KeyState::Published => rows::unschedule(c, now)?,
+                    KeyState::Retired => {}
                 }
                 rows::revoke(c, &target, now)?;
+                rows::announce(c, now)?;
                 audit::append(c, &entry)?;
                 Ok(true)
             })
@@ -332,21 +441,21 @@ impl Keyring {
             return Ok(None);
         }
         self.reload(now)?;
-        let active = self.current().active.kid.clone();
+        let active = self.current().signer(now).kid.clone();
         tracing::warn!(%kid, %active, "signing key revoked");
         Ok(Some(active))
     }
 
-    /// Every key ever held, newest first, for operators.
-    pub async fn list(&self) -> Result<Vec<rows::KeyListing>> {
-        self.store.read(rows::list).await
+    /// Every key ever held, newest first, with its state at `now`, for operators.
+    pub async fn list(&self, now: i64) -> Result<Vec<rows::KeyListing>> {
+        self.store.read(move |c| rows::list(c, now)).await
     }
 
     /// Rebuilds the key set from the store: drops keys past their window.
     pub fn reload(&self, now: i64) -> Result<()> {
         let live = self.store.read_now(|c| rows::load_live(c, now))?;
         let old = self.set.load_full();
-        let new = build_set(&live, &self.master)?;
+        let new = build_set(&live, &self.master, now)?;
         warm_active(&new)?;
         for (kid, _) in old
             .verifying
@@ -355,9 +464,14 @@ impl Keyring {
         {
             tracing::info!(%kid, "retired key left the verification set");
         }
-        let retired = (old.active.kid != new.active.kid).then(|| old.active.clone());
+        let dropped: Vec<Arc<SigningKey>> = [Some(&old.active), old.next.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|k| !new.holds_private(&k.kid))
+            .cloned()
+            .collect();
         self.set.store(Arc::new(new));
-        if let Some(key) = retired {
+        for key in dropped {
             // It signs no more: its parsed private key must not outlive it in memory.
             provider::forget(key.encoding.as_bytes());
         }
@@ -365,11 +479,22 @@ impl Keyring {
     }
 }
 
-/// Parses the active key into the provider's cache now, so a key that cannot sign
-/// fails at load or rotation and the first token pays no PKCS#8 parse.
+/// Parses the active key and its successor into the provider's cache now, so a key
+/// that cannot sign fails at load or rotation and neither the first token nor the
+/// first one after activation pays a PKCS#8 parse.
 fn warm_active(set: &KeySet) -> Result<()> {
-    provider::warm(set.active.alg, set.active.encoding.as_bytes())
-        .map_err(|_| Error::internal("active signing key cannot be parsed"))
+    for key in [Some(&set.active), set.next.as_ref()].into_iter().flatten() {
+        provider::warm(key.alg, key.encoding.as_bytes())
+            .map_err(|_| Error::internal("signing key cannot be parsed"))?;
+    }
+    Ok(())
+}
+
+impl KeySet {
+    /// Does this set hold `kid`'s private key (as signer or successor)?
+    fn holds_private(&self, kid: &str) -> bool {
+        self.active.kid == kid || self.next.as_ref().is_some_and(|n| n.kid == kid)
+    }
 }
 
 fn system_audit(now: i64, kind: &str, kid: &str) -> AuditEntry {
@@ -383,10 +508,22 @@ fn system_audit(now: i64, kind: &str, kid: &str) -> AuditEntry {
     }
 }
 
-fn build_set(live: &[KeyRow], master: &MasterKey) -> Result<KeySet> {
+fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result<KeySet> {
     let mut verifying = HashMap::new();
     let mut jwks = Vec::new();
     let mut active: Option<Arc<SigningKey>> = None;
+    let mut next: Option<Arc<SigningKey>> = None;
+    let signing = |row: &KeyRow, alg| -> Result<Arc<SigningKey>> {
+        let pkcs8 = master.open(&row.kid, &row.sealed_private)?;
+        Ok(Arc::new(SigningKey {
+            kid: row.kid.clone(),
+            alg,
+            created_at: row.created_at,
+            activates_at: row.activates_at,
+            encoding: encoding_key(alg, &pkcs8),
+        }))
+    };
+    // Rows come oldest activation first.
     for row in live {
         let alg = match parse_alg(&row.alg) {
             Ok(a) => a,
@@ -408,21 +545,19 @@ fn build_set(live: &[KeyRow], master: &MasterKey) -> Result<KeySet> {
             }),
         );
         jwks.push(jwk::public_jwk(name, &row.kid, &row.public_key));
-        if row.retired_at.is_none() {
-            // Newest active wins if a crash left two (rows are ordered by creation).
-            let pkcs8 = master.open(&row.kid, &row.sealed_private)?;
-            active = Some(Arc::new(SigningKey {
-                kid: row.kid.clone(),
-                alg,
-                created_at: row.created_at,
-                encoding: encoding_key(alg, &pkcs8),
-            }));
+        match rows::state_at(row.activates_at, row.retired_at, false, now) {
+            // Newest activation wins if a crash left two signing.
+            KeyState::Active => active = Some(signing(row, alg)?),
+            // The earliest waiting successor is the one that takes over.
+            KeyState::Published if next.is_none() => next = Some(signing(row, alg)?),
+            _ => {}
         }
     }
     let active = active.ok_or_else(|| Error::internal("no active signing key"))?;
     let jwks_json: Arc<str> = serde_json::json!({ "keys": jwks }).to_string().into();
     Ok(KeySet {
         active,
+        next,
         verifying,
         jwks_json,
     })
@@ -442,6 +577,14 @@ mod tests {
             .expect("keyring")
     }
 
+    #[test]
+    fn jwks_cache_control_says_the_max_age_the_publish_lead_assumes() {
+        assert_eq!(
+            JWKS_CACHE_CONTROL,
+            format!("public, max-age={JWKS_MAX_AGE_SECS}")
+        );
+    }
+
     #[tokio::test]
     async fn active_key_is_parsed_at_load_and_forgotten_on_rotation() {
         for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
@@ -450,7 +593,9 @@ mod tests {
             let first = ring.current().active.clone();
             assert!(provider::is_cached(first.encoding.as_bytes()), "{alg:?}");
 
-            ring.rotate(1_010, "-", "test").await.expect("rotate");
+            ring.rotate(1_010, 1_010, "-", "test")
+                .await
+                .expect("rotate");
             let second = ring.current().active.clone();
             assert_ne!(first.kid, second.kid);
             assert!(!provider::is_cached(first.encoding.as_bytes()), "{alg:?}");

@@ -60,7 +60,7 @@ async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
+            (header::CACHE_CONTROL, crate::keys::JWKS_CACHE_CONTROL),
         ],
         s.authority.jwks_json().to_string(),
     )

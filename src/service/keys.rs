@@ -32,8 +32,14 @@ impl KeyService for KeyHandlers {
         req: Request<RotateSigningKeyRequest>,
     ) -> Result<Response<RotateSigningKeyResponse>, Status> {
         let caller = super::caller(&req)?;
-        let kid = self.0.rotate_signing_key(&caller).await?;
-        Ok(Response::new(RotateSigningKeyResponse { kid }))
+        let rotation = self
+            .0
+            .rotate_signing_key(&caller, req.get_ref().rotate_now)
+            .await?;
+        Ok(Response::new(RotateSigningKeyResponse {
+            kid: rotation.kid,
+            activates_at: ts(rotation.activates_at),
+        }))
     }
 
     async fn list_signing_keys(
@@ -47,17 +53,11 @@ impl KeyService for KeyHandlers {
             .await?
             .into_iter()
             .map(|k| SigningKeyInfo {
-                state: match (k.revoked_at, k.retired_at) {
-                    (Some(_), _) => "revoked",
-                    (None, Some(_)) => "retired",
-                    (None, None) => "active",
-                }
-                .into(),
+                state: k.state.as_str().into(),
                 kid: k.kid,
                 alg: k.alg,
                 created_at: ts(k.created_at),
-                // Keys sign from the moment they are stored until publish-ahead exists.
-                activates_at: ts(k.created_at),
+                activates_at: ts(k.activates_at),
                 retires_at: k.retired_at.and_then(ts),
             })
             .collect();

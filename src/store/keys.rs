@@ -1,4 +1,12 @@
 //! The `signing_keys` table. Private halves are sealed before they get here.
+//!
+//! A key's state is a function of its stored timestamps and the time of asking:
+//! `published` until `activates_at`, `active` from then until `retired_at`, `retired`
+//! until `verify_until`, then gone; `revoked` overrides all. A rotation therefore writes
+//! the whole hand-over at once (the successor's `activates_at` and its predecessor's
+//! `retired_at`, the same instant), and activation needs no write at all: any process,
+//! before or after a restart, reads the same answer. Only the change-log entries for
+//! the transitions that happen by the clock are written later, by [`announce`], once.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -18,7 +26,9 @@ pub struct KeyRow {
     pub sealed_private: Vec<u8>,
     /// Unix seconds.
     pub created_at: i64,
-    /// When it stopped signing, if it has.
+    /// When it starts (or started) signing; it is in the JWKS from `created_at`.
+    pub activates_at: i64,
+    /// When it stops (or stopped) signing, if scheduled.
     pub retired_at: Option<i64>,
     /// When it stops verifying and leaves the JWKS, if retired.
     pub verify_until: Option<i64>,
@@ -29,71 +39,182 @@ impl std::fmt::Debug for KeyRow {
         f.debug_struct("KeyRow")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
+            .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
             .field("verify_until", &self.verify_until)
             .finish_non_exhaustive()
     }
 }
 
-/// Inserts a new key and records its state (active unless inserted retired) in the
-/// change log.
+/// What a key is at `now`, from its timestamps alone.
+pub fn state_at(activates_at: i64, retired_at: Option<i64>, revoked: bool, now: i64) -> KeyState {
+    if revoked {
+        KeyState::Revoked
+    } else if retired_at.is_some_and(|r| r <= now) {
+        KeyState::Retired
+    } else if activates_at > now {
+        KeyState::Published
+    } else {
+        KeyState::Active
+    }
+}
+
+/// Inserts a new key as it is. Its first state reaches the change log through
+/// [`announce`], which every writer of keys calls before committing.
 pub fn insert(conn: &Connection, k: &KeyRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO signing_keys (kid, alg, public_key, sealed_private, created_at, retired_at, verify_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![k.kid, k.alg, k.public_key, k.sealed_private, k.created_at, k.retired_at, k.verify_until],
-    )?;
-    let state = if k.retired_at.is_none() {
-        KeyState::Active
-    } else {
-        KeyState::Retired
-    };
-    changes::append(
-        conn,
-        k.created_at,
-        &Change::SigningKey {
-            kid: k.kid.clone(),
-            state,
-        },
+        "INSERT INTO signing_keys (kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![k.kid, k.alg, k.public_key, k.sealed_private, k.created_at, k.activates_at, k.retired_at, k.verify_until],
     )?;
     Ok(())
 }
 
-/// Retires every signing key other than `except`, keeping them verifiable until
-/// `verify_until`, and records each retirement in the change log.
+/// Schedules every key other than `except` that would still sign at `at` to retire at
+/// `at`, verifying until `verify_until`.
 pub fn retire_others(conn: &Connection, except: &str, at: i64, verify_until: i64) -> Result<()> {
-    let retired: Vec<String> = conn
-        .prepare(
-            "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3
-             WHERE kid != ?1 AND retired_at IS NULL RETURNING kid",
+    conn.execute(
+        "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3
+         WHERE kid != ?1 AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > ?2)",
+        params![except, at, verify_until],
+    )?;
+    Ok(())
+}
+
+/// The outcome of [`schedule_successor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The key that takes over.
+    pub kid: String,
+    /// When it signs.
+    pub activates_at: i64,
+    /// False when a successor was already waiting and was kept instead.
+    pub inserted: bool,
+}
+
+/// Publishes `successor` to sign from its `activates_at` and hands over to it: the key
+/// signing until then retires at that same instant and verifies `retire_window` longer.
+///
+/// At most one key waits at a time. If one already does, it is kept (the check runs in
+/// the caller's transaction, so concurrent rotations agree on one successor): returned
+/// as it is, or, when `successor.activates_at <= now` (rotate now), moved to sign at
+/// `now` — it has been in the JWKS longer than any fresh key could be.
+pub fn schedule_successor(
+    conn: &Connection,
+    successor: &KeyRow,
+    now: i64,
+    retire_window: i64,
+) -> Result<Scheduled> {
+    let waiting: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT kid, activates_at FROM signing_keys
+             WHERE revoked_at IS NULL AND activates_at > ?1 AND (retired_at IS NULL OR retired_at > activates_at)
+             ORDER BY activates_at, kid LIMIT 1",
         )?
-        .query_map(params![except, at, verify_until], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for kid in retired {
+        .query_row([now], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let scheduled = match waiting {
+        Some((kid, activates_at)) if successor.activates_at > now => {
+            return Ok(Scheduled {
+                kid,
+                activates_at,
+                inserted: false,
+            });
+        }
+        Some((kid, _)) => {
+            conn.execute(
+                "UPDATE signing_keys SET activates_at = ?2 WHERE kid = ?1",
+                params![kid, now],
+            )?;
+            Scheduled {
+                kid,
+                activates_at: now,
+                inserted: false,
+            }
+        }
+        None => {
+            insert(conn, successor)?;
+            Scheduled {
+                kid: successor.kid.clone(),
+                activates_at: successor.activates_at,
+                inserted: true,
+            }
+        }
+    };
+    let at = scheduled.activates_at;
+    retire_others(conn, &scheduled.kid, at, at.saturating_add(retire_window))?;
+    announce(conn, now)?;
+    Ok(scheduled)
+}
+
+/// Cancels a scheduled hand-over (its successor was revoked while waiting): the key
+/// signing now keeps signing.
+pub fn unschedule(conn: &Connection, now: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE signing_keys SET retired_at = NULL, verify_until = NULL
+         WHERE revoked_at IS NULL AND retired_at > ?1",
+        [now],
+    )?;
+    Ok(())
+}
+
+/// Writes to the change log every state a key has entered by `now` that is not there
+/// yet, and remembers it. Idempotent: a second call, here or in another process, finds
+/// nothing to write. Within one call activations come before retirements, so a reader
+/// of the log always knows a signing key.
+pub fn announce(conn: &Connection, now: i64) -> Result<usize> {
+    let mut due: Vec<(String, KeyState)> = conn
+        .prepare_cached(
+            "SELECT kid, activates_at, retired_at, announced FROM signing_keys
+             WHERE revoked_at IS NULL AND (announced IS NULL OR announced != 'retired')
+             ORDER BY activates_at, created_at, kid",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter_map(|(kid, activates_at, retired_at, announced)| {
+            let state = state_at(activates_at, retired_at, false, now);
+            (announced.as_deref() != Some(state.as_str())).then_some((kid, state))
+        })
+        .collect();
+    due.sort_by_key(|(_, s)| match s {
+        KeyState::Published => 0,
+        KeyState::Active => 1,
+        KeyState::Retired => 2,
+        KeyState::Revoked => 3,
+    });
+    for (kid, state) in &due {
+        conn.execute(
+            "UPDATE signing_keys SET announced = ?2 WHERE kid = ?1",
+            params![kid, state.as_str()],
+        )?;
         changes::append(
             conn,
-            at,
+            now,
             &Change::SigningKey {
-                kid,
-                state: KeyState::Retired,
+                kid: kid.clone(),
+                state: *state,
             },
         )?;
     }
-    Ok(())
+    Ok(due.len())
 }
 
-/// Every key with its state at `now`, for a change-feed snapshot: the signing key is
-/// `active`, one that stopped signing but still verifies is `retired`, one revoked in
-/// the last [`REVOKED_IN_SNAPSHOT`] is `revoked`; other keys are gone and not listed.
+/// Every key with its state at `now`, for a change-feed snapshot: published, active and
+/// retired keys still in the JWKS, and keys revoked in the last [`REVOKED_IN_SNAPSHOT`];
+/// other keys are gone and not listed.
 pub fn states(conn: &Connection, now: i64) -> Result<Vec<(String, KeyState)>> {
     let mut out: Vec<(String, KeyState)> = load_live(conn, now)?
         .into_iter()
         .map(|k| {
-            let state = if k.retired_at.is_none() {
-                KeyState::Active
-            } else {
-                KeyState::Retired
-            };
+            let state = state_at(k.activates_at, k.retired_at, false, now);
             (k.kid, state)
         })
         .collect();
@@ -105,12 +226,13 @@ pub fn states(conn: &Connection, now: i64) -> Result<Vec<(String, KeyState)>> {
     Ok(out)
 }
 
-/// Every key still verifying at `now` (the active one and retired ones in their window).
+/// Every key still verifying at `now` (published, active, and retired ones in their
+/// window), oldest first.
 pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
     let mut stmt = conn.prepare(
-        "SELECT kid, alg, public_key, sealed_private, created_at, retired_at, verify_until
+        "SELECT kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until
          FROM signing_keys WHERE revoked_at IS NULL AND (verify_until IS NULL OR verify_until > ?1)
-         ORDER BY created_at, kid",
+         ORDER BY activates_at, created_at, kid",
     )?;
     let rows = stmt.query_map([now], |r| {
         Ok(KeyRow {
@@ -119,8 +241,9 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
             public_key: r.get(2)?,
             sealed_private: r.get(3)?,
             created_at: r.get(4)?,
-            retired_at: r.get(5)?,
-            verify_until: r.get(6)?,
+            activates_at: r.get(5)?,
+            retired_at: r.get(6)?,
+            verify_until: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -133,9 +256,13 @@ pub struct KeyListing {
     pub kid: String,
     /// JWS algorithm.
     pub alg: String,
+    /// Its state when listed.
+    pub state: KeyState,
     /// Unix seconds.
     pub created_at: i64,
-    /// When it stopped signing, if it has.
+    /// When it starts (or started) signing.
+    pub activates_at: i64,
+    /// When it stops (or stopped) signing, if scheduled.
     pub retired_at: Option<i64>,
     /// When it stops (or stopped) verifying, if retired.
     pub verify_until: Option<i64>,
@@ -143,33 +270,39 @@ pub struct KeyListing {
     pub revoked_at: Option<i64>,
 }
 
-/// Every key ever held, newest first.
-pub fn list(conn: &Connection) -> Result<Vec<KeyListing>> {
+/// Every key ever held, newest first, with its state at `now`.
+pub fn list(conn: &Connection, now: i64) -> Result<Vec<KeyListing>> {
     let mut stmt = conn.prepare(
-        "SELECT kid, alg, created_at, retired_at, verify_until, revoked_at
-         FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+        "SELECT kid, alg, created_at, activates_at, retired_at, verify_until, revoked_at
+         FROM signing_keys ORDER BY activates_at DESC, created_at DESC, rowid DESC",
     )?;
     let rows = stmt.query_map([], |r| {
+        let activates_at: i64 = r.get(3)?;
+        let retired_at: Option<i64> = r.get(4)?;
+        let revoked_at: Option<i64> = r.get(6)?;
         Ok(KeyListing {
             kid: r.get(0)?,
             alg: r.get(1)?,
+            state: state_at(activates_at, retired_at, revoked_at.is_some(), now),
             created_at: r.get(2)?,
-            retired_at: r.get(3)?,
-            verify_until: r.get(4)?,
-            revoked_at: r.get(5)?,
+            activates_at,
+            retired_at,
+            verify_until: r.get(5)?,
+            revoked_at,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// What a key was when asked about: `None` if unknown, else (was it signing, was it
-/// already revoked).
-pub fn state(conn: &Connection, kid: &str) -> Result<Option<(bool, bool)>> {
+/// What a key is at `now`, or `None` if unknown.
+pub fn state(conn: &Connection, kid: &str, now: i64) -> Result<Option<KeyState>> {
     Ok(conn
         .prepare_cached(
-            "SELECT retired_at IS NULL, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
+            "SELECT activates_at, retired_at, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
         )?
-        .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([kid], |r| {
+            Ok(state_at(r.get(0)?, r.get(1)?, r.get(2)?, now))
+        })
         .optional()?)
 }
 
@@ -177,8 +310,8 @@ pub fn state(conn: &Connection, kid: &str) -> Result<Option<(bool, bool)>> {
 /// Records the revocation in the change log, so watchers and verifiers drop the key too.
 pub fn revoke(conn: &Connection, kid: &str, at: i64) -> Result<()> {
     let changed = conn.execute(
-        "UPDATE signing_keys SET revoked_at = ?2, retired_at = coalesce(retired_at, ?2),
-                verify_until = min(coalesce(verify_until, ?2), ?2)
+        "UPDATE signing_keys SET revoked_at = ?2, retired_at = min(coalesce(retired_at, ?2), ?2),
+                verify_until = min(coalesce(verify_until, ?2), ?2), announced = 'revoked'
          WHERE kid = ?1 AND revoked_at IS NULL",
         params![kid, at],
     )?;

@@ -219,7 +219,7 @@ mod tests {
             owner: None,
             extra: Default::default(),
         };
-        keys.sign(&claims).expect("sign").0
+        keys.sign(&claims, NOW).expect("sign").0
     }
 
     /// The cache's eviction clock, set to the tests' `NOW`.
@@ -263,7 +263,9 @@ mod tests {
         assert_eq!(cache.hits(), 3);
 
         // The key leaves its window (rotation, then past the retire window).
-        keys.rotate(NOW + 2, "-", "test").await.expect("rotate");
+        keys.rotate(NOW + 2, NOW + 2, "-", "test")
+            .await
+            .expect("rotate");
         assert!(cache.verify(&t, &rules(&keys, NOW + 3)).is_ok());
         assert_eq!(
             cache.verify(&t, &rules(&keys, NOW + 2 + 3_700)).err(),

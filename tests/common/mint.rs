@@ -31,7 +31,8 @@ pub struct Minter {
 }
 
 impl Minter {
-    /// The server's active signing key (`retired_at IS NULL`).
+    /// The key signing now on the server's clock (a published successor waiting for
+    /// its `activates_at` is not it).
     pub fn active(server: &TestServer) -> Minter {
         Self::load(server, None)
     }
@@ -58,8 +59,12 @@ impl Minter {
         let found = match kid {
             None => db
                 .query_row(
-                    &format!("{sql} WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1"),
-                    [],
+                    &format!(
+                        "{sql} WHERE revoked_at IS NULL AND activates_at <= ?1 \
+                         AND (retired_at IS NULL OR retired_at > ?1) \
+                         ORDER BY activates_at DESC, created_at DESC LIMIT 1"
+                    ),
+                    [server.clock.now()],
                     row,
                 )
                 .optional(),

@@ -253,7 +253,10 @@ async fn a7_boundaries_retired_keys_and_blocklist_expiry() {
     let new_kid =
         f.s.keys()
             .await
-            .rotate_signing_key(authed(RotateSigningKeyRequest {}, &f.s.admin_key))
+            .rotate_signing_key(authed(
+                RotateSigningKeyRequest { rotate_now: true },
+                &f.s.admin_key,
+            ))
             .await
             .unwrap()
             .into_inner()

@@ -25,7 +25,10 @@ async fn mixed_key_server(tmp: &tempfile::TempDir) -> (TestServer, String, Strin
     let ec_kid = s
         .keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest {}, &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -281,7 +281,10 @@ async fn picks_up_a_rotated_key_on_its_first_unknown_kid() {
     let fetches = v.jwks_fetches();
     s.keys()
         .await
-        .rotate_signing_key(authed(RotateSigningKeyRequest::default(), &s.admin_key))
+        .rotate_signing_key(authed(
+            RotateSigningKeyRequest { rotate_now: true },
+            &s.admin_key,
+        ))
         .await
         .expect("rotated");
     let t = s.access_token("alice").await.token;
