@@ -501,10 +501,18 @@ impl Config {
         if let Some(m) = merged.spiffe_callers {
             for (id, scopes) in m {
                 if !crate::tls::is_spiffe_id(&id) {
-                    return Err(format!("spiffe_callers: {id:?} is not a SPIFFE id (spiffe://trust-domain/path)"));
+                    return Err(format!(
+                        "spiffe_callers: {id:?} is not a SPIFFE id (spiffe://trust-domain/path)"
+                    ));
                 }
-                if scopes.is_empty() || scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
-                    return Err(format!("spiffe_callers: {id:?} needs a list of scopes, each one word"));
+                if scopes.is_empty()
+                    || scopes
+                        .iter()
+                        .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+                {
+                    return Err(format!(
+                        "spiffe_callers: {id:?} needs a list of scopes, each one word"
+                    ));
                 }
                 c.spiffe_callers.insert(id, scopes);
             }

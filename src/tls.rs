@@ -40,13 +40,14 @@ impl Tls {
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
                 for c in read_certs(ca)? {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+                    roots.add(c).map_err(|e| {
+                        format!("{}: not a usable CA certificate: {e}", ca.display())
+                    })?;
                 }
-                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                let v =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| format!("{}: {e}", ca.display()))?;
                 Some(v)
             }
         };
@@ -60,6 +61,11 @@ impl Tls {
             };
             let mut c = builder.with_cert_resolver(resolver.clone());
             c.alpn_protocols = vec![alpn.to_vec()];
+            // No session resumption: every connection gets the certificate on disk now
+            // and has its client certificate checked now. gRPC clients hold long-lived
+            // connections, so the full handshakes cost little.
+            c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            c.send_tls13_tickets = 0;
             Ok(Arc::new(c))
         };
         Ok(Some(Tls {
@@ -116,7 +122,11 @@ impl std::fmt::Debug for ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn load(cert_file: &Path, key_file: &Path, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
         let seen = (stamp(cert_file), stamp(key_file));
         let key = load_pair(cert_file, key_file, &provider)?;
         Ok(ReloadingCert {
@@ -167,12 +177,19 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: cannot read PEM certificates: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in the file", path.display()));
+        return Err(format!(
+            "{}: no PEM certificate in the file",
+            path.display()
+        ));
     }
     Ok(certs)
 }
 
-fn load_pair(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+fn load_pair(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let chain = read_certs(cert_file)?;
     // The error names the file only: PEM errors carry no key material, but a key's
     // path is all an operator needs.
@@ -211,7 +228,9 @@ pub fn is_spiffe_id(s: &str) -> bool {
     if s.len() > 2048 {
         return false;
     }
-    let (domain, path) = rest.split_once('/').map_or((rest, None), |(d, p)| (d, Some(p)));
+    let (domain, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(d, p)| (d, Some(p)));
     let domain_ok = !domain.is_empty()
         && domain
             .bytes()
@@ -244,7 +263,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -357,8 +378,14 @@ mod tests {
 
     #[test]
     fn the_one_spiffe_uri_san_is_the_id() {
-        let der = cert_with(vec![dns("envoy.mesh"), uri("spiffe://example.org/ns/mesh/sa/envoy")]);
-        assert_eq!(spiffe_id(&der).as_deref(), Some("spiffe://example.org/ns/mesh/sa/envoy"));
+        let der = cert_with(vec![
+            dns("envoy.mesh"),
+            uri("spiffe://example.org/ns/mesh/sa/envoy"),
+        ]);
+        assert_eq!(
+            spiffe_id(&der).as_deref(),
+            Some("spiffe://example.org/ns/mesh/sa/envoy")
+        );
     }
 
     #[test]
@@ -371,7 +398,10 @@ mod tests {
                 "two URI SANs",
                 vec![uri("spiffe://example.org/a"), uri("spiffe://example.org/b")],
             ),
-            ("a malformed SPIFFE id", vec![uri("spiffe://Example.org/../x")]),
+            (
+                "a malformed SPIFFE id",
+                vec![uri("spiffe://Example.org/../x")],
+            ),
         ];
         for (name, sans) in rows {
             assert_eq!(spiffe_id(&cert_with(sans)), None, "{name}");
