@@ -54,8 +54,13 @@ impl Caller {
             "missing credential: send authorization: Bearer <api key>",
         ))?;
         if !p.has(scope) {
+            let who = if p.key_id.starts_with("spiffe://") {
+                "SPIFFE id"
+            } else {
+                "API key"
+            };
             return Err(Error::PermissionDenied(format!(
-                "this API key lacks the {scope} scope"
+                "this {who} lacks the {scope} scope"
             )));
         }
         Ok(p)

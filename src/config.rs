@@ -907,4 +907,92 @@ mod tests {
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "[redacted]");
     }
+
+    #[test]
+    fn tls_settings_from_toml_and_env() {
+        let file = Layer::from_toml(
+            "tls_cert_file = \"/etc/tessera/tls.crt\"\ntls_key_file = \"/etc/tessera/tls.key\"\n\
+             tls_client_ca_file = \"/etc/tessera/ca.crt\"\n\
+             [spiffe_callers]\n\"spiffe://example.org/ns/mesh/sa/envoy\" = [\"tessera:introspect\"]\n",
+        )
+        .unwrap();
+        let env = HashMap::new();
+        let c = Config::from_layers(file, &env).unwrap();
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("/etc/tessera/tls.crt")));
+        assert_eq!(
+            c.spiffe_callers["spiffe://example.org/ns/mesh/sa/envoy"],
+            vec!["tessera:introspect".to_string()]
+        );
+
+        let env: HashMap<String, String> = [
+            ("TESSERA_TLS_CERT_FILE", "/c"),
+            ("TESSERA_TLS_KEY_FILE", "/k"),
+            ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+            (
+                "TESSERA_SPIFFE_CALLERS",
+                "spiffe://a.test/x=tessera:introspect tessera:revoke, spiffe://b.test/y=tessera:issue",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = load(&env).unwrap();
+        assert_eq!(c.tls_client_ca_file, Some(PathBuf::from("/ca")));
+        assert_eq!(c.spiffe_callers["spiffe://a.test/x"].len(), 2);
+        assert_eq!(
+            c.spiffe_callers["spiffe://b.test/y"],
+            vec!["tessera:issue".to_string()]
+        );
+    }
+
+    #[test]
+    fn incomplete_or_malformed_tls_settings_are_refused() {
+        let rows: [(&str, &[(&str, &str)]); 6] = [
+            ("cert without key", &[("TESSERA_TLS_CERT_FILE", "/c")]),
+            ("key without cert", &[("TESSERA_TLS_KEY_FILE", "/k")]),
+            (
+                "client CA without TLS",
+                &[("TESSERA_TLS_CLIENT_CA_FILE", "/ca")],
+            ),
+            (
+                "SPIFFE callers without client certificates",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    (
+                        "TESSERA_SPIFFE_CALLERS",
+                        "spiffe://a.test/x=tessera:introspect",
+                    ),
+                ],
+            ),
+            (
+                "not a SPIFFE id",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+                    (
+                        "TESSERA_SPIFFE_CALLERS",
+                        "https://a.test/x=tessera:introspect",
+                    ),
+                ],
+            ),
+            (
+                "a SPIFFE id without scopes",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+                    ("TESSERA_SPIFFE_CALLERS", "spiffe://a.test/x="),
+                ],
+            ),
+        ];
+        for (name, vars) in rows {
+            let env: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert!(load(&env).is_err(), "{name}");
+        }
+    }
 }
