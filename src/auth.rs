@@ -1,6 +1,8 @@
-//! Who is calling: `authorization: Bearer <api key>` → a [`Principal`] in the request
-//! extensions, checked once by an interceptor before any handler runs.
+//! Who is calling: `authorization: Bearer <api key>`, or else a client certificate's
+//! SPIFFE id mapped in `spiffe_callers` → a [`Principal`] in the request extensions,
+//! checked once by an interceptor before any handler runs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Status};
@@ -20,7 +22,7 @@ pub const SCOPE_ADMIN: &str = "tessera:admin";
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Principal {
-    /// The caller's API-key id (logged and audited; not secret).
+    /// The caller's API-key id, or its SPIFFE id (logged and audited; not secret).
     pub key_id: String,
     /// Owner of the calling application.
     pub owner: String,
@@ -52,8 +54,13 @@ impl Caller {
             "missing credential: send authorization: Bearer <api key>",
         ))?;
         if !p.has(scope) {
+            let who = if p.key_id.starts_with("spiffe://") {
+                "SPIFFE id"
+            } else {
+                "API key"
+            };
             return Err(Error::PermissionDenied(format!(
-                "this API key lacks the {scope} scope"
+                "this {who} lacks the {scope} scope"
             )));
         }
         Ok(p)
@@ -155,11 +162,43 @@ pub fn request_id(given: Option<&str>) -> String {
         .unwrap_or_else(crate::tokens::opaque::public_id)
 }
 
+/// The principal of a SPIFFE-identified caller, from `spiffe_callers`; `None` for an
+/// id not listed there (the call is then anonymous).
+fn spiffe_principal(
+    callers: &HashMap<String, Arc<[String]>>,
+    req: &Request<()>,
+) -> Option<Principal> {
+    let id = req
+        .extensions()
+        .get::<crate::net::PeerInfo>()?
+        .spiffe_id
+        .as_deref()?;
+    let Some(scopes) = callers.get(id) else {
+        tracing::debug!(spiffe_id = %id, "client certificate's SPIFFE id is not in spiffe_callers");
+        return None;
+    };
+    Some(Principal {
+        key_id: id.to_string(),
+        owner: id.to_string(),
+        scopes: scopes.clone(),
+    })
+}
+
 /// Builds the interceptor: a bad or repeated credential fails the call here; a missing
-/// one is left for the handler to judge (Exchange and GetJwks need none).
+/// one is left for the handler to judge (Exchange and GetJwks need none). An API key
+/// takes precedence over a SPIFFE client certificate: the key is the more specific
+/// credential, and a workload that sends one means to be that key.
 pub fn interceptor(
     authority: Arc<Authority>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    let spiffe: Arc<HashMap<String, Arc<[String]>>> = Arc::new(
+        authority
+            .config
+            .spiffe_callers
+            .iter()
+            .map(|(id, scopes)| (id.clone(), Arc::from(scopes.clone())))
+            .collect(),
+    );
     move |mut req: Request<()>| {
         let request_id = request_id(
             req.metadata()
@@ -178,7 +217,8 @@ pub fn interceptor(
             return Err(refused(&authority, None, AuthFailure::Duplicate));
         }
         let principal = match req.metadata().get("authorization") {
-            None => None,
+            None if spiffe.is_empty() => None,
+            None => spiffe_principal(&spiffe, &req),
             Some(v) => {
                 let key = v
                     .to_str()

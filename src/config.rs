@@ -126,6 +126,19 @@ pub struct Config {
     /// `WatchRevocations`: events a subscriber may have queued; one more and it is
     /// disconnected (`RESOURCE_EXHAUSTED`). Defaults to 4096.
     pub watch_buffer: usize,
+    /// PEM certificate chain (leaf first) for the gRPC and HTTP listeners. With
+    /// `tls_key_file`, both listeners speak TLS only; the files are read again when they
+    /// change. Defaults to none: plaintext.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`. Defaults to none.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, both listeners require a client certificate that
+    /// chains to one of them (mTLS). Read at start. Defaults to none.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// SPIFFE id → scopes: a gRPC caller whose client certificate carries that SPIFFE
+    /// id (its one URI SAN) and no API key gets these scopes. Needs
+    /// `tls_client_ca_file`. Defaults to empty.
+    pub spiffe_callers: BTreeMap<String, Vec<String>>,
 }
 
 /// A secret string from configuration: never printed.
@@ -174,6 +187,10 @@ impl Default for Config {
             otlp_endpoint: None,
             watch_heartbeat: crate::watch::DEFAULT_HEARTBEAT,
             watch_buffer: crate::watch::DEFAULT_BUFFER,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            spiffe_callers: BTreeMap::new(),
         }
     }
 }
@@ -215,6 +232,10 @@ pub struct Layer {
     pub log_filter: Option<String>,
     pub otlp_endpoint: Option<String>,
     pub drain_delay: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_client_ca_file: Option<String>,
+    pub spiffe_callers: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Layer {
@@ -291,6 +312,12 @@ impl Layer {
                 .or_else(|| env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").cloned())
                 .or_else(|| env.get("OTEL_EXPORTER_OTLP_ENDPOINT").cloned()),
             drain_delay: get("DRAIN_DELAY"),
+            tls_cert_file: get("TLS_CERT_FILE"),
+            tls_key_file: get("TLS_KEY_FILE"),
+            tls_client_ca_file: get("TLS_CLIENT_CA_FILE"),
+            spiffe_callers: get("SPIFFE_CALLERS")
+                .map(|s| parse_spiffe_callers(&s))
+                .transpose()?,
         })
     }
 
@@ -333,6 +360,10 @@ impl Layer {
             log_filter: self.log_filter.or(lower.log_filter),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             drain_delay: self.drain_delay.or(lower.drain_delay),
+            tls_cert_file: self.tls_cert_file.or(lower.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(lower.tls_key_file),
+            tls_client_ca_file: self.tls_client_ca_file.or(lower.tls_client_ca_file),
+            spiffe_callers: self.spiffe_callers.or(lower.spiffe_callers),
         }
     }
 }
@@ -492,6 +523,30 @@ impl Config {
         if let Some(v) = &c.otlp_endpoint {
             check_http_url(v).map_err(|e| format!("otlp_endpoint: {v:?} {e}"))?;
         }
+        // An empty path unsets, so an env variable can switch off what a file set.
+        let file = |v: String| (!v.is_empty()).then(|| PathBuf::from(v));
+        c.tls_cert_file = merged.tls_cert_file.and_then(file);
+        c.tls_key_file = merged.tls_key_file.and_then(file);
+        c.tls_client_ca_file = merged.tls_client_ca_file.and_then(file);
+        if let Some(m) = merged.spiffe_callers {
+            for (id, scopes) in m {
+                if !crate::tls::is_spiffe_id(&id) {
+                    return Err(format!(
+                        "spiffe_callers: {id:?} is not a SPIFFE id (spiffe://trust-domain/path)"
+                    ));
+                }
+                if scopes.is_empty()
+                    || scopes
+                        .iter()
+                        .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+                {
+                    return Err(format!(
+                        "spiffe_callers: {id:?} needs a list of scopes, each one word"
+                    ));
+                }
+                c.spiffe_callers.insert(id, scopes);
+            }
+        }
         c.master_key = env.get("TESSERA_MASTER_KEY").map(|s| Secret(s.clone()));
         if let Some(k) = &c.master_key {
             // Checked here so a malformed key is a configuration error (exit 64), like
@@ -516,6 +571,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err("tls_cert_file is set but tls_key_file is not".into()),
+            (None, Some(_)) => return Err("tls_key_file is set but tls_cert_file is not".into()),
+            _ => {}
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file".into());
+        }
+        // Without client certificates no caller could ever match an entry.
+        if !self.spiffe_callers.is_empty() && self.tls_client_ca_file.is_none() {
+            return Err("spiffe_callers needs client certificates: set tls_client_ca_file".into());
+        }
         if self.access_token_ttl.is_zero() || self.access_token_ttl > self.max_access_token_ttl {
             return Err("access_token_ttl must be > 0 and <= max_access_token_ttl".into());
         }
@@ -604,6 +671,26 @@ pub fn parse_scope_ttl(s: &str) -> Result<BTreeMap<String, String>, String> {
                 )
             })?;
         out.insert(scope.to_string(), ttl.to_string());
+    }
+    Ok(out)
+}
+
+/// Parses `TESSERA_SPIFFE_CALLERS`: `spiffe-id=scope scope…` entries separated by
+/// commas (neither `,` nor `=` can occur in a SPIFFE id), e.g.
+/// `spiffe://example.org/ns/mesh/sa/envoy=tessera:introspect`.
+pub fn parse_spiffe_callers(s: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut out = BTreeMap::new();
+    for entry in s.split(',').filter(|e| !e.trim().is_empty()) {
+        let (id, scopes) = entry
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.split_whitespace().map(str::to_string).collect()))
+            .ok_or_else(|| {
+                format!(
+                    "spiffe_callers (TESSERA_SPIFFE_CALLERS): entry {entry:?} is not \
+                     spiffe-id=scope scope… (e.g. spiffe://example.org/sa/envoy=tessera:introspect)"
+                )
+            })?;
+        out.insert(id.to_string(), scopes);
     }
     Ok(out)
 }
@@ -860,5 +947,93 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "[redacted]");
+    }
+
+    #[test]
+    fn tls_settings_from_toml_and_env() {
+        let file = Layer::from_toml(
+            "tls_cert_file = \"/etc/tessera/tls.crt\"\ntls_key_file = \"/etc/tessera/tls.key\"\n\
+             tls_client_ca_file = \"/etc/tessera/ca.crt\"\n\
+             [spiffe_callers]\n\"spiffe://example.org/ns/mesh/sa/envoy\" = [\"tessera:introspect\"]\n",
+        )
+        .unwrap();
+        let env = HashMap::new();
+        let c = Config::from_layers(file, &env).unwrap();
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("/etc/tessera/tls.crt")));
+        assert_eq!(
+            c.spiffe_callers["spiffe://example.org/ns/mesh/sa/envoy"],
+            vec!["tessera:introspect".to_string()]
+        );
+
+        let env: HashMap<String, String> = [
+            ("TESSERA_TLS_CERT_FILE", "/c"),
+            ("TESSERA_TLS_KEY_FILE", "/k"),
+            ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+            (
+                "TESSERA_SPIFFE_CALLERS",
+                "spiffe://a.test/x=tessera:introspect tessera:revoke, spiffe://b.test/y=tessera:issue",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = load(&env).unwrap();
+        assert_eq!(c.tls_client_ca_file, Some(PathBuf::from("/ca")));
+        assert_eq!(c.spiffe_callers["spiffe://a.test/x"].len(), 2);
+        assert_eq!(
+            c.spiffe_callers["spiffe://b.test/y"],
+            vec!["tessera:issue".to_string()]
+        );
+    }
+
+    #[test]
+    fn incomplete_or_malformed_tls_settings_are_refused() {
+        let rows: [(&str, &[(&str, &str)]); 6] = [
+            ("cert without key", &[("TESSERA_TLS_CERT_FILE", "/c")]),
+            ("key without cert", &[("TESSERA_TLS_KEY_FILE", "/k")]),
+            (
+                "client CA without TLS",
+                &[("TESSERA_TLS_CLIENT_CA_FILE", "/ca")],
+            ),
+            (
+                "SPIFFE callers without client certificates",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    (
+                        "TESSERA_SPIFFE_CALLERS",
+                        "spiffe://a.test/x=tessera:introspect",
+                    ),
+                ],
+            ),
+            (
+                "not a SPIFFE id",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+                    (
+                        "TESSERA_SPIFFE_CALLERS",
+                        "https://a.test/x=tessera:introspect",
+                    ),
+                ],
+            ),
+            (
+                "a SPIFFE id without scopes",
+                &[
+                    ("TESSERA_TLS_CERT_FILE", "/c"),
+                    ("TESSERA_TLS_KEY_FILE", "/k"),
+                    ("TESSERA_TLS_CLIENT_CA_FILE", "/ca"),
+                    ("TESSERA_SPIFFE_CALLERS", "spiffe://a.test/x="),
+                ],
+            ),
+        ];
+        for (name, vars) in rows {
+            let env: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert!(load(&env).is_err(), "{name}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
 //! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
 //! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
-//! - [`auth`]       caller → `Principal` (API key in `authorization`), scope checks
+//! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
 //! - [`apikeys`]    API-key format: generate, parse, checksum, hash (no I/O)
 //! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
@@ -18,6 +18,7 @@
 //! - [`metrics`]    counters, histograms and process metrics for `/metrics`
 //! - [`observe`]    per-request middleware: request id, SERVER spans, request metrics
 //! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
+//! - [`tls`]        rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
@@ -43,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod watch;
 

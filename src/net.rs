@@ -6,7 +6,7 @@
 //! | defence | HTTP and metrics ports | gRPC port |
 //! |---|---|---|
 //! | `max_connections` (excess accepted, then closed at once) | yes | yes |
-//! | `header_timeout` | complete request head, from accept and between requests | the 24-byte HTTP/2 preface |
+//! | `header_timeout` | TLS handshake, from accept; then the complete request head, and between requests | TLS handshake and the 24-byte HTTP/2 preface, together, from accept |
 //! | `http_request_timeout` (head received → response, body included) | yes (408) | `request_timeout` per call |
 //! | `idle_timeout` (no byte moves either way while the server waits on the socket) | yes | no: HTTP/2 keep-alive pings find dead peers |
 
@@ -86,15 +86,18 @@ pub enum Timeout {
     Idle,
     /// No HTTP/2 preface within `header_timeout` of accept (gRPC).
     Preface,
+    /// The TLS handshake did not complete within `header_timeout` of accept.
+    Handshake,
 }
 
 impl Timeout {
-    const ALL: [Timeout; 5] = [
+    const ALL: [Timeout; 6] = [
         Timeout::Header,
         Timeout::KeepAlive,
         Timeout::Request,
         Timeout::Idle,
         Timeout::Preface,
+        Timeout::Handshake,
     ];
 
     /// The metric label.
@@ -105,6 +108,7 @@ impl Timeout {
             Timeout::Request => "request",
             Timeout::Idle => "idle",
             Timeout::Preface => "preface",
+            Timeout::Handshake => "tls_handshake",
         }
     }
 }
@@ -139,7 +143,9 @@ struct PortStats {
     open: AtomicUsize,
     accepted: AtomicU64,
     refused: AtomicU64,
-    timeouts: [AtomicU64; 5],
+    timeouts: [AtomicU64; 6],
+    /// TLS handshakes that failed (plaintext on a TLS port, no or a bad client certificate).
+    tls_failed: AtomicU64,
     /// Milliseconds since `NetMetrics::epoch` of the last refusal warning, plus one.
     last_refusal_log: AtomicU64,
 }
@@ -169,6 +175,11 @@ impl NetMetrics {
     pub fn timed_out(&self, p: Port, t: Timeout) {
         let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
         self.port(p).timeouts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_failed(&self, p: Port) {
+        self.port(p).tls_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Open connections on a listener now.
@@ -240,6 +251,18 @@ impl NetMetrics {
                     get(c)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_tls_handshake_failures_total TLS handshakes that failed: plaintext on a TLS port, a missing or untrusted client certificate.\n# TYPE tessera_tls_handshake_failures_total counter"
+        );
+        for p in [Port::Grpc, Port::Http] {
+            let _ = writeln!(
+                out,
+                "tessera_tls_handshake_failures_total{{listener=\"{}\"}} {}",
+                p.label(),
+                get(&self.port(p).tls_failed)
+            );
         }
     }
 }
@@ -329,16 +352,14 @@ impl Acceptor {
     }
 }
 
-/// A TCP stream that holds its listener slot and enforces the idle and preface
-/// deadlines: when one passes while the server waits on the socket, reads and writes
-/// fail with `TimedOut`, and the connection's owner drops it.
+/// A TCP stream that holds its listener slot and enforces the idle deadline: when it
+/// passes while the server waits on the socket, reads and writes fail with `TimedOut`,
+/// and the connection's owner drops it.
 #[derive(Debug)]
 pub struct Guarded {
     inner: TcpStream,
     peer: SocketAddr,
     slot: Slot,
-    /// Bytes of HTTP/2 preface still expected, and by when.
-    preface: Option<(usize, Pin<Box<Sleep>>)>,
     /// The idle limit, the last time a byte moved, and the timer that checks it.
     idle: Option<(Duration, Instant, Pin<Box<Sleep>>)>,
     expired: bool,
@@ -350,7 +371,6 @@ impl Guarded {
             inner,
             peer,
             slot,
-            preface: None,
             idle: None,
             expired: false,
         }
@@ -362,61 +382,43 @@ impl Guarded {
         self
     }
 
-    fn with_preface(mut self, limit: Duration) -> Self {
-        self.preface = Some((H2_PREFACE_LEN, Box::pin(tokio::time::sleep(limit))));
-        self
-    }
-
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
-    fn moved(&mut self, read: usize) {
+    fn moved(&mut self) {
         if let Some((_, last, _)) = &mut self.idle {
             *last = Instant::now();
         }
-        if let Some((left, _)) = &mut self.preface {
-            *left = left.saturating_sub(read);
-            if *left == 0 {
-                self.preface = None;
-            }
-        }
     }
 
-    /// Called when the socket is not ready: fails once a deadline has passed, else
-    /// makes sure the task wakes up when the next one does.
+    /// Called when the socket is not ready: fails once the idle deadline has passed,
+    /// else makes sure the task wakes up when it does.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        let mut fired = None;
-        if let Some((_, sleep)) = &mut self.preface
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            fired = Some(Timeout::Preface);
-        }
+        let mut fired = false;
         if let Some((limit, last, sleep)) = &mut self.idle {
             // The timer is re-armed lazily, from the last movement, only when it fires.
-            while fired.is_none() && sleep.as_mut().poll(cx).is_ready() {
+            while !fired && sleep.as_mut().poll(cx).is_ready() {
                 let due = *last + *limit;
                 if due <= Instant::now() {
-                    fired = Some(Timeout::Idle);
+                    fired = true;
                 } else {
                     sleep.as_mut().reset(due);
                 }
             }
         }
-        match fired {
-            None => Poll::Pending,
-            Some(t) => {
-                self.expired = true;
-                let port = self.slot.port;
-                self.slot.metrics.timed_out(port, t);
-                tracing::info!(listener = port.label(), peer = %self.peer, reason = t.label(), "closing a stalled connection");
-                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
-            }
+        if !fired {
+            return Poll::Pending;
         }
+        self.expired = true;
+        let port = self.slot.port;
+        self.slot.metrics.timed_out(port, Timeout::Idle);
+        tracing::info!(listener = port.label(), peer = %self.peer, reason = Timeout::Idle.label(), "closing a stalled connection");
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -430,11 +432,9 @@ impl AsyncRead for Guarded {
         if this.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                this.moved(n);
+                this.moved();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -455,7 +455,7 @@ impl AsyncWrite for Guarded {
         }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
-                this.moved(0);
+                this.moved();
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -474,7 +474,7 @@ impl AsyncWrite for Guarded {
         }
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
-                this.moved(0);
+                this.moved();
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -495,34 +495,324 @@ impl AsyncWrite for Guarded {
     }
 }
 
-impl tonic::transport::server::Connected for Guarded {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+/// A guarded connection, in the clear or inside TLS.
+pub enum MaybeTls {
+    /// TLS is off.
+    Plain(Guarded),
+    /// After a completed handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<Guarded>>),
+}
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+impl MaybeTls {
+    fn guarded(&self) -> &Guarded {
+        match self {
+            MaybeTls::Plain(g) => g,
+            MaybeTls::Tls(t) => t.get_ref().0,
+        }
     }
 }
 
-/// The gRPC listener's connections, capped and preface-guarded, as the stream tonic
-/// serves from.
-pub struct GrpcIncoming(Acceptor);
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(g) => Pin::new(g).poll_read(cx, buf),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(g) => Pin::new(g).poll_write(cx, data),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(g) => Pin::new(g).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(g) => g.is_write_vectored(),
+            MaybeTls::Tls(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(g) => Pin::new(g).poll_flush(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(g) => Pin::new(g).poll_shutdown(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Runs the TLS handshake, bounded by `deadline`; `None` (counted and logged) if it
+/// fails or runs out of time. Also returns the SPIFFE id of the client certificate.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    conn: Guarded,
+    deadline: Instant,
+) -> Option<(MaybeTls, Option<Arc<str>>)> {
+    let peer = conn.peer;
+    let port = conn.slot.port;
+    let metrics = conn.slot.metrics.clone();
+    match tokio::time::timeout_at(deadline, acceptor.accept(conn)).await {
+        Ok(Ok(tls)) => {
+            // Only a certificate that passed the client verifier is ever here.
+            let spiffe = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::spiffe_id(leaf))
+                .map(Arc::from);
+            Some((MaybeTls::Tls(Box::new(tls)), spiffe))
+        }
+        Ok(Err(e)) => {
+            metrics.tls_failed(port);
+            tracing::debug!(listener = port.label(), %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.timed_out(port, Timeout::Handshake);
+            tracing::info!(listener = port.label(), %peer, reason = Timeout::Handshake.label(), "closing a stalled connection");
+            None
+        }
+    }
+}
+
+/// What a gRPC call may learn about its connection, in the request extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// The listener's address.
+    pub local_addr: Option<SocketAddr>,
+    /// The SPIFFE id of the client's verified certificate, if it has one (mTLS only).
+    pub spiffe_id: Option<Arc<str>>,
+}
+
+/// A gRPC connection: capped, in the clear or TLS, and holding the HTTP/2-preface
+/// deadline, which runs from accept so that it bounds the TLS handshake too. Bytes
+/// are counted after decryption: the preface is 24 bytes of HTTP/2, whatever TLS
+/// wraps them in.
+pub struct GrpcConn {
+    io: MaybeTls,
+    info: PeerInfo,
+    /// Bytes of HTTP/2 preface still expected, and by when.
+    preface: Option<(usize, Pin<Box<Sleep>>)>,
+    expired: bool,
+}
+
+impl GrpcConn {
+    fn new(io: MaybeTls, spiffe_id: Option<Arc<str>>, deadline: Instant) -> Self {
+        let g = io.guarded();
+        let info = PeerInfo {
+            remote_addr: g.peer,
+            local_addr: g.inner.local_addr().ok(),
+            spiffe_id,
+        };
+        GrpcConn {
+            io,
+            info,
+            preface: Some((H2_PREFACE_LEN, Box::pin(tokio::time::sleep_until(deadline)))),
+            expired: false,
+        }
+    }
+
+    /// Fails once the preface deadline has passed, else waits.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let fired = match &mut self.preface {
+            Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if !fired {
+            return Poll::Pending;
+        }
+        self.expired = true;
+        let g = self.io.guarded();
+        g.slot.metrics.timed_out(g.slot.port, Timeout::Preface);
+        tracing::info!(listener = g.slot.port.label(), peer = %g.peer, reason = Timeout::Preface.label(), "closing a stalled connection");
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if let Some((left, _)) = &mut this.preface {
+                    *left = left.saturating_sub(read);
+                    if *left == 0 {
+                        this.preface = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.check(cx),
+        }
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        match Pin::new(&mut this.io).poll_write(cx, data) {
+            Poll::Pending => this.check(cx).map_ok(|()| 0),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.check(cx).map_ok(|()| 0),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for GrpcConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+/// Copies the client's address where tonic's `Request::remote_addr` looks for it,
+/// since the connection's own info is a [`PeerInfo`].
+pub fn tcp_connect_info<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    if let Some(p) = req.extensions().get::<PeerInfo>() {
+        let info = tonic::transport::server::TcpConnectInfo {
+            local_addr: p.local_addr,
+            remote_addr: Some(p.remote_addr),
+        };
+        req.extensions_mut().insert(info);
+    }
+    req
+}
+
+/// The gRPC listener's connections, capped, TLS-terminated when TLS is on, and
+/// preface-guarded, as the stream tonic serves from. Handshakes run in their own
+/// tasks, so a client that stalls in one holds up nobody else's.
+pub struct GrpcIncoming {
+    acceptor: Acceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshakes: JoinSet<Option<GrpcConn>>,
+}
 
 impl GrpcIncoming {
-    /// Wraps a bound listener.
-    pub fn new(listener: TcpListener, limits: Limits, metrics: Arc<NetMetrics>) -> Self {
-        GrpcIncoming(Acceptor::new(listener, Port::Grpc, limits, metrics))
+    /// Wraps a bound listener; with `tls`, only TLS connections get through.
+    pub fn new(
+        listener: TcpListener,
+        limits: Limits,
+        metrics: Arc<NetMetrics>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        GrpcIncoming {
+            acceptor: Acceptor::new(listener, Port::Grpc, limits, metrics),
+            tls,
+            handshakes: JoinSet::new(),
+        }
     }
 }
 
 impl tokio_stream::Stream for GrpcIncoming {
-    type Item = io::Result<Guarded>;
+    type Item = io::Result<GrpcConn>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let acceptor = &mut self.get_mut().0;
-        let header_timeout = acceptor.limits.header_timeout;
-        acceptor
-            .poll_accept(cx)
-            .map(|conn| Some(Ok(conn.with_preface(header_timeout))))
+        let this = self.get_mut();
+        let header_timeout = this.acceptor.limits.header_timeout;
+        while let Poll::Ready(conn) = this.acceptor.poll_accept(cx) {
+            let deadline = Instant::now() + header_timeout;
+            match &this.tls {
+                None => {
+                    let conn = GrpcConn::new(MaybeTls::Plain(conn), None, deadline);
+                    return Poll::Ready(Some(Ok(conn)));
+                }
+                Some(tls) => {
+                    let tls = tls.clone();
+                    this.handshakes.spawn(async move {
+                        let (io, spiffe) = handshake(tls, conn, deadline).await?;
+                        Some(GrpcConn::new(io, spiffe, deadline))
+                    });
+                }
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(conn)))) => return Poll::Ready(Some(Ok(conn))),
+                // Failed handshakes were counted and logged; their slots are free.
+                Poll::Ready(Some(_)) => continue,
+                // No handshake in flight: the accept above is what wakes us.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -534,6 +824,7 @@ pub async fn serve_http(
     router: Router,
     limits: Limits,
     metrics: Arc<NetMetrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, port, limits, metrics.clone());
@@ -543,7 +834,7 @@ pub async fn serve_http(
             () = stopped(&mut stop) => break,
             conn = poll_fn(|cx| acceptor.poll_accept(cx)) => {
                 let conn = conn.with_idle(limits.idle_timeout);
-                conns.spawn(serve_connection(conn, port, router.clone(), limits, metrics.clone(), stop.clone()));
+                conns.spawn(serve_connection(conn, port, router.clone(), limits, metrics.clone(), tls.clone(), stop.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -558,9 +849,26 @@ async fn serve_connection(
     router: Router,
     limits: Limits,
     metrics: Arc<NetMetrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let peer = conn.peer();
+    // The handshake gets `header_timeout` of its own; hyper's head timer starts after.
+    let conn = match tls {
+        None => MaybeTls::Plain(conn),
+        Some(tls) => {
+            let deadline = Instant::now() + limits.header_timeout;
+            let handshake = handshake(tls, conn, deadline);
+            let shaken = tokio::select! {
+                shaken = handshake => shaken,
+                () = stopped(&mut stop) => return,
+            };
+            match shaken {
+                Some((io, _)) => io,
+                None => return,
+            }
+        }
+    };
     let served = Arc::new(AtomicU64::new(0));
     let count = served.clone();
     let svc_metrics = metrics.clone();

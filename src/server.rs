@@ -25,6 +25,7 @@ use crate::service::ext_authz::ExtAuthzHandler;
 use crate::service::http::{self, HttpState};
 use crate::service::keys::KeyHandlers;
 use crate::service::tokens::TokenHandlers;
+use crate::tls::Tls;
 
 /// The bound listeners.
 pub struct Listeners {
@@ -136,6 +137,10 @@ pub async fn run(
     let http_addr: SocketAddr = listeners.http.local_addr()?;
     let metrics_addr: SocketAddr = listeners.metrics.local_addr()?;
     let limits = Limits::from_config(&config);
+    let tls = Tls::from_config(&config).map_err(StartupError)?;
+    if tls.is_some() && !metrics_addr.ip().is_loopback() {
+        tracing::warn!(metrics = %metrics_addr, "TLS is on, but the metrics listener is plaintext and not on loopback");
+    }
     let net_metrics = Arc::new(NetMetrics::default());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -192,6 +197,7 @@ pub async fn run(
         // limit's and the interceptor's refusals included. Ids only, never metadata.
         .layer(crate::observe::GrpcLayer(observer.clone()))
         .layer(crate::service::codec::limit_messages(limit))
+        .layer(tower::util::MapRequestLayer::new(net::tcp_connect_info))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -199,7 +205,12 @@ pub async fn run(
         .add_service(InterceptedService::new(keys, interceptor.clone()))
         .add_service(InterceptedService::new(ext_authz, interceptor))
         .serve_with_incoming_shutdown(
-            GrpcIncoming::new(listeners.grpc, limits, net_metrics.clone()),
+            GrpcIncoming::new(
+                listeners.grpc,
+                limits,
+                net_metrics.clone(),
+                tls.as_ref().map(|t| t.grpc.clone()),
+            ),
             async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             },
@@ -217,6 +228,7 @@ pub async fn run(
         http::router(state.clone()),
         limits,
         net_metrics.clone(),
+        tls.as_ref().map(|t| t.http.clone()),
         http_stop_rx.clone(),
     );
     let metrics = net::serve_http(
@@ -225,6 +237,9 @@ pub async fn run(
         http::metrics_router(state),
         limits,
         net_metrics.clone(),
+        // Plaintext: the metrics listener stays on loopback by default, for a scraper
+        // on the same host or pod.
+        None,
         http_stop_rx,
     );
 
@@ -269,7 +284,7 @@ pub async fn run(
         }
     });
 
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, metrics = %metrics_addr, data_dir = %config.data_dir.display(), "tessera serving");
+    tracing::info!(tls = tls.is_some(), mtls = config.tls_client_ca_file.is_some(), grpc = %grpc_addr, http = %http_addr, metrics = %metrics_addr, data_dir = %config.data_dir.display(), "tessera serving");
 
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(http);
