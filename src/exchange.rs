@@ -16,7 +16,11 @@
 //! - A request with invalid parameters (wrong PKCE verifier, client, redirect URI or
 //!   scope) never consumes a code or refresh token and never revokes anything
 //!   (OAuth 2.1 "Reuse of Authorization Codes").
-//! - No refresh grace period yet: a retry with a used refresh token is a reuse.
+//! - Refresh grace period (`refresh_reuse_grace`, default 0 = none): for that long
+//!   after a refresh token's first use, the same client presenting it again gets the
+//!   successor pair of the first use (kept sealed under the master key for the window
+//!   only) and nothing is revoked; a concurrent double use by one client then yields
+//!   one pair. Any other use of a used token is a reuse. See [`grants::refresh_use`].
 
 use rusqlite::Connection;
 use serde_json::{Map, Value};
@@ -25,14 +29,16 @@ use crate::apikeys;
 use crate::auth::{self, Caller, Principal};
 use crate::authority::{AccessTokenRequest, Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
-use crate::grants::{self, ACCESS_TOKEN_TYPE, CODE_TTL, GrantError, GrantResult};
+use crate::grants::{
+    self, ACCESS_TOKEN_TYPE, CODE_TTL, GraceRecord, GrantError, GrantResult, RefreshUse,
+};
 use crate::metrics::{Metrics, Reuse};
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
 use crate::store::codes::{self, CodeRow};
 use crate::store::lineage;
-use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::store::refresh::{self, FamilyRow, GraceRow, TokenRow};
 use crate::tokens::verify::MAX_TOKEN_LEN;
 use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
 
@@ -170,6 +176,32 @@ enum Spent {
     /// It had been used: everything it issued is now revoked; these access tokens
     /// must go on the in-memory blocklist.
     Reused(Vec<(String, i64)>),
+    /// A refresh token's retry inside the grace period: the first use's successor
+    /// pair, still sealed.
+    Replayed(Vec<u8>),
+}
+
+/// A refresh token's successor pair as sealed for the grace period. Zeroized
+/// plaintext only; what is stored is its AES-256-GCM sealing.
+#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct SuccessorPair {
+    access_token: String,
+    jti: String,
+    issued_at: i64,
+    expires_at: i64,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    scopes: Vec<String>,
+}
+
+/// The sealing context of a used refresh token's successor pair: its hash, so a
+/// sealed pair cannot be moved to another token's row and opened there.
+fn grace_context(used_hash: &[u8; 32]) -> String {
+    use base64::Engine;
+    format!(
+        "refresh-grace:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(used_hash)
+    )
 }
 
 /// Deletes authorization codes past their retention and lineage links of expired
@@ -177,6 +209,7 @@ enum Spent {
 pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
     codes::purge(conn, now - CODE_RETENTION)?;
     lineage::purge(conn, now - 60)?;
+    refresh::purge_grace(conn, now)?;
     Ok(())
 }
 
@@ -221,6 +254,16 @@ impl Authority {
     async fn find_client(&self, id: &str) -> Result<Option<ClientRow>> {
         let id = id.to_string();
         self.store.read(move |c| clients::find(c, &id)).await
+    }
+
+    /// Who presents a refresh token, for the grace period's "same client" rule: the
+    /// client the caller authenticated as, else the `client_id` it named (a public
+    /// client), else nobody (empty).
+    fn presenter(&self, caller: &Caller, claimed: &str) -> String {
+        match &caller.principal {
+            Some(p) => p.key_id.clone(),
+            None => claimed.to_string(),
+        }
     }
 
     /// After a detected reuse committed: blocklist in memory, count, log.
@@ -564,6 +607,34 @@ impl Authority {
             };
             minted = Some((jwt, jti, exp, rt, row));
         }
+        // The first use's successor pair, sealed now (off the writer thread) in case
+        // the same client retries within the grace period; stored only if this use wins.
+        let grace = self.config.refresh_reuse_grace.as_secs() as i64;
+        let presenter = self.presenter(caller, &req.client_id);
+        let kept = match &minted {
+            Some((jwt, jti, exp, rt, row)) if grace > 0 => {
+                let pair = SuccessorPair {
+                    access_token: jwt.clone(),
+                    jti: jti.clone(),
+                    issued_at: now,
+                    expires_at: *exp,
+                    refresh_token: rt.expose().to_string(),
+                    refresh_expires_at: row.expires_at,
+                    scopes: scopes.clone(),
+                };
+                let plain =
+                    zeroize::Zeroizing::new(serde_json::to_vec(&pair).map_err(Error::internal)?);
+                Some(GraceRow {
+                    token_hash: hash,
+                    family_id: family.id.clone(),
+                    presenter: presenter.clone(),
+                    successor_hash: row.token_hash,
+                    sealed: self.keys.seal_secret(&grace_context(&hash), &plain)?,
+                    expires_at: now.saturating_add(grace),
+                })
+            }
+            _ => None,
+        };
         let successor = minted
             .as_ref()
             .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
@@ -573,6 +644,9 @@ impl Authority {
             .with("new", successor.as_ref().map_or("", |s| s.0.id.as_str()))
             .with("jti", successor.as_ref().map_or("", |s| s.1.as_str()))
             .with("scopes", scopes.clone());
+        let retried = audit_entry(caller, now, "refresh.grace_retry", &family.id)
+            .about(family.subject.clone())
+            .with("used", token.id.clone());
         let reuse = audit_entry(caller, now, "refresh.reuse_detected", &family.id)
             .about(family.subject.clone())
             .with("used", token.id.clone())
@@ -594,10 +668,30 @@ impl Authority {
                 {
                     refresh::insert_token(c, &row)?;
                     refresh::record_access_token(c, &f.id, &jti, exp)?;
+                    if let Some(g) = &kept {
+                        refresh::insert_grace(c, g)?;
+                    }
                     audit::append(c, &rotated)?;
                     return Ok(Spent::Fresh);
                 }
-                // Used before (a replay, or the loser of a race): revoke the grant.
+                // Used before: a retry inside the grace period, or a replay (or the
+                // loser of a race from another client) that revokes the grant.
+                let record = refresh::find_grace(c, &hash)?;
+                let decision = grants::refresh_use(
+                    t.used_at,
+                    t.expires_at.min(f.absolute_expires_at),
+                    now,
+                    record.as_ref().map(|(g, successor_used)| GraceRecord {
+                        presenter: &g.presenter,
+                        until: g.expires_at,
+                        successor_used: *successor_used,
+                    }),
+                    &presenter,
+                );
+                if let (RefreshUse::GraceRetry, Some((g, _))) = (decision, record) {
+                    audit::append(c, &retried)?;
+                    return Ok(Spent::Replayed(g.sealed));
+                }
                 let blocked = revoke_family_in(c, &f.id, now)?;
                 audit::append(c, &reuse)?;
                 Ok(Spent::Reused(blocked))
@@ -614,6 +708,24 @@ impl Authority {
                 return Err(GrantError::InvalidGrant(
                     "refresh token was already used; its grant has been revoked",
                 ));
+            }
+            Spent::Replayed(sealed) => {
+                let plain = self.keys.open_secret(&grace_context(&hash), &sealed)?;
+                let mut pair: SuccessorPair =
+                    serde_json::from_slice(&plain).map_err(Error::internal)?;
+                let take = std::mem::take::<String>;
+                tracing::info!(family = %family.id, used = %token.id, "refresh token retried inside the grace period: same successor pair");
+                return Ok(Granted {
+                    refresh_token: Secretish(take(&mut pair.refresh_token)),
+                    refresh_expires_at: pair.refresh_expires_at,
+                    ..Granted::bearer(
+                        take(&mut pair.access_token),
+                        take(&mut pair.jti),
+                        pair.issued_at,
+                        pair.expires_at,
+                        std::mem::take(&mut pair.scopes),
+                    )
+                });
             }
         }
         let Some((jwt, jti, exp, rt, row)) = minted else {
@@ -762,6 +874,9 @@ impl Authority {
         match spent {
             Spent::Fresh => {}
             Spent::Dead => return Err(GrantError::InvalidGrant("authorization code has expired")),
+            Spent::Replayed(_) => {
+                return Err(Error::internal("authorization codes have no grace period").into());
+            }
             Spent::Reused(blocked) => {
                 self.metrics.reuse(Reuse::AuthorizationCode);
                 self.after_reuse("used authorization code", &code.id, &blocked);
