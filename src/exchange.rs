@@ -48,6 +48,35 @@ pub const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
 /// housekeeping deletes it, in seconds.
 pub const CODE_RETENTION: i64 = 86_400;
 
+/// Which client each rotated-in client secret belongs to. A confidential client's first
+/// secret is the API key whose id is the client id; after `rotate_secret_of`, its
+/// secret is a new API key with an id of its own, mapped back to the client here so
+/// the client id stays stable. Loaded from `client_secrets` at start, updated on every
+/// rotation; a key that is not here is its own client.
+#[derive(Debug, Default)]
+pub struct ClientKeys(std::sync::RwLock<std::collections::HashMap<String, String>>);
+
+impl ClientKeys {
+    /// Maps `key_id` to `client_id`.
+    pub fn insert(&self, key_id: String, client_id: String) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key_id, client_id);
+    }
+
+    /// The client an API key authenticates as: its client for a rotated-in secret,
+    /// else the key's own id.
+    pub fn client_of(&self, key_id: &str) -> String {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key_id)
+            .cloned()
+            .unwrap_or_else(|| key_id.to_string())
+    }
+}
+
 /// An OAuth client to register (`Issue(client)`).
 #[derive(Debug, Clone, Default)]
 pub struct ClientRegistration {
@@ -215,11 +244,11 @@ pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
 
 /// The client making a token request: the authenticated caller's key id or the
 /// `client_id` parameter; when both are present they must agree.
-fn requesting_client(caller: &Caller, claimed: &str) -> GrantResult<String> {
+fn requesting_client(authenticated: Option<&str>, claimed: &str) -> GrantResult<String> {
     check_field("client_id", claimed, false)?;
-    match (&caller.principal, claimed.is_empty()) {
-        (Some(p), true) => Ok(p.key_id.clone()),
-        (Some(p), false) if p.key_id == claimed => Ok(claimed.to_string()),
+    match (authenticated, claimed.is_empty()) {
+        (Some(p), true) => Ok(p.to_string()),
+        (Some(p), false) if p == claimed => Ok(claimed.to_string()),
         (Some(_), false) => Err(GrantError::InvalidClient(
             "client_id does not match the authenticated client",
         )),
@@ -230,13 +259,14 @@ fn requesting_client(caller: &Caller, claimed: &str) -> GrantResult<String> {
     }
 }
 
-/// A confidential client must have authenticated as itself; a public one cannot.
-fn authenticate(caller: &Caller, client: &ClientRow) -> GrantResult<()> {
+/// A confidential client must have authenticated as itself (`authenticated`: the
+/// client the caller's key belongs to); a public one cannot.
+fn authenticate(authenticated: Option<&str>, client: &ClientRow) -> GrantResult<()> {
     if client.public {
         return Ok(());
     }
-    match &caller.principal {
-        Some(p) if p.key_id == client.id => Ok(()),
+    match authenticated {
+        Some(p) if p == client.id => Ok(()),
         _ => Err(GrantError::InvalidClient(
             "a confidential client must authenticate with its secret (its API key)",
         )),
@@ -260,10 +290,17 @@ impl Authority {
     /// client the caller authenticated as, else the `client_id` it named (a public
     /// client), else nobody (empty).
     fn presenter(&self, caller: &Caller, claimed: &str) -> String {
-        match &caller.principal {
-            Some(p) => p.key_id.clone(),
-            None => claimed.to_string(),
-        }
+        self.authenticated_client(caller)
+            .unwrap_or_else(|| claimed.to_string())
+    }
+
+    /// The client the caller authenticated as: its API key's client (a rotated-in
+    /// secret stands for its client), else the key's own id; `None` when anonymous.
+    pub(crate) fn authenticated_client(&self, caller: &Caller) -> Option<String> {
+        caller
+            .principal
+            .as_ref()
+            .map(|p| self.client_keys.client_of(&p.key_id))
     }
 
     /// After a detected reuse committed: blocklist in memory, count, log.
@@ -284,7 +321,7 @@ impl Authority {
         let c = self
             .callers
             .check(secret, self.clock.now())
-            .filter(|c| c.row.id == client_id)
+            .filter(|c| self.client_keys.client_of(&c.row.id) == client_id)
             .ok_or(GrantError::InvalidClient("client authentication failed"))?;
         Ok(Principal::from(&*c))
     }
@@ -357,6 +394,9 @@ impl Authority {
                     apikey_rows::insert(c, k)?;
                 }
                 clients::insert(c, &client)?;
+                if let Some(k) = &stored_key {
+                    clients::add_secret(c, &k.id, &client.id)?;
+                }
                 audit::append(c, &entry)
             })
             .await?;
@@ -373,6 +413,50 @@ impl Authority {
             expires_at,
             scopes,
             ..Issued::default()
+        })
+    }
+
+    /// Rotates a confidential client's secret (admin only; `Issue(client)` with
+    /// `rotate_secret_of`): a new API key with the current secret's owner, name,
+    /// environment and scopes becomes the client's secret, for the same client id;
+    /// the old secret works for `overlap` (as [`Authority::rotate_api_key`]), then
+    /// dies. `NOT_FOUND` for an unknown client, `FAILED_PRECONDITION` for a public
+    /// one or when the current secret is revoked or expired (register a new client).
+    pub async fn rotate_client_secret(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        overlap: Option<i64>,
+    ) -> Result<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        check_field("rotate_secret_of", client_id, true)?;
+        let id = client_id.to_string();
+        let (client, current) = self
+            .store
+            .read(move |c| Ok((clients::find(c, &id)?, clients::current_secret(c, &id)?)))
+            .await?;
+        let client = client
+            .ok_or_else(|| Error::NotFound(format!("no OAuth client with id {client_id:?}")))?;
+        if client.public {
+            return Err(Error::FailedPrecondition(format!(
+                "OAuth client {client_id} is public: it has no secret to rotate"
+            )));
+        }
+        let current = current.unwrap_or_else(|| client.id.clone());
+        let issued = self
+            .rotate_key(
+                caller,
+                &current,
+                overlap,
+                crate::authority::ApiKeyRotation::default(),
+                Some(client.id.clone()),
+            )
+            .await?;
+        tracing::info!(client_id = %client.id, key_id = %issued.token_id, "client secret rotated");
+        Ok(Issued {
+            token_id: client.id,
+            token_type: "client",
+            ..issued
         })
     }
 
@@ -481,22 +565,25 @@ impl Authority {
                 "client_credentials needs the caller's API key: authorization: Bearer <api key>",
             ));
         };
-        if !req.client_id.is_empty() && req.client_id != p.key_id {
+        // A rotated-in client secret acts as its client, so `sub` and `client_id`
+        // stay the client id across secret rotations.
+        let me = self.client_keys.client_of(&p.key_id);
+        if !req.client_id.is_empty() && req.client_id != me {
             return Err(GrantError::InvalidClient(
                 "client_id does not match the authenticated client",
             ));
         }
         let scopes = grants::grant_scopes(&req.scopes, &p.scopes)?;
         let audience = if req.audience.is_empty() {
-            vec![p.key_id.clone()]
+            vec![me.clone()]
         } else {
             req.audience
         };
         let at = AccessTokenRequest {
-            subject: p.key_id.clone(),
+            subject: me.clone(),
             audience,
             scopes,
-            client_id: p.key_id.clone(),
+            client_id: me,
             owner: Some(p.owner.clone()),
             ..AccessTokenRequest::default()
         };
@@ -535,13 +622,14 @@ impl Authority {
         }
         if !req.client_id.is_empty() {
             // Named and authenticated client must agree.
-            requesting_client(caller, &req.client_id)?;
+            requesting_client(self.authenticated_client(caller).as_deref(), &req.client_id)?;
         }
         if !opaque::well_formed(text, opaque::REFRESH_PREFIX) {
             return Err(GrantError::InvalidGrant("unknown refresh token"));
         }
         let hash = opaque::hash(text);
-        let caller_key = caller.principal.as_ref().map(|p| p.key_id.clone());
+        let authenticated = self.authenticated_client(caller);
+        let caller_key = authenticated.clone();
         let (found, family_client, caller_is_other_client) = self
             .store
             .read(move |c| {
@@ -563,7 +651,7 @@ impl Authority {
         // Client binding (OAuth 2.1 §4.3.1): a confidential client authenticates; no
         // other client may use the token.
         if let Some(c) = family_client.as_ref().filter(|c| !c.public) {
-            authenticate(caller, c)?;
+            authenticate(authenticated.as_deref(), c)?;
         }
         if caller_is_other_client
             || (!req.client_id.is_empty() && req.client_id != family.client_id)
@@ -750,7 +838,8 @@ impl Authority {
         caller: &Caller,
         req: CodeRedemption,
     ) -> GrantResult<Granted> {
-        let client_id = requesting_client(caller, &req.client_id)?;
+        let authenticated = self.authenticated_client(caller);
+        let client_id = requesting_client(authenticated.as_deref(), &req.client_id)?;
         if req.code.0.is_empty() {
             return Err(GrantError::InvalidRequest("code is required".into()));
         }
@@ -773,7 +862,7 @@ impl Authority {
             })
             .await?;
         let client = client.ok_or(GrantError::InvalidClient("unknown client"))?;
-        authenticate(caller, &client)?;
+        authenticate(authenticated.as_deref(), &client)?;
         let code = code.ok_or(GrantError::InvalidGrant("unknown authorization code"))?;
         if code.client_id != client.id {
             return Err(GrantError::InvalidGrant(
