@@ -12,7 +12,8 @@
 //!
 //! Policies:
 //! - A concurrent loser counts as a reuse (strict, like node-oidc-provider): after a
-//!   race on one refresh token or one code, its whole grant is revoked.
+//!   race on one refresh token or one code, its whole grant is revoked — except a
+//!   refresh token raced by one client inside the grace period (below).
 //! - A request with invalid parameters (wrong PKCE verifier, client, redirect URI or
 //!   scope) never consumes a code or refresh token and never revokes anything
 //!   (OAuth 2.1 "Reuse of Authorization Codes").

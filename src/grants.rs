@@ -778,14 +778,16 @@ mod tests {
             successor_used,
         };
         let (used, exp) = (Some(100), 1_000);
-        let cases: &[(
-            &str,
+        // (name, used_at, now, grace record, presenter, expected)
+        type Case<'a> = (
+            &'a str,
             Option<i64>,
             i64,
-            Option<GraceRecord<'_>>,
-            &str,
+            Option<GraceRecord<'a>>,
+            &'a str,
             RefreshUse,
-        )] = &[
+        );
+        let cases: &[Case<'_>] = &[
             ("unused token", None, 100, None, "c1", RefreshUse::First),
             (
                 "unused, stale record ignored",

@@ -13,7 +13,8 @@ use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
 use tessera::proto::{
     ApiKeySpec, AuthorizationCodeGrant, AuthorizationCodeSpec, ClientCredentialsGrant, ClientSpec,
-    ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, RefreshTokenGrant,
+    ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, ListAuditEventsRequest,
+    RefreshTokenGrant,
 };
 use tonic::{Code, Status};
 
@@ -102,6 +103,30 @@ async fn old_and_new_secrets_both_work_inside_the_overlap_and_only_the_new_after
     assert_eq!(rotated.token_type, "client");
     assert_ne!(rotated.token, client.token, "a new secret");
     let (old, new) = (client.token.as_str(), rotated.token.as_str());
+    let audited = s
+        .tokens()
+        .await
+        .list_audit_events(authed(
+            ListAuditEventsRequest {
+                kind: "client.secret_rotated".into(),
+                ..Default::default()
+            },
+            &s.admin_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(audited.len(), 1);
+    let detail = format!("{:?}", audited[0].detail);
+    assert!(
+        detail.contains(&client.token_id),
+        "names the client: {detail}"
+    );
+    assert!(
+        !detail.contains(new) && !detail.contains(old),
+        "no secret in the audit"
+    );
 
     for (name, secret) in [("old", old), ("new", new)] {
         // gRPC, the secret as the caller's key: the token is the client's own.

@@ -14,7 +14,8 @@ use tessera::clock::Clock;
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
 use tessera::proto::{
-    ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, RefreshTokenGrant,
+    ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, ListAuditEventsRequest,
+    RefreshTokenGrant,
 };
 use tonic::{Code, Request, Status};
 
@@ -72,6 +73,21 @@ fn grace_rows(dir: &Path) -> i64 {
         .unwrap()
 }
 
+async fn audit_count(s: &TestServer, kind: &str) -> usize {
+    let req = ListAuditEventsRequest {
+        kind: kind.into(),
+        ..Default::default()
+    };
+    s.tokens()
+        .await
+        .list_audit_events(authed(req, &s.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .len()
+}
+
 fn same_pair(a: &ExchangeResponse, b: &ExchangeResponse) {
     assert_eq!(a.access_token, b.access_token, "same access token");
     assert_eq!(a.refresh_token, b.refresh_token, "same refresh token");
@@ -98,6 +114,8 @@ async fn retry_inside_the_window_returns_the_identical_pair_and_revokes_nothing(
     let next = refresh(&s, &used.refresh_token, None).await.unwrap();
     assert_ne!(next.refresh_token, used.refresh_token);
     assert!(active(&s, &next.access_token).await);
+    assert_eq!(audit_count(&s, "refresh.grace_retry").await, 1);
+    assert_eq!(audit_count(&s, "refresh.reuse_detected").await, 0);
 }
 
 #[tokio::test]

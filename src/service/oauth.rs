@@ -281,7 +281,7 @@ pub fn client_key(
 /// as: the key's own id, or, for a rotated-in client secret, its client's id.
 fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(), OAuthError> {
     match crate::apikeys::parse(key) {
-        Some(p) if authority.client_keys.client_of(&p.id) == client_id => Ok(()),
+        Some(p) if authority.client_keys.client_of(p.id) == client_id => Ok(()),
         _ => Err(OAuthError::invalid_client("client authentication failed")),
     }
 }
