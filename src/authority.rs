@@ -56,6 +56,8 @@ pub struct Authority {
     pub verified: VerifiedCache,
     /// Signs the List RPCs' page tokens.
     pub page_tokens: PageTokens,
+    /// Rotated-in client secrets → their client (memory).
+    pub client_keys: crate::exchange::ClientKeys,
 }
 
 impl std::fmt::Debug for Authority {
@@ -230,6 +232,10 @@ impl Authority {
                 apikey_rows::load_live(c, now)?,
             ))
         })?;
+        let client_keys = crate::exchange::ClientKeys::default();
+        for (key_id, client_id) in store.read_now(crate::store::clients::rotated_secrets)? {
+            client_keys.insert(key_id, client_id);
+        }
         for (subject, v) in versions {
             revocations.set_version(&subject, v);
         }
@@ -255,6 +261,7 @@ impl Authority {
             callers,
             metrics: Metrics::default(),
             page_tokens: PageTokens::new()?,
+            client_keys,
         };
         authority.bootstrap().await?;
         Ok(authority)
@@ -464,6 +471,21 @@ impl Authority {
         overlap: Option<i64>,
         next: ApiKeyRotation,
     ) -> Result<Issued> {
+        self.rotate_key(caller, from, overlap, next, None).await
+    }
+
+    /// [`rotate_api_key`](Self::rotate_api_key), or — with `client` — the rotation of
+    /// that OAuth client's secret: the same overlap rules, and in the same write the
+    /// successor is recorded as the client's current secret. A client's secret is
+    /// rotated only as the client's (`rotate_secret_of`), so the mapping never misses.
+    pub(crate) async fn rotate_key(
+        &self,
+        caller: &Caller,
+        from: &str,
+        overlap: Option<i64>,
+        next: ApiKeyRotation,
+        client: Option<String>,
+    ) -> Result<Issued> {
         let principal = caller.require(auth::SCOPE_ADMIN)?;
         check_field("rotate_from", from, true)?;
         let overlap = match overlap {
@@ -477,6 +499,19 @@ impl Authority {
         };
         let now = self.clock.now();
         let old = self.live_key_for_rotation(from, now).await?;
+        if client.is_none() {
+            let key_id = from.to_string();
+            let owner = self
+                .store
+                .read(move |c| crate::store::clients::client_of_secret(c, &key_id))
+                .await?;
+            if let Some(owner) = owner {
+                return Err(Error::FailedPrecondition(format!(
+                    "API key {from} is the secret of OAuth client {owner}: rotate it with \
+                     Issue(client{{rotate_secret_of: {owner:?}}}) so the client keeps its id"
+                )));
+            }
+        }
         if let Some(missing) = old.scopes.iter().find(|s| !principal.has(s)) {
             return Err(Error::PermissionDenied(format!(
                 "rotating API key {from} needs every scope it holds, and this API key lacks {missing}"
@@ -508,14 +543,20 @@ impl Authority {
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
         let old_is_admin = old.scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
         let new_is_admin = scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
-        let entry = audit_entry(caller, now, "api_key.rotated", &id)
+        let kind = if client.is_some() {
+            "client.secret_rotated"
+        } else {
+            "api_key.rotated"
+        };
+        let entry = audit_entry(caller, now, kind, &id)
             .with("rotated_from", from)
+            .with("client_id", client.clone().unwrap_or_default())
             .with("overlap_seconds", overlap)
             .with("owner", row.owner.clone())
             .with("environment", row.environment.clone())
             .with("scopes", scopes.clone())
             .with("exchange_audiences", row.exchange_audiences.clone());
-        let (stored, old_id) = (row.clone(), from.to_string());
+        let (stored, old_id, for_client) = (row.clone(), from.to_string(), client.clone());
         let old_expires_at = self
             .store
             .write(move |c| {
@@ -538,12 +579,19 @@ impl Authority {
                         "API key {old_id} was revoked, expired or rotated meanwhile"
                     ))
                 })?;
+                if let Some(client) = &for_client {
+                    crate::store::clients::add_secret(c, &stored.id, client)?;
+                    crate::store::clients::set_current_secret(c, client, &stored.id)?;
+                }
                 audit::append(c, &entry.with("old_expires_at", old_exp))?;
                 Ok(old_exp)
             })
             .await?;
         self.callers.insert(row);
         self.callers.set_expiry(from, old_expires_at);
+        if let Some(client) = client {
+            self.client_keys.insert(id.clone(), client);
+        }
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, rotated_from = %from, old_expires_at, "API key rotated");
         Ok(Issued {
@@ -868,7 +916,8 @@ impl Authority {
             )));
         }
         let now = self.clock.now();
-        let client = principal.key_id.as_str();
+        let client = self.client_keys.client_of(&principal.key_id);
+        let client = client.as_str();
         let not_yours = || {
             tracing::info!(client_id = %client, "refused to revoke a token issued to another client");
             GrantError::UnauthorizedClient(

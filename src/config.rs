@@ -86,6 +86,10 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Absolute lifetime of a refresh family, however often it rotates. Defaults to 90 days.
     pub refresh_family_ttl: Duration,
+    /// How long after its first use a refresh token may be presented again by the same
+    /// client and get the same successor pair instead of a family revocation (a retry
+    /// after a lost response). Defaults to 0 (no grace); at most 5 min.
+    pub refresh_reuse_grace: Duration,
     /// How long audit records are kept before housekeeping deletes them. Defaults to
     /// 365 days; at least 1 day.
     pub audit_retention: Duration,
@@ -172,6 +176,7 @@ impl Default for Config {
             max_api_key_ttl: Duration::from_secs(365 * 86_400),
             refresh_token_ttl: Duration::from_secs(14 * 86_400),
             refresh_family_ttl: Duration::from_secs(90 * 86_400),
+            refresh_reuse_grace: Duration::ZERO,
             audit_retention: Duration::from_secs(365 * 86_400),
             key_publish_lead: Duration::from_secs(crate::keys::JWKS_MAX_AGE_SECS + 60),
             signing_key_rotation_period: None,
@@ -194,6 +199,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The longest `refresh_reuse_grace` accepted.
+pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(5 * 60);
 
 /// `TESSERA_*` variables read outside [`Layer::from_env`]: secrets (env only), the config
 /// file's path, and the admin client's key.
@@ -221,6 +229,7 @@ pub struct Layer {
     pub max_api_key_ttl: Option<String>,
     pub refresh_token_ttl: Option<String>,
     pub refresh_family_ttl: Option<String>,
+    pub refresh_reuse_grace: Option<String>,
     pub audit_retention: Option<String>,
     pub key_publish_lead: Option<String>,
     pub signing_key_rotation_period: Option<String>,
@@ -298,6 +307,7 @@ impl Layer {
             max_api_key_ttl: get("MAX_API_KEY_TTL"),
             refresh_token_ttl: get("REFRESH_TOKEN_TTL"),
             refresh_family_ttl: get("REFRESH_FAMILY_TTL"),
+            refresh_reuse_grace: get("REFRESH_REUSE_GRACE"),
             audit_retention: get("AUDIT_RETENTION"),
             key_publish_lead: get("KEY_PUBLISH_LEAD"),
             signing_key_rotation_period: get("SIGNING_KEY_ROTATION_PERIOD"),
@@ -347,6 +357,7 @@ impl Layer {
             max_api_key_ttl: self.max_api_key_ttl.or(lower.max_api_key_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             refresh_family_ttl: self.refresh_family_ttl.or(lower.refresh_family_ttl),
+            refresh_reuse_grace: self.refresh_reuse_grace.or(lower.refresh_reuse_grace),
             audit_retention: self.audit_retention.or(lower.audit_retention),
             key_publish_lead: self.key_publish_lead.or(lower.key_publish_lead),
             signing_key_rotation_period: self
@@ -471,6 +482,9 @@ impl Config {
         if let Some(v) = merged.refresh_family_ttl {
             c.refresh_family_ttl = dur("refresh_family_ttl", v)?;
         }
+        if let Some(v) = merged.refresh_reuse_grace {
+            c.refresh_reuse_grace = dur("refresh_reuse_grace", v)?;
+        }
         if let Some(v) = merged.audit_retention {
             c.audit_retention = dur("audit_retention", v)?;
         }
@@ -591,6 +605,11 @@ impl Config {
         }
         if self.refresh_token_ttl.is_zero() || self.refresh_token_ttl > self.refresh_family_ttl {
             return Err("refresh_token_ttl must be > 0 and <= refresh_family_ttl".into());
+        }
+        // Longer than a retry needs would keep replayable successor pairs around and
+        // blunt reuse detection (the same cap as Hydra's rotation_grace_period).
+        if self.refresh_reuse_grace > MAX_REFRESH_REUSE_GRACE {
+            return Err("refresh_reuse_grace must be at most 5m".into());
         }
         // A typo such as "1s" must not quietly erase the audit trail.
         if self.audit_retention < Duration::from_secs(86_400) {
@@ -806,6 +825,31 @@ mod tests {
         let c = Config::from_layers(Layer::from_toml("audit_retention = \"2d\"").unwrap(), &env)
             .unwrap();
         assert_eq!(c.audit_retention, Duration::from_secs(2 * 86_400));
+    }
+
+    #[test]
+    fn refresh_reuse_grace_defaults_to_zero_and_is_capped_at_five_minutes() {
+        let env = HashMap::new();
+        let c = Config::from_layers(Layer::default(), &env).unwrap();
+        assert_eq!(c.refresh_reuse_grace, Duration::ZERO);
+        let env: HashMap<String, String> =
+            [("TESSERA_REFRESH_REUSE_GRACE".to_string(), "30s".to_string())]
+                .into_iter()
+                .collect();
+        let c = Config::from_layers(Layer::from_env(&env).unwrap(), &env).unwrap();
+        assert_eq!(c.refresh_reuse_grace, Duration::from_secs(30));
+        let c = Config::from_layers(
+            Layer::from_toml("refresh_reuse_grace = \"5m\"").unwrap(),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.refresh_reuse_grace, Duration::from_secs(300));
+        let e = Config::from_layers(
+            Layer::from_toml("refresh_reuse_grace = \"301s\"").unwrap(),
+            &env,
+        )
+        .unwrap_err();
+        assert!(e.contains("refresh_reuse_grace"), "{e}");
     }
 
     #[test]

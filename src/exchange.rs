@@ -12,11 +12,16 @@
 //!
 //! Policies:
 //! - A concurrent loser counts as a reuse (strict, like node-oidc-provider): after a
-//!   race on one refresh token or one code, its whole grant is revoked.
+//!   race on one refresh token or one code, its whole grant is revoked — except a
+//!   refresh token raced by one client inside the grace period (below).
 //! - A request with invalid parameters (wrong PKCE verifier, client, redirect URI or
 //!   scope) never consumes a code or refresh token and never revokes anything
 //!   (OAuth 2.1 "Reuse of Authorization Codes").
-//! - No refresh grace period yet: a retry with a used refresh token is a reuse.
+//! - Refresh grace period (`refresh_reuse_grace`, default 0 = none): for that long
+//!   after a refresh token's first use, the same client presenting it again gets the
+//!   successor pair of the first use (kept sealed under the master key for the window
+//!   only) and nothing is revoked; a concurrent double use by one client then yields
+//!   one pair. Any other use of a used token is a reuse. See [`grants::refresh_use`].
 
 use rusqlite::Connection;
 use serde_json::{Map, Value};
@@ -25,14 +30,16 @@ use crate::apikeys;
 use crate::auth::{self, Caller, Principal};
 use crate::authority::{AccessTokenRequest, Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
-use crate::grants::{self, ACCESS_TOKEN_TYPE, CODE_TTL, GrantError, GrantResult};
+use crate::grants::{
+    self, ACCESS_TOKEN_TYPE, CODE_TTL, GraceRecord, GrantError, GrantResult, RefreshUse,
+};
 use crate::metrics::{Metrics, Reuse};
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
 use crate::store::codes::{self, CodeRow};
 use crate::store::lineage;
-use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::store::refresh::{self, FamilyRow, GraceRow, TokenRow};
 use crate::tokens::verify::MAX_TOKEN_LEN;
 use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
 
@@ -41,6 +48,35 @@ pub const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
 /// How long a used or expired code is kept (so a late replay still revokes) before
 /// housekeeping deletes it, in seconds.
 pub const CODE_RETENTION: i64 = 86_400;
+
+/// Which client each rotated-in client secret belongs to. A confidential client's first
+/// secret is the API key whose id is the client id; after `rotate_secret_of`, its
+/// secret is a new API key with an id of its own, mapped back to the client here so
+/// the client id stays stable. Loaded from `client_secrets` at start, updated on every
+/// rotation; a key that is not here is its own client.
+#[derive(Debug, Default)]
+pub struct ClientKeys(std::sync::RwLock<std::collections::HashMap<String, String>>);
+
+impl ClientKeys {
+    /// Maps `key_id` to `client_id`.
+    pub fn insert(&self, key_id: String, client_id: String) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key_id, client_id);
+    }
+
+    /// The client an API key authenticates as: its client for a rotated-in secret,
+    /// else the key's own id.
+    pub fn client_of(&self, key_id: &str) -> String {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key_id)
+            .cloned()
+            .unwrap_or_else(|| key_id.to_string())
+    }
+}
 
 /// An OAuth client to register (`Issue(client)`).
 #[derive(Debug, Clone, Default)]
@@ -170,6 +206,32 @@ enum Spent {
     /// It had been used: everything it issued is now revoked; these access tokens
     /// must go on the in-memory blocklist.
     Reused(Vec<(String, i64)>),
+    /// A refresh token's retry inside the grace period: the first use's successor
+    /// pair, still sealed.
+    Replayed(Vec<u8>),
+}
+
+/// A refresh token's successor pair as sealed for the grace period. Zeroized
+/// plaintext only; what is stored is its AES-256-GCM sealing.
+#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct SuccessorPair {
+    access_token: String,
+    jti: String,
+    issued_at: i64,
+    expires_at: i64,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    scopes: Vec<String>,
+}
+
+/// The sealing context of a used refresh token's successor pair: its hash, so a
+/// sealed pair cannot be moved to another token's row and opened there.
+fn grace_context(used_hash: &[u8; 32]) -> String {
+    use base64::Engine;
+    format!(
+        "refresh-grace:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(used_hash)
+    )
 }
 
 /// Deletes authorization codes past their retention and lineage links of expired
@@ -177,16 +239,17 @@ enum Spent {
 pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
     codes::purge(conn, now - CODE_RETENTION)?;
     lineage::purge(conn, now - 60)?;
+    refresh::purge_grace(conn, now)?;
     Ok(())
 }
 
 /// The client making a token request: the authenticated caller's key id or the
 /// `client_id` parameter; when both are present they must agree.
-fn requesting_client(caller: &Caller, claimed: &str) -> GrantResult<String> {
+fn requesting_client(authenticated: Option<&str>, claimed: &str) -> GrantResult<String> {
     check_field("client_id", claimed, false)?;
-    match (&caller.principal, claimed.is_empty()) {
-        (Some(p), true) => Ok(p.key_id.clone()),
-        (Some(p), false) if p.key_id == claimed => Ok(claimed.to_string()),
+    match (authenticated, claimed.is_empty()) {
+        (Some(p), true) => Ok(p.to_string()),
+        (Some(p), false) if p == claimed => Ok(claimed.to_string()),
         (Some(_), false) => Err(GrantError::InvalidClient(
             "client_id does not match the authenticated client",
         )),
@@ -197,13 +260,14 @@ fn requesting_client(caller: &Caller, claimed: &str) -> GrantResult<String> {
     }
 }
 
-/// A confidential client must have authenticated as itself; a public one cannot.
-fn authenticate(caller: &Caller, client: &ClientRow) -> GrantResult<()> {
+/// A confidential client must have authenticated as itself (`authenticated`: the
+/// client the caller's key belongs to); a public one cannot.
+fn authenticate(authenticated: Option<&str>, client: &ClientRow) -> GrantResult<()> {
     if client.public {
         return Ok(());
     }
-    match &caller.principal {
-        Some(p) if p.key_id == client.id => Ok(()),
+    match authenticated {
+        Some(p) if p == client.id => Ok(()),
         _ => Err(GrantError::InvalidClient(
             "a confidential client must authenticate with its secret (its API key)",
         )),
@@ -221,6 +285,23 @@ impl Authority {
     async fn find_client(&self, id: &str) -> Result<Option<ClientRow>> {
         let id = id.to_string();
         self.store.read(move |c| clients::find(c, &id)).await
+    }
+
+    /// Who presents a refresh token, for the grace period's "same client" rule: the
+    /// client the caller authenticated as, else the `client_id` it named (a public
+    /// client), else nobody (empty).
+    fn presenter(&self, caller: &Caller, claimed: &str) -> String {
+        self.authenticated_client(caller)
+            .unwrap_or_else(|| claimed.to_string())
+    }
+
+    /// The client the caller authenticated as: its API key's client (a rotated-in
+    /// secret stands for its client), else the key's own id; `None` when anonymous.
+    pub(crate) fn authenticated_client(&self, caller: &Caller) -> Option<String> {
+        caller
+            .principal
+            .as_ref()
+            .map(|p| self.client_keys.client_of(&p.key_id))
     }
 
     /// After a detected reuse committed: blocklist in memory, count, log.
@@ -241,7 +322,7 @@ impl Authority {
         let c = self
             .callers
             .check(secret, self.clock.now())
-            .filter(|c| c.row.id == client_id)
+            .filter(|c| self.client_keys.client_of(&c.row.id) == client_id)
             .ok_or(GrantError::InvalidClient("client authentication failed"))?;
         Ok(Principal::from(&*c))
     }
@@ -314,6 +395,9 @@ impl Authority {
                     apikey_rows::insert(c, k)?;
                 }
                 clients::insert(c, &client)?;
+                if let Some(k) = &stored_key {
+                    clients::add_secret(c, &k.id, &client.id)?;
+                }
                 audit::append(c, &entry)
             })
             .await?;
@@ -330,6 +414,50 @@ impl Authority {
             expires_at,
             scopes,
             ..Issued::default()
+        })
+    }
+
+    /// Rotates a confidential client's secret (admin only; `Issue(client)` with
+    /// `rotate_secret_of`): a new API key with the current secret's owner, name,
+    /// environment and scopes becomes the client's secret, for the same client id;
+    /// the old secret works for `overlap` (as [`Authority::rotate_api_key`]), then
+    /// dies. `NOT_FOUND` for an unknown client, `FAILED_PRECONDITION` for a public
+    /// one or when the current secret is revoked or expired (register a new client).
+    pub async fn rotate_client_secret(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        overlap: Option<i64>,
+    ) -> Result<Issued> {
+        caller.require(auth::SCOPE_ADMIN)?;
+        check_field("rotate_secret_of", client_id, true)?;
+        let id = client_id.to_string();
+        let (client, current) = self
+            .store
+            .read(move |c| Ok((clients::find(c, &id)?, clients::current_secret(c, &id)?)))
+            .await?;
+        let client = client
+            .ok_or_else(|| Error::NotFound(format!("no OAuth client with id {client_id:?}")))?;
+        if client.public {
+            return Err(Error::FailedPrecondition(format!(
+                "OAuth client {client_id} is public: it has no secret to rotate"
+            )));
+        }
+        let current = current.unwrap_or_else(|| client.id.clone());
+        let issued = self
+            .rotate_key(
+                caller,
+                &current,
+                overlap,
+                crate::authority::ApiKeyRotation::default(),
+                Some(client.id.clone()),
+            )
+            .await?;
+        tracing::info!(client_id = %client.id, key_id = %issued.token_id, "client secret rotated");
+        Ok(Issued {
+            token_id: client.id,
+            token_type: "client",
+            ..issued
         })
     }
 
@@ -438,22 +566,25 @@ impl Authority {
                 "client_credentials needs the caller's API key: authorization: Bearer <api key>",
             ));
         };
-        if !req.client_id.is_empty() && req.client_id != p.key_id {
+        // A rotated-in client secret acts as its client, so `sub` and `client_id`
+        // stay the client id across secret rotations.
+        let me = self.client_keys.client_of(&p.key_id);
+        if !req.client_id.is_empty() && req.client_id != me {
             return Err(GrantError::InvalidClient(
                 "client_id does not match the authenticated client",
             ));
         }
         let scopes = grants::grant_scopes(&req.scopes, &p.scopes)?;
         let audience = if req.audience.is_empty() {
-            vec![p.key_id.clone()]
+            vec![me.clone()]
         } else {
             req.audience
         };
         let at = AccessTokenRequest {
-            subject: p.key_id.clone(),
+            subject: me.clone(),
             audience,
             scopes,
-            client_id: p.key_id.clone(),
+            client_id: me,
             owner: Some(p.owner.clone()),
             ..AccessTokenRequest::default()
         };
@@ -492,13 +623,14 @@ impl Authority {
         }
         if !req.client_id.is_empty() {
             // Named and authenticated client must agree.
-            requesting_client(caller, &req.client_id)?;
+            requesting_client(self.authenticated_client(caller).as_deref(), &req.client_id)?;
         }
         if !opaque::well_formed(text, opaque::REFRESH_PREFIX) {
             return Err(GrantError::InvalidGrant("unknown refresh token"));
         }
         let hash = opaque::hash(text);
-        let caller_key = caller.principal.as_ref().map(|p| p.key_id.clone());
+        let authenticated = self.authenticated_client(caller);
+        let caller_key = authenticated.clone();
         let (found, family_client, caller_is_other_client) = self
             .store
             .read(move |c| {
@@ -520,7 +652,7 @@ impl Authority {
         // Client binding (OAuth 2.1 §4.3.1): a confidential client authenticates; no
         // other client may use the token.
         if let Some(c) = family_client.as_ref().filter(|c| !c.public) {
-            authenticate(caller, c)?;
+            authenticate(authenticated.as_deref(), c)?;
         }
         if caller_is_other_client
             || (!req.client_id.is_empty() && req.client_id != family.client_id)
@@ -564,6 +696,34 @@ impl Authority {
             };
             minted = Some((jwt, jti, exp, rt, row));
         }
+        // The first use's successor pair, sealed now (off the writer thread) in case
+        // the same client retries within the grace period; stored only if this use wins.
+        let grace = self.config.refresh_reuse_grace.as_secs() as i64;
+        let presenter = self.presenter(caller, &req.client_id);
+        let kept = match &minted {
+            Some((jwt, jti, exp, rt, row)) if grace > 0 => {
+                let pair = SuccessorPair {
+                    access_token: jwt.clone(),
+                    jti: jti.clone(),
+                    issued_at: now,
+                    expires_at: *exp,
+                    refresh_token: rt.expose().to_string(),
+                    refresh_expires_at: row.expires_at,
+                    scopes: scopes.clone(),
+                };
+                let plain =
+                    zeroize::Zeroizing::new(serde_json::to_vec(&pair).map_err(Error::internal)?);
+                Some(GraceRow {
+                    token_hash: hash,
+                    family_id: family.id.clone(),
+                    presenter: presenter.clone(),
+                    successor_hash: row.token_hash,
+                    sealed: self.keys.seal_secret(&grace_context(&hash), &plain)?,
+                    expires_at: now.saturating_add(grace),
+                })
+            }
+            _ => None,
+        };
         let successor = minted
             .as_ref()
             .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
@@ -573,6 +733,9 @@ impl Authority {
             .with("new", successor.as_ref().map_or("", |s| s.0.id.as_str()))
             .with("jti", successor.as_ref().map_or("", |s| s.1.as_str()))
             .with("scopes", scopes.clone());
+        let retried = audit_entry(caller, now, "refresh.grace_retry", &family.id)
+            .about(family.subject.clone())
+            .with("used", token.id.clone());
         let reuse = audit_entry(caller, now, "refresh.reuse_detected", &family.id)
             .about(family.subject.clone())
             .with("used", token.id.clone())
@@ -594,10 +757,30 @@ impl Authority {
                 {
                     refresh::insert_token(c, &row)?;
                     refresh::record_access_token(c, &f.id, &jti, exp)?;
+                    if let Some(g) = &kept {
+                        refresh::insert_grace(c, g)?;
+                    }
                     audit::append(c, &rotated)?;
                     return Ok(Spent::Fresh);
                 }
-                // Used before (a replay, or the loser of a race): revoke the grant.
+                // Used before: a retry inside the grace period, or a replay (or the
+                // loser of a race from another client) that revokes the grant.
+                let record = refresh::find_grace(c, &hash)?;
+                let decision = grants::refresh_use(
+                    t.used_at,
+                    t.expires_at.min(f.absolute_expires_at),
+                    now,
+                    record.as_ref().map(|(g, successor_used)| GraceRecord {
+                        presenter: &g.presenter,
+                        until: g.expires_at,
+                        successor_used: *successor_used,
+                    }),
+                    &presenter,
+                );
+                if let (RefreshUse::GraceRetry, Some((g, _))) = (decision, record) {
+                    audit::append(c, &retried)?;
+                    return Ok(Spent::Replayed(g.sealed));
+                }
                 let blocked = revoke_family_in(c, &f.id, now)?;
                 audit::append(c, &reuse)?;
                 Ok(Spent::Reused(blocked))
@@ -614,6 +797,24 @@ impl Authority {
                 return Err(GrantError::InvalidGrant(
                     "refresh token was already used; its grant has been revoked",
                 ));
+            }
+            Spent::Replayed(sealed) => {
+                let plain = self.keys.open_secret(&grace_context(&hash), &sealed)?;
+                let mut pair: SuccessorPair =
+                    serde_json::from_slice(&plain).map_err(Error::internal)?;
+                let take = std::mem::take::<String>;
+                tracing::info!(family = %family.id, used = %token.id, "refresh token retried inside the grace period: same successor pair");
+                return Ok(Granted {
+                    refresh_token: Secretish(take(&mut pair.refresh_token)),
+                    refresh_expires_at: pair.refresh_expires_at,
+                    ..Granted::bearer(
+                        take(&mut pair.access_token),
+                        take(&mut pair.jti),
+                        pair.issued_at,
+                        pair.expires_at,
+                        std::mem::take(&mut pair.scopes),
+                    )
+                });
             }
         }
         let Some((jwt, jti, exp, rt, row)) = minted else {
@@ -638,7 +839,8 @@ impl Authority {
         caller: &Caller,
         req: CodeRedemption,
     ) -> GrantResult<Granted> {
-        let client_id = requesting_client(caller, &req.client_id)?;
+        let authenticated = self.authenticated_client(caller);
+        let client_id = requesting_client(authenticated.as_deref(), &req.client_id)?;
         if req.code.0.is_empty() {
             return Err(GrantError::InvalidRequest("code is required".into()));
         }
@@ -661,7 +863,7 @@ impl Authority {
             })
             .await?;
         let client = client.ok_or(GrantError::InvalidClient("unknown client"))?;
-        authenticate(caller, &client)?;
+        authenticate(authenticated.as_deref(), &client)?;
         let code = code.ok_or(GrantError::InvalidGrant("unknown authorization code"))?;
         if code.client_id != client.id {
             return Err(GrantError::InvalidGrant(
@@ -762,6 +964,9 @@ impl Authority {
         match spent {
             Spent::Fresh => {}
             Spent::Dead => return Err(GrantError::InvalidGrant("authorization code has expired")),
+            Spent::Replayed(_) => {
+                return Err(Error::internal("authorization codes have no grace period").into());
+            }
             Spent::Reused(blocked) => {
                 self.metrics.reuse(Reuse::AuthorizationCode);
                 self.after_reuse("used authorization code", &code.id, &blocked);

@@ -407,6 +407,59 @@ pub fn actor_claim(
     Ok(Value::Object(act))
 }
 
+/// What a presented refresh token turns out to be, decided in the write that spends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Never used: rotate it.
+    First,
+    /// Used moments ago by the same client (a retry after a lost response): answer
+    /// with the successor pair the first use got, revoke nothing.
+    GraceRetry,
+    /// Used before and not a retry: a replay. The family is revoked.
+    Reuse,
+}
+
+/// What the store kept of a used token's first use for the grace period.
+#[derive(Debug, Clone, Copy)]
+pub struct GraceRecord<'a> {
+    /// The client that made the first use.
+    pub presenter: &'a str,
+    /// End of the grace window (first use + `refresh_reuse_grace`), inclusive.
+    pub until: i64,
+    /// Whether the successor refresh token has itself been used since: then whoever
+    /// retries is not the client that lost the response.
+    pub successor_used: bool,
+}
+
+/// Classifies a presented refresh token. `expires_at` is the earlier of the token's
+/// idle and its family's absolute expiry; `grace` is `None` when no successor pair was
+/// kept (grace period 0, or housekeeping dropped it). A retry is honoured only inside
+/// the window, by the client that made the first use, before the token expired (an
+/// expired token is never honoured, grace or not) and while the successor is unused;
+/// any other use of a used token is a reuse.
+pub fn refresh_use(
+    used_at: Option<i64>,
+    expires_at: i64,
+    now: i64,
+    grace: Option<GraceRecord<'_>>,
+    presenter: &str,
+) -> RefreshUse {
+    if used_at.is_none() {
+        return RefreshUse::First;
+    }
+    match grace {
+        Some(g)
+            if now <= g.until
+                && now < expires_at
+                && g.presenter == presenter
+                && !g.successor_used =>
+        {
+            RefreshUse::GraceRetry
+        }
+        _ => RefreshUse::Reuse,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,6 +767,107 @@ mod tests {
             let status = tonic::Status::from(e);
             assert_eq!(status.code(), code);
             assert!(!status.message().contains("boom"), "internal cause leaked");
+        }
+    }
+
+    #[test]
+    fn refresh_use_honours_only_a_timely_retry_by_the_same_client() {
+        let rec = |presenter, until, successor_used| GraceRecord {
+            presenter,
+            until,
+            successor_used,
+        };
+        let (used, exp) = (Some(100), 1_000);
+        // (name, used_at, now, grace record, presenter, expected)
+        type Case<'a> = (
+            &'a str,
+            Option<i64>,
+            i64,
+            Option<GraceRecord<'a>>,
+            &'a str,
+            RefreshUse,
+        );
+        let cases: &[Case<'_>] = &[
+            ("unused token", None, 100, None, "c1", RefreshUse::First),
+            (
+                "unused, stale record ignored",
+                None,
+                100,
+                Some(rec("c2", 0, true)),
+                "c1",
+                RefreshUse::First,
+            ),
+            (
+                "grace 0: nothing kept",
+                used,
+                101,
+                None,
+                "c1",
+                RefreshUse::Reuse,
+            ),
+            (
+                "retry inside window",
+                used,
+                120,
+                Some(rec("c1", 130, false)),
+                "c1",
+                RefreshUse::GraceRetry,
+            ),
+            (
+                "retry at the window's last second",
+                used,
+                130,
+                Some(rec("c1", 130, false)),
+                "c1",
+                RefreshUse::GraceRetry,
+            ),
+            (
+                "after the window",
+                used,
+                131,
+                Some(rec("c1", 130, false)),
+                "c1",
+                RefreshUse::Reuse,
+            ),
+            (
+                "other client inside window",
+                used,
+                120,
+                Some(rec("c1", 130, false)),
+                "c2",
+                RefreshUse::Reuse,
+            ),
+            (
+                "anonymous vs client",
+                used,
+                120,
+                Some(rec("c1", 130, false)),
+                "",
+                RefreshUse::Reuse,
+            ),
+            (
+                "successor already used",
+                used,
+                120,
+                Some(rec("c1", 130, true)),
+                "c1",
+                RefreshUse::Reuse,
+            ),
+            (
+                "token expired inside window",
+                used,
+                1_000,
+                Some(rec("c1", 2_000, false)),
+                "c1",
+                RefreshUse::Reuse,
+            ),
+        ];
+        for (name, used_at, now, grace, presenter, want) in cases {
+            assert_eq!(
+                refresh_use(*used_at, exp, *now, *grace, presenter),
+                *want,
+                "{name}"
+            );
         }
     }
 }

@@ -323,6 +323,7 @@ async fn clients_list_shows_registered_clients() {
                     public: true,
                     redirect_uris: vec!["https://app.example/cb".into()],
                     scopes: vec!["read:payments".into()],
+                    ..Default::default()
                 })),
             },
             &s.admin_key,

@@ -274,6 +274,7 @@ async fn list_clients_pages_newest_first() {
                 public: i % 2 == 0,
                 redirect_uris: vec![format!("https://app{i}.example/cb")],
                 scopes: vec!["read".into()],
+                ..Default::default()
             })),
         };
         let r = s
@@ -479,6 +480,7 @@ async fn list_rpcs_never_return_a_secret_or_a_hash() {
                     public: false,
                     redirect_uris: vec!["https://web.example/cb".into()],
                     scopes: vec!["read".into()],
+                    ..Default::default()
                 })),
             },
             &s.admin_key,

@@ -80,6 +80,7 @@ fn client_spec(public: bool, uris: &[&str], scopes: &[&str]) -> Credential {
         public,
         redirect_uris: strings(uris),
         scopes: strings(scopes),
+        ..Default::default()
     })
 }
 

@@ -75,6 +75,7 @@ async fn third_party_oauth_clients_work_unchanged() {
                     public: true,
                     redirect_uris: vec![redirect.into()],
                     scopes: vec!["profile".into(), "read:things".into()],
+                    ..Default::default()
                 })),
             },
             &s.admin_key,

@@ -563,6 +563,20 @@ fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result<KeySet> {
     })
 }
 
+/// Sealing of other short-lived secrets under the same master key (the refresh grace
+/// period's successor pairs), so the master key never leaves the keyring.
+impl Keyring {
+    /// Seals `plaintext` bound to `context` (AES-256-GCM, `context` as associated data).
+    pub fn seal_secret(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.master.seal(context, plaintext)
+    }
+
+    /// Opens what [`seal_secret`](Self::seal_secret) made for the same `context`.
+    pub fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.master.open(context, sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,8 +210,12 @@ impl Form {
 /// The client's API key from Basic auth, a Bearer header, or `client_secret_post`.
 /// `Ok(None)` when the request carries no client credential at all. One method per
 /// request (RFC 6749 §2.3): a header together with `client_secret`, or two
-/// `Authorization` headers, is `invalid_request`, before either is checked.
-pub fn client_key(headers: &HeaderMap, form: &Form) -> Result<Option<String>, OAuthError> {
+/// `Authorization` headers, is `invalid_request`, before either is checked. With Basic
+/// or `client_secret_post`, the `client_id` sent comes along, to be bound to the key.
+pub fn client_key(
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Option<(String, Option<String>)>, OAuthError> {
     let mut auth_headers = headers.get_all(header::AUTHORIZATION).iter();
     let first = auth_headers.next();
     if auth_headers.next().is_some() {
@@ -251,13 +255,13 @@ pub fn client_key(headers: &HeaderMap, form: &Form) -> Result<Option<String>, OA
                 decode(id).unwrap_or_default(),
                 decode(secret).unwrap_or_default(),
             );
-            return bind_client_id(&id, secret).map(Some);
+            return Ok(Some((secret, Some(id))));
         }
         if let Some(k) = v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
         {
-            return Ok(Some(k.trim().to_string()));
+            return Ok(Some((k.trim().to_string(), None)));
         }
         return Err(OAuthError::invalid_client(
             "unsupported authorization scheme",
@@ -265,15 +269,19 @@ pub fn client_key(headers: &HeaderMap, form: &Form) -> Result<Option<String>, OA
     }
     let secret = form.get("client_secret");
     if !secret.is_empty() {
-        return bind_client_id(form.get("client_id"), secret.to_string()).map(Some);
+        return Ok(Some((
+            secret.to_string(),
+            Some(form.get("client_id").to_string()),
+        )));
     }
     Ok(None)
 }
 
-/// The client id must be the API key's own id.
-fn bind_client_id(client_id: &str, key: String) -> Result<String, OAuthError> {
-    match crate::apikeys::parse(&key) {
-        Some(p) if p.id == client_id => Ok(key),
+/// The client id sent with a secret must be the client that API key authenticates
+/// as: the key's own id, or, for a rotated-in client secret, its client's id.
+fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(), OAuthError> {
+    match crate::apikeys::parse(key) {
+        Some(p) if authority.client_keys.client_of(p.id) == client_id => Ok(()),
         _ => Err(OAuthError::invalid_client("client authentication failed")),
     }
 }
@@ -286,10 +294,13 @@ pub fn caller(
 ) -> Result<Caller, OAuthError> {
     let principal = match client_key(headers, form)? {
         None => None,
-        Some(key) => Some(
+        Some((key, claimed)) => Some({
+            if let Some(id) = claimed {
+                bind_client_id(authority, &id, &key)?;
+            }
             auth::principal_for(authority, &key)
-                .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?,
-        ),
+                .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?
+        }),
     };
     let request_id = auth::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
     Ok(Caller {

@@ -164,7 +164,28 @@ impl TokenService for TokenHandlers {
                 };
                 self.0.issue_authorization_code(&caller, req).await?
             }
+            Some(Credential::Client(s)) if !s.rotate_secret_of.is_empty() => {
+                if !s.name.is_empty()
+                    || s.public
+                    || !s.redirect_uris.is_empty()
+                    || !s.scopes.is_empty()
+                {
+                    return Err(Status::invalid_argument(
+                        "rotate_secret_of rotates a client's secret only: leave name, public, \
+                         redirect_uris and scopes empty",
+                    ));
+                }
+                let overlap = overlap(s.overlap)?;
+                self.0
+                    .rotate_client_secret(&caller, &s.rotate_secret_of, overlap)
+                    .await?
+            }
             Some(Credential::Client(s)) => {
+                if s.overlap.is_some() {
+                    return Err(Status::invalid_argument(
+                        "overlap applies only with rotate_secret_of (the client being rotated)",
+                    ));
+                }
                 let reg = ClientRegistration {
                     name: s.name,
                     public: s.public,

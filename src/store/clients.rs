@@ -8,7 +8,7 @@ use crate::error::Result;
 /// A registered OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRow {
-    /// `client_id`; for a confidential client, also the id of its API key.
+    /// `client_id`; for a confidential client, also the id of its first secret (API key).
     pub id: String,
     /// Human label; also the owner of a confidential client's API key.
     pub name: String,
@@ -76,5 +76,49 @@ pub fn list(conn: &Connection, after: Option<(i64, &str)>, limit: u32) -> Result
             created_at: r.get(5)?,
         })
     })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records that API key `key_id` is a secret of confidential client `client_id`.
+pub fn add_secret(conn: &Connection, key_id: &str, client_id: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO client_secrets (key_id, client_id) VALUES (?1, ?2)",
+        params![key_id, client_id],
+    )?;
+    Ok(())
+}
+
+/// Makes `key_id` the client's current secret (the one the next rotation replaces).
+pub fn set_current_secret(conn: &Connection, client_id: &str, key_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE oauth_clients SET secret_key_id = ?2 WHERE id = ?1",
+        params![client_id, key_id],
+    )?;
+    Ok(())
+}
+
+/// The id of the client's current secret key: the last rotated-in one, else the
+/// client's own id (its first secret). `None` for an unknown client.
+pub fn current_secret(conn: &Connection, client_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(secret_key_id, id) FROM oauth_clients WHERE id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The client whose secret API key `key_id` is, if it is one.
+pub fn client_of_secret(conn: &Connection, key_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT client_id FROM client_secrets WHERE key_id = ?1")?
+        .query_row([key_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Every rotated-in secret key whose id differs from its client's id, as
+/// `(key_id, client_id)`: what authentication must map back to the client.
+pub fn rotated_secrets(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key_id, client_id FROM client_secrets WHERE key_id != client_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

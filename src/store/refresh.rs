@@ -148,6 +148,7 @@ pub fn revoke_family(conn: &Connection, family_id: &str, at: i64) -> Result<Vec<
         "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
     )?
     .execute(params![family_id, at])?;
+    drop_grace_of_family(conn, family_id)?;
     let mut stmt = conn.prepare_cached("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?1 AND expires_at >= ?2")?;
     let rows = stmt.query_map(params![family_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -199,4 +200,96 @@ pub fn purge(conn: &Connection, dead_before: i64, minted_before: i64, limit: i64
         families.execute([id])?;
     }
     Ok(ids.len())
+}
+
+/// A used refresh token's successor pair, kept sealed for the grace window.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GraceRow {
+    /// SHA-256 of the used token (also the sealing context).
+    pub token_hash: [u8; 32],
+    /// Its family.
+    pub family_id: String,
+    /// The client that made the first use.
+    pub presenter: String,
+    /// SHA-256 of the successor refresh token.
+    pub successor_hash: [u8; 32],
+    /// `nonce || ciphertext || tag` of the pair.
+    pub sealed: Vec<u8>,
+    /// End of the window, Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for GraceRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraceRow")
+            .field("family_id", &self.family_id)
+            .field("presenter", &self.presenter)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash32(v: Vec<u8>) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    if v.len() == 32 {
+        h.copy_from_slice(&v);
+    }
+    h
+}
+
+/// Stores the sealed successor pair of a token just used.
+pub fn insert_grace(conn: &Connection, g: &GraceRow) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO refresh_grace (token_hash, family_id, presenter, successor_hash, sealed, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        &g.token_hash[..],
+        g.family_id,
+        g.presenter,
+        &g.successor_hash[..],
+        g.sealed,
+        g.expires_at
+    ])?;
+    Ok(())
+}
+
+/// The sealed successor pair of a used token, with whether that successor has been
+/// used in turn; `None` once housekeeping dropped it (or there never was one).
+pub fn find_grace(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, bool)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT g.token_hash, g.family_id, g.presenter, g.successor_hash, g.sealed, g.expires_at,
+                    t.used_at IS NOT NULL
+             FROM refresh_grace g LEFT JOIN refresh_tokens t ON t.token_hash = g.successor_hash
+             WHERE g.token_hash = ?1",
+        )?
+        .query_row([&token_hash[..]], |r| {
+            Ok((
+                GraceRow {
+                    token_hash: hash32(r.get(0)?),
+                    family_id: r.get(1)?,
+                    presenter: r.get(2)?,
+                    successor_hash: hash32(r.get(3)?),
+                    sealed: r.get(4)?,
+                    expires_at: r.get(5)?,
+                },
+                r.get::<_, Option<bool>>(6)?.unwrap_or(true),
+            ))
+        })
+        .optional()?)
+}
+
+/// Drops every sealed pair of a family (it was revoked: nothing of it may be handed out).
+pub fn drop_grace_of_family(conn: &Connection, family_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM refresh_grace WHERE family_id = ?1")?
+        .execute([family_id])?;
+    Ok(())
+}
+
+/// Drops sealed pairs whose window ended before `now` (housekeeping).
+pub fn purge_grace(conn: &Connection, now: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached("DELETE FROM refresh_grace WHERE expires_at < ?1")?
+        .execute([now])?)
 }

@@ -206,6 +206,7 @@ impl Cast {
                 public: true,
                 redirect_uris: strings(&[REDIRECT]),
                 scopes: strings(&["read:x", "write:x"]),
+                ..Default::default()
             }),
         )
         .await;
