@@ -388,7 +388,9 @@ async fn signing_keys_list_rotate_and_revoke() {
     assert!(
         revoked
             .stdout
-            .starts_with(&format!("revoked signing key {second}; signing with "))
+            .starts_with(&format!("revoked signing key {second}; signing with ")),
+        "{}",
+        revoked.stdout
     );
     assert!(
         !s.introspect(&token).await.unwrap().active,
