@@ -118,6 +118,15 @@ pub struct Config {
     /// `WatchRevocations`: events a subscriber may have queued; one more and it is
     /// disconnected (`RESOURCE_EXHAUSTED`). Defaults to 4096.
     pub watch_buffer: usize,
+    /// Failed authentications from one source address (IPv6: one /64) within
+    /// `auth_failure_window` after which that address is refused for
+    /// `auth_failure_block`, before any key it sends is checked. Defaults to 20; 0
+    /// turns the throttle off.
+    pub auth_failure_limit: u32,
+    /// Window over which failed authentications are counted. Defaults to 60 s.
+    pub auth_failure_window: Duration,
+    /// How long a throttled address is refused. Defaults to 60 s.
+    pub auth_failure_block: Duration,
 }
 
 /// A secret string from configuration: never printed.
@@ -164,6 +173,9 @@ impl Default for Config {
             otlp_endpoint: None,
             watch_heartbeat: crate::watch::DEFAULT_HEARTBEAT,
             watch_buffer: crate::watch::DEFAULT_BUFFER,
+            auth_failure_limit: 20,
+            auth_failure_window: Duration::from_secs(60),
+            auth_failure_block: Duration::from_secs(60),
         }
     }
 }
@@ -203,6 +215,9 @@ pub struct Layer {
     pub log_filter: Option<String>,
     pub otlp_endpoint: Option<String>,
     pub drain_delay: Option<String>,
+    pub auth_failure_limit: Option<usize>,
+    pub auth_failure_window: Option<String>,
+    pub auth_failure_block: Option<String>,
 }
 
 impl Layer {
@@ -277,6 +292,9 @@ impl Layer {
                 .or_else(|| env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").cloned())
                 .or_else(|| env.get("OTEL_EXPORTER_OTLP_ENDPOINT").cloned()),
             drain_delay: get("DRAIN_DELAY"),
+            auth_failure_limit: number("AUTH_FAILURE_LIMIT")?,
+            auth_failure_window: get("AUTH_FAILURE_WINDOW"),
+            auth_failure_block: get("AUTH_FAILURE_BLOCK"),
         })
     }
 
@@ -315,11 +333,23 @@ impl Layer {
             log_filter: self.log_filter.or(lower.log_filter),
             otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             drain_delay: self.drain_delay.or(lower.drain_delay),
+            auth_failure_limit: self.auth_failure_limit.or(lower.auth_failure_limit),
+            auth_failure_window: self.auth_failure_window.or(lower.auth_failure_window),
+            auth_failure_block: self.auth_failure_block.or(lower.auth_failure_block),
         }
     }
 }
 
 impl Config {
+    /// The failed-authentication throttle's numbers.
+    pub fn auth_throttle(&self) -> crate::ratelimit::ThrottleConfig {
+        crate::ratelimit::ThrottleConfig {
+            max_failures: self.auth_failure_limit,
+            window: self.auth_failure_window,
+            block: self.auth_failure_block,
+        }
+    }
+
     /// The whole layering `serve` and the offline admin tools share: `flags` over the
     /// `TESSERA_*` env over the TOML file (`config_file`, else `TESSERA_CONFIG`) over the
     /// defaults. Errors name the offending setting or file.
@@ -443,6 +473,16 @@ impl Config {
         if let Some(v) = merged.drain_delay {
             c.drain_delay = dur("drain_delay", v)?;
         }
+        if let Some(v) = merged.auth_failure_limit {
+            c.auth_failure_limit =
+                u32::try_from(v).map_err(|_| "auth_failure_limit: too large".to_string())?;
+        }
+        if let Some(v) = merged.auth_failure_window {
+            c.auth_failure_window = dur("auth_failure_window", v)?;
+        }
+        if let Some(v) = merged.auth_failure_block {
+            c.auth_failure_block = dur("auth_failure_block", v)?;
+        }
         if let Some(v) = merged.log_format {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -513,6 +553,14 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err("request_timeout must be > 0".into());
+        }
+        if self.auth_failure_limit > 0
+            && (self.auth_failure_window.is_zero() || self.auth_failure_block.is_zero())
+        {
+            return Err(
+                "auth_failure_window and auth_failure_block must be > 0 (auth_failure_limit = 0 turns the throttle off)"
+                    .into(),
+            );
         }
         if !(1..=65_536).contains(&self.max_connections) {
             return Err("max_connections must be a number from 1 to 65536".into());

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_housekeeping.sql"),
     include_str!("migrations/0005_admin_surface.sql"),
     include_str!("migrations/0006_change_log.sql"),
+    include_str!("migrations/0008_rate_limits.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
