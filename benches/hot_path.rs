@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::hint::black_box;
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -22,12 +23,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};
-use tessera::auth::{Caller, Principal, SCOPE_ADMIN};
+use tessera::auth::{Caller, Principal, SCOPE_ADMIN, authenticate};
 use tessera::authority::{ADMIN_KEY_FILE, AccessTokenRequest, Authority, Introspection};
 use tessera::clock::Clock;
 use tessera::config::{Config, SigningAlg};
 use tessera::keys::provider;
+use tessera::ratelimit::RateLimit;
 use tessera::revocation::Revocations;
+use tessera::store::apikeys::ApiKeyRow;
 
 /// Signs with raw *ring*.
 type RawSign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
@@ -284,6 +287,33 @@ fn sign_and_verify(c: &mut Criterion<ThreadCpu>) {
     }
 }
 
+/// A live key with a rate limit it never reaches here (10⁹/s, a burst of 2³²−1): every
+/// call takes the limiter's accept path. Made in memory only, as `authenticate` reads
+/// nothing else.
+fn limited_key(svc: &Service) -> String {
+    let (id, key) = tessera::apikeys::generate("bench");
+    let now = svc.authority.clock.now();
+    svc.authority.callers.insert(ApiKeyRow {
+        id,
+        secret_hash: tessera::apikeys::hash(key.expose()),
+        owner: "bench".into(),
+        name: "limited".into(),
+        environment: "bench".into(),
+        scopes: vec![SCOPE_ADMIN.to_string()],
+        exchange_audiences: Vec::new(),
+        created_at: now,
+        expires_at: now + 3600,
+        revoked_at: None,
+        rate_limit: Some(RateLimit {
+            per_second: 1_000_000_000,
+            burst: u32::MAX,
+        }),
+    });
+    key.expose().to_string()
+}
+
+const PEER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+
 fn api_key(c: &mut Criterion<ThreadCpu>) {
     let svc = service(SigningAlg::EdDSA);
     let now = svc.authority.clock.now();
@@ -296,6 +326,14 @@ fn api_key(c: &mut Criterion<ThreadCpu>) {
                     .is_some()
             )
         })
+    });
+    // What the interceptor runs: address throttle, key check, rate limit.
+    c.bench_function("api_key/authenticate", |b| {
+        b.iter(|| assert!(authenticate(&svc.authority, black_box(&svc.admin_key), PEER).is_ok()))
+    });
+    let limited = limited_key(&svc);
+    c.bench_function("api_key/authenticate_limited", |b| {
+        b.iter(|| assert!(authenticate(&svc.authority, black_box(&limited), PEER).is_ok()))
     });
 }
 
@@ -433,16 +471,55 @@ impl Service {
 /// The targets are ratios to raw ring; they are measured here as paired
 /// rounds over the very same tokens rather than read off two criterion rows (ring's
 /// verification time varies with the signature, and a shared machine's load drifts).
+fn ratio_line(what: &str, (a, b, r): (f64, f64, f64), target: &str) {
+    println!(
+        "  {what:<42} {:>8.2} µs / {:>8.2} µs = {r:.3}   {target}",
+        b / 1e3,
+        a / 1e3
+    );
+}
+
+/// What a rate limit costs a call that stays under it, and what the authentication
+/// path (throttle check included) costs over the bare key check.
+fn api_key_ratios() {
+    let svc = service(SigningAlg::EdDSA);
+    let now = svc.authority.clock.now();
+    let limited = limited_key(&svc);
+    let unlimited = |_: &()| {
+        assert!(authenticate(&svc.authority, black_box(&svc.admin_key), PEER).is_ok());
+    };
+    ratio_line(
+        "authenticate: limited key / unlimited key",
+        paired(
+            |n| vec![(); n],
+            unlimited,
+            |_| assert!(authenticate(&svc.authority, black_box(&limited), PEER).is_ok()),
+        ),
+        "(target < 1.03)",
+    );
+    ratio_line(
+        "authenticate (unlimited) / key check",
+        paired(
+            |n| vec![(); n],
+            |_| {
+                assert!(
+                    svc.authority
+                        .callers
+                        .check(black_box(&svc.admin_key), now)
+                        .is_some()
+                )
+            },
+            unlimited,
+        ),
+        "(the throttle check: about 1.0)",
+    );
+}
+
 fn paired_ratios() {
     provider::install();
     println!("\npaired ratios (median of 200 interleaved rounds, thread CPU time):");
-    let line = |what: &str, (a, b, r): (f64, f64, f64), target: &str| {
-        println!(
-            "  {what:<42} {:>8.2} µs / {:>8.2} µs = {r:.3}   {target}",
-            b / 1e3,
-            a / 1e3
-        );
-    };
+    api_key_ratios();
+    let line = ratio_line;
     for (keys, alg) in [(ed25519(), SigningAlg::EdDSA), (p256(), SigningAlg::ES256)] {
         let name = format!("{:?}", keys.alg);
         let svc = service(alg);
@@ -539,6 +616,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let listing = args.iter().any(|a| a == "--list" || a == "--test");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if filters.len() == 1 && filters[0] == "api_key_ratios" {
+        println!("\npaired ratios (median of 200 interleaved rounds, thread CPU time):");
+        api_key_ratios();
+        return;
+    }
     let only_ratios =
         !filters.is_empty() && filters.iter().all(|f| *f == "ratios" || *f == "ratio");
     if !only_ratios {

@@ -19,6 +19,7 @@ use crate::keys::seal::{self, MasterKey};
 use crate::keys::{Keyring, Rotation};
 use crate::listing::PageTokens;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimit;
 use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyListing, ApiKeyRow};
@@ -50,6 +51,8 @@ pub struct Authority {
     pub revocations: Revocations,
     /// Live API keys (memory).
     pub callers: Callers,
+    /// Failed authentications per source address.
+    pub throttle: crate::ratelimit::FailureThrottle,
     /// Counters.
     pub metrics: Metrics,
     /// Access tokens whose signature and claims already verified.
@@ -111,6 +114,8 @@ pub struct ApiKeyRotation {
     pub scopes: Vec<String>,
     /// Exchange audiences (inherited if empty).
     pub exchange_audiences: Vec<String>,
+    /// Rate limit (inherited if `None`).
+    pub rate_limit: Option<RateLimit>,
     /// Lifetime in seconds (default: `api_key_ttl`; never inherited).
     pub ttl: Option<i64>,
 }
@@ -247,6 +252,7 @@ impl Authority {
             blocklisted = revocations.blocklist_len(),
             "state loaded"
         );
+        let throttle = config.auth_throttle();
         let authority = Authority {
             verified: VerifiedCache::new(
                 verified_cache::DEFAULT_MAX_ENTRIES,
@@ -259,6 +265,7 @@ impl Authority {
             keys,
             revocations,
             callers,
+            throttle: crate::ratelimit::FailureThrottle::new(throttle),
             metrics: Metrics::default(),
             page_tokens: PageTokens::new()?,
             client_keys,
@@ -305,6 +312,7 @@ impl Authority {
             created_at: now,
             expires_at: now + self.config.max_api_key_ttl.as_secs() as i64,
             revoked_at: None,
+            rate_limit: None,
         };
         let entry = AuditEntry {
             at: now,
@@ -369,6 +377,7 @@ impl Authority {
         scopes: Vec<String>,
         exchange_audiences: Vec<String>,
         ttl: Option<i64>,
+        rate_limit: Option<RateLimit>,
         now: i64,
     ) -> Result<(ApiKeyRow, apikeys::ApiKey)> {
         check_field("owner", &owner, true)?;
@@ -412,6 +421,7 @@ impl Authority {
             created_at: now,
             expires_at: now + ttl,
             revoked_at: None,
+            rate_limit,
         };
         Ok((row, key))
     }
@@ -428,6 +438,7 @@ impl Authority {
         scopes: Vec<String>,
         exchange_audiences: Vec<String>,
         ttl: Option<i64>,
+        rate_limit: Option<RateLimit>,
     ) -> Result<Issued> {
         caller.require(auth::SCOPE_ADMIN)?;
         let now = self.clock.now();
@@ -438,6 +449,7 @@ impl Authority {
             scopes,
             exchange_audiences,
             ttl,
+            rate_limit,
             now,
         )?;
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
@@ -445,7 +457,8 @@ impl Authority {
             .with("owner", row.owner.clone())
             .with("environment", row.environment.clone())
             .with("scopes", scopes.clone())
-            .with("exchange_audiences", row.exchange_audiences.clone());
+            .with("exchange_audiences", row.exchange_audiences.clone())
+            .with("rate_limit", rate_limit_detail(row.rate_limit));
         self.store_api_key(row, entry).await?;
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
@@ -538,6 +551,7 @@ impl Authority {
             pick_list(next.scopes, &old.scopes),
             pick_list(next.exchange_audiences, &old.exchange_audiences),
             next.ttl,
+            next.rate_limit.or(old.rate_limit),
             now,
         )?;
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
@@ -555,7 +569,8 @@ impl Authority {
             .with("owner", row.owner.clone())
             .with("environment", row.environment.clone())
             .with("scopes", scopes.clone())
-            .with("exchange_audiences", row.exchange_audiences.clone());
+            .with("exchange_audiences", row.exchange_audiences.clone())
+            .with("rate_limit", rate_limit_detail(row.rate_limit));
         let (stored, old_id, for_client) = (row.clone(), from.to_string(), client.clone());
         let old_expires_at = self
             .store
@@ -1240,4 +1255,12 @@ impl Authority {
         }
         Ok(())
     }
+}
+
+/// A key's rate limit as an audit detail (`null` without one).
+fn rate_limit_detail(l: Option<RateLimit>) -> serde_json::Value {
+    l.map_or(
+        serde_json::Value::Null,
+        |l| serde_json::json!({ "per_second": l.per_second, "burst": l.burst }),
+    )
 }

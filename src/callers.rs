@@ -2,13 +2,16 @@
 //!
 //! Filled from the store at start and updated after every committed issue or revoke,
 //! so a check is a hash, a lock-free map lookup and a constant-time compare — no I/O.
-//! `last_used_at` is recorded in memory and flushed to SQLite in batches.
+//! `last_used_at` is recorded in memory and flushed to SQLite in batches. A key with a
+//! rate limit carries its limiter here, one atomic per key, so admitting a call takes
+//! no lock either.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::apikeys;
 use crate::auth::AuthFailure;
+use crate::ratelimit::Limiter;
 use crate::store::apikeys::ApiKeyRow;
 
 /// A live API key as the hot path sees it.
@@ -21,6 +24,20 @@ pub struct Caller {
     /// Last use in Unix seconds, not yet flushed when > `flushed`.
     last_used: AtomicI64,
     flushed: AtomicI64,
+    /// The key's rate limiter; `None` (no limit) costs nothing per call. Shared with
+    /// the record that replaces this one after a rotation, so a rotation does not
+    /// refill the bucket.
+    limiter: Option<Arc<Limiter>>,
+}
+
+impl Caller {
+    /// Takes one call from the key's rate limit: `Err(wait)` when over it.
+    pub fn admit(&self) -> Result<(), std::time::Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(l) => l.acquire(),
+        }
+    }
 }
 
 /// Every live API key by id.
@@ -45,6 +62,7 @@ impl Callers {
             id,
             Arc::new(Caller {
                 scopes: row.scopes.clone().into(),
+                limiter: row.rate_limit.map(|l| Arc::new(Limiter::new(l))),
                 row,
                 last_used: AtomicI64::new(0),
                 flushed: AtomicI64::new(0),
@@ -65,6 +83,7 @@ impl Callers {
                     row,
                     last_used: AtomicI64::new(old.last_used.load(Ordering::Relaxed)),
                     flushed: AtomicI64::new(old.flushed.load(Ordering::Relaxed)),
+                    limiter: old.limiter.clone(),
                 }),
             );
         }

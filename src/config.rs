@@ -143,6 +143,15 @@ pub struct Config {
     /// id (its one URI SAN) and no API key gets these scopes. Needs
     /// `tls_client_ca_file`. Defaults to empty.
     pub spiffe_callers: BTreeMap<String, Vec<String>>,
+    /// Failed authentications from one source address (IPv6: one /64) within
+    /// `auth_failure_window` after which that address is refused for
+    /// `auth_failure_block`, before any key it sends is checked. Defaults to 20; 0
+    /// turns the throttle off.
+    pub auth_failure_limit: u32,
+    /// Window over which failed authentications are counted. Defaults to 60 s.
+    pub auth_failure_window: Duration,
+    /// How long a throttled address is refused. Defaults to 60 s.
+    pub auth_failure_block: Duration,
 }
 
 /// A secret string from configuration: never printed.
@@ -196,6 +205,9 @@ impl Default for Config {
             tls_key_file: None,
             tls_client_ca_file: None,
             spiffe_callers: BTreeMap::new(),
+            auth_failure_limit: 20,
+            auth_failure_window: Duration::from_secs(60),
+            auth_failure_block: Duration::from_secs(60),
         }
     }
 }
@@ -245,6 +257,9 @@ pub struct Layer {
     pub tls_key_file: Option<String>,
     pub tls_client_ca_file: Option<String>,
     pub spiffe_callers: Option<BTreeMap<String, Vec<String>>>,
+    pub auth_failure_limit: Option<usize>,
+    pub auth_failure_window: Option<String>,
+    pub auth_failure_block: Option<String>,
 }
 
 impl Layer {
@@ -328,6 +343,9 @@ impl Layer {
             spiffe_callers: get("SPIFFE_CALLERS")
                 .map(|s| parse_spiffe_callers(&s))
                 .transpose()?,
+            auth_failure_limit: number("AUTH_FAILURE_LIMIT")?,
+            auth_failure_window: get("AUTH_FAILURE_WINDOW"),
+            auth_failure_block: get("AUTH_FAILURE_BLOCK"),
         })
     }
 
@@ -375,11 +393,23 @@ impl Layer {
             tls_key_file: self.tls_key_file.or(lower.tls_key_file),
             tls_client_ca_file: self.tls_client_ca_file.or(lower.tls_client_ca_file),
             spiffe_callers: self.spiffe_callers.or(lower.spiffe_callers),
+            auth_failure_limit: self.auth_failure_limit.or(lower.auth_failure_limit),
+            auth_failure_window: self.auth_failure_window.or(lower.auth_failure_window),
+            auth_failure_block: self.auth_failure_block.or(lower.auth_failure_block),
         }
     }
 }
 
 impl Config {
+    /// The failed-authentication throttle's numbers.
+    pub fn auth_throttle(&self) -> crate::ratelimit::ThrottleConfig {
+        crate::ratelimit::ThrottleConfig {
+            max_failures: self.auth_failure_limit,
+            window: self.auth_failure_window,
+            block: self.auth_failure_block,
+        }
+    }
+
     /// The whole layering `serve` and the offline admin tools share: `flags` over the
     /// `TESSERA_*` env over the TOML file (`config_file`, else `TESSERA_CONFIG`) over the
     /// defaults. Errors name the offending setting or file.
@@ -518,6 +548,16 @@ impl Config {
         if let Some(v) = merged.drain_delay {
             c.drain_delay = dur("drain_delay", v)?;
         }
+        if let Some(v) = merged.auth_failure_limit {
+            c.auth_failure_limit =
+                u32::try_from(v).map_err(|_| "auth_failure_limit: too large".to_string())?;
+        }
+        if let Some(v) = merged.auth_failure_window {
+            c.auth_failure_window = dur("auth_failure_window", v)?;
+        }
+        if let Some(v) = merged.auth_failure_block {
+            c.auth_failure_block = dur("auth_failure_block", v)?;
+        }
         if let Some(v) = merged.log_format {
             c.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -640,6 +680,14 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err("request_timeout must be > 0".into());
+        }
+        if self.auth_failure_limit > 0
+            && (self.auth_failure_window.is_zero() || self.auth_failure_block.is_zero())
+        {
+            return Err(
+                "auth_failure_window and auth_failure_block must be > 0 (auth_failure_limit = 0 turns the throttle off)"
+                    .into(),
+            );
         }
         if !(1..=65_536).contains(&self.max_connections) {
             return Err("max_connections must be a number from 1 to 65536".into());

@@ -24,6 +24,15 @@ pub enum Error {
     /// A size or rate limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Too many calls (a key's rate limit, or failed authentications from one
+    /// address): retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        /// For the caller; names no key and no address.
+        message: &'static str,
+        /// How long until a retry can succeed.
+        retry_after: std::time::Duration,
+    },
     /// Storage is unreachable or read-only; nothing was changed. Retry later.
     #[error("storage unavailable")]
     Unavailable,
@@ -36,6 +45,22 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Over a key's rate limit.
+    pub fn over_rate_limit(retry_after: std::time::Duration) -> Self {
+        Error::RateLimited {
+            message: "this API key is over its rate limit; retry later",
+            retry_after,
+        }
+    }
+
+    /// Too many failed authentications from the caller's address.
+    pub fn auth_throttled(retry_after: std::time::Duration) -> Self {
+        Error::RateLimited {
+            message: "too many failed authentications from this address; retry later",
+            retry_after,
+        }
+    }
+
     /// An internal fault with a cause for the log.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
@@ -83,6 +108,17 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::RateLimited {
+                message,
+                retry_after,
+            } => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             Error::Unavailable => Status::new(Code::Unavailable, "storage unavailable, retry"),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

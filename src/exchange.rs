@@ -374,6 +374,7 @@ impl Authority {
             created_at: now,
             expires_at: now + self.config.api_key_ttl.as_secs() as i64,
             revoked_at: None,
+            rate_limit: None,
         });
         let client = ClientRow {
             id: id.clone(),

@@ -8,6 +8,7 @@
 //! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
 //! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
+//! - [`ratelimit`]  per-key request rates (lock-free GCRA) and the failed-authentication throttle
 //! - [`apikeys`]    API-key format: generate, parse, checksum, hash (no I/O)
 //! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
@@ -39,6 +40,7 @@ pub mod listing;
 pub mod metrics;
 pub mod net;
 pub mod observe;
+pub mod ratelimit;
 pub mod revocation;
 pub mod server;
 pub mod service;

@@ -277,6 +277,10 @@ pub struct Metrics {
     /// Token-version bumps.
     pub bumps: AtomicU64,
     auth_failures: [AtomicU64; AuthFailure::ALL.len()],
+    /// Calls refused over a key's rate limit.
+    pub rate_limited_key: AtomicU64,
+    /// Calls refused because their address failed to authenticate too often.
+    pub rate_limited_address: AtomicU64,
     reuse: [AtomicU64; 2],
     grpc: Grid,
     http: Grid,
@@ -292,6 +296,8 @@ impl Default for Metrics {
             revoked: AtomicU64::new(0),
             bumps: AtomicU64::new(0),
             auth_failures: Default::default(),
+            rate_limited_key: AtomicU64::new(0),
+            rate_limited_address: AtomicU64::new(0),
             reuse: Default::default(),
             grpc: Grid::new(GRPC_METHODS.len() + 1, GRPC_CODES.len()),
             http: Grid::new(HTTP_ROUTES.len() + 1, HTTP_STATUSES.len() + 1),
@@ -431,6 +437,18 @@ impl Metrics {
                 r.label(),
                 get(c)
             );
+        }
+        family(
+            &mut s,
+            "tessera_rate_limited_total",
+            "counter",
+            "Calls refused with RESOURCE_EXHAUSTED / 429: over a key's rate limit (key), or from an address throttled after failed authentications (address).",
+        );
+        for (r, c) in [
+            ("key", &self.rate_limited_key),
+            ("address", &self.rate_limited_address),
+        ] {
+            let _ = writeln!(s, "tessera_rate_limited_total{{reason=\"{r}\"}} {}", get(c));
         }
         family(
             &mut s,

@@ -45,6 +45,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one "connection refused" warning per listener in this period.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The source address of an HTTP request's connection, in its extensions (the
+/// failed-authentication throttle counts by it).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Which listener a connection came in on (log field and metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
@@ -872,8 +877,9 @@ async fn serve_connection(
     let served = Arc::new(AtomicU64::new(0));
     let count = served.clone();
     let svc_metrics = metrics.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         count.fetch_add(1, Ordering::Relaxed);
+        req.extensions_mut().insert(PeerAddr(peer));
         let router = router.clone();
         let metrics = svc_metrics.clone();
         async move {

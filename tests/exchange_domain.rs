@@ -271,6 +271,7 @@ async fn token_exchange_errors_follow_rfc8693() {
             Vec::new(),
             strings(&["next"]),
             None,
+            None,
         )
         .await
         .unwrap();

@@ -47,6 +47,7 @@ pub async fn recover(data_dir: &Path, clock: &Clock, ttl_secs: i64) -> anyhow::R
         created_at: now,
         expires_at: now + ttl_secs,
         revoked_at: None,
+        rate_limit: None,
     };
     let entry = AuditEntry {
         at: now,

@@ -5,13 +5,14 @@
 //! Client authentication: HTTP Basic `client_id:client_secret` (client id = API-key
 //! id, secret = the API key), `client_secret_post`, or `Authorization: Bearer <api key>`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ use crate::exchange::{
     ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
 };
 use crate::grants::GrantError;
+use crate::net::PeerAddr;
 use crate::tokens::{normalize_scopes, valid_list_entry};
 
 /// Largest form body accepted.
@@ -34,6 +36,8 @@ pub struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl OAuthError {
@@ -43,6 +47,7 @@ impl OAuthError {
             status,
             code,
             description: description.into(),
+            retry_after: None,
         }
     }
 
@@ -68,6 +73,13 @@ impl From<Error> for OAuthError {
                 Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", m)
             }
             Error::ResourceExhausted(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", m),
+            Error::RateLimited {
+                message,
+                retry_after,
+            } => OAuthError {
+                retry_after: Some(retry_after),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", message)
+            },
             Error::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -96,6 +108,12 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"tessera\""),
             );
+        }
+        if let Some(d) = self.retry_after {
+            // Rounded up: a client that waits the whole seconds given is never early.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         r
     }
@@ -286,11 +304,13 @@ fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(
     }
 }
 
-/// Authenticates the client; `None` when no credential was presented.
+/// Authenticates the client; `None` when no credential was presented. `peer` is the
+/// connection's address, for the failed-authentication throttle.
 pub fn caller(
     authority: &Authority,
     headers: &HeaderMap,
     form: &Form,
+    peer: Option<IpAddr>,
 ) -> Result<Caller, OAuthError> {
     let principal = match client_key(headers, form)? {
         None => None,
@@ -298,8 +318,13 @@ pub fn caller(
             if let Some(id) = claimed {
                 bind_client_id(authority, &id, &key)?;
             }
-            auth::principal_for(authority, &key)
-                .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?
+            match auth::authenticate(authority, &key, peer) {
+                Ok(c) => auth::Principal::from(&*c),
+                Err(auth::Refusal::Failed(_)) => {
+                    return Err(OAuthError::invalid_client("client authentication failed"));
+                }
+                Err(auth::Refusal::Limited(e)) => return Err(e.into()),
+            }
         }),
     };
     let request_id = auth::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
@@ -309,14 +334,20 @@ pub fn caller(
     })
 }
 
+/// The connection's source address, if the listener recorded it.
+fn peer_ip(peer: Option<Extension<PeerAddr>>) -> Option<IpAddr> {
+    peer.map(|Extension(PeerAddr(a))| a.ip())
+}
+
 /// Parses the form and requires an authenticated client.
 fn authenticated(
     a: &Authority,
     headers: &HeaderMap,
     body: &[u8],
+    peer: Option<IpAddr>,
 ) -> Result<(Form, Caller), OAuthError> {
     let form = Form::parse(headers, body)?;
-    let caller = caller(a, headers, &form)?;
+    let caller = caller(a, headers, &form, peer)?;
     if caller.principal.is_none() {
         return Err(OAuthError::invalid_client("client authentication required"));
     }
@@ -326,10 +357,11 @@ fn authenticated(
 /// `POST /oauth2/introspect` (RFC 7662).
 pub async fn introspect(
     State(a): State<Arc<Authority>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (form, caller) = authenticated(&a, &headers, &body)?;
+    let (form, caller) = authenticated(&a, &headers, &body, peer_ip(peer))?;
     let token = form.get("token");
     let body = match a.introspect(&caller, token).await? {
         Introspection::Inactive => json!({ "active": false }),
@@ -381,10 +413,11 @@ pub async fn introspect(
 /// An operator (`tessera:revoke`) revokes any token; a client, its own tokens.
 pub async fn revoke(
     State(a): State<Arc<Authority>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (form, caller) = authenticated(&a, &headers, &body)?;
+    let (form, caller) = authenticated(&a, &headers, &body, peer_ip(peer))?;
     a.revoke_for_client(&caller, form.get("token")).await?;
     Ok(no_store(StatusCode::OK, json!({})))
 }
@@ -460,11 +493,12 @@ impl From<GrantError> for OAuthError {
 /// grant methods the gRPC `Exchange` also calls.
 pub async fn token(
     State(a): State<Arc<Authority>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(&headers, &body)?;
-    let caller = caller(&a, &headers, &form)?;
+    let caller = caller(&a, &headers, &form, peer_ip(peer))?;
     let secret = |k: &str| Secretish(form.get(k).to_string());
     let granted = match form.get("grant_type") {
         "" => return Err(OAuthError::invalid_request("grant_type is required")),

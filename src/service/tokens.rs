@@ -22,7 +22,9 @@ use crate::proto::{
     ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, RevocationEvent,
     RevokeRequest, RevokeResponse, WatchRevocationsRequest,
 };
-use crate::proto::{Heartbeat, RevokedTokenId, SigningKeyEvent, SnapshotDone, TokenVersion};
+use crate::proto::{
+    Heartbeat, RateLimit, RevokedTokenId, SigningKeyEvent, SnapshotDone, TokenVersion,
+};
 use crate::store::apikeys::ApiKeyFilter;
 use crate::store::audit::AuditFilter;
 use crate::store::changes::Change;
@@ -41,6 +43,13 @@ fn overlap(d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
         Some(d) => Ok(Some(d.seconds)),
         None => Ok(None),
     }
+}
+
+/// A requested rate limit, checked (`INVALID_ARGUMENT` when out of range).
+fn rate_limit(l: Option<RateLimit>) -> Result<Option<crate::ratelimit::RateLimit>, Status> {
+    l.map(|l| crate::ratelimit::RateLimit::new(l.per_second, l.burst))
+        .transpose()
+        .map_err(Status::invalid_argument)
 }
 
 fn issue_response(mut i: Issued) -> IssueResponse {
@@ -113,6 +122,7 @@ impl TokenService for TokenHandlers {
                         scopes: s.scopes,
                         exchange_audiences: s.exchange_audiences,
                         ttl: ttl(s.ttl)?,
+                        rate_limit: rate_limit(s.rate_limit)?,
                     };
                     let overlap = overlap(s.overlap)?;
                     self.0
@@ -132,6 +142,7 @@ impl TokenService for TokenHandlers {
                             s.scopes,
                             s.exchange_audiences,
                             ttl(s.ttl)?,
+                            rate_limit(s.rate_limit)?,
                         )
                         .await?
                 }
@@ -384,6 +395,10 @@ impl TokenService for TokenHandlers {
                 revoked: k.revoked_at.is_some(),
                 rotated_to: k.rotated_to.unwrap_or_default(),
                 exchange_audiences: k.exchange_audiences,
+                rate_limit: k.rate_limit.map(|l| RateLimit {
+                    per_second: l.per_second,
+                    burst: l.burst,
+                }),
             })
             .collect();
         Ok(Response::new(ListApiKeysResponse {

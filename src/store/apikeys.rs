@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::changes::{self, Change};
 use super::lists;
 use crate::error::Result;
+use crate::ratelimit::RateLimit;
 
 /// One API key as stored: the secret only as its hash.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct ApiKeyRow {
     pub expires_at: i64,
     /// Unix seconds, if revoked.
     pub revoked_at: Option<i64>,
+    /// Request rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl std::fmt::Debug for ApiKeyRow {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for ApiKeyRow {
             .field("environment", &self.environment)
             .field("scopes", &self.scopes)
             .field("exchange_audiences", &self.exchange_audiences)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -46,8 +50,9 @@ impl std::fmt::Debug for ApiKeyRow {
 /// Inserts a new key.
 pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, exchange_audiences, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
+                               rate_per_second, rate_burst)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             k.id,
             &k.secret_hash[..],
@@ -57,7 +62,9 @@ pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
             lists::encode(&k.scopes),
             lists::encode(&k.exchange_audiences),
             k.created_at,
-            k.expires_at
+            k.expires_at,
+            k.rate_limit.map(|l| l.per_second),
+            k.rate_limit.map(|l| l.burst)
         ],
     )?;
     Ok(())
@@ -97,7 +104,7 @@ pub fn touch(conn: &Connection, uses: &[(String, i64)]) -> Result<()> {
 pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, secret_hash, owner, name, environment, scopes, created_at, expires_at, revoked_at,
-                exchange_audiences
+                exchange_audiences, rate_per_second, rate_burst
          FROM api_keys WHERE revoked_at IS NULL AND expires_at > ?1",
     )?;
     let rows = stmt.query_map([now], |r| {
@@ -117,9 +124,18 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
             created_at: r.get(6)?,
             expires_at: r.get(7)?,
             revoked_at: r.get(8)?,
+            rate_limit: rate_limit(r, 10)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The limit stored in columns `i` (per second) and `i + 1` (burst). A pair that no
+/// longer passes [`RateLimit::new`] (it cannot be written so) is read as no limit.
+fn rate_limit(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<RateLimit>> {
+    let per_second: Option<u32> = r.get(i)?;
+    let burst: Option<u32> = r.get(i + 1)?;
+    Ok(per_second.and_then(|p| RateLimit::new(p, burst.unwrap_or(0)).ok()))
 }
 
 /// Ids of keys revoked before their expiry that have not yet expired at `now`.
@@ -160,6 +176,8 @@ pub struct ApiKeyListing {
     pub revoked_at: Option<i64>,
     /// The key that succeeded it by rotation.
     pub rotated_to: Option<String>,
+    /// Request rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 fn listing(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyListing> {
@@ -175,6 +193,7 @@ fn listing(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyListing> {
         last_used_at: r.get(8)?,
         revoked_at: r.get(9)?,
         rotated_to: r.get(10)?,
+        rate_limit: rate_limit(r, 11)?,
     })
 }
 
@@ -201,7 +220,7 @@ pub fn list(
     let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
     let mut stmt = conn.prepare_cached(
         "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
-                last_used_at, revoked_at, rotated_to
+                last_used_at, revoked_at, rotated_to, rate_per_second, rate_burst
          FROM api_keys
          WHERE (?1 = '' OR owner = ?1) AND (?2 = '' OR environment = ?2)
            AND (?3 OR (revoked_at IS NULL AND expires_at > ?4))
@@ -228,7 +247,7 @@ pub fn find_listing(conn: &Connection, id: &str) -> Result<Option<ApiKeyListing>
     Ok(conn
         .prepare_cached(
             "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
-                    last_used_at, revoked_at, rotated_to
+                    last_used_at, revoked_at, rotated_to, rate_per_second, rate_burst
              FROM api_keys WHERE id = ?1",
         )?
         .query_row([id], listing)

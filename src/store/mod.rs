@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_change_log.sql"),
     include_str!("migrations/0007_key_lifecycle.sql"),
     include_str!("migrations/0008_refresh_grace_client_secrets.sql"),
+    include_str!("migrations/0009_rate_limits.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
