@@ -179,11 +179,12 @@ fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Sta
         reason = %reason.label(),
         "authentication failed"
     );
-    Status::unauthenticated(match reason {
+    Error::Unauthenticated(match reason {
         AuthFailure::Duplicate => "send exactly one authorization: Bearer <api key>",
         AuthFailure::Malformed if key.is_none() => "authorization must be: Bearer <api key>",
         _ => "invalid API key",
     })
+    .into()
 }
 
 impl From<&crate::callers::Caller> for Principal {

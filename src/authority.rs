@@ -14,7 +14,6 @@ use crate::callers::Callers;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::grants::{GrantError, GrantResult};
 use crate::keys::seal::{self, MasterKey};
 use crate::keys::{Keyring, Rotation};
 use crate::listing::PageTokens;
@@ -909,24 +908,24 @@ impl Authority {
     /// family bound to it. Another client's token is refused (`unauthorized_client`)
     /// and stays live; an invalid or unknown token succeeds (§2.2). API keys are client
     /// credentials, not tokens issued to a client: they are revoked over gRPC only.
-    pub async fn revoke_for_client(&self, caller: &Caller, token: &str) -> GrantResult<()> {
+    pub async fn revoke_for_client(&self, caller: &Caller, token: &str) -> Result<()> {
         let Some(principal) = &caller.principal else {
-            return Err(GrantError::InvalidClient("client authentication required"));
+            return Err(Error::Unauthenticated("client authentication required"));
         };
         if token.is_empty() {
-            return Err(GrantError::InvalidRequest("token is required".into()));
+            return Err(Error::InvalidArgument("token is required".into()));
         }
         // Decided by shape alone, so the answer says nothing about the key's validity.
         if token.starts_with("tsk_") {
-            return Err(GrantError::UnsupportedTokenType(
+            return Err(Error::UnsupportedTokenType(
                 "API keys are not revoked here: use the gRPC Revoke call".into(),
             ));
         }
         if principal.has(auth::SCOPE_REVOKE) {
-            return Ok(self.revoke(caller, token, "").await?);
+            return self.revoke(caller, token, "").await;
         }
         if token.len() > MAX_TOKEN_LEN {
-            return Err(GrantError::InvalidRequest(format!(
+            return Err(Error::InvalidArgument(format!(
                 "token longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
@@ -935,31 +934,32 @@ impl Authority {
         let client = client.as_str();
         let not_yours = || {
             tracing::info!(client_id = %client, "refused to revoke a token issued to another client");
-            GrantError::UnauthorizedClient(
+            Error::UnauthorizedClient(
                 "this token was not issued to the authenticated client".into(),
             )
         };
         if token.starts_with(opaque::REFRESH_PREFIX) {
             if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
-                return Ok(self.audit_noop(caller, now).await?);
+                return self.audit_noop(caller, now).await;
             }
             let hash = opaque::hash(token);
             let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
             return match found {
-                Some((_, family)) if family.client_id == client => Ok(self
-                    .revoke_family(caller, &family.id, "refresh.revoked", now)
-                    .await?),
+                Some((_, family)) if family.client_id == client => {
+                    self.revoke_family(caller, &family.id, "refresh.revoked", now)
+                        .await
+                }
                 Some(_) => Err(not_yours()),
-                None => Ok(self.audit_noop(caller, now).await?),
+                None => self.audit_noop(caller, now).await,
             };
         }
         let rules = self.rules(now);
         match verify::verify(token, &rules) {
-            Ok((claims, jti)) if claims.client_id == client => Ok(self
-                .block(caller, jti, &claims.jti, claims.exp, now)
-                .await?),
+            Ok((claims, jti)) if claims.client_id == client => {
+                self.block(caller, jti, &claims.jti, claims.exp, now).await
+            }
             Ok(_) => Err(not_yours()),
-            Err(_) => Ok(self.audit_noop(caller, now).await?),
+            Err(_) => self.audit_noop(caller, now).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The OAuth grants (`Exchange`) and the OAuth kinds of `Issue` (clients and
 //! authorization codes), as more methods on [`Authority`]. The gRPC handlers and the
 //! HTTP token endpoint both call these and only translate; errors come back as
-//! [`GrantError`], which maps to a gRPC status and to an RFC 6749 error code alike.
+//! [`Error`], whose one table maps it to a gRPC status and to an RFC 6749 error alike.
 //!
 //! Single-use credentials (authorization codes, refresh tokens) follow one pattern:
 //! a read to validate and mint off the writer thread, then ONE store write whose
@@ -30,9 +30,7 @@ use crate::apikeys;
 use crate::auth::{self, Caller, Principal};
 use crate::authority::{AccessTokenRequest, Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
-use crate::grants::{
-    self, ACCESS_TOKEN_TYPE, CODE_TTL, GraceRecord, GrantError, GrantResult, RefreshUse,
-};
+use crate::grants::{self, ACCESS_TOKEN_TYPE, CODE_TTL, GraceRecord, RefreshUse};
 use crate::metrics::{Metrics, Reuse};
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
@@ -245,16 +243,16 @@ pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
 
 /// The client making a token request: the authenticated caller's key id or the
 /// `client_id` parameter; when both are present they must agree.
-fn requesting_client(authenticated: Option<&str>, claimed: &str) -> GrantResult<String> {
+fn requesting_client(authenticated: Option<&str>, claimed: &str) -> Result<String> {
     check_field("client_id", claimed, false)?;
     match (authenticated, claimed.is_empty()) {
         (Some(p), true) => Ok(p.to_string()),
         (Some(p), false) if p == claimed => Ok(claimed.to_string()),
-        (Some(_), false) => Err(GrantError::InvalidClient(
+        (Some(_), false) => Err(Error::Unauthenticated(
             "client_id does not match the authenticated client",
         )),
         (None, false) => Ok(claimed.to_string()),
-        (None, true) => Err(GrantError::InvalidClient(
+        (None, true) => Err(Error::Unauthenticated(
             "client_id is required (or authenticate as the client)",
         )),
     }
@@ -262,13 +260,13 @@ fn requesting_client(authenticated: Option<&str>, claimed: &str) -> GrantResult<
 
 /// A confidential client must have authenticated as itself (`authenticated`: the
 /// client the caller's key belongs to); a public one cannot.
-fn authenticate(authenticated: Option<&str>, client: &ClientRow) -> GrantResult<()> {
+fn authenticate(authenticated: Option<&str>, client: &ClientRow) -> Result<()> {
     if client.public {
         return Ok(());
     }
     match authenticated {
         Some(p) if p == client.id => Ok(()),
-        _ => Err(GrantError::InvalidClient(
+        _ => Err(Error::Unauthenticated(
             "a confidential client must authenticate with its secret (its API key)",
         )),
     }
@@ -318,12 +316,12 @@ impl Authority {
     /// Checks client credentials sent to the HTTP token endpoint (`client_secret_basic`
     /// or `client_secret_post`): the secret is the client's API key and `client_id`
     /// its id. The principal goes into the [`Caller`] handed to the grant methods.
-    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> GrantResult<Principal> {
+    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Principal> {
         let c = self
             .callers
             .check(secret, self.clock.now())
             .filter(|c| self.client_keys.client_of(&c.row.id) == client_id)
-            .ok_or(GrantError::InvalidClient("client authentication failed"))?;
+            .ok_or(Error::Unauthenticated("client authentication failed"))?;
         Ok(Principal::from(&*c))
     }
 
@@ -334,11 +332,11 @@ impl Authority {
         &self,
         caller: &Caller,
         reg: ClientRegistration,
-    ) -> GrantResult<Issued> {
+    ) -> Result<Issued> {
         caller.require(auth::SCOPE_ADMIN)?;
         check_field("name", &reg.name, true)?;
         if reg.redirect_uris.is_empty() || reg.redirect_uris.len() > grants::MAX_REDIRECT_URIS {
-            return Err(GrantError::InvalidRequest(format!(
+            return Err(Error::InvalidArgument(format!(
                 "redirect_uris: between 1 and {} entries",
                 grants::MAX_REDIRECT_URIS
             )));
@@ -352,7 +350,7 @@ impl Authority {
         }
         let scopes = normalize_scopes(&reg.scopes)?;
         if scopes.iter().any(|s| s.starts_with(SERVICE_SCOPE_PREFIX)) {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "tessera:* scopes cannot be given to an OAuth client".into(),
             ));
         }
@@ -469,28 +467,24 @@ impl Authority {
         &self,
         caller: &Caller,
         req: CodeRequest,
-    ) -> GrantResult<Issued> {
+    ) -> Result<Issued> {
         caller.require(auth::SCOPE_ISSUE)?;
         check_field("client_id", &req.client_id, true)?;
         check_field("subject", &req.subject, true)?;
         if req.redirect_uri.is_empty() {
-            return Err(GrantError::InvalidRequest(
-                "redirect_uri is required".into(),
-            ));
+            return Err(Error::InvalidArgument("redirect_uri is required".into()));
         }
         grants::check_code_challenge(&req.code_challenge, &req.code_challenge_method)?;
         let client = self
             .find_client(&req.client_id)
             .await?
-            .ok_or(GrantError::UnknownClient(
-                "no OAuth client has this client_id",
-            ))?;
+            .ok_or(Error::NotFound("no OAuth client has this client_id".into()))?;
         if !client
             .redirect_uris
             .iter()
             .any(|r| grants::redirect_uri_matches(r, &req.redirect_uri))
         {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "redirect_uri is not registered for this client (exact match required)".into(),
             ));
         }
@@ -550,7 +544,7 @@ impl Authority {
         &self,
         caller: &Caller,
         req: ClientCredentialsRequest,
-    ) -> GrantResult<Granted> {
+    ) -> Result<Granted> {
         check_field("client_id", &req.client_id, false)?;
         let Some(p) = &caller.principal else {
             if !req.client_id.is_empty()
@@ -559,11 +553,11 @@ impl Authority {
                     .await?
                     .is_some_and(|c| c.public)
             {
-                return Err(GrantError::UnauthorizedClient(
+                return Err(Error::UnauthorizedClient(
                     "a public client cannot use client_credentials".into(),
                 ));
             }
-            return Err(GrantError::InvalidClient(
+            return Err(Error::Unauthenticated(
                 "client_credentials needs the caller's API key: authorization: Bearer <api key>",
             ));
         };
@@ -571,7 +565,7 @@ impl Authority {
         // stay the client id across secret rotations.
         let me = self.client_keys.client_of(&p.key_id);
         if !req.client_id.is_empty() && req.client_id != me {
-            return Err(GrantError::InvalidClient(
+            return Err(Error::Unauthenticated(
                 "client_id does not match the authenticated client",
             ));
         }
@@ -615,19 +609,17 @@ impl Authority {
         &self,
         caller: &Caller,
         req: RefreshRequest,
-    ) -> GrantResult<Granted> {
+    ) -> Result<Granted> {
         let text = req.refresh_token.0.as_str();
         if text.is_empty() {
-            return Err(GrantError::InvalidRequest(
-                "refresh_token is required".into(),
-            ));
+            return Err(Error::InvalidArgument("refresh_token is required".into()));
         }
         if !req.client_id.is_empty() {
             // Named and authenticated client must agree.
             requesting_client(self.authenticated_client(caller).as_deref(), &req.client_id)?;
         }
         if !opaque::well_formed(text, opaque::REFRESH_PREFIX) {
-            return Err(GrantError::InvalidGrant("unknown refresh token"));
+            return Err(Error::InvalidGrant("unknown refresh token"));
         }
         let hash = opaque::hash(text);
         let authenticated = self.authenticated_client(caller);
@@ -647,7 +639,7 @@ impl Authority {
             })
             .await?;
         let Some((token, family)) = found else {
-            return Err(GrantError::InvalidGrant("unknown refresh token"));
+            return Err(Error::InvalidGrant("unknown refresh token"));
         };
 
         // Client binding (OAuth 2.1 §4.3.1): a confidential client authenticates; no
@@ -658,18 +650,18 @@ impl Authority {
         if caller_is_other_client
             || (!req.client_id.is_empty() && req.client_id != family.client_id)
         {
-            return Err(GrantError::InvalidGrant(
+            return Err(Error::InvalidGrant(
                 "refresh token was issued to another client",
             ));
         }
         if family.revoked_at.is_some() {
-            return Err(GrantError::InvalidGrant("refresh token has been revoked"));
+            return Err(Error::InvalidGrant("refresh token has been revoked"));
         }
         let scopes = grants::grant_scopes(&req.scopes, &family.scopes)?;
         let now = self.clock.now();
         let reused = token.used_at.is_some();
         if !reused && (now >= token.expires_at || now >= family.absolute_expires_at) {
-            return Err(GrantError::InvalidGrant("refresh token has expired"));
+            return Err(Error::InvalidGrant("refresh token has expired"));
         }
 
         // Mint the successor off the writer thread; the write decides whether it counts.
@@ -790,12 +782,12 @@ impl Authority {
         match spent {
             Spent::Fresh => {}
             Spent::Dead => {
-                return Err(GrantError::InvalidGrant("refresh token is no longer valid"));
+                return Err(Error::InvalidGrant("refresh token is no longer valid"));
             }
             Spent::Reused(blocked) => {
                 self.metrics.reuse(Reuse::RefreshToken);
                 self.after_reuse("used refresh token", &family.id, &blocked);
-                return Err(GrantError::InvalidGrant(
+                return Err(Error::InvalidGrant(
                     "refresh token was already used; its grant has been revoked",
                 ));
             }
@@ -819,7 +811,7 @@ impl Authority {
             }
         }
         let Some((jwt, jti, exp, rt, row)) = minted else {
-            return Err(Error::internal("refresh rotated without a successor").into());
+            return Err(Error::internal("refresh rotated without a successor"));
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
@@ -839,16 +831,14 @@ impl Authority {
         &self,
         caller: &Caller,
         req: CodeRedemption,
-    ) -> GrantResult<Granted> {
+    ) -> Result<Granted> {
         let authenticated = self.authenticated_client(caller);
         let client_id = requesting_client(authenticated.as_deref(), &req.client_id)?;
         if req.code.0.is_empty() {
-            return Err(GrantError::InvalidRequest("code is required".into()));
+            return Err(Error::InvalidArgument("code is required".into()));
         }
         if req.redirect_uri.is_empty() {
-            return Err(GrantError::InvalidRequest(
-                "redirect_uri is required".into(),
-            ));
+            return Err(Error::InvalidArgument("redirect_uri is required".into()));
         }
         let hash = opaque::hash(&req.code.0);
         let well_formed = opaque::well_formed(&req.code.0, opaque::CODE_PREFIX);
@@ -863,16 +853,16 @@ impl Authority {
                 Ok((clients::find(c, &client_id)?, code))
             })
             .await?;
-        let client = client.ok_or(GrantError::InvalidClient("unknown client"))?;
+        let client = client.ok_or(Error::Unauthenticated("unknown client"))?;
         authenticate(authenticated.as_deref(), &client)?;
-        let code = code.ok_or(GrantError::InvalidGrant("unknown authorization code"))?;
+        let code = code.ok_or(Error::InvalidGrant("unknown authorization code"))?;
         if code.client_id != client.id {
-            return Err(GrantError::InvalidGrant(
+            return Err(Error::InvalidGrant(
                 "authorization code was issued to another client",
             ));
         }
         if code.redirect_uri != req.redirect_uri {
-            return Err(GrantError::InvalidGrant(
+            return Err(Error::InvalidGrant(
                 "redirect_uri differs from the authorization request's",
             ));
         }
@@ -880,7 +870,7 @@ impl Authority {
         let now = self.clock.now();
         let reused = code.used_at.is_some();
         if !reused && now >= code.expires_at {
-            return Err(GrantError::InvalidGrant("authorization code has expired"));
+            return Err(Error::InvalidGrant("authorization code has expired"));
         }
 
         let mut minted = None;
@@ -964,20 +954,20 @@ impl Authority {
             .await?;
         match spent {
             Spent::Fresh => {}
-            Spent::Dead => return Err(GrantError::InvalidGrant("authorization code has expired")),
+            Spent::Dead => return Err(Error::InvalidGrant("authorization code has expired")),
             Spent::Replayed(_) => {
-                return Err(Error::internal("authorization codes have no grace period").into());
+                return Err(Error::internal("authorization codes have no grace period"));
             }
             Spent::Reused(blocked) => {
                 self.metrics.reuse(Reuse::AuthorizationCode);
                 self.after_reuse("used authorization code", &code.id, &blocked);
-                return Err(GrantError::InvalidGrant(
+                return Err(Error::InvalidGrant(
                     "authorization code was already used; what it issued has been revoked",
                 ));
             }
         }
         let Some((jwt, jti, exp, rt, row, _)) = minted else {
-            return Err(Error::internal("code redeemed without tokens").into());
+            return Err(Error::internal("code redeemed without tokens"));
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
@@ -1004,33 +994,31 @@ impl Authority {
         &self,
         caller: &Caller,
         req: TokenExchangeRequest,
-    ) -> GrantResult<Granted> {
+    ) -> Result<Granted> {
         let Some(p) = &caller.principal else {
-            return Err(GrantError::InvalidClient(
+            return Err(Error::Unauthenticated(
                 "token exchange needs the acting service's API key: authorization: Bearer <api key>",
             ));
         };
         if req.subject_token.0.is_empty() {
-            return Err(GrantError::InvalidRequest(
-                "subject_token is required".into(),
-            ));
+            return Err(Error::InvalidArgument("subject_token is required".into()));
         }
         if req.subject_token_type != ACCESS_TOKEN_TYPE {
-            return Err(GrantError::InvalidRequest(format!(
+            return Err(Error::InvalidArgument(format!(
                 "subject_token_type must be {ACCESS_TOKEN_TYPE}"
             )));
         }
         if req.subject_token.0.len() > MAX_TOKEN_LEN {
-            return Err(GrantError::InvalidRequest(format!(
+            return Err(Error::InvalidArgument(format!(
                 "subject_token longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
         let key = self
             .callers
             .get(&p.key_id)
-            .ok_or(GrantError::InvalidClient("the calling API key is not live"))?;
+            .ok_or(Error::Unauthenticated("the calling API key is not live"))?;
         if key.row.exchange_audiences.is_empty() {
-            return Err(GrantError::InvalidTarget(
+            return Err(Error::InvalidTarget(
                 "this API key may not exchange tokens: its exchange_audiences list is empty".into(),
             ));
         }
@@ -1039,10 +1027,10 @@ impl Authority {
         let (subject, _) = self.check_access_token(&req.subject_token.0).map_err(|r| {
             self.metrics.inactive(r);
             tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
-            GrantError::InactiveSubjectToken
+            Error::InactiveSubjectToken
         })?;
         if !grants::is_audience(&subject.aud, &key.row.id, &key.row.name) {
-            return Err(GrantError::InvalidTarget(
+            return Err(Error::InvalidTarget(
                 "the calling service is not an audience of the subject token: only a service \
                  the token was issued to may exchange it"
                     .into(),
@@ -1064,7 +1052,7 @@ impl Authority {
         let now = self.clock.now();
         let lifetime = self.access_lifetime(None, &scopes)?.min(subject.exp - now);
         if lifetime <= 0 {
-            return Err(GrantError::InactiveSubjectToken);
+            return Err(Error::InactiveSubjectToken);
         }
         let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, Some(act), now)?;
         let entry = audit_entry(caller, now, "token.exchanged", &jti)
@@ -1090,7 +1078,7 @@ impl Authority {
             // Revoked between the check above and this write: the token just signed
             // was never handed out and has no lineage, so it is simply dropped.
             tracing::info!(subject_jti = %subject.jti, "token exchange: subject token revoked meanwhile");
-            return Err(GrantError::InactiveSubjectToken);
+            return Err(Error::InactiveSubjectToken);
         }
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {

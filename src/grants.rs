@@ -1,7 +1,8 @@
 //! Pure OAuth grant rules, no I/O: PKCE (RFC 7636, `S256` only), redirect-URI
 //! registration and matching (RFC 9700 §2.1/§4.1.3, RFC 8252 §7.3), scope narrowing,
-//! the RFC 8693 `act` chain, and [`GrantError`], which says what went wrong precisely
-//! enough to answer either as a gRPC status or as an RFC 6749 §5.2 error.
+//! the RFC 8693 `act` chain. Refusals are [`Error`]s of the OAuth kinds (`InvalidGrant`,
+//! `InvalidScope`, `InvalidTarget`, ...), which answer as a gRPC status or as an
+//! RFC 6749 §5.2 error alike.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -9,7 +10,7 @@ use ring::digest::{SHA256, digest};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::tokens::{MAX_AUDIENCES, SERVICE_SCOPE_PREFIX, check_list, normalize_scopes};
 
 /// The one PKCE method accepted.
@@ -24,119 +25,6 @@ pub const MAX_REDIRECT_URI_LEN: usize = 2048;
 pub const MAX_REDIRECT_URIS: usize = 16;
 /// Longest `act` chain (RFC 8693 §4.1) a token may carry.
 pub const MAX_ACT_DEPTH: usize = 8;
-
-/// Why a grant was refused. Each variant fixes both its gRPC code and its RFC 6749 /
-/// RFC 8693 error code, so the gRPC and the HTTP token endpoint answer alike.
-/// Messages help the caller and never contain a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    /// A parameter is missing or malformed: `INVALID_ARGUMENT`, `invalid_request`.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// Client authentication is missing or wrong: `UNAUTHENTICATED`, `invalid_client`.
-    #[error("{0}")]
-    InvalidClient(&'static str),
-    /// The code or refresh token is unknown, used, expired, revoked or bound to another
-    /// client or redirect URI, or the PKCE verifier does not match:
-    /// `UNAUTHENTICATED`, `invalid_grant`.
-    #[error("{0}")]
-    InvalidGrant(&'static str),
-    /// RFC 8693 §2.2.2: the subject token is not an active access token of ours:
-    /// `UNAUTHENTICATED`, `invalid_request`.
-    #[error("subject_token is not an active access token")]
-    InactiveSubjectToken,
-    /// More scope than the grant or key holds: `PERMISSION_DENIED`, `invalid_scope`.
-    #[error("{0}")]
-    InvalidScope(String),
-    /// An audience the service will not issue for: `PERMISSION_DENIED`, `invalid_target`.
-    #[error("{0}")]
-    InvalidTarget(String),
-    /// This client may not use this grant: `FAILED_PRECONDITION`, `unauthorized_client`.
-    #[error("{0}")]
-    UnauthorizedClient(String),
-    /// A grant type the service does not offer: `INVALID_ARGUMENT`, `unsupported_grant_type`.
-    #[error("{0}")]
-    UnsupportedGrantType(String),
-    /// RFC 7009 §2.2.1: a kind of token this endpoint does not revoke:
-    /// `INVALID_ARGUMENT`, `unsupported_token_type`.
-    #[error("{0}")]
-    UnsupportedTokenType(String),
-    /// The named client is not registered: `NOT_FOUND`, `invalid_client`.
-    #[error("{0}")]
-    UnknownClient(&'static str),
-    /// Anything else (storage, the caller's own scopes, a bug): the service error as is.
-    #[error(transparent)]
-    Service(Error),
-}
-
-/// Shorthand for grant results.
-pub type GrantResult<T> = std::result::Result<T, GrantError>;
-
-impl GrantError {
-    /// The RFC 6749 §5.2 (or RFC 8693 §2.2.2) `error` code.
-    pub fn oauth_error(&self) -> &'static str {
-        match self {
-            GrantError::InvalidRequest(_) | GrantError::InactiveSubjectToken => "invalid_request",
-            GrantError::InvalidClient(_) | GrantError::UnknownClient(_) => "invalid_client",
-            GrantError::InvalidGrant(_) => "invalid_grant",
-            GrantError::InvalidScope(_) => "invalid_scope",
-            GrantError::InvalidTarget(_) => "invalid_target",
-            GrantError::UnauthorizedClient(_) => "unauthorized_client",
-            GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
-            GrantError::UnsupportedTokenType(_) => "unsupported_token_type",
-            GrantError::Service(Error::Unauthenticated(_)) => "invalid_client",
-            GrantError::Service(Error::Unavailable) => "temporarily_unavailable",
-            GrantError::Service(Error::Internal(_)) => "server_error",
-            GrantError::Service(_) => "invalid_request",
-        }
-    }
-
-    /// The HTTP status of the token-endpoint answer (RFC 6749 §5.2: 401 for a failed
-    /// client authentication, 400 otherwise; 503 / 500 for service faults).
-    pub fn http_status(&self) -> u16 {
-        match self.oauth_error() {
-            "invalid_client" => 401,
-            "temporarily_unavailable" => 503,
-            "server_error" => 500,
-            _ => 400,
-        }
-    }
-}
-
-impl From<Error> for GrantError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidArgument(m) => GrantError::InvalidRequest(m),
-            other => GrantError::Service(other),
-        }
-    }
-}
-
-impl From<GrantError> for Error {
-    fn from(e: GrantError) -> Self {
-        match e {
-            GrantError::InvalidRequest(m)
-            | GrantError::UnsupportedGrantType(m)
-            | GrantError::UnsupportedTokenType(m) => Error::InvalidArgument(m),
-            GrantError::InvalidClient(m) | GrantError::InvalidGrant(m) => Error::Unauthenticated(m),
-            GrantError::InactiveSubjectToken => {
-                Error::Unauthenticated("subject_token is not an active access token")
-            }
-            GrantError::InvalidScope(m) | GrantError::InvalidTarget(m) => {
-                Error::PermissionDenied(m)
-            }
-            GrantError::UnauthorizedClient(m) => Error::FailedPrecondition(m),
-            GrantError::UnknownClient(m) => Error::NotFound(m.into()),
-            GrantError::Service(e) => e,
-        }
-    }
-}
-
-impl From<GrantError> for tonic::Status {
-    fn from(e: GrantError) -> Self {
-        Error::from(e).into()
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // PKCE
@@ -153,33 +41,33 @@ pub fn pkce_value_ok(s: &str) -> bool {
 /// challenge, a missing method (RFC 7636 would default it to `plain`), `plain` and
 /// unknown methods are refused. An `S256` challenge is base64url(SHA-256), so it must
 /// be exactly 43 characters that decode to 32 bytes.
-pub fn check_code_challenge(challenge: &str, method: &str) -> GrantResult<()> {
+pub fn check_code_challenge(challenge: &str, method: &str) -> Result<()> {
     if challenge.is_empty() {
-        return Err(GrantError::InvalidRequest(
+        return Err(Error::InvalidArgument(
             "code_challenge is required: PKCE with S256 is mandatory".into(),
         ));
     }
     match method {
         S256 => {}
         "plain" => {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "code_challenge_method plain is not allowed: use S256".into(),
             ));
         }
         "" => {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "code_challenge_method is required and must be S256".into(),
             ));
         }
         _ => {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "code_challenge_method must be S256".into(),
             ));
         }
     }
     let decoded = B64.decode(challenge).map(|v| v.len());
     if !pkce_value_ok(challenge) || challenge.len() != 43 || decoded != Ok(32) {
-        return Err(GrantError::InvalidRequest(
+        return Err(Error::InvalidArgument(
             "code_challenge must be BASE64URL(SHA-256(code_verifier)): 43 characters".into(),
         ));
     }
@@ -193,19 +81,19 @@ pub fn s256(verifier: &str) -> String {
 
 /// Checks a `code_verifier` against the stored challenge, in constant time. Every
 /// failure is `invalid_grant` (RFC 7636 §4.6).
-pub fn verify_pkce(verifier: &str, challenge: &str) -> GrantResult<()> {
+pub fn verify_pkce(verifier: &str, challenge: &str) -> Result<()> {
     if verifier.is_empty() {
-        return Err(GrantError::InvalidGrant("code_verifier is required"));
+        return Err(Error::InvalidGrant("code_verifier is required"));
     }
     if !pkce_value_ok(verifier) {
-        return Err(GrantError::InvalidGrant(
+        return Err(Error::InvalidGrant(
             "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
         ));
     }
     if bool::from(s256(verifier).as_bytes().ct_eq(challenge.as_bytes())) {
         Ok(())
     } else {
-        Err(GrantError::InvalidGrant(
+        Err(Error::InvalidGrant(
             "code_verifier does not match the code_challenge",
         ))
     }
@@ -247,24 +135,24 @@ fn loopback_parts(uri: &str) -> Option<(&'static str, &str)> {
 /// Checks a redirect URI for registration: `https` with a host and no userinfo, or
 /// `http` on a loopback IP literal (RFC 9700 §2.6, RFC 8252 §7.3); printable ASCII,
 /// no fragment (RFC 6749 §3.1.2), at most [`MAX_REDIRECT_URI_LEN`] bytes.
-pub fn check_redirect_registration(uri: &str) -> GrantResult<()> {
+pub fn check_redirect_registration(uri: &str) -> Result<()> {
     if uri.is_empty()
         || uri.len() > MAX_REDIRECT_URI_LEN
         || !uri.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(GrantError::InvalidRequest(format!(
+        return Err(Error::InvalidArgument(format!(
             "a redirect URI must be 1-{MAX_REDIRECT_URI_LEN} printable ASCII characters without spaces"
         )));
     }
     if uri.contains('#') {
-        return Err(GrantError::InvalidRequest(
+        return Err(Error::InvalidArgument(
             "a redirect URI must not contain a fragment".into(),
         ));
     }
     if let Some(rest) = uri.strip_prefix("https://") {
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
         if authority.is_empty() || authority.contains(['@', '\\']) {
-            return Err(GrantError::InvalidRequest(
+            return Err(Error::InvalidArgument(
                 "an https redirect URI needs a host and no userinfo".into(),
             ));
         }
@@ -273,14 +161,14 @@ pub fn check_redirect_registration(uri: &str) -> GrantResult<()> {
     if uri.starts_with("http://") {
         return match loopback_parts(uri) {
             Some(_) => Ok(()),
-            None => Err(GrantError::InvalidRequest(
+            None => Err(Error::InvalidArgument(
                 "http redirect URIs are allowed only on a loopback IP literal \
                  (http://127.0.0.1:port/... or http://[::1]:port/...)"
                     .into(),
             )),
         };
     }
-    Err(GrantError::InvalidRequest(
+    Err(Error::InvalidArgument(
         "a redirect URI must use https (or http on a loopback IP literal)".into(),
     ))
 }
@@ -313,7 +201,7 @@ pub fn without_service_scopes(scopes: &[String]) -> Vec<String> {
 /// The scopes to grant: the requested ones, normalized, if they are all within
 /// `available`; `available` (minus `tessera:*`) when none are requested. Asking for a
 /// scope outside `available`, or for a `tessera:*` scope, is `invalid_scope`.
-pub fn grant_scopes(requested: &[String], available: &[String]) -> GrantResult<Vec<String>> {
+pub fn grant_scopes(requested: &[String], available: &[String]) -> Result<Vec<String>> {
     let requested = normalize_scopes(requested)?;
     if requested.is_empty() {
         let mut out = without_service_scopes(available);
@@ -325,12 +213,12 @@ pub fn grant_scopes(requested: &[String], available: &[String]) -> GrantResult<V
         .iter()
         .find(|s| s.starts_with(SERVICE_SCOPE_PREFIX))
     {
-        return Err(GrantError::InvalidScope(format!(
+        return Err(Error::InvalidScope(format!(
             "scope {s} governs Tessera itself and is never put in a token"
         )));
     }
     if let Some(s) = requested.iter().find(|s| !available.contains(s)) {
-        return Err(GrantError::InvalidScope(format!(
+        return Err(Error::InvalidScope(format!(
             "scope {s} is not within the scopes this grant holds"
         )));
     }
@@ -356,13 +244,13 @@ pub fn exchange_audience(
     requested: &[String],
     caller_key_id: &str,
     allowed: &[String],
-) -> GrantResult<Vec<String>> {
+) -> Result<Vec<String>> {
     if requested.is_empty() {
         return Ok(vec![caller_key_id.to_string()]);
     }
     check_list("audience", requested, true, MAX_AUDIENCES)?;
     if let Some(a) = requested.iter().find(|a| !allowed.contains(a)) {
-        return Err(GrantError::InvalidTarget(format!(
+        return Err(Error::InvalidTarget(format!(
             "audience {a:?} is not in this API key's exchange_audiences"
         )));
     }
@@ -388,13 +276,9 @@ pub fn act_depth(act: Option<&Value>) -> usize {
 /// The `act` claim of a token obtained by `actor` (its key owner and key id) through
 /// token exchange: `{"sub", "client_id"}`, with the subject token's own `act` nested
 /// inside as `act.act` (RFC 8693 §4.1: the current actor outermost).
-pub fn actor_claim(
-    actor_sub: &str,
-    actor_client_id: &str,
-    prior: Option<&Value>,
-) -> GrantResult<Value> {
+pub fn actor_claim(actor_sub: &str, actor_client_id: &str, prior: Option<&Value>) -> Result<Value> {
     if act_depth(prior) >= MAX_ACT_DEPTH {
-        return Err(GrantError::InvalidRequest(format!(
+        return Err(Error::InvalidArgument(format!(
             "the subject token has been exchanged {MAX_ACT_DEPTH} times already"
         )));
     }
@@ -689,85 +573,6 @@ mod tests {
             chain = Some(actor_claim("s", &i.to_string(), chain.as_ref()).unwrap());
         }
         assert!(actor_claim("s", "x", chain.as_ref()).is_err());
-    }
-
-    #[test]
-    fn error_mapping() {
-        use tonic::Code;
-        let rows: Vec<(GrantError, Code, &str, u16)> = vec![
-            (
-                GrantError::InvalidRequest("x".into()),
-                Code::InvalidArgument,
-                "invalid_request",
-                400,
-            ),
-            (
-                GrantError::InvalidClient("x"),
-                Code::Unauthenticated,
-                "invalid_client",
-                401,
-            ),
-            (
-                GrantError::InvalidGrant("x"),
-                Code::Unauthenticated,
-                "invalid_grant",
-                400,
-            ),
-            (
-                GrantError::InactiveSubjectToken,
-                Code::Unauthenticated,
-                "invalid_request",
-                400,
-            ),
-            (
-                GrantError::InvalidScope("x".into()),
-                Code::PermissionDenied,
-                "invalid_scope",
-                400,
-            ),
-            (
-                GrantError::InvalidTarget("x".into()),
-                Code::PermissionDenied,
-                "invalid_target",
-                400,
-            ),
-            (
-                GrantError::UnauthorizedClient("x".into()),
-                Code::FailedPrecondition,
-                "unauthorized_client",
-                400,
-            ),
-            (
-                GrantError::UnsupportedGrantType("x".into()),
-                Code::InvalidArgument,
-                "unsupported_grant_type",
-                400,
-            ),
-            (
-                GrantError::UnknownClient("x"),
-                Code::NotFound,
-                "invalid_client",
-                401,
-            ),
-            (
-                GrantError::Service(Error::Unavailable),
-                Code::Unavailable,
-                "temporarily_unavailable",
-                503,
-            ),
-            (
-                GrantError::Service(Error::internal("boom")),
-                Code::Internal,
-                "server_error",
-                500,
-            ),
-        ];
-        for (e, code, oauth, http) in rows {
-            assert_eq!((e.oauth_error(), e.http_status()), (oauth, http), "{e:?}");
-            let status = tonic::Status::from(e);
-            assert_eq!(status.code(), code);
-            assert!(!status.message().contains("boom"), "internal cause leaked");
-        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`authority`]  every operation (issue, introspect, revoke, bump, rotate) as a method
 //! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
 //! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
-//! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`, `GrantError`
+//! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`
 //! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
 //! - [`callers`]    live API keys in memory (the hot-path credential check)
 //! - [`ratelimit`]  per-key request rates (lock-free GCRA) and the failed-authentication throttle

@@ -99,10 +99,11 @@ impl MessageLimit {
                     if *have == 5 {
                         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
                         if len > self.limit {
-                            return Err(Status::resource_exhausted(format!(
+                            return Err(crate::error::Error::TooLarge(format!(
                                 "request message of {len} bytes is over the limit of {} bytes",
                                 self.limit
-                            )));
+                            ))
+                            .into());
                         }
                         self.state = if len == 0 {
                             Framing::Prefix([0; 5], 0)

@@ -18,5 +18,5 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::internal("internal error"))
+        .ok_or_else(|| crate::error::Error::internal("no caller attached to the request").into())
 }

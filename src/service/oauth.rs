@@ -23,93 +23,29 @@ use crate::error::Error;
 use crate::exchange::{
     ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
 };
-use crate::grants::GrantError;
 use crate::net::PeerAddr;
 use crate::tokens::{normalize_scopes, valid_list_entry};
 
 /// Largest form body accepted.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// An RFC 6749 §5.2 error response.
-#[derive(Debug)]
-pub struct OAuthError {
-    status: StatusCode,
-    code: &'static str,
-    description: String,
-    /// Sent as `Retry-After` (whole seconds, rounded up).
-    retry_after: Option<std::time::Duration>,
-}
-
-impl OAuthError {
-    /// Builds an error with its RFC 6749 code.
-    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
-        OAuthError {
-            status,
-            code,
-            description: description.into(),
-            retry_after: None,
-        }
-    }
-
-    /// `invalid_request` (400).
-    pub fn invalid_request(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
-    }
-
-    /// `invalid_client` (401, with a Basic challenge).
-    pub fn invalid_client(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
-    }
-}
-
-impl From<Error> for OAuthError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidArgument(m) => Self::invalid_request(m),
-            Error::Unauthenticated(m) => Self::invalid_client(m),
-            Error::PermissionDenied(m) => Self::new(StatusCode::FORBIDDEN, "access_denied", m),
-            Error::NotFound(m) => Self::invalid_request(m),
-            Error::FailedPrecondition(m) => {
-                Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", m)
-            }
-            Error::ResourceExhausted(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", m),
-            Error::RateLimited {
-                message,
-                retry_after,
-            } => OAuthError {
-                retry_after: Some(retry_after),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", message)
-            },
-            Error::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "retry later",
-            ),
-            Error::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal error",
-                )
-            }
-        }
-    }
-}
-
-impl IntoResponse for OAuthError {
+/// An error as an OAuth HTTP answer: the status and RFC 6749 §5.2 JSON body of
+/// [`Error::mapping`], never cached. A 401 carries the challenge RFC 6749 §5.2 asks
+/// for; a rate limit, `Retry-After`.
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        let status = self.http_status();
         let mut r = no_store(
-            self.status,
-            json!({ "error": self.code, "error_description": self.description }),
+            status,
+            json!({ "error": self.oauth_error(), "error_description": self.message() }),
         );
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"tessera\""),
             );
         }
-        if let Some(d) = self.retry_after {
+        if let Some(d) = self.retry_after() {
             // Rounded up: a client that waits the whole seconds given is never early.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
             r.headers_mut()
@@ -119,12 +55,8 @@ impl IntoResponse for OAuthError {
     }
 }
 
-fn body_too_large() -> OAuthError {
-    OAuthError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request",
-        format!("request body larger than {MAX_FORM_BYTES} bytes"),
-    )
+fn body_too_large() -> Error {
+    Error::TooLarge(format!("request body larger than {MAX_FORM_BYTES} bytes"))
 }
 
 /// Turns the body-limit layer's plain-text 413 into an RFC 6749 JSON error, so an
@@ -153,7 +85,7 @@ pub struct Form(Vec<(String, String)>);
 
 impl Form {
     /// Parses a body; repeated parameters are an error (RFC 6749 §3.2).
-    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -162,18 +94,18 @@ impl Form {
             .to_ascii_lowercase()
             .starts_with("application/x-www-form-urlencoded")
         {
-            return Err(OAuthError::invalid_request(
-                "content type must be application/x-www-form-urlencoded",
+            return Err(Error::InvalidArgument(
+                "content type must be application/x-www-form-urlencoded".into(),
             ));
         }
         if body.len() > MAX_FORM_BYTES {
             return Err(body_too_large());
         }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|_| OAuthError::invalid_request("malformed form body"))?;
+            .map_err(|_| Error::InvalidArgument("malformed form body".into()))?;
         for (i, (k, _)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(OAuthError::invalid_request(format!(
+                return Err(Error::InvalidArgument(format!(
                     "parameter {k} given more than once"
                 )));
             }
@@ -200,7 +132,7 @@ impl Form {
     /// whitespace (a tab, a no-break space) or a control character: it is not a list
     /// separator, and no token could carry such an entry. A bad `scope` is
     /// `invalid_scope`; a bad `audience` is `invalid_request`.
-    pub fn list(&self, k: &str) -> Result<Vec<String>, OAuthError> {
+    pub fn list(&self, k: &str) -> Result<Vec<String>, Error> {
         let v = self.get(k);
         if v.is_empty() {
             return Ok(Vec::new());
@@ -208,15 +140,14 @@ impl Form {
         let items: Vec<String> = v.split(' ').map(str::to_string).collect();
         if k == "scope" {
             if normalize_scopes(&items).is_err() {
-                return Err(OAuthError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
+                return Err(Error::InvalidScope(
                     "scope: scope tokens separated by single spaces, each 1-256 printable ASCII \
-                     characters without quotes or backslashes",
+                     characters without quotes or backslashes"
+                        .into(),
                 ));
             }
         } else if !items.iter().all(|i| valid_list_entry(i)) {
-            return Err(OAuthError::invalid_request(format!(
+            return Err(Error::InvalidArgument(format!(
                 "{k}: entries separated by single spaces, each without whitespace, control or \
                  invisible characters"
             )));
@@ -233,35 +164,35 @@ impl Form {
 pub fn client_key(
     headers: &HeaderMap,
     form: &Form,
-) -> Result<Option<(String, Option<String>)>, OAuthError> {
+) -> Result<Option<(String, Option<String>)>, Error> {
     let mut auth_headers = headers.get_all(header::AUTHORIZATION).iter();
     let first = auth_headers.next();
     if auth_headers.next().is_some() {
-        return Err(OAuthError::invalid_request(
-            "send one Authorization header, not several",
+        return Err(Error::InvalidArgument(
+            "send one Authorization header, not several".into(),
         ));
     }
     if first.is_some() && form.has("client_secret") {
-        return Err(OAuthError::invalid_request(
-            "use one client authentication method: HTTP Basic or client_secret in the body, not both",
+        return Err(Error::InvalidArgument(
+            "use one client authentication method: HTTP Basic or client_secret in the body, not both".into(),
         ));
     }
     if let Some(v) = first {
         let v = v
             .to_str()
-            .map_err(|_| OAuthError::invalid_client("malformed authorization header"))?;
+            .map_err(|_| Error::Unauthenticated("malformed authorization header"))?;
         if let Some(b) = v
             .strip_prefix("Basic ")
             .or_else(|| v.strip_prefix("basic "))
         {
             let raw = STANDARD
                 .decode(b.trim())
-                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+                .map_err(|_| Error::Unauthenticated("malformed Basic credentials"))?;
             let text = String::from_utf8(raw)
-                .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))?;
+                .map_err(|_| Error::Unauthenticated("malformed Basic credentials"))?;
             let (id, secret) = text
                 .split_once(':')
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+                .ok_or(Error::Unauthenticated("malformed Basic credentials"))?;
             // RFC 6749 §2.3.1: both halves are form-urlencoded before encoding.
             let decode = |s: &str| {
                 serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
@@ -281,9 +212,7 @@ pub fn client_key(
         {
             return Ok(Some((k.trim().to_string(), None)));
         }
-        return Err(OAuthError::invalid_client(
-            "unsupported authorization scheme",
-        ));
+        return Err(Error::Unauthenticated("unsupported authorization scheme"));
     }
     let secret = form.get("client_secret");
     if !secret.is_empty() {
@@ -297,10 +226,10 @@ pub fn client_key(
 
 /// The client id sent with a secret must be the client that API key authenticates
 /// as: the key's own id, or, for a rotated-in client secret, its client's id.
-fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(), OAuthError> {
+fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(), Error> {
     match crate::apikeys::parse(key) {
         Some(p) if authority.client_keys.client_of(p.id) == client_id => Ok(()),
-        _ => Err(OAuthError::invalid_client("client authentication failed")),
+        _ => Err(Error::Unauthenticated("client authentication failed")),
     }
 }
 
@@ -311,7 +240,7 @@ pub fn caller(
     headers: &HeaderMap,
     form: &Form,
     peer: Option<IpAddr>,
-) -> Result<Caller, OAuthError> {
+) -> Result<Caller, Error> {
     let principal = match client_key(headers, form)? {
         None => None,
         Some((key, claimed)) => Some({
@@ -321,9 +250,9 @@ pub fn caller(
             match auth::authenticate(authority, &key, peer) {
                 Ok(c) => auth::Principal::from(&*c),
                 Err(auth::Refusal::Failed(_)) => {
-                    return Err(OAuthError::invalid_client("client authentication failed"));
+                    return Err(Error::Unauthenticated("client authentication failed"));
                 }
-                Err(auth::Refusal::Limited(e)) => return Err(e.into()),
+                Err(auth::Refusal::Limited(e)) => return Err(e),
             }
         }),
     };
@@ -345,11 +274,11 @@ fn authenticated(
     headers: &HeaderMap,
     body: &[u8],
     peer: Option<IpAddr>,
-) -> Result<(Form, Caller), OAuthError> {
+) -> Result<(Form, Caller), Error> {
     let form = Form::parse(headers, body)?;
     let caller = caller(a, headers, &form, peer)?;
     if caller.principal.is_none() {
-        return Err(OAuthError::invalid_client("client authentication required"));
+        return Err(Error::Unauthenticated("client authentication required"));
     }
     Ok((form, caller))
 }
@@ -360,7 +289,7 @@ pub async fn introspect(
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, OAuthError> {
+) -> Result<Response, Error> {
     let (form, caller) = authenticated(&a, &headers, &body, peer_ip(peer))?;
     let token = form.get("token");
     let body = match a.introspect(&caller, token).await? {
@@ -416,7 +345,7 @@ pub async fn revoke(
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, OAuthError> {
+) -> Result<Response, Error> {
     let (form, caller) = authenticated(&a, &headers, &body, peer_ip(peer))?;
     a.revoke_for_client(&caller, form.get("token")).await?;
     Ok(no_store(StatusCode::OK, json!({})))
@@ -475,20 +404,6 @@ pub const GRANT_TYPES: &[&str] = &[
     TOKEN_EXCHANGE_GRANT,
 ];
 
-impl From<GrantError> for OAuthError {
-    fn from(e: GrantError) -> Self {
-        if let GrantError::Service(Error::Internal(cause)) = &e {
-            tracing::error!(%cause, "internal error");
-        }
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let description = match &e {
-            GrantError::Service(Error::Internal(_)) => "internal error".to_string(),
-            other => other.to_string(),
-        };
-        OAuthError::new(status, e.oauth_error(), description)
-    }
-}
-
 /// `POST /oauth2/token` (RFC 6749 §3.2, RFC 8693). Translates the form into one of the
 /// grant methods the gRPC `Exchange` also calls.
 pub async fn token(
@@ -496,12 +411,12 @@ pub async fn token(
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, OAuthError> {
+) -> Result<Response, Error> {
     let form = Form::parse(&headers, &body)?;
     let caller = caller(&a, &headers, &form, peer_ip(peer))?;
     let secret = |k: &str| Secretish(form.get(k).to_string());
     let granted = match form.get("grant_type") {
-        "" => return Err(OAuthError::invalid_request("grant_type is required")),
+        "" => return Err(Error::InvalidArgument("grant_type is required".into())),
         "client_credentials" => {
             let req = ClientCredentialsRequest {
                 client_id: form.get("client_id").to_string(),
@@ -529,14 +444,14 @@ pub async fn token(
         }
         TOKEN_EXCHANGE_GRANT => {
             if !form.get("actor_token").is_empty() || !form.get("actor_token_type").is_empty() {
-                return Err(OAuthError::invalid_request(
-                    "actor_token is not supported: the authenticated client is the actor",
+                return Err(Error::InvalidArgument(
+                    "actor_token is not supported: the authenticated client is the actor".into(),
                 ));
             }
             let wanted = form.get("requested_token_type");
             if !wanted.is_empty() && wanted != crate::grants::ACCESS_TOKEN_TYPE {
-                return Err(OAuthError::invalid_request(
-                    "only access tokens can be requested",
+                return Err(Error::InvalidArgument(
+                    "only access tokens can be requested".into(),
                 ));
             }
             let req = TokenExchangeRequest {
@@ -548,10 +463,9 @@ pub async fn token(
             a.grant_token_exchange(&caller, req).await?
         }
         _ => {
-            return Err(OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, authorization_code, token-exchange",
+            return Err(Error::UnsupportedGrantType(
+                "supported: client_credentials, refresh_token, authorization_code, token-exchange"
+                    .into(),
             ));
         }
     };
