@@ -351,3 +351,51 @@ async fn token_endpoint_grants_and_errors() {
         );
     }
 }
+
+/// A storage outage is one error, so every endpoint and both ports word it alike:
+/// 503 `temporarily_unavailable` over HTTP (RFC 7009 §2.2.1: the token may still be
+/// live, retry later), `UNAVAILABLE` over gRPC, and the same message. The token and
+/// revocation endpoints once worded it from the grants' table, gRPC from its own.
+#[tokio::test]
+async fn a_storage_outage_reads_the_same_on_every_endpoint_and_port() {
+    let s = TestServer::start().await;
+    let k = s.api_key(&["read:things", "tessera:revoke"]).await;
+    let auth = basic(&k.token_id, &k.token);
+    let t = s.access_token("alice").await;
+    let mut grpc = s.tokens().await;
+
+    // Another connection holds the write lock: the service's writer cannot begin a
+    // transaction, and once SQLite's busy timeout runs out every write fails.
+    let lock = rusqlite::Connection::open(s.data_dir.join("tessera.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let bump = tessera::proto::BumpTokenVersionRequest {
+        subject: "alice".into(),
+        reason: "outage".into(),
+    };
+    let hdr = [("Authorization", auth.as_str())];
+    let revoke_form = format!("token={}", t.token);
+    let (token, revoke, status) = tokio::join!(
+        s.http_post("/oauth2/token", &hdr, "grant_type=client_credentials"),
+        s.http_post("/oauth2/revoke", &hdr, &revoke_form),
+        grpc.bump_token_version(common::authed(bump, &s.admin_key)),
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+
+    let status = status.expect_err("a write during the outage");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    for (name, (code, head, body)) in [("token", token), ("revoke", revoke)] {
+        assert_eq!(code, 503, "{name}: {body}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-store"),
+            "{name}"
+        );
+        let v = json(&body);
+        assert_eq!(v["error"], "temporarily_unavailable", "{name}");
+        assert_eq!(v["error_description"], status.message(), "{name}");
+    }
+    assert!(
+        s.introspect(&t.token).await.unwrap().active,
+        "the revocation did not happen"
+    );
+}
