@@ -125,7 +125,7 @@ impl Keyring {
                 Ok(s)
             })
             .await?;
-        self.reload(now)?;
+        self.reload(now).await?;
         tracing::info!(kid = %done.kid, activates_at = done.activates_at, "signing key rotation scheduled");
         Ok(Rotation {
             kid: done.kid,
@@ -169,7 +169,7 @@ impl Keyring {
             return Ok(());
         }
         let logged = self.store.write(move |c| rows::announce(c, now)).await?;
-        self.reload(now)?;
+        self.reload(now).await?;
         if logged > 0 {
             tracing::info!(kid = %self.current().active.kid, "signing key activated");
         }
@@ -217,7 +217,7 @@ impl Keyring {
         if !found {
             return Ok(None);
         }
-        self.reload(now)?;
+        self.reload(now).await?;
         let active = self.current().signer(now).kid.clone();
         tracing::warn!(%kid, %active, "signing key revoked");
         Ok(Some(active))

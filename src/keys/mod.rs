@@ -22,7 +22,8 @@ pub mod provider;
 pub mod seal;
 mod set;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::Header;
@@ -53,6 +54,10 @@ pub struct Keyring {
     alg: SigningAlg,
     /// How long a retired key keeps verifying.
     retire_window: i64,
+    /// Hands out reload tickets, in the order reloads start.
+    reload_tickets: AtomicU64,
+    /// The ticket of the reload whose set is in place.
+    newest_reload: Mutex<u64>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -73,7 +78,7 @@ impl Keyring {
         now: i64,
     ) -> Result<Self> {
         provider::install();
-        let mut live = store.read_now(|c| rows::load_live(c, now))?;
+        let mut live = store.read(move |c| rows::load_live(c, now)).await?;
         if !live.iter().any(|k| k.retired_at.is_none()) {
             let row = lifecycle::fresh_row(alg, &master, now, now)?;
             // Check-and-insert in one transaction: concurrent first starts make one key.
@@ -89,7 +94,7 @@ impl Keyring {
                     audit::append(c, &system_audit(now, "key.created", &row.kid))
                 })
                 .await?;
-            live = store.read_now(|c| rows::load_live(c, now))?;
+            live = store.read(move |c| rows::load_live(c, now)).await?;
         }
         // Transitions that fell due while no process was running are logged now.
         store
@@ -111,6 +116,8 @@ impl Keyring {
             store,
             alg,
             retire_window,
+            reload_tickets: AtomicU64::new(0),
+            newest_reload: Mutex::new(0),
         })
     }
 
@@ -148,12 +155,35 @@ impl Keyring {
         self.store.read(move |c| rows::list(c, now)).await
     }
 
-    /// Rebuilds the key set from the store: drops keys past their window.
-    pub fn reload(&self, now: i64) -> Result<()> {
-        let live = self.store.read_now(|c| rows::load_live(c, now))?;
-        let old = self.set.load_full();
-        let new = build_set(&live, &self.master, now)?;
+    /// Rebuilds the key set from the store: drops keys past their window. The read
+    /// runs off the async runtime (see [`Store::read`]); reloads that overlap keep the
+    /// set of the one that started last.
+    pub async fn reload(&self, now: i64) -> Result<()> {
+        // Taken before the read: the write that prompted any earlier ticket had
+        // committed by then, so the newest ticket's read sees it too, and a set read
+        // for an older ticket may be dropped.
+        let ticket = self.reload_tickets.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = self.store.read(move |c| rows::load_live(c, now)).await?;
+        let new = Arc::new(build_set(&live, &self.master, now)?);
         warm_active(&new)?;
+        let old = {
+            let mut newest = self
+                .newest_reload
+                .lock()
+                .map_err(|_| Error::internal("keyring reload lock poisoned"))?;
+            if *newest > ticket {
+                None
+            } else {
+                *newest = ticket;
+                Some(self.set.swap(new.clone()))
+            }
+        };
+        let Some(old) = old else {
+            // Overtaken: the set in place is newer; drop what this one parsed for nothing.
+            let current = self.current();
+            forget_unheld(&new, &current);
+            return Ok(());
+        };
         for (kid, _) in old
             .verifying
             .iter()
@@ -161,18 +191,21 @@ impl Keyring {
         {
             tracing::info!(%kid, "retired key left the verification set");
         }
-        let dropped: Vec<Arc<SigningKey>> = [Some(&old.active), old.next.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter(|k| !new.holds_private(&k.kid))
-            .cloned()
-            .collect();
-        self.set.store(Arc::new(new));
-        for key in dropped {
-            // It signs no more: its parsed private key must not outlive it in memory.
+        forget_unheld(&old, &new);
+        Ok(())
+    }
+}
+
+/// Drops the parsed private keys `from` holds and `to` does not: a key that signs no
+/// more must not outlive it in memory.
+fn forget_unheld(from: &KeySet, to: &KeySet) {
+    for key in [Some(&from.active), from.next.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if !to.holds_private(&key.kid) {
             provider::forget(key.encoding.as_bytes());
         }
-        Ok(())
     }
 }
 
@@ -242,9 +275,36 @@ mod tests {
             assert!(ring.verifying(&first.kid, 1_020).is_some());
 
             // Housekeeping reloads keep the active key parsed.
-            ring.reload(1_020).expect("reload");
+            ring.reload(1_020).await.expect("reload");
             assert!(provider::is_cached(second.encoding.as_bytes()));
             provider::forget(second.encoding.as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn an_overtaken_reload_keeps_the_newer_set_and_forgets_what_it_parsed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ring = keyring(tmp.path(), SigningAlg::EdDSA).await;
+        let first = ring.current().active.clone();
+        // As if a reload that started later had already put its set in place.
+        *ring.newest_reload.lock().expect("lock") = u64::MAX;
+        ring.rotate(1_010, 1_010, "-", "test")
+            .await
+            .expect("rotate");
+        assert_eq!(ring.current().active.kid, first.kid, "older read dropped");
+        let stored = ring.store.read(|c| rows::load_live(c, 1_010)).await;
+        let newest = stored.expect("rows").pop().expect("a row");
+        assert_ne!(newest.kid, first.kid);
+        let pkcs8 = ring.master.open(&newest.kid, &newest.sealed_private);
+        let pkcs8 = pkcs8.expect("open");
+        assert!(
+            !provider::is_cached(&pkcs8),
+            "its parse was dropped with it"
+        );
+
+        *ring.newest_reload.lock().expect("lock") = 0;
+        ring.reload(1_010).await.expect("reload");
+        assert_eq!(ring.current().active.kid, newest.kid);
+        provider::forget(ring.current().active.encoding.as_bytes());
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde_json::Value;
 
 use super::seal::MasterKey;
 use super::{jwk, provider};
@@ -56,8 +57,13 @@ pub struct KeySet {
     pub next: Option<Arc<SigningKey>>,
     /// Every key allowed to verify, by kid.
     pub verifying: HashMap<String, Arc<VerifyingKey>>,
-    /// The published JWK Set (RFC 7517), pre-rendered.
-    pub jwks_json: Arc<str>,
+    /// The JWK Set (RFC 7517) of every key in `verifying`, pre-rendered.
+    jwks_json: Arc<str>,
+    /// Each published JWK with the instant it stops verifying, so that [`jwks_at`]
+    /// can leave a key out the moment its window ends, from memory.
+    ///
+    /// [`jwks_at`]: KeySet::jwks_at
+    published: Vec<(Option<i64>, Value)>,
 }
 
 impl KeySet {
@@ -67,6 +73,23 @@ impl KeySet {
             Some(next) if now >= next.activates_at => next,
             _ => &self.active,
         }
+    }
+
+    /// The JWK Set as served at `now`. Memory only: the JWKS is public and
+    /// unauthenticated, so no request for it may reach the store. A key whose window
+    /// has ended is left out at once, before housekeeping drops it from the set.
+    pub fn jwks_at(&self, now: i64) -> Arc<str> {
+        let ended = |until: &Option<i64>| until.is_some_and(|u| now >= u);
+        if !self.published.iter().any(|(until, _)| ended(until)) {
+            return self.jwks_json.clone();
+        }
+        let live: Vec<&Value> = self
+            .published
+            .iter()
+            .filter(|(until, _)| !ended(until))
+            .map(|(_, jwk)| jwk)
+            .collect();
+        render(&live)
     }
 
     /// Does this set hold `kid`'s private key (as signer or successor)?
@@ -128,7 +151,7 @@ pub(super) fn warm_active(set: &KeySet) -> Result<()> {
 
 pub(super) fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result<KeySet> {
     let mut verifying = HashMap::new();
-    let mut jwks = Vec::new();
+    let mut published = Vec::new();
     let mut active: Option<Arc<SigningKey>> = None;
     let mut next: Option<Arc<SigningKey>> = None;
     let signing = |row: &KeyRow, alg| -> Result<Arc<SigningKey>> {
@@ -162,7 +185,11 @@ pub(super) fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result
                 verify_until: row.verify_until,
             }),
         );
-        jwks.push(jwk::public_jwk(name, &row.kid, &row.public_key));
+        match jwk::try_public_jwk(name, &row.kid, &row.public_key) {
+            Some(jwk) => published.push((row.verify_until, jwk)),
+            // A JWKS entry of `null` would make strict clients reject the whole set.
+            None => tracing::error!(kid = %row.kid, "signing key has no publishable JWK"),
+        }
         match rows::state_at(row.activates_at, row.retired_at, false, now) {
             // Newest activation wins if a crash left two signing.
             KeyState::Active => active = Some(signing(row, alg)?),
@@ -172,11 +199,16 @@ pub(super) fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result
         }
     }
     let active = active.ok_or_else(|| Error::internal("no active signing key"))?;
-    let jwks_json: Arc<str> = serde_json::json!({ "keys": jwks }).to_string().into();
+    let jwks_json = render(&published.iter().map(|(_, jwk)| jwk).collect::<Vec<_>>());
     Ok(KeySet {
         active,
         next,
         verifying,
         jwks_json,
+        published,
     })
+}
+
+fn render(keys: &[&Value]) -> Arc<str> {
+    serde_json::json!({ "keys": keys }).to_string().into()
 }
