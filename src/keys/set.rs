@@ -212,3 +212,33 @@ pub(super) fn build_set(live: &[KeyRow], master: &MasterKey, now: i64) -> Result
 fn render(keys: &[&Value]) -> Arc<str> {
     serde_json::json!({ "keys": keys }).to_string().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningAlg;
+
+    #[test]
+    fn a_key_with_no_publishable_jwk_is_left_out_of_the_jwks_not_nulled() {
+        let master =
+            MasterKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").expect("master");
+        let active =
+            super::super::lifecycle::fresh_row(SigningAlg::EdDSA, &master, 100, 100).expect("row");
+        let misshapen = KeyRow {
+            kid: "short".into(),
+            alg: "ES256".into(),
+            public_key: vec![4, 1, 2, 3],
+            created_at: 10,
+            activates_at: 10,
+            retired_at: Some(100),
+            verify_until: Some(1_000),
+            ..active.clone()
+        };
+        let set = build_set(&[misshapen, active.clone()], &master, 200).expect("set");
+        let jwks: Value = serde_json::from_str(&set.jwks_at(200)).expect("json");
+        let keys = jwks["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1, "{jwks}");
+        assert_eq!(keys[0]["kid"], active.kid.as_str());
+        provider::forget(set.active.encoding.as_bytes());
+    }
+}
