@@ -223,21 +223,23 @@ impl Authority {
         )
         .await?;
         let callers = Callers::default();
-        let (revocations, versions, live_keys) = store.read_now(|c| {
-            let r = Revocations::with_capacity(revocation_rows::count_blocklist(c, now)?);
-            revocation_rows::for_each_blocked(c, now, |jti, exp| {
-                if let Some(j) = tokens::parse_jti(jti) {
-                    r.block(j, exp);
-                }
-            })?;
-            Ok((
-                r,
-                revocation_rows::load_versions(c)?,
-                apikey_rows::load_live(c, now)?,
-            ))
-        })?;
+        let (revocations, versions, live_keys) = store
+            .read(move |c| {
+                let r = Revocations::with_capacity(revocation_rows::count_blocklist(c, now)?);
+                revocation_rows::for_each_blocked(c, now, |jti, exp| {
+                    if let Some(j) = tokens::parse_jti(jti) {
+                        r.block(j, exp);
+                    }
+                })?;
+                Ok((
+                    r,
+                    revocation_rows::load_versions(c)?,
+                    apikey_rows::load_live(c, now)?,
+                ))
+            })
+            .await?;
         let client_keys = crate::exchange::ClientKeys::default();
-        for (key_id, client_id) in store.read_now(crate::store::clients::rotated_secrets)? {
+        for (key_id, client_id) in store.read(crate::store::clients::rotated_secrets).await? {
             client_keys.insert(key_id, client_id);
         }
         for (subject, v) in versions {
@@ -276,7 +278,7 @@ impl Authority {
     /// On an empty store: installs `TESSERA_BOOTSTRAP_ADMIN_KEY`, or mints an admin key
     /// into `<data dir>/admin.key` (0600). Logs the path, never the key.
     async fn bootstrap(&self) -> Result<()> {
-        if self.store.read_now(apikey_rows::count)? > 0 {
+        if self.store.read(apikey_rows::count).await? > 0 {
             return Ok(());
         }
         let now = self.clock.now();
@@ -1181,22 +1183,11 @@ impl Authority {
         self.keys.settle(now).await
     }
 
-    /// The public JWK Set.
+    /// The public JWK Set, from memory (see [`KeySet::jwks_at`]).
+    ///
+    /// [`KeySet::jwks_at`]: crate::keys::KeySet::jwks_at
     pub fn jwks_json(&self) -> Arc<str> {
-        let now = self.clock.now();
-        let set = self.keys.current();
-        // A key past its window leaves the JWKS at once, not at the next housekeeping.
-        if set
-            .verifying
-            .values()
-            .any(|k| k.verify_until.is_some_and(|u| now >= u))
-        {
-            if let Err(e) = self.keys.reload(now) {
-                tracing::warn!(error = %e, "could not refresh the key set");
-            }
-            return self.keys.current().jwks_json.clone();
-        }
-        set.jwks_json.clone()
+        self.keys.current().jwks_at(self.clock.now())
     }
 
     /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key
@@ -1216,7 +1207,7 @@ impl Authority {
         self.revocations.purge(before);
         self.callers.purge(now);
         self.keys.settle(now).await?;
-        self.keys.reload(now)?;
+        self.keys.reload(now).await?;
         self.purge_history(now).await
     }
 

@@ -557,6 +557,9 @@ pub struct StoreStats {
     pub batch_size: Histogram,
     /// Storage operations that failed (begin, savepoint, commit, or a query).
     pub errors: AtomicU64,
+    /// Reads run on the reader connection. Requests are answered from memory, so
+    /// this moves with start-up, housekeeping, key changes and listings only.
+    pub reads: AtomicU64,
 }
 
 impl Default for StoreStats {
@@ -564,6 +567,7 @@ impl Default for StoreStats {
         StoreStats {
             batch_size: Histogram::new(&BATCH_BOUNDS, 1.0),
             errors: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         }
     }
 }
@@ -588,6 +592,17 @@ impl StoreStats {
             out,
             "tessera_store_errors_total {}",
             self.errors.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "tessera_store_reads_total",
+            "counter",
+            "Reads run on the SQLite reader connection (off the async runtime).",
+        );
+        let _ = writeln!(
+            out,
+            "tessera_store_reads_total {}",
+            self.reads.load(Ordering::Relaxed)
         );
     }
 }

@@ -104,7 +104,7 @@ pub fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> 
         },
         // `public_key` is the PKCS#1 `RSAPublicKey` DER of an imported key.
         "RS256" | "PS256" => {
-            let (n, e) = super::provider::parse_rsa_public_key(public_key)?;
+            let (n, e) = parse_rsa_public_key(public_key)?;
             Some(json!({
                 "kty": "RSA",
                 "n": b64(minimal_unsigned(&n)),
@@ -124,8 +124,67 @@ pub fn public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Value {
     try_public_jwk(alg, kid, public_key).unwrap_or(Value::Null)
 }
 
+/// `(n, e)` of a DER PKCS#1 `RSAPublicKey` (how [`super::import`] stores an RSA
+/// public key), big-endian without sign octets. ring has no public parser for
+/// one, so this reads the two-INTEGER SEQUENCE itself, strictly: DER only, no
+/// trailing bytes.
+pub(crate) fn parse_rsa_public_key(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (body, rest) = der_take(der, 0x30)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let (n, body) = der_take(body, 0x02)?;
+    let (e, body) = der_take(body, 0x02)?;
+    if !body.is_empty() {
+        return None;
+    }
+    Some((der_unsigned(n)?, der_unsigned(e)?))
+}
+
+/// Splits one DER TLV with the expected tag off the front of `input`.
+fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        // 0 is BER's indefinite length; more than 4 length bytes is no key.
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (len_bytes, rest) = rest.split_at_checked(count)?;
+        if len_bytes.first() == Some(&0) {
+            return None;
+        }
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        if len < 0x80 {
+            return None;
+        }
+        (len, rest)
+    };
+    rest.split_at_checked(len)
+}
+
+/// A DER INTEGER's content as a minimal unsigned big-endian number (what JWK
+/// `n`/`e` need); negative or non-minimal encodings are rejected.
+fn der_unsigned(int: &[u8]) -> Option<Vec<u8>> {
+    match int {
+        [] => None,
+        [b, ..] if b & 0x80 != 0 => None,
+        [0, next, ..] if next & 0x80 == 0 => None,
+        [0, rest @ ..] if !rest.is_empty() => Some(rest.to_vec()),
+        _ => Some(int.to_vec()),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
     use jsonwebtoken::{Algorithm, DecodingKey};
@@ -146,6 +205,92 @@ mod tests {
 
     fn a3_point() -> Vec<u8> {
         [vec![4], d64(A3_X), d64(A3_Y)].concat()
+    }
+
+    /// A DER TLV with a definite, minimal length (for building test keys).
+    pub(in crate::keys) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&b| b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A DER INTEGER holding the unsigned big-endian `bytes`.
+    pub(in crate::keys) fn der_uint(bytes: &[u8]) -> Vec<u8> {
+        let mut content = Vec::new();
+        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            content.push(0);
+        }
+        content.extend_from_slice(bytes);
+        der_tlv(0x02, &content)
+    }
+
+    /// A DER SEQUENCE of already-encoded items.
+    pub(in crate::keys) fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
+        der_tlv(0x30, &items.concat())
+    }
+
+    /// PKCS#1 `RSAPublicKey` of the RFC 7638 §3.1 key, as import stores it.
+    fn rfc7638_public_der() -> Vec<u8> {
+        der_seq(&[der_uint(&d64(RFC7638_N)), der_uint(&d64(RFC7638_E))])
+    }
+
+    #[test]
+    fn public_jwk_rs256_and_ps256_from_the_stored_der() {
+        for alg in ["RS256", "PS256"] {
+            let der = rfc7638_public_der();
+            assert_eq!(
+                public_jwk(alg, "k", &der),
+                json!({
+                    "kty": "RSA",
+                    "n": RFC7638_N,
+                    "e": RFC7638_E,
+                    "alg": alg,
+                    "use": "sig",
+                    "kid": "k",
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_public_key_der_parser_is_strict() {
+        let good = rfc7638_public_der();
+        assert_eq!(
+            parse_rsa_public_key(&good),
+            Some((d64(RFC7638_N), d64(RFC7638_E)))
+        );
+        for n in 0..good.len() {
+            assert!(parse_rsa_public_key(&good[..n]).is_none(), "prefix {n}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(parse_rsa_public_key(&trailing).is_none());
+        // Negative modulus (no sign byte), non-minimal zero padding, BER length.
+        assert!(parse_rsa_public_key(&der_seq(&[der_tlv(2, &[0x80]), der_uint(&[3])])).is_none());
+        assert!(parse_rsa_public_key(&der_seq(&[der_tlv(2, &[0, 1]), der_uint(&[3])])).is_none());
+        assert!(
+            parse_rsa_public_key(&[0x30, 0x80, 0x02, 0x01, 0x01, 0x02, 0x01, 0x03, 0, 0]).is_none()
+        );
+        assert_eq!(
+            parse_rsa_public_key(&der_seq(&[der_uint(&[0xc5]), der_uint(&[3])])),
+            Some((vec![0xc5], vec![3]))
+        );
+        assert_eq!(
+            public_jwk("RS256", "k", &good[..good.len() - 1]),
+            Value::Null
+        );
     }
 
     #[test]

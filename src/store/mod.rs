@@ -1,6 +1,7 @@
 //! SQLite, the source of truth. One writer thread commits concurrent writes together
 //! (group commit: one fsync per batch, not per call); callers are answered only after
-//! their batch's COMMIT. Reads at start-up rebuild the in-memory caches.
+//! their batch's COMMIT. Reads at start-up rebuild the in-memory caches; every read
+//! runs on the blocking pool, never on an async runtime thread.
 //!
 //! The store also knows whether storage works (see [`Store::healthy`]): readiness
 //! follows it, so a node whose disk is full or failing is taken out of rotation.
@@ -279,6 +280,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let reader = self.reader.clone();
         let out = tokio::task::spawn_blocking(move || {
             let conn = reader
@@ -299,8 +301,16 @@ impl Store {
         out
     }
 
-    /// Runs a read synchronously (start-up only, before serving).
-    pub fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    /// Runs a read on the calling thread, for tests outside any async runtime. Not
+    /// for the service: a SQLite read blocks, and on a runtime thread it would stall
+    /// every task queued behind it.
+    #[cfg(test)]
+    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        debug_assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "Store::read_now inside an async runtime: use Store::read"
+        );
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let conn = self
             .reader
             .lock()
