@@ -60,6 +60,12 @@ const MAX_BATCH: usize = 512;
 /// (the batch running when it arrives, then its own, each this long plus a COMMIT).
 const BATCH_BUDGET: Duration = Duration::from_millis(8);
 
+/// How long the writer lets a batch that holds only queued audit records (nobody
+/// waiting on it) fill before it begins: one COMMIT for many issuances instead of one
+/// each. With [`BATCH_BUDGET`] and the COMMIT this keeps a record in memory for
+/// ~20 ms at most in normal operation.
+const AUDIT_WINDOW: Duration = Duration::from_millis(5);
+
 /// Audit records queued and not yet committed before `audit_later` makes its caller
 /// wait: a writer that falls behind slows issuance instead of growing memory.
 const AUDIT_QUEUE: usize = 16_384;
@@ -112,7 +118,7 @@ fn set_health(health: &Health, ok: bool) {
 pub struct Store {
     writer: mpsc::Sender<Work>,
     audit_queue: Arc<Semaphore>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     path: Arc<PathBuf>,
     health: Health,
     /// Group-commit batch sizes and storage errors, for `/metrics`.
@@ -171,7 +177,7 @@ impl Store {
         };
         let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
         migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
-        let reader = open_conn(&path).map_err(|e| at("cannot open", e))?;
+        let readers = Readers::open(&path).map_err(|e| at("cannot open", e))?;
         let feed = changes::Feed::new(FEED_CAPACITY);
         let published = changes::last_seq(&writer_conn)?;
         let writer_feed = feed.clone();
@@ -196,7 +202,7 @@ impl Store {
         Ok(Store {
             writer: tx,
             audit_queue: Arc::new(Semaphore::new(AUDIT_QUEUE)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(readers),
             path: Arc::new(path),
             health,
             stats,
@@ -331,21 +337,16 @@ impl Store {
         self.write(|_| Ok(())).await
     }
 
-    /// Runs a read on the reader connection, off the async executor.
+    /// Runs a read on a reader connection, off the async executor.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        let reader = self.reader.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| Error::internal("reader lock poisoned"))?;
-            f(&conn)
-        })
-        .await
-        .map_err(Error::internal)?;
+        let readers = self.readers.clone();
+        let out = tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(Error::internal)?;
         if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -359,10 +360,43 @@ impl Store {
 
     /// Runs a read synchronously (start-up only, before serving).
     pub fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| Error::internal("reader lock poisoned"))?;
+        self.readers.with(f)
+    }
+}
+
+/// Reader connections: in WAL mode readers neither block the writer nor each other, so
+/// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
+/// instead of queueing behind a single connection.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path) -> rusqlite::Result<Readers> {
+        let n = thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 4);
+        Ok(Readers {
+            conns: (0..n)
+                .map(|_| open_conn(path).map(Mutex::new))
+                .collect::<rusqlite::Result<_>>()?,
+            next: Default::default(),
+        })
+    }
+
+    /// Runs `f` on the first free connection, starting from a rotating index; waits for
+    /// that one if all are busy.
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(c) => c,
+            None => self.conns[start % n]
+                .lock()
+                .map_err(|_| Error::internal("reader lock poisoned"))?,
+        };
         f(&conn)
     }
 }
@@ -381,6 +415,10 @@ fn writer_loop(
 ) {
     let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        if matches!(waiting[0], Work::Audit(..)) {
+            gather_audits(&rx, &mut waiting);
+        }
         let started = Instant::now();
         let changes_before = conn.total_changes();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -394,7 +432,8 @@ fn writer_loop(
         let mut done = Vec::new();
         let mut audits = Vec::new();
         let mut storage_failed = false;
-        let mut next = Some(first);
+        let mut waiting = waiting.into_iter();
+        let mut next = waiting.next();
         let mut taken = 0;
         while let Some(work) = next.take() {
             match work {
@@ -406,7 +445,8 @@ fn writer_loop(
                 Work::Audit(entry, permit) => audits.push((entry, permit)),
             }
             taken += 1;
-            if taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
+            next = waiting.next();
+            if next.is_none() && taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
                 next = rx.try_recv().ok();
             }
         }
@@ -440,6 +480,25 @@ fn writer_loop(
         }
         // Frees the audit records' places in the queue only now they are committed.
         drop(audits);
+    }
+}
+
+/// Waits up to [`AUDIT_WINDOW`] for more audit records to join the batch; stops at
+/// once when a write whose caller waits arrives (it joins the batch too).
+fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>) {
+    let deadline = Instant::now() + AUDIT_WINDOW;
+    while waiting.len() < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(w) => {
+                let awaited = matches!(w, Work::Job(_));
+                waiting.push(w);
+                if awaited {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
     }
 }
 
