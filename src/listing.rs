@@ -212,6 +212,9 @@ impl Authority {
                     .map_err(|_| Error::internal("malformed signed cursor"))?,
             ),
         };
+        // Issuance records are committed behind their answers: wait for those already
+        // answered, so the trail a caller reads includes every call it saw succeed.
+        self.store.flush().await?;
         let mut rows = self
             .store
             .read(move |c| audit::list(c, &filter, before, size + 1))

@@ -314,6 +314,10 @@ pub async fn run(
         tracing::warn!("grace period over; closing with calls in flight");
         let _ = http_stop_tx.send(true);
     }
+    // Audit records still queued behind answered calls reach the disk before exit.
+    if let Err(e) = authority.store.flush().await {
+        tracing::error!(error = %e, "could not flush queued audit records");
+    }
     // Flush last-use times and purge once more before exit.
     if let Err(e) = authority.maintain().await {
         tracing::warn!(error = %e, "final housekeeping failed");

@@ -444,3 +444,51 @@ async fn spans_reach_an_otlp_collector_and_are_flushed_on_sigterm() {
         "a secret reached a span"
     );
 }
+
+/// Issuance audit records are committed behind the answers (group-committed in the
+/// background), so a SIGTERM right after the last answer must still flush every one.
+#[tokio::test]
+async fn issuance_audit_records_answered_before_sigterm_are_all_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn_env(tmp.path(), &[("TESSERA_DRAIN_DELAY", "0s")]);
+    let admin = std::fs::read_to_string(tmp.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let mut tk = p.tokens().await;
+        let admin = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..50 {
+                let spec = access_spec(&format!("user-{t}-{i}"));
+                ids.push(issue(&mut tk, spec, &admin).await.token_id);
+            }
+            ids
+        }));
+    }
+    let mut issued = std::collections::HashSet::new();
+    for t in tasks {
+        issued.extend(t.await.unwrap());
+    }
+    let (status, log) = p.terminate().await;
+    assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
+
+    let store = tessera::store::Store::open(tmp.path()).unwrap();
+    let filter = tessera::store::audit::AuditFilter {
+        kind: "token.issued".into(),
+        ..Default::default()
+    };
+    let rows = store
+        .read(move |c| tessera::store::audit::list(c, &filter, None, 10_000))
+        .await
+        .unwrap();
+    let on_disk: std::collections::HashSet<_> = rows.into_iter().map(|e| e.token_id).collect();
+    assert_eq!(issued.len(), 400);
+    let missing = issued.difference(&on_disk).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} answered issuances have no audit record"
+    );
+}

@@ -1,7 +1,9 @@
 //! SQLite, the source of truth. One writer thread commits concurrent writes together
 //! (group commit: one fsync per batch, not per call); callers are answered only after
-//! their batch's COMMIT. Reads at start-up rebuild the in-memory caches; every read
-//! runs on the blocking pool, never on an async runtime thread.
+//! their batch's COMMIT. The one exception is the issuance audit record
+//! ([`Store::audit_later`]): it joins the next batch without its caller waiting.
+//! Reads at start-up rebuild the in-memory caches; every read runs on the blocking
+//! pool, never on an async runtime thread.
 //!
 //! The store also knows whether storage works (see [`Store::healthy`]): readiness
 //! follows it, so a node whose disk is full or failing is taken out of rotation.
@@ -22,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
@@ -53,6 +56,21 @@ fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Work one batch may run before it commits, however many writes are waiting: what
+/// bounds how long an audit record queued by [`Store::audit_later`] stays in memory
+/// (the batch running when it arrives, then its own, each this long plus a COMMIT).
+const BATCH_BUDGET: Duration = Duration::from_millis(8);
+
+/// How long the writer lets a batch that holds only queued audit records (nobody
+/// waiting on it) fill before it begins: one COMMIT for many issuances instead of one
+/// each. With [`BATCH_BUDGET`] and the COMMIT this keeps a record in memory for
+/// ~20 ms at most in normal operation.
+const AUDIT_WINDOW: Duration = Duration::from_millis(5);
+
+/// Audit records queued and not yet committed before `audit_later` makes its caller
+/// wait: a writer that falls behind slows issuance instead of growing memory.
+const AUDIT_QUEUE: usize = 16_384;
+
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
 /// cover the moments that task is not scheduled.
@@ -62,6 +80,15 @@ const FEED_CAPACITY: usize = 4096;
 /// once the batch's fate (commit or not) is known.
 type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Finish) + Send>;
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// What the writer thread is handed.
+enum Work {
+    /// A write whose caller waits for its commit.
+    Job(Job),
+    /// An audit record nobody waits for; the permit holds its place in the queue until
+    /// its batch has committed.
+    Audit(Box<audit::AuditEntry>, OwnedSemaphorePermit),
+}
 
 /// How one write went.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,8 +117,9 @@ fn set_health(health: &Health, ok: bool) {
 /// A cheap-to-clone handle on the database.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<Job>,
-    reader: Arc<Mutex<Connection>>,
+    writer: mpsc::Sender<Work>,
+    audit_queue: Arc<Semaphore>,
+    readers: Arc<Readers>,
     path: Arc<PathBuf>,
     health: Health,
     /// Group-commit batch sizes and storage errors, for `/metrics`.
@@ -150,11 +178,11 @@ impl Store {
         };
         let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
         migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
-        let reader = open_conn(&path).map_err(|e| at("cannot open", e))?;
+        let readers = Readers::open(&path).map_err(|e| at("cannot open", e))?;
         let feed = changes::Feed::new(FEED_CAPACITY);
         let published = changes::last_seq(&writer_conn)?;
         let writer_feed = feed.clone();
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let health: Health = Arc::new(watch::Sender::new(true));
         let writer_health = health.clone();
         let stats = Arc::new(StoreStats::default());
@@ -174,7 +202,8 @@ impl Store {
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
-            reader: Arc::new(Mutex::new(reader)),
+            audit_queue: Arc::new(Semaphore::new(AUDIT_QUEUE)),
+            readers: Arc::new(readers),
             path: Arc::new(path),
             health,
             stats,
@@ -270,26 +299,56 @@ impl Store {
             set_health(&self.health, false);
             Error::Unavailable
         };
-        self.writer.send(job).map_err(|_| gone())?;
+        self.writer.send(Work::Job(job)).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
-    /// Runs a read on the reader connection, off the async executor.
+    /// Queues an audit record for the writer's next group commit and returns without
+    /// waiting for it. Only for records of credentials that need no durable state of
+    /// their own (a plain access token): revocations, bumps, rotations, refresh
+    /// rotation and code redemption commit their audit record with the change, before
+    /// the answer. The record reaches the disk within about two batches (a batch runs
+    /// at most [`BATCH_BUDGET`] before its COMMIT); [`flush`](Self::flush) waits for
+    /// it, and shutdown flushes. A crash can lose the records of that window, never a
+    /// revocation. Refused while storage is failing, as the durable writes are.
+    pub async fn audit_later(&self, entry: audit::AuditEntry) -> Result<()> {
+        if !self.healthy() {
+            return Err(Error::Unavailable);
+        }
+        let permit = match self.audit_queue.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => self
+                .audit_queue
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Unavailable)?,
+        };
+        self.writer
+            .send(Work::Audit(Box::new(entry), permit))
+            .map_err(|_| {
+                set_health(&self.health, false);
+                Error::Unavailable
+            })
+    }
+
+    /// Returns once everything queued before it, audit records included, is committed
+    /// (the writer works in order, so an empty write is a barrier).
+    pub async fn flush(&self) -> Result<()> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// Runs a read on a reader connection, off the async executor.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let reader = self.reader.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| Error::internal("reader lock poisoned"))?;
-            f(&conn)
-        })
-        .await
-        .map_err(Error::internal)?;
+        let readers = self.readers.clone();
+        let out = tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(Error::internal)?;
         if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -311,21 +370,54 @@ impl Store {
             "Store::read_now inside an async runtime: use Store::read"
         );
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| Error::internal("reader lock poisoned"))?;
+        self.readers.with(f)
+    }
+}
+
+/// Reader connections: in WAL mode readers neither block the writer nor each other, so
+/// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
+/// instead of queueing behind a single connection.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path) -> rusqlite::Result<Readers> {
+        let n = thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 4);
+        Ok(Readers {
+            conns: (0..n)
+                .map(|_| open_conn(path).map(Mutex::new))
+                .collect::<rusqlite::Result<_>>()?,
+            next: Default::default(),
+        })
+    }
+
+    /// Runs `f` on the first free connection, starting from a rotating index; waits for
+    /// that one if all are busy.
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(c) => c,
+            None => self.conns[start % n]
+                .lock()
+                .map_err(|_| Error::internal("reader lock poisoned"))?,
+        };
         f(&conn)
     }
 }
 
-/// Takes every job waiting, runs them in one transaction, commits once, then answers.
-/// A batch in which storage failed marks the store unhealthy; one that committed a
-/// change (so reached the disk) marks it healthy.
-/// Committed change-log rows are published before anyone is answered.
+/// Takes the jobs waiting (as many as [`MAX_BATCH`] and [`BATCH_BUDGET`] allow), runs
+/// them in one transaction, commits once, then answers. A batch in which storage failed
+/// marks the store unhealthy; one that committed a change (so reached the disk) marks
+/// it healthy. Committed change-log rows are published before anyone is answered.
 fn writer_loop(
     conn: Connection,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Work>,
     health: Health,
     stats: &StoreStats,
     feed: changes::Feed,
@@ -333,50 +425,53 @@ fn writer_loop(
 ) {
     let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
+        let mut waiting = vec![first];
+        if matches!(waiting[0], Work::Audit(..)) {
+            gather_audits(&rx, &mut waiting);
         }
-        let mut done = Vec::with_capacity(jobs.len());
+        let started = Instant::now();
         let changes_before = conn.total_changes();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Nothing ran: dropping the jobs closes their channels, so callers see Unavailable.
+            // Nothing ran: dropping the work closes its channel, so the caller sees
+            // Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
             set_health(&health, false);
             failed();
             continue;
         }
+        let mut done = Vec::new();
+        let mut audits = Vec::new();
         let mut storage_failed = false;
-        for job in jobs {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                tracing::error!(error = %e, "store: cannot open savepoint");
-                storage_failed = true;
-                failed();
-                continue;
+        let mut waiting = waiting.into_iter();
+        let mut next = waiting.next();
+        let mut taken = 0;
+        while let Some(work) = next.take() {
+            match work {
+                Work::Job(job) => {
+                    let (failed_storage, finish) = run_job(&conn, job, &failed);
+                    storage_failed |= failed_storage;
+                    done.push(finish);
+                }
+                Work::Audit(entry, permit) => audits.push((entry, permit)),
             }
-            let (outcome, finish) = job(&conn);
-            storage_failed |= outcome == Outcome::StorageFailed;
-            // A failed job leaves no trace; its batch-mates keep their writes.
-            let end = if outcome == Outcome::Ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "store: cannot close savepoint");
-                failed();
+            taken += 1;
+            next = waiting.next();
+            if next.is_none() && taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
+                next = rx.try_recv().ok();
             }
-            done.push(finish);
+        }
+        if !audits.is_empty() {
+            storage_failed |= !append_audits(&conn, &audits, &failed);
         }
         let committed = conn.execute_batch("COMMIT").map_err(Error::from);
-        stats.batch_size.observe(done.len() as u64);
+        stats.batch_size.observe(taken as u64);
         if committed.is_err() {
             failed();
             let _ = conn.execute_batch("ROLLBACK");
             storage_failed = true;
+            if !audits.is_empty() {
+                tracing::error!(records = audits.len(), "store: audit records lost");
+            }
         } else {
             // Before anyone is answered: a subscriber never learns of a revocation
             // later than the revoker is told it is done.
@@ -392,6 +487,72 @@ fn writer_loop(
                 Ok(()) => Ok(()),
                 Err(_) => Err(Error::Unavailable),
             });
+        }
+        // Frees the audit records' places in the queue only now they are committed.
+        drop(audits);
+    }
+}
+
+/// Waits up to [`AUDIT_WINDOW`] for more audit records to join the batch; stops at
+/// once when a write whose caller waits arrives (it joins the batch too).
+fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>) {
+    let deadline = Instant::now() + AUDIT_WINDOW;
+    while waiting.len() < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(w) => {
+                let awaited = matches!(w, Work::Job(_));
+                waiting.push(w);
+                if awaited {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Runs one job in its own savepoint, so a failing write leaves no trace and spares its
+/// batch-mates; says whether storage failed under it.
+fn run_job(conn: &Connection, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        tracing::error!(error = %e, "store: cannot open savepoint");
+        failed();
+        // Run nothing: the caller hears Unavailable.
+        let finish: Finish = Box::new(move |_| drop(job));
+        return (true, finish);
+    }
+    let (outcome, finish) = job(conn);
+    let end = if outcome == Outcome::Ok {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    if let Err(e) = conn.execute_batch(end) {
+        tracing::error!(error = %e, "store: cannot close savepoint");
+        failed();
+    }
+    (outcome == Outcome::StorageFailed, finish)
+}
+
+/// Appends a batch's queued audit records together, in their own savepoint: if
+/// storage fails under them the rest of the batch still commits. False if they failed.
+fn append_audits(
+    conn: &Connection,
+    audits: &[(Box<audit::AuditEntry>, OwnedSemaphorePermit)],
+    failed: &impl Fn() -> u64,
+) -> bool {
+    let appended = conn
+        .execute_batch("SAVEPOINT audits")
+        .map_err(Error::from)
+        .and_then(|()| audits.iter().try_for_each(|(e, _)| audit::append(conn, e)));
+    match appended {
+        Ok(()) => conn.execute_batch("RELEASE audits").is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, records = audits.len(), "store: audit records lost");
+            failed();
+            let _ = conn.execute_batch("ROLLBACK TO audits; RELEASE audits");
+            false
         }
     }
 }
