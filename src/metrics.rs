@@ -130,7 +130,7 @@ impl Histogram {
 
 /// The gRPC methods counted one by one (`/package.Service/Method` without the slash).
 /// Anything else (an unknown method) is counted as `other`; reflection is not counted.
-pub const GRPC_METHODS: [&str; 15] = [
+pub const GRPC_METHODS: [&str; 16] = [
     "tessera.v1.TokenService/Issue",
     "tessera.v1.TokenService/Exchange",
     "tessera.v1.TokenService/Introspect",
@@ -144,6 +144,7 @@ pub const GRPC_METHODS: [&str; 15] = [
     "tessera.v1.KeyService/RotateSigningKey",
     "tessera.v1.KeyService/ListSigningKeys",
     "tessera.v1.KeyService/RevokeSigningKey",
+    "envoy.service.auth.v3.Authorization/Check",
     "grpc.health.v1.Health/Check",
     "grpc.health.v1.Health/Watch",
 ];

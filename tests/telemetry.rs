@@ -168,6 +168,24 @@ async fn metrics_parse_as_prometheus_text_and_move_after_real_calls() {
     let weak = s.api_key(&["tessera:introspect"]).await.token;
     let e = tk.issue(authed(access_spec("x"), &weak)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // Envoy's ext_authz call is a method of its own, not `other`.
+    let mut authz =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            s.channel().await,
+        );
+    let checked = authz
+        .check(authed(
+            envoy_types::pb::envoy::service::auth::v3::CheckRequest::default(),
+            &weak,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        checked.status.unwrap_or_default().code,
+        16,
+        "no credential: denied"
+    );
     // HTTP: a JWKS fetch and a token request with bad client credentials.
     assert_eq!(s.http_get("/.well-known/jwks.json").await.0, 200);
     let (status, _, _) = s
@@ -236,6 +254,8 @@ async fn metrics_parse_as_prometheus_text_and_move_after_real_calls() {
     assert_eq!(delta(grpc, &[introspect, ("code", "UNAUTHENTICATED")]), 2.0);
     assert_eq!(delta(grpc, &[exchange, ("code", "OK")]), 1.0);
     assert_eq!(delta(grpc, &[exchange, ("code", "UNAUTHENTICATED")]), 1.0);
+    let check = ("method", "envoy.service.auth.v3.Authorization/Check");
+    assert_eq!(delta(grpc, &[check, ("code", "OK")]), 1.0);
     let hist = "tessera_grpc_request_duration_seconds";
     let count = value(
         &after,
