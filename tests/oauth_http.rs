@@ -363,6 +363,21 @@ async fn a_storage_outage_reads_the_same_on_every_endpoint_and_port() {
     let auth = basic(&k.token_id, &k.token);
     let t = s.access_token("alice").await;
     let mut grpc = s.tokens().await;
+    // A refresh rotation is a durable write; a plain access token's issuance is not
+    // (its audit record is committed behind the answer), so it is not the probe here.
+    let mut spec = common::access_spec("bob");
+    if let Some(tessera::proto::issue_request::Credential::AccessToken(a)) = &mut spec.credential {
+        a.refresh_token = true;
+    }
+    let family = grpc
+        .issue(common::authed(spec, &s.admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    let refresh_form = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        family.refresh_token
+    );
 
     // Another connection holds the write lock: the service's writer cannot begin a
     // transaction, and once SQLite's busy timeout runs out every write fails.
@@ -375,7 +390,7 @@ async fn a_storage_outage_reads_the_same_on_every_endpoint_and_port() {
     let hdr = [("Authorization", auth.as_str())];
     let revoke_form = format!("token={}", t.token);
     let (token, revoke, status) = tokio::join!(
-        s.http_post("/oauth2/token", &hdr, "grant_type=client_credentials"),
+        s.http_post("/oauth2/token", &[], &refresh_form),
         s.http_post("/oauth2/revoke", &hdr, &revoke_form),
         grpc.bump_token_version(common::authed(bump, &s.admin_key)),
     );

@@ -429,6 +429,15 @@ fn writer_loop(
         if matches!(waiting[0], Work::Audit(..)) {
             gather_audits(&rx, &mut waiting);
         }
+        // Everything already queued joins before BEGIN: if BEGIN fails (storage locked
+        // or failing, after the busy timeout), all of it hears so at once instead of
+        // each write waiting out its own timeout in turn.
+        while waiting.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => waiting.push(w),
+                Err(_) => break,
+            }
+        }
         let started = Instant::now();
         let changes_before = conn.total_changes();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
