@@ -89,8 +89,11 @@ enum Scenario {
     IntrospectCold,
     /// Introspect an API key.
     IntrospectApikey,
-    /// `introspect-apikey`, but the caller's own key has a rate limit far above the
-    /// load (1,000,000/s, burst 1,000,000): what a limit costs when it is not hit.
+    /// `introspect-apikey`, but by a caller key holding only `tessera:introspect`
+    /// and no rate limit: the baseline of `introspect-apikey-limited`.
+    IntrospectApikeyUnlimited,
+    /// `introspect-apikey-unlimited`, but the caller's key has a rate limit far above
+    /// the load (1,000,000/s, burst 1,000,000): what a limit costs when it is not hit.
     IntrospectApikeyLimited,
     /// Envoy ext_authz `Authorization/Check` of access tokens already seen (the
     /// same hot path as introspect-hot, behind Envoy's request shape).
@@ -107,12 +110,13 @@ enum Scenario {
     All,
 }
 
-const EVERY: [Scenario; 10] = [
+const EVERY: [Scenario; 11] = [
     Scenario::Health,
     Scenario::IntrospectHot,
     Scenario::CheckHot,
     Scenario::IntrospectCold,
     Scenario::IntrospectApikey,
+    Scenario::IntrospectApikeyUnlimited,
     Scenario::IntrospectApikeyLimited,
     Scenario::Issue,
     Scenario::ClientCredentials,
@@ -314,16 +318,15 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
                 work.push(Work::Introspect(ctx.tokens(i), key.clone()));
             }
         }
-        Scenario::IntrospectApikeyLimited => {
+        Scenario::IntrospectApikeyUnlimited | Scenario::IntrospectApikeyLimited => {
             let key = bench_api_key(ctx, "introspected").await?;
             // The highest limit a key may have: the load never comes near it, so every
-            // call takes the limiter's accept path.
-            let limit = RateLimit {
+            // call takes the limiter's accept path. The two callers differ in nothing else.
+            let limit = (scenario == Scenario::IntrospectApikeyLimited).then_some(RateLimit {
                 per_second: 1_000_000,
                 burst: 1_000_000,
-            };
-            let caller =
-                api_key_with(ctx, "limited-caller", "tessera:introspect", Some(limit)).await?;
+            });
+            let caller = api_key_with(ctx, "caller", "tessera:introspect", limit).await?;
             let bearer: AsciiMetadataValue = format!("Bearer {caller}")
                 .parse()
                 .map_err(|_| Status::internal("unprintable key"))?;
@@ -764,7 +767,8 @@ fn table(outcomes: &[(usize, Outcome)], skipped: &[(Scenario, String)]) {
 }
 
 /// What a rate limit that is not hit costs: `introspect-apikey-limited` against
-/// `introspect-apikey` of the same round (run back to back), median over rounds.
+/// `introspect-apikey-unlimited` of the same round (run back to back), median over
+/// rounds.
 fn rate_limit_cost(outcomes: &[(usize, Outcome)]) {
     let run = |round: usize, s: Scenario| {
         outcomes
@@ -774,7 +778,7 @@ fn rate_limit_cost(outcomes: &[(usize, Outcome)]) {
     };
     let pairs: Vec<(&Outcome, &Outcome)> = outcomes
         .iter()
-        .filter(|(_, o)| o.scenario == Scenario::IntrospectApikey)
+        .filter(|(_, o)| o.scenario == Scenario::IntrospectApikeyUnlimited)
         .filter_map(|(r, plain)| Some((plain, run(*r, Scenario::IntrospectApikeyLimited)?)))
         .collect();
     if pairs.is_empty() {
@@ -792,7 +796,7 @@ fn rate_limit_cost(outcomes: &[(usize, Outcome)]) {
             .join(" ")
     };
     println!(
-        "\nrate limit not hit: introspect-apikey-limited ÷ introspect-apikey, per round: req/s {} \
+        "\nrate limit not hit: introspect-apikey-limited ÷ introspect-apikey-unlimited, per round: req/s {} \
          (median {}), server CPU per request {} (median {})",
         each(&rps),
         median(rps.clone()).map_or("-".into(), |r| format!("{r:.3}")),
@@ -801,15 +805,16 @@ fn rate_limit_cost(outcomes: &[(usize, Outcome)]) {
     );
 }
 
-/// The scenarios of round `round`: in the table's order, except that the two
-/// API-key introspections swap places every other round, so that neither always runs
-/// first (on a shared machine, a slow spell would otherwise land on one side).
+/// The scenarios of round `round`: in the table's order, except that the limited and
+/// unlimited API-key introspections swap places every other round, so that neither
+/// always runs first (on a shared machine, a slow spell would otherwise land on one
+/// side).
 fn in_round(scenarios: &[Scenario], round: usize) -> Vec<Scenario> {
     let mut order = scenarios.to_vec();
     let at = |s| order.iter().position(|x| *x == s);
     if round.is_multiple_of(2)
         && let (Some(a), Some(b)) = (
-            at(Scenario::IntrospectApikey),
+            at(Scenario::IntrospectApikeyUnlimited),
             at(Scenario::IntrospectApikeyLimited),
         )
     {
