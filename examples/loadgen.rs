@@ -30,7 +30,7 @@ use tessera::proto::issue_request::Credential;
 use tessera::proto::token_service_client::TokenServiceClient;
 use tessera::proto::{
     AccessTokenSpec, ApiKeySpec, ClientCredentialsGrant, ExchangeRequest, IntrospectRequest,
-    IssueRequest, RefreshTokenGrant, RevokeRequest,
+    IssueRequest, RateLimit, RefreshTokenGrant, RevokeRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -89,6 +89,12 @@ enum Scenario {
     IntrospectCold,
     /// Introspect an API key.
     IntrospectApikey,
+    /// `introspect-apikey`, but by a caller key holding only `tessera:introspect`
+    /// and no rate limit: the baseline of `introspect-apikey-limited`.
+    IntrospectApikeyUnlimited,
+    /// `introspect-apikey-unlimited`, but the caller's key has a rate limit far above
+    /// the load (1,000,000/s, burst 1,000,000): what a limit costs when it is not hit.
+    IntrospectApikeyLimited,
     /// Envoy ext_authz `Authorization/Check` of access tokens already seen (the
     /// same hot path as introspect-hot, behind Envoy's request shape).
     CheckHot,
@@ -104,12 +110,14 @@ enum Scenario {
     All,
 }
 
-const EVERY: [Scenario; 9] = [
+const EVERY: [Scenario; 11] = [
     Scenario::Health,
     Scenario::IntrospectHot,
     Scenario::CheckHot,
     Scenario::IntrospectCold,
     Scenario::IntrospectApikey,
+    Scenario::IntrospectApikeyUnlimited,
+    Scenario::IntrospectApikeyLimited,
     Scenario::Issue,
     Scenario::ClientCredentials,
     Scenario::Refresh,
@@ -141,6 +149,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Work {
     Health(HealthClient<Channel>),
     Introspect(TokenServiceClient<Channel>, String),
+    /// Introspect as another caller than the admin key: (client, token, bearer).
+    IntrospectAs(TokenServiceClient<Channel>, String, AsciiMetadataValue),
     Check(AuthorizationClient<Channel>, Box<CheckRequest>),
     Cold(
         TokenServiceClient<Channel>,
@@ -197,12 +207,23 @@ impl Ctx {
 
 /// A fresh API key holding `read:payments`, issued with the admin key.
 async fn bench_api_key(ctx: &Ctx, name: &str) -> Result<String, Status> {
+    api_key_with(ctx, name, "read:payments", None).await
+}
+
+/// A fresh API key holding `scope`, with `rate_limit` if given.
+async fn api_key_with(
+    ctx: &Ctx,
+    name: &str,
+    scope: &str,
+    rate_limit: Option<RateLimit>,
+) -> Result<String, Status> {
     let req = IssueRequest {
         credential: Some(Credential::ApiKey(ApiKeySpec {
             owner: "loadgen".into(),
             name: name.into(),
             environment: "bench".into(),
-            scopes: vec!["read:payments".into()],
+            scopes: vec![scope.into()],
+            rate_limit,
             ..ApiKeySpec::default()
         })),
     };
@@ -295,6 +316,26 @@ async fn prepare(ctx: &Arc<Ctx>, scenario: Scenario) -> Result<Vec<Work>, Status
             let key = bench_api_key(ctx, "introspected").await?;
             for i in 0..n {
                 work.push(Work::Introspect(ctx.tokens(i), key.clone()));
+            }
+        }
+        Scenario::IntrospectApikeyUnlimited | Scenario::IntrospectApikeyLimited => {
+            let key = bench_api_key(ctx, "introspected").await?;
+            // The highest limit a key may have: the load never comes near it, so every
+            // call takes the limiter's accept path. The two callers differ in nothing else.
+            let limit = (scenario == Scenario::IntrospectApikeyLimited).then_some(RateLimit {
+                per_second: 1_000_000,
+                burst: 1_000_000,
+            });
+            let caller = api_key_with(ctx, "caller", "tessera:introspect", limit).await?;
+            let bearer: AsciiMetadataValue = format!("Bearer {caller}")
+                .parse()
+                .map_err(|_| Status::internal("unprintable key"))?;
+            for i in 0..n {
+                work.push(Work::IntrospectAs(
+                    ctx.tokens(i),
+                    key.clone(),
+                    bearer.clone(),
+                ));
             }
         }
         Scenario::Issue => {
@@ -394,6 +435,16 @@ async fn call(ctx: &Ctx, w: &mut Work) -> Result<bool, Status> {
                 token_type_hint: String::new(),
             };
             if !c.introspect(ctx.authed(req)).await?.into_inner().active {
+                return Err(inactive());
+            }
+        }
+        Work::IntrospectAs(c, token, bearer) => {
+            let mut req = Request::new(IntrospectRequest {
+                token: token.clone(),
+                token_type_hint: String::new(),
+            });
+            req.metadata_mut().insert("authorization", bearer.clone());
+            if !c.introspect(req).await?.into_inner().active {
                 return Err(inactive());
             }
         }
@@ -712,6 +763,64 @@ fn table(outcomes: &[(usize, Outcome)], skipped: &[(Scenario, String)]) {
             s.name()
         );
     }
+    rate_limit_cost(outcomes);
+}
+
+/// What a rate limit that is not hit costs: `introspect-apikey-limited` against
+/// `introspect-apikey-unlimited` of the same round (run back to back), median over
+/// rounds.
+fn rate_limit_cost(outcomes: &[(usize, Outcome)]) {
+    let run = |round: usize, s: Scenario| {
+        outcomes
+            .iter()
+            .find(|(r, o)| *r == round && o.scenario == s)
+            .map(|(_, o)| o)
+    };
+    let pairs: Vec<(&Outcome, &Outcome)> = outcomes
+        .iter()
+        .filter(|(_, o)| o.scenario == Scenario::IntrospectApikeyUnlimited)
+        .filter_map(|(r, plain)| Some((plain, run(*r, Scenario::IntrospectApikeyLimited)?)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let rps: Vec<f64> = pairs.iter().map(|(p, l)| l.rps() / p.rps()).collect();
+    let cpu: Vec<f64> = pairs
+        .iter()
+        .filter_map(|(p, l)| Some(l.server_cpu? / p.server_cpu?))
+        .collect();
+    let each = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "\nrate limit not hit: introspect-apikey-limited ÷ introspect-apikey-unlimited, per round: req/s {} \
+         (median {}), server CPU per request {} (median {})",
+        each(&rps),
+        median(rps.clone()).map_or("-".into(), |r| format!("{r:.3}")),
+        each(&cpu),
+        median(cpu.clone()).map_or("-".into(), |r| format!("{r:.3}")),
+    );
+}
+
+/// The scenarios of round `round`: in the table's order, except that the limited and
+/// unlimited API-key introspections swap places every other round, so that neither
+/// always runs first (on a shared machine, a slow spell would otherwise land on one
+/// side).
+fn in_round(scenarios: &[Scenario], round: usize) -> Vec<Scenario> {
+    let mut order = scenarios.to_vec();
+    let at = |s| order.iter().position(|x| *x == s);
+    if round.is_multiple_of(2)
+        && let (Some(a), Some(b)) = (
+            at(Scenario::IntrospectApikeyUnlimited),
+            at(Scenario::IntrospectApikeyLimited),
+        )
+    {
+        order.swap(a, b);
+    }
+    order
 }
 
 fn read_key(args: &Args) -> Result<String, String> {
@@ -787,7 +896,9 @@ async fn main() -> ExitCode {
     let mut skipped: Vec<(Scenario, String)> = Vec::new();
     let mut failed = false;
     let rounds = ctx.args.rounds.max(1);
-    for (round, s) in (1..=rounds).flat_map(|r| scenarios.iter().map(move |s| (r, *s))) {
+    for (round, s) in
+        (1..=rounds).flat_map(|r| in_round(&scenarios, r).into_iter().map(move |s| (r, s)))
+    {
         if skipped.iter().any(|(k, _)| *k == s) {
             continue;
         }

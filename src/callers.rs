@@ -31,11 +31,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Takes one call from the key's rate limit: `Err(wait)` when over it.
-    pub fn admit(&self) -> Result<(), std::time::Duration> {
+    /// Takes one call from the key's rate limit at `now` (the clock is read here
+    /// if not given, and only for a limited key): `Err(wait)` when over it.
+    pub fn admit(&self, now: Option<std::time::Instant>) -> Result<(), std::time::Duration> {
         match &self.limiter {
             None => Ok(()),
-            Some(l) => l.acquire(),
+            Some(l) => l.acquire_at_instant(now.unwrap_or_else(std::time::Instant::now)),
         }
     }
 }

@@ -223,8 +223,9 @@ struct SuccessorPair {
 }
 
 /// The sealing context of a used refresh token's successor pair: its hash, so a
-/// sealed pair cannot be moved to another token's row and opened there.
-fn grace_context(used_hash: &[u8; 32]) -> String {
+/// sealed pair cannot be moved to another token's row and opened there. `reseal`
+/// seals the same rows again under a new master key.
+pub(crate) fn grace_context(used_hash: &[u8]) -> String {
     use base64::Engine;
     format!(
         "refresh-grace:{}",

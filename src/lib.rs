@@ -23,7 +23,7 @@
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
-//! - [`admin`]      `tessera admin`: the CLI over gRPC, and offline recover, import-key, backup
+//! - [`admin`]      `tessera admin`: the CLI over gRPC, and offline recover, import-key, reseal, backup
 
 pub mod admin;
 pub mod apikeys;

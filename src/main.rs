@@ -28,7 +28,7 @@ enum Command {
         environment: String,
     },
     /// Operate a server: over gRPC with an API key (keys, clients, signing-keys,
-    /// audit, status), or offline on a data dir (recover, import-key, backup).
+    /// audit, status), or offline on a data dir (recover, import-key, reseal, backup).
     Admin(tessera::admin::cli::AdminArgs),
 }
 

@@ -40,7 +40,12 @@ impl RateLimit {
 
 /// Nanoseconds since `epoch`, never 0 (0 marks "never used").
 fn nanos_since(epoch: Instant) -> u64 {
-    (epoch.elapsed().as_nanos() as u64).max(1)
+    nanos_between(epoch, Instant::now())
+}
+
+/// Nanoseconds from `epoch` to `now` (0 if `now` is earlier), never 0.
+fn nanos_between(epoch: Instant, now: Instant) -> u64 {
+    (now.saturating_duration_since(epoch).as_nanos() as u64).max(1)
 }
 
 /// A lock-free GCRA limiter: one atomic holds the "theoretical arrival time" (TAT) of
@@ -79,6 +84,12 @@ impl Limiter {
     /// Takes one request: `Ok` if within the limit, else how long until one would be.
     pub fn acquire(&self) -> Result<(), Duration> {
         self.acquire_at(nanos_since(self.epoch))
+    }
+
+    /// As [`acquire`](Self::acquire), at `now`: a caller that has read the clock
+    /// already passes it on, since the read costs more than the rest of the limiter.
+    pub fn acquire_at_instant(&self, now: Instant) -> Result<(), Duration> {
+        self.acquire_at(nanos_between(self.epoch, now))
     }
 
     fn acquire_at(&self, now: u64) -> Result<(), Duration> {
@@ -185,6 +196,12 @@ impl FailureThrottle {
     /// `Err(remaining)` if `addr` is blocked now.
     pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
         self.check_at(addr, self.now())
+    }
+
+    /// As [`check`](Self::check), at `now` (read once per call and shared with the
+    /// key's rate limit).
+    pub fn check_at_instant(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check_at(addr, nanos_between(self.epoch, now))
     }
 
     fn check_at(&self, addr: IpAddr, now: u64) -> Result<(), Duration> {

@@ -18,6 +18,7 @@ use super::render;
 use crate::clock::Clock;
 use crate::config::{Config, Layer, parse_duration};
 use crate::keys::import::ImportAlg;
+use crate::keys::seal::MasterKeySource;
 
 /// Default server address of the online commands.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
@@ -83,6 +84,21 @@ enum AdminCommand {
         data_dir: PathBuf,
         /// The server's TOML config file, for its master key and token lifetimes
         /// (TESSERA_* env applies too, as for `serve`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Offline: seal every secret sealed under the current master key (from the same
+    /// configuration as `serve`) under a new one, in one transaction, audited. The
+    /// server must be stopped, and started with the new key afterwards.
+    Reseal {
+        /// The data dir of the (stopped) service.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// File holding the new master key (32 bytes, base64url), mode 0600 or stricter.
+        #[arg(long, value_name = "FILE")]
+        new_master_key_file: PathBuf,
+        /// The server's TOML config file, for its current master key (TESSERA_* env
+        /// applies too, as for `serve`).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -231,6 +247,19 @@ async fn dispatch(args: AdminArgs) -> Result<Option<Output>, Failure> {
         } => import_key(alg, pem, data_dir, config.as_deref(), &env, &clock)
             .await
             .map(Some),
+        AdminCommand::Reseal {
+            data_dir,
+            new_master_key_file,
+            config,
+        } => reseal(
+            data_dir,
+            new_master_key_file,
+            config.as_deref(),
+            &env,
+            &clock,
+        )
+        .await
+        .map(Some),
         AdminCommand::Backup { data_dir, to } => run_backup(data_dir, to).map(Some),
         AdminCommand::Status => connect(&args, &env).await?.status().await.map(Some),
         AdminCommand::Keys { command } => {
@@ -447,6 +476,41 @@ async fn import_key(
         ),
         json: json!({ "kid": kid, "alg": alg.name() }),
         note: None,
+        code: 0,
+    })
+}
+
+async fn reseal(
+    data_dir: &Path,
+    new_key_file: &Path,
+    config: Option<&Path>,
+    env: &HashMap<String, String>,
+    clock: &Clock,
+) -> Result<Output, Failure> {
+    let config = offline_config(data_dir, config, env)?;
+    let done = super::reseal::reseal(&config, new_key_file, clock)
+        .await
+        .map_err(|e| Failure::new(exit::FAILURE, format!("reseal: {e:#}")))?;
+    let next = match &done.previous {
+        MasterKeySource::Development(path) => {
+            format!("{} now holds the new master key", path.display())
+        }
+        previous => format!(
+            "start the server with the new master key (master_key_file or TESSERA_MASTER_KEY): \
+             the old one ({previous}) no longer opens this database"
+        ),
+    };
+    Ok(Output {
+        text: format!(
+            "re-sealed {} signing keys and {} refresh grace pairs under the new master key; {next}\n",
+            done.signing_keys, done.grace_pairs
+        ),
+        json: json!({
+            "signing_keys": done.signing_keys,
+            "refresh_grace_pairs": done.grace_pairs,
+            "development_key_replaced": matches!(done.previous, MasterKeySource::Development(_)),
+        }),
+        note: done.warning,
         code: 0,
     })
 }

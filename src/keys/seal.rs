@@ -4,7 +4,7 @@
 //! or — for development only — from a file created in the data dir with a loud warning.
 //! Its text form is 32 bytes in base64url.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -45,54 +45,57 @@ impl MasterKey {
 
     /// Loads the configured master key, creating a development one if none is configured.
     pub fn load(config: &Config) -> Result<Self> {
-        if let Some(secret) = &config.master_key {
-            return Self::from_text(&secret.0)
-                .map_err(|e| Error::InvalidArgument(format!("TESSERA_MASTER_KEY: {e}")));
-        }
-        if let Some(path) = &config.master_key_file {
-            // A mounted secret is typically root's; it must still be nobody else's to write.
-            datadir::check_trusted_file(path, "master key file", true)?;
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                Error::internal(format!("reading master key file {}: {e}", path.display()))
-            })?);
-            return Self::from_text(&text).map_err(|e| {
-                Error::InvalidArgument(format!("master key file {}: {e}", path.display()))
-            });
-        }
-        let path = config.data_dir.join(DEV_KEY_FILE);
-        // Not `exists()`: it follows a symlink, and a planted one must be seen, not used.
-        if std::fs::symlink_metadata(&path).is_err() {
-            let mut raw = Zeroizing::new([0u8; 32]);
-            SystemRandom::new()
-                .fill(raw.as_mut())
-                .map_err(|_| Error::internal("OS random source"))?;
-            // Write aside, then link into place: a concurrent first start either wins
-            // the link or uses the winner's complete file, never a half-written one.
-            let tmp = config.data_dir.join(format!(
-                "{DEV_KEY_FILE}.{}.tmp",
-                crate::tokens::opaque::public_id()
-            ));
-            write_private_file(&tmp, B64.encode(raw.as_ref()).as_bytes())?;
-            let linked = std::fs::hard_link(&tmp, &path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::internal(format!("creating {}: {e}", path.display()))),
+        if let MasterKeySource::Development(path) = MasterKeySource::of(config) {
+            // Not `exists()`: it follows a symlink, and a planted one must be seen, not used.
+            if std::fs::symlink_metadata(&path).is_err() {
+                create_dev_key(&config.data_dir, &path)?;
             }
         }
-        datadir::check_trusted_file(&path, "development master key file", false)?;
-        tracing::warn!(
-            path = %path.display(),
-            "NO MASTER KEY CONFIGURED: signing keys are sealed with a development key stored next to \
-             the database. Set TESSERA_MASTER_KEY or master_key_file in production."
-        );
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))?,
-        );
-        Self::from_text(&text)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+        Self::load_existing(config)
+    }
+
+    /// Loads the configured master key, or the development one already in the data
+    /// dir; never creates one. The offline tools use this: a fresh key could open
+    /// nothing that is already sealed.
+    pub fn load_existing(config: &Config) -> Result<Self> {
+        match MasterKeySource::of(config) {
+            MasterKeySource::Env => {
+                let secret = config.master_key.as_ref().map(|s| s.0.as_str());
+                Self::from_text(secret.unwrap_or_default())
+                    .map_err(|e| Error::InvalidArgument(format!("TESSERA_MASTER_KEY: {e}")))
+            }
+            MasterKeySource::File(path) => {
+                // A mounted secret is typically root's; it must still be nobody else's to write.
+                let text = read_key_file(&path, "master key file", true)?;
+                Self::from_text(&text).map_err(|e| {
+                    Error::InvalidArgument(format!("master key file {}: {e}", path.display()))
+                })
+            }
+            MasterKeySource::Development(path) => {
+                if std::fs::symlink_metadata(&path).is_err() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "no master key is configured (TESSERA_MASTER_KEY or master_key_file) and \
+                         there is no development master key at {}",
+                        path.display()
+                    )));
+                }
+                let text = read_key_file(&path, "development master key file", false)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "NO MASTER KEY CONFIGURED: signing keys are sealed with a development key stored next to \
+                     the database. Set TESSERA_MASTER_KEY or master_key_file in production."
+                );
+                Self::from_text(&text)
+                    .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+
+    /// Whether `other` is this same key: what one seals, the other opens. (The key
+    /// bytes are not kept, so they cannot be compared directly.)
+    pub fn same_key_as(&self, other: &MasterKey) -> Result<bool> {
+        let probe = other.seal("same-key-probe", b"probe")?;
+        Ok(self.open("same-key-probe", &probe).is_ok())
     }
 
     /// Seals `plaintext`, bound to `context` (the kid), as `nonce || ciphertext || tag`.
@@ -138,6 +141,74 @@ impl MasterKey {
     }
 }
 
+/// Where the master key comes from, in the order [`MasterKey::load`] looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// `TESSERA_MASTER_KEY`.
+    Env,
+    /// `master_key_file`.
+    File(PathBuf),
+    /// Neither: the development key file in the data dir.
+    Development(PathBuf),
+}
+
+impl MasterKeySource {
+    /// The source `config` names.
+    pub fn of(config: &Config) -> Self {
+        if config.master_key.is_some() {
+            MasterKeySource::Env
+        } else if let Some(path) = &config.master_key_file {
+            MasterKeySource::File(path.clone())
+        } else {
+            MasterKeySource::Development(config.data_dir.join(DEV_KEY_FILE))
+        }
+    }
+}
+
+impl std::fmt::Display for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::Env => f.write_str("TESSERA_MASTER_KEY"),
+            MasterKeySource::File(p) => write!(f, "master key file {}", p.display()),
+            MasterKeySource::Development(p) => {
+                write!(f, "development master key file {}", p.display())
+            }
+        }
+    }
+}
+
+/// Reads a master-key file's text after checking that it can be trusted (see
+/// [`datadir::check_trusted_file`]); `what` names it in errors.
+pub fn read_key_file(path: &Path, what: &str, root_may_own: bool) -> Result<Zeroizing<String>> {
+    datadir::check_trusted_file(path, what, root_may_own)?;
+    Ok(Zeroizing::new(std::fs::read_to_string(path).map_err(
+        |e| Error::internal(format!("reading {what} {}: {e}", path.display())),
+    )?))
+}
+
+/// Creates the development master key at `path` (in `data_dir`), 0600.
+fn create_dev_key(data_dir: &Path, path: &Path) -> Result<()> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(raw.as_mut())
+        .map_err(|_| Error::internal("OS random source"))?;
+    // Write aside, then link into place: a concurrent first start either wins
+    // the link or uses the winner's complete file, never a half-written one.
+    let tmp = data_dir.join(format!(
+        "{DEV_KEY_FILE}.{}.tmp",
+        crate::tokens::opaque::public_id()
+    ));
+    let text = Zeroizing::new(B64.encode(raw.as_ref()));
+    write_private_file(&tmp, text.as_bytes())?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::internal(format!("creating {}: {e}", path.display()))),
+    }
+}
+
 /// Writes a file readable by its owner only (0600), refusing to overwrite.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -180,6 +251,13 @@ mod tests {
         assert!(k.open("kid-1", &tampered).is_err());
         let other = MasterKey::from_text(&B64.encode([8u8; 32])).unwrap();
         assert!(other.open("kid-1", &sealed).is_err());
+    }
+
+    #[test]
+    fn same_key_is_told_from_another_without_the_key_bytes() {
+        let other = MasterKey::from_text(&B64.encode([8u8; 32])).unwrap();
+        assert!(key().same_key_as(&key()).unwrap());
+        assert!(!key().same_key_as(&other).unwrap());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const KINDS: &[&str] = &[
     "key.rotated",
     "key.revoked",
     "admin.recovered",
+    "master_key.resealed",
 ];
 
 /// One audit record.
