@@ -1642,6 +1642,7 @@ async fn every_grant_is_audited_without_secrets() {
         client.token,
     ]);
 
+    s.flush_audit().await;
     let db = rusqlite::Connection::open_with_flags(
         s.data_dir.join("tessera.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,

@@ -180,6 +180,7 @@ async fn audit_records_older_than_the_retention_are_purged() {
     // A day and an hour later, with retention 1 d: the older records go, a new one stays.
     clock.advance(25 * 3600);
     let t = s.access_token("recent").await;
+    s.flush_audit().await;
     let cutoff = clock.now() - 86_400;
     let old_records = |dir: &Path| -> i64 {
         let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();

@@ -60,6 +60,7 @@ async fn audiences_with_whitespace_are_refused_up_front_and_spend_nothing() {
     let s = TestServer::start().await;
     let mut tk = s.tokens().await;
     let families = count(&s, "refresh_families");
+    s.flush_audit().await;
     let audit = count(&s, "audit_log");
     let rows: &[(&str, &[&str])] = &[
         ("space inside", &["a b"]),
@@ -117,6 +118,7 @@ async fn audiences_with_whitespace_are_refused_up_front_and_spend_nothing() {
         families,
         "no family was started"
     );
+    s.flush_audit().await;
     assert_eq!(count(&s, "audit_log"), audit, "nothing was issued");
 }
 

@@ -218,6 +218,21 @@ impl TestServer {
     }
 
     /// Introspects with the admin key.
+    /// Returns once every answered call's audit record is on disk. Issuance records
+    /// are group-committed behind their answers; `ListAuditEvents` flushes them before
+    /// it reads, so tests that open the database themselves call this first.
+    pub async fn flush_audit(&self) {
+        let req = tessera::proto::ListAuditEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        };
+        self.tokens()
+            .await
+            .list_audit_events(authed(req, &self.admin_key))
+            .await
+            .expect("ListAuditEvents");
+    }
+
     pub async fn introspect(&self, token: &str) -> Result<IntrospectResponse, Status> {
         let req = IntrospectRequest {
             token: token.into(),
