@@ -229,8 +229,17 @@ fn lock(dir: &Path) -> Result<File> {
     match f.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
+            // The holder writes its pid just after taking the lock: a contender that
+            // lost by a hair may look before that, so it looks again briefly.
             let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
+            for _ in 0..20 {
+                holder.clear();
+                let _ = f.rewind().and_then(|()| f.read_to_string(&mut holder));
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             let holder = holder.trim();
             let holder = if holder.is_empty() || !holder.chars().all(|c| c.is_ascii_digit()) {
                 "unknown pid".to_string()

@@ -446,6 +446,17 @@ fn writer_loop(
             tracing::error!(error = %e, "store: cannot begin transaction");
             set_health(&health, false);
             failed();
+            // What queued up while BEGIN waited out the busy timeout would only wait
+            // out its own in turn: it hears now, with the rest.
+            let late = std::iter::from_fn(|| rx.try_recv().ok());
+            let lost = waiting
+                .into_iter()
+                .chain(late)
+                .filter(|w| matches!(w, Work::Audit(..)))
+                .count();
+            if lost > 0 {
+                tracing::error!(records = lost, "store: audit records lost");
+            }
             continue;
         }
         let mut done = Vec::new();
