@@ -64,8 +64,8 @@ fn world() -> &'static World {
             .expect("keyring");
         // Unseal the key the keyring generated, as tests/common/mint.rs does.
         let active = keys.current().active.kid.clone();
-        let row = store
-            .read_now(|c| tessera::store::keys::load_live(c, NOW))
+        let row = rt
+            .block_on(store.read(|c| tessera::store::keys::load_live(c, NOW)))
             .expect("key rows")
             .into_iter()
             .find(|r| r.kid == active)

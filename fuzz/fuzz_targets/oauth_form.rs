@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(Some(key)) = client_key(&headers, &form) {
+    if let Ok(Some((key, _client_id))) = client_key(&headers, &form) {
         // A credential came from somewhere the caller put it: Basic, Bearer or the form.
         assert!(
             headers.contains_key(header::AUTHORIZATION) || form.get("client_secret") == key,
