@@ -19,18 +19,19 @@ pub mod lineage;
 pub mod lists;
 pub mod refresh;
 pub mod revocation;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
+use writer::{AUDIT_QUEUE, Finish, Job, Outcome, Work, writer_loop};
 
 /// Numbered migrations, applied in order inside one transaction.
 const MIGRATIONS: &[&str] = &[
@@ -53,52 +54,10 @@ fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
-/// Most writes folded into one transaction.
-const MAX_BATCH: usize = 512;
-
-/// Work one batch may run before it commits, however many writes are waiting: what
-/// bounds how long an audit record queued by [`Store::audit_later`] stays in memory
-/// (the batch running when it arrives, then its own, each this long plus a COMMIT).
-const BATCH_BUDGET: Duration = Duration::from_millis(8);
-
-/// How long the writer lets a batch that holds only queued audit records (nobody
-/// waiting on it) fill before it begins: one COMMIT for many issuances instead of one
-/// each. With [`BATCH_BUDGET`] and the COMMIT this keeps a record in memory for
-/// ~20 ms at most in normal operation.
-const AUDIT_WINDOW: Duration = Duration::from_millis(5);
-
-/// Audit records queued and not yet committed before `audit_later` makes its caller
-/// wait: a writer that falls behind slows issuance instead of growing memory.
-const AUDIT_QUEUE: usize = 16_384;
-
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
 /// cover the moments that task is not scheduled.
 const FEED_CAPACITY: usize = 4096;
-
-/// A write: runs against the connection, says how it went, and hands back what to do
-/// once the batch's fate (commit or not) is known.
-type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Finish) + Send>;
-type Finish = Box<dyn FnOnce(Result<()>) + Send>;
-
-/// What the writer thread is handed.
-enum Work {
-    /// A write whose caller waits for its commit.
-    Job(Job),
-    /// An audit record nobody waits for; the permit holds its place in the queue until
-    /// its batch has committed.
-    Audit(Box<audit::AuditEntry>, OwnedSemaphorePermit),
-}
-
-/// How one write went.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    /// Refused for its own reasons (a missing row, a rule): says nothing about storage.
-    Refused,
-    /// Storage failed under it (disk full, I/O error, locked).
-    StorageFailed,
-}
 
 /// Whether storage works, shared by every handle and the writer thread: false once a
 /// write or read fails for a storage reason (or the writer thread is gone), true again
@@ -308,7 +267,7 @@ impl Store {
     /// their own (a plain access token): revocations, bumps, rotations, refresh
     /// rotation and code redemption commit their audit record with the change, before
     /// the answer. The record reaches the disk within about two batches (a batch runs
-    /// at most [`BATCH_BUDGET`] before its COMMIT); [`flush`](Self::flush) waits for
+    /// at most [`writer::BATCH_BUDGET`] before its COMMIT); [`flush`](Self::flush) waits for
     /// it, and shutdown flushes. A crash can lose the records of that window, never a
     /// revocation. Refused while storage is failing, as the durable writes are.
     pub async fn audit_later(&self, entry: audit::AuditEntry) -> Result<()> {
@@ -408,172 +367,6 @@ impl Readers {
                 .map_err(|_| Error::internal("reader lock poisoned"))?,
         };
         f(&conn)
-    }
-}
-
-/// Takes the jobs waiting (as many as [`MAX_BATCH`] and [`BATCH_BUDGET`] allow), runs
-/// them in one transaction, commits once, then answers. A batch in which storage failed
-/// marks the store unhealthy; one that committed a change (so reached the disk) marks
-/// it healthy. Committed change-log rows are published before anyone is answered.
-fn writer_loop(
-    conn: Connection,
-    rx: mpsc::Receiver<Work>,
-    health: Health,
-    stats: &StoreStats,
-    feed: changes::Feed,
-    mut published: u64,
-) {
-    let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        if matches!(waiting[0], Work::Audit(..)) {
-            gather_audits(&rx, &mut waiting);
-        }
-        // Everything already queued joins before BEGIN: if BEGIN fails (storage locked
-        // or failing, after the busy timeout), all of it hears so at once instead of
-        // each write waiting out its own timeout in turn.
-        while waiting.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => waiting.push(w),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let changes_before = conn.total_changes();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Nothing ran: dropping the work closes its channel, so the caller sees
-            // Unavailable.
-            tracing::error!(error = %e, "store: cannot begin transaction");
-            set_health(&health, false);
-            failed();
-            // What queued up while BEGIN waited out the busy timeout would only wait
-            // out its own in turn: it hears now, with the rest.
-            let late = std::iter::from_fn(|| rx.try_recv().ok());
-            let lost = waiting
-                .into_iter()
-                .chain(late)
-                .filter(|w| matches!(w, Work::Audit(..)))
-                .count();
-            if lost > 0 {
-                tracing::error!(records = lost, "store: audit records lost");
-            }
-            continue;
-        }
-        let mut done = Vec::new();
-        let mut audits = Vec::new();
-        let mut storage_failed = false;
-        let mut waiting = waiting.into_iter();
-        let mut next = waiting.next();
-        let mut taken = 0;
-        while let Some(work) = next.take() {
-            match work {
-                Work::Job(job) => {
-                    let (failed_storage, finish) = run_job(&conn, job, &failed);
-                    storage_failed |= failed_storage;
-                    done.push(finish);
-                }
-                Work::Audit(entry, permit) => audits.push((entry, permit)),
-            }
-            taken += 1;
-            next = waiting.next();
-            if next.is_none() && taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !audits.is_empty() {
-            storage_failed |= !append_audits(&conn, &audits, &failed);
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(Error::from);
-        stats.batch_size.observe(taken as u64);
-        if committed.is_err() {
-            failed();
-            let _ = conn.execute_batch("ROLLBACK");
-            storage_failed = true;
-            if !audits.is_empty() {
-                tracing::error!(records = audits.len(), "store: audit records lost");
-            }
-        } else {
-            // Before anyone is answered: a subscriber never learns of a revocation
-            // later than the revoker is told it is done.
-            feed.publish_committed(&conn, &mut published);
-        }
-        if storage_failed {
-            set_health(&health, false);
-        } else if conn.total_changes() > changes_before {
-            set_health(&health, true);
-        }
-        for finish in done {
-            finish(match &committed {
-                Ok(()) => Ok(()),
-                Err(_) => Err(Error::Unavailable),
-            });
-        }
-        // Frees the audit records' places in the queue only now they are committed.
-        drop(audits);
-    }
-}
-
-/// Waits up to [`AUDIT_WINDOW`] for more audit records to join the batch; stops at
-/// once when a write whose caller waits arrives (it joins the batch too).
-fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>) {
-    let deadline = Instant::now() + AUDIT_WINDOW;
-    while waiting.len() < MAX_BATCH {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(w) => {
-                let awaited = matches!(w, Work::Job(_));
-                waiting.push(w);
-                if awaited {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// Runs one job in its own savepoint, so a failing write leaves no trace and spares its
-/// batch-mates; says whether storage failed under it.
-fn run_job(conn: &Connection, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-        tracing::error!(error = %e, "store: cannot open savepoint");
-        failed();
-        // Run nothing: the caller hears Unavailable.
-        let finish: Finish = Box::new(move |_| drop(job));
-        return (true, finish);
-    }
-    let (outcome, finish) = job(conn);
-    let end = if outcome == Outcome::Ok {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    if let Err(e) = conn.execute_batch(end) {
-        tracing::error!(error = %e, "store: cannot close savepoint");
-        failed();
-    }
-    (outcome == Outcome::StorageFailed, finish)
-}
-
-/// Appends a batch's queued audit records together, in their own savepoint: if
-/// storage fails under them the rest of the batch still commits. False if they failed.
-fn append_audits(
-    conn: &Connection,
-    audits: &[(Box<audit::AuditEntry>, OwnedSemaphorePermit)],
-    failed: &impl Fn() -> u64,
-) -> bool {
-    let appended = conn
-        .execute_batch("SAVEPOINT audits")
-        .map_err(Error::from)
-        .and_then(|()| audits.iter().try_for_each(|(e, _)| audit::append(conn, e)));
-    match appended {
-        Ok(()) => conn.execute_batch("RELEASE audits").is_ok(),
-        Err(e) => {
-            tracing::error!(error = %e, records = audits.len(), "store: audit records lost");
-            failed();
-            let _ = conn.execute_batch("ROLLBACK TO audits; RELEASE audits");
-            false
-        }
     }
 }
 
