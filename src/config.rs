@@ -38,6 +38,144 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// The embedded default: one SQLite file, locked to one process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by any number of replicas (the URL as given).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced by `***`: fit for logs and error messages.
+    /// A PostgreSQL URL is masked both where RFC 3986 puts the password (the user
+    /// info, up to the last `@` before the path) and where the driver reads it (up to
+    /// the first `@`, and a `password=` query parameter).
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_postgres_url(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DatabaseUrl::Postgres(_) => f.debug_tuple("Postgres").field(&self.redacted()).finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+    /// `sqlite://PATH` (the database file; a relative path is from the working
+    /// directory) or `postgres://…` / `postgresql://…`. The value may carry a password,
+    /// so errors never repeat it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs the path of the database file (e.g. sqlite://tessera-data/tessera.db)"
+                        .into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(s.to_string()));
+        }
+        Err("must start with sqlite:// or postgres:// (or postgresql://)".into())
+    }
+}
+
+/// [`DatabaseUrl::redacted`] for a PostgreSQL URL: every byte range that could hold
+/// the password becomes `***`.
+fn redact_postgres_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let mut masked: Vec<(usize, usize)> = Vec::new();
+    // The user info: up to the last `@` before the path, or, with none there, the first
+    // `@` anywhere (the driver takes everything up to the first `@` as `user:password`,
+    // so a password with an unescaped `/` ends there).
+    let path_start = rest.find('/').unwrap_or(rest.len());
+    let driver_creds_end = rest.find('@');
+    if let Some(end) = rest[..path_start].rfind('@').or(driver_creds_end)
+        && let Some(colon) = rest[..end].find(':')
+    {
+        masked.push((colon + 1, end));
+    }
+    // Query parameters, split as the driver splits them: `key` up to `=`, value up to
+    // `&`; a (percent-decoded) `password` key's value is masked.
+    let after_creds = driver_creds_end.map_or(0, |i| i + 1);
+    let query_start = rest[after_creds..].find(['/', '?']).and_then(|i| {
+        let i = after_creds + i;
+        if rest[i..].starts_with('?') {
+            Some(i + 1)
+        } else {
+            rest[i..].find('?').map(|j| i + j + 1)
+        }
+    });
+    if let Some(mut at) = query_start {
+        while let Some(eq) = rest[at..].find('=') {
+            let key = &rest[at..at + eq];
+            let value_start = at + eq + 1;
+            let value_end = rest[value_start..]
+                .find('&')
+                .map_or(rest.len(), |i| value_start + i);
+            if percent_decode(key).eq_ignore_ascii_case(b"password") {
+                masked.push((value_start, value_end));
+            }
+            at = (value_end + 1).min(rest.len());
+        }
+    }
+    masked.sort_unstable();
+    let mut out = format!("{scheme}://");
+    let mut pos = 0;
+    for (start, end) in masked {
+        if start >= pos {
+            out.push_str(&rest[pos..start]);
+            out.push_str("***");
+            pos = end;
+        } else {
+            // Overlaps the range just masked: stretch it.
+            pos = pos.max(end);
+        }
+    }
+    out.push_str(&rest[pos..]);
+    out
+}
+
+/// `%XX` escapes decoded; anything else kept as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Everything the service needs to start. Built once, passed down.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -63,6 +201,13 @@ pub struct Config {
     pub max_connections: usize,
     /// State directory (SQLite `tessera.db`, bootstrap `admin.key`). Defaults to `./tessera-data`.
     pub data_dir: PathBuf,
+    /// Where the state lives: `sqlite://PATH` (the SQLite database file) or a
+    /// `postgres://` URL. Defaults to none: `data_dir`/`tessera.db` (see
+    /// [`Config::database`]).
+    pub database_url: Option<DatabaseUrl>,
+    /// With PostgreSQL, how long introspection keeps answering from memory while the
+    /// database cannot be reached, before it fails closed. Defaults to 30 s; at most 1 h.
+    pub max_staleness: Duration,
     /// `iss` of every token, compared octet for octet. Defaults to `http://127.0.0.1:8080`.
     pub issuer: String,
     /// URL of the login front end that asks Tessera for authorization codes, published
@@ -155,7 +300,8 @@ pub struct Config {
 }
 
 /// A secret string from configuration: never printed.
-#[derive(Clone, zeroize::ZeroizeOnDrop)]
+#[derive(Clone, Deserialize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
@@ -175,6 +321,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
             data_dir: PathBuf::from("tessera-data"),
+            database_url: None,
+            max_staleness: Duration::from_secs(30),
             issuer: "http://127.0.0.1:8080".into(),
             authorization_endpoint: None,
             signing_alg: SigningAlg::EdDSA,
@@ -231,6 +379,9 @@ pub struct Layer {
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub data_dir: Option<String>,
+    /// A [`Secret`]: the URL may carry a password.
+    pub database_url: Option<Secret>,
+    pub max_staleness: Option<String>,
     pub issuer: Option<String>,
     pub authorization_endpoint: Option<String>,
     pub signing_alg: Option<String>,
@@ -312,6 +463,8 @@ impl Layer {
             idle_timeout: get("IDLE_TIMEOUT"),
             max_connections: number("MAX_CONNECTIONS")?,
             data_dir: get("DATA_DIR"),
+            database_url: get("DATABASE_URL").map(Secret),
+            max_staleness: get("MAX_STALENESS"),
             issuer: get("ISSUER"),
             authorization_endpoint: get("AUTHORIZATION_ENDPOINT"),
             signing_alg: get("SIGNING_ALG"),
@@ -365,6 +518,8 @@ impl Layer {
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            max_staleness: self.max_staleness.or(lower.max_staleness),
             issuer: self.issuer.or(lower.issuer),
             authorization_endpoint: self.authorization_endpoint.or(lower.authorization_endpoint),
             signing_alg: self.signing_alg.or(lower.signing_alg),
@@ -401,6 +556,14 @@ impl Layer {
 }
 
 impl Config {
+    /// The database in effect: `database_url`, else the SQLite file `tessera.db` in
+    /// `data_dir`.
+    pub fn database(&self) -> DatabaseUrl {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("tessera.db")))
+    }
+
     /// The failed-authentication throttle's numbers.
     pub fn auth_throttle(&self) -> crate::ratelimit::ThrottleConfig {
         crate::ratelimit::ThrottleConfig {
@@ -461,6 +624,13 @@ impl Config {
                 return Err("data_dir: must not be empty".into());
             }
             c.data_dir = v.into();
+        }
+        if let Some(v) = merged.database_url {
+            // Never echo the value: it may carry a password.
+            c.database_url = Some(v.0.parse().map_err(|e| format!("database_url: {e}"))?);
+        }
+        if let Some(v) = merged.max_staleness {
+            c.max_staleness = dur("max_staleness", v)?;
         }
         if let Some(v) = merged.issuer {
             check_issuer(&v).map_err(|e| format!("issuer: {v:?} {e}"))?;
@@ -680,6 +850,11 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err("request_timeout must be > 0".into());
+        }
+        // Zero would fail every introspection at the first blip; beyond an hour, a
+        // revocation made through another replica could go unseen for that long.
+        if self.max_staleness.is_zero() || self.max_staleness > Duration::from_secs(3600) {
+            return Err("max_staleness must be > 0 and at most 1h".into());
         }
         if self.auth_failure_limit > 0
             && (self.auth_failure_window.is_zero() || self.auth_failure_block.is_zero())
@@ -947,6 +1122,11 @@ mod tests {
             ("TESSERA_HEADER_TIMEOUT", "0s"),
             ("TESSERA_IDLE_TIMEOUT", "5x"),
             ("TESSERA_METRICS_ADDR", "nope"),
+            ("TESSERA_DATABASE_URL", "mysql://db.test/tessera"),
+            ("TESSERA_DATABASE_URL", "sqlite://"),
+            ("TESSERA_MAX_STALENESS", "0s"),
+            ("TESSERA_MAX_STALENESS", "61m"),
+            ("TESSERA_MAX_STALENESS", "soon"),
         ] {
             let env: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
             let e = load(&env).unwrap_err();
@@ -1034,6 +1214,193 @@ mod tests {
         ]
         .into();
         assert_eq!(Layer::unknown_env(&env), vec!["TESSERA_SHUTDOWN_GRAC"]);
+    }
+
+    #[test]
+    fn database_defaults_to_tessera_db_in_the_data_dir() {
+        let c = Config::default();
+        assert_eq!(c.database_url, None);
+        assert_eq!(
+            c.database(),
+            DatabaseUrl::Sqlite(PathBuf::from("tessera-data").join("tessera.db"))
+        );
+        let env: HashMap<String, String> =
+            [("TESSERA_DATA_DIR".into(), "/var/lib/t".into())].into();
+        assert_eq!(
+            load(&env).unwrap().database(),
+            DatabaseUrl::Sqlite(PathBuf::from("/var/lib/t/tessera.db"))
+        );
+    }
+
+    #[test]
+    fn database_urls_parse() {
+        for (v, want) in [
+            (
+                "sqlite://state/t.db",
+                DatabaseUrl::Sqlite(PathBuf::from("state/t.db")),
+            ),
+            (
+                "sqlite:///var/lib/tessera/t.db",
+                DatabaseUrl::Sqlite(PathBuf::from("/var/lib/tessera/t.db")),
+            ),
+            (
+                "postgres://tessera:pw@db.test:5432/tessera?sslmode=require",
+                DatabaseUrl::Postgres(
+                    "postgres://tessera:pw@db.test:5432/tessera?sslmode=require".into(),
+                ),
+            ),
+            (
+                "postgresql://db.test/tessera",
+                DatabaseUrl::Postgres("postgresql://db.test/tessera".into()),
+            ),
+        ] {
+            let env: HashMap<String, String> = [("TESSERA_DATABASE_URL".into(), v.into())].into();
+            let c = load(&env).unwrap();
+            assert_eq!(c.database_url.as_ref(), Some(&want), "{v}");
+            assert_eq!(c.database(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn database_url_from_toml_env_and_flag() {
+        let file =
+            Layer::from_toml("database_url = \"postgres://file.test/t\"\nmax_staleness = \"1h\"")
+                .unwrap();
+        let c = Config::from_layers(file, &HashMap::new()).unwrap();
+        assert_eq!(
+            c.database(),
+            DatabaseUrl::Postgres("postgres://file.test/t".into())
+        );
+        assert_eq!(c.max_staleness, Duration::from_secs(3600));
+
+        let file = Layer::from_toml("database_url = \"postgres://file.test/t\"").unwrap();
+        let env: HashMap<String, String> = [
+            (
+                "TESSERA_DATABASE_URL".to_string(),
+                "sqlite://env.db".to_string(),
+            ),
+            ("TESSERA_MAX_STALENESS".into(), "2m".into()),
+        ]
+        .into();
+        let c = Config::from_layers(Layer::from_env(&env).unwrap().or(file), &env).unwrap();
+        assert_eq!(c.database(), DatabaseUrl::Sqlite(PathBuf::from("env.db")));
+        assert_eq!(c.max_staleness, Duration::from_secs(120));
+
+        let flags = Layer {
+            database_url: Some(Secret("postgresql://flag.test/t".into())),
+            ..Layer::default()
+        };
+        let c = Config::from_layers(flags.or(Layer::from_env(&env).unwrap()), &env).unwrap();
+        assert_eq!(
+            c.database(),
+            DatabaseUrl::Postgres("postgresql://flag.test/t".into())
+        );
+    }
+
+    #[test]
+    fn bad_database_urls_are_named_and_never_echoed() {
+        for v in [
+            "mysql://u:hunter2@h/db",
+            "POSTGRES://u:hunter2@h/db",
+            " postgres://u:hunter2@h/db",
+            "u:hunter2@h/db",
+            "sqlite:",
+            "sqlite://",
+            "",
+        ] {
+            let env: HashMap<String, String> = [("TESSERA_DATABASE_URL".into(), v.into())].into();
+            let e = load(&env).unwrap_err();
+            assert!(e.starts_with("database_url: "), "{v}: {e}");
+            assert!(!e.contains("hunter2"), "{v}: {e}");
+            let e = Config::from_layers(
+                Layer::from_toml(&format!("database_url = {v:?}")).unwrap(),
+                &HashMap::new(),
+            )
+            .unwrap_err();
+            assert!(
+                e.starts_with("database_url: ") && !e.contains("hunter2"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn database_passwords_do_not_print() {
+        for (v, shown) in [
+            ("postgres://u:hunter2@h/db", "postgres://u:***@h/db"),
+            (
+                "postgresql://u:hunter2@h:5432/db?sslmode=require",
+                "postgresql://u:***@h:5432/db?sslmode=require",
+            ),
+            // Unescaped `@` and `/` in the password.
+            ("postgres://u:p@hunter2@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:hunter2/x@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:@h/db", "postgres://u:***@h/db"),
+            // The driver's `password` parameter, also percent-encoded.
+            (
+                "postgres://u@h/db?sslmode=disable&password=hunter2&application_name=t",
+                "postgres://u@h/db?sslmode=disable&password=***&application_name=t",
+            ),
+            (
+                "postgres://h?%70assword=hunter2",
+                "postgres://h?%70assword=***",
+            ),
+            (
+                "postgres://u:hunter2@h/db?password=hunter2",
+                "postgres://u:***@h/db?password=***",
+            ),
+            // Nothing secret: kept whole.
+            ("postgres://alice@h/db", "postgres://alice@h/db"),
+            (
+                "postgres://h:5432,h2:5433/db?sslmode=require",
+                "postgres://h:5432,h2:5433/db?sslmode=require",
+            ),
+        ] {
+            let url = DatabaseUrl::Postgres(v.into());
+            assert_eq!(url.redacted(), shown, "{v}");
+            assert_eq!(url.to_string(), shown, "{v}");
+            assert_eq!(format!("{url:?}"), format!("Postgres({shown:?})"), "{v}");
+        }
+        let env: HashMap<String, String> = [(
+            "TESSERA_DATABASE_URL".into(),
+            "postgres://u:hunter2@h/db".into(),
+        )]
+        .into();
+        let layer = Layer::from_env(&env).unwrap();
+        assert!(!format!("{layer:?}").contains("hunter2"));
+        let c = load(&env).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(
+            format!("{:?}", DatabaseUrl::Sqlite("t.db".into())),
+            "Sqlite(\"t.db\")"
+        );
+        assert_eq!(
+            DatabaseUrl::Sqlite("t.db".into()).redacted(),
+            "sqlite://t.db"
+        );
+    }
+
+    #[test]
+    fn max_staleness_defaults_to_30s_and_is_capped_at_an_hour() {
+        let env = HashMap::new();
+        let c = Config::from_layers(Layer::default(), &env).unwrap();
+        assert_eq!(c.max_staleness, Duration::from_secs(30));
+        for (v, ok) in [
+            ("1s", true),
+            ("3600", true),
+            ("1h", true),
+            ("0s", false),
+            ("3601s", false),
+        ] {
+            let env: HashMap<String, String> = [("TESSERA_MAX_STALENESS".into(), v.into())].into();
+            match load(&env) {
+                Ok(c) => {
+                    assert!(ok, "{v}");
+                    assert_eq!(c.max_staleness, parse_duration(v).unwrap());
+                }
+                Err(e) => assert!(!ok && e.contains("max_staleness"), "{v}: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,12 @@ struct ServeArgs {
     /// State directory [default: ./tessera-data].
     #[arg(long)]
     data_dir: Option<String>,
+    /// Database: sqlite://FILE or postgres://… [default: sqlite://<data dir>/tessera.db].
+    ///
+    /// Other local users can read command lines: give a URL with a password in
+    /// TESSERA_DATABASE_URL or the config file instead.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Token issuer (`iss`) [default: http://127.0.0.1:8080].
     #[arg(long)]
     issuer: Option<String>,
@@ -71,6 +77,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         http_addr: args.http_addr,
         metrics_addr: args.metrics_addr,
         data_dir: args.data_dir,
+        database_url: args.database_url.map(tessera::config::Secret),
         issuer: args.issuer,
         signing_alg: args.signing_alg,
         log_format: args.log_format,
