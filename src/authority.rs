@@ -12,7 +12,7 @@ use crate::apikeys;
 use crate::auth::{self, Caller};
 use crate::callers::Callers;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::error::{Error, Result};
 use crate::keys::seal::{self, MasterKey};
 use crate::keys::{Keyring, Rotation};
@@ -20,12 +20,12 @@ use crate::listing::PageTokens;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::revocation::Revocations;
-use crate::store::Store;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyListing, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::store::revocation as revocation_rows;
+use crate::store::{Location, Store};
 use crate::tokens::cache::{self as verified_cache, VerifiedCache};
 use crate::tokens::claims::{AccessClaims, REGISTERED};
 use crate::tokens::verify::{self, MAX_TOKEN_LEN, Reject, Rules};
@@ -184,7 +184,7 @@ fn check_service_scopes(scopes: &[String]) -> Result<()> {
 }
 
 /// Is `id` the only live key holding `tessera:admin`?
-fn last_live_admin(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<bool> {
+fn last_live_admin(conn: &crate::store::db::Db, id: &str, now: i64) -> Result<bool> {
     let admins: Vec<String> = apikey_rows::load_live(conn, now)?
         .into_iter()
         .filter(|k| k.scopes.iter().any(|s| s == auth::SCOPE_ADMIN))
@@ -210,7 +210,14 @@ impl Authority {
     /// Opens the store and keys, fills the caches and bootstraps an admin key on an
     /// empty store.
     pub async fn open(config: Arc<Config>, clock: Clock) -> Result<Self> {
-        let store = Store::open(&config.data_dir)?;
+        let store = match config.database() {
+            DatabaseUrl::Sqlite(path) => {
+                Store::connect(&config.data_dir, Location::Sqlite(&path)).await?
+            }
+            DatabaseUrl::Postgres(url) => {
+                Store::connect(&config.data_dir, Location::Postgres(&url)).await?
+            }
+        };
         let master = MasterKey::load(&config)?;
         let now = clock.now();
         let retire_window = config.max_access_token_ttl.as_secs() as i64 + 60;
@@ -249,7 +256,7 @@ impl Authority {
             callers.insert(row);
         }
         tracing::info!(
-            db = %store.path().display(),
+            db = %store.describe(),
             blocklisted = revocations.blocklist_len(),
             "state loaded"
         );
@@ -831,6 +838,12 @@ impl Authority {
             return Err(Error::InvalidArgument(format!(
                 "token longer than {MAX_TOKEN_LEN} bytes"
             )));
+        }
+        // Fail-static, then closed: memory answers while the shared database is away,
+        // but not for longer than `max_staleness` (a revocation made elsewhere in the
+        // meantime could not have reached it).
+        if self.store.staleness().exceeds(self.config.max_staleness) {
+            return Err(Error::Unavailable);
         }
         let now = self.clock.now();
         // The three kinds have disjoint shapes, so the hint never changes the answer.

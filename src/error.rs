@@ -221,6 +221,35 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+impl From<crate::store::db::DbError> for Error {
+    fn from(e: crate::store::db::DbError) -> Self {
+        use crate::store::db::DbError;
+        match e {
+            DbError::Sqlite(e) => e.into(),
+            DbError::Postgres(e) => {
+                // No SQLSTATE: the connection broke or was never made. Class 08
+                // (connection), 53 (resources), 57 (shutdown, cancelled) and 40
+                // (serialization, deadlock) are the database's trouble, not the call's.
+                let transient = e.code().is_none_or(|c| {
+                    let class = &c.code()[..2];
+                    matches!(class, "08" | "53" | "57" | "40")
+                });
+                if transient {
+                    tracing::error!(error = %e, "storage unavailable");
+                    Error::Unavailable
+                } else {
+                    Error::internal(e)
+                }
+            }
+            DbError::Connect(cause) => {
+                tracing::error!(error = %cause, "storage unavailable");
+                Error::Unavailable
+            }
+            DbError::NoRows | DbError::Decode(_) => Error::internal(e),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = e.grpc_code();

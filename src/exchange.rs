@@ -23,7 +23,7 @@
 //!   only) and nothing is revoked; a concurrent double use by one client then yields
 //!   one pair. Any other use of a used token is a reuse. See [`grants::refresh_use`].
 
-use rusqlite::Connection;
+use crate::store::db::Db;
 use serde_json::{Map, Value};
 
 use crate::apikeys;
@@ -235,7 +235,7 @@ pub(crate) fn grace_context(used_hash: &[u8]) -> String {
 
 /// Deletes authorization codes past their retention and lineage links of expired
 /// tokens (housekeeping).
-pub(crate) fn purge(conn: &Connection, now: i64) -> Result<()> {
+pub(crate) fn purge(conn: &Db, now: i64) -> Result<()> {
     codes::purge(conn, now - CODE_RETENTION)?;
     lineage::purge(conn, now - 60)?;
     refresh::purge_grace(conn, now)?;
@@ -275,7 +275,7 @@ fn authenticate(authenticated: Option<&str>, client: &ClientRow) -> Result<()> {
 
 /// Revokes a family inside a write and blocklists its access tokens and everything
 /// exchanged from them; returns what it blocklisted.
-fn revoke_family_in(conn: &Connection, family_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
+fn revoke_family_in(conn: &Db, family_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
     let minted = refresh::revoke_family(conn, family_id, now)?;
     lineage::block_with_descendants(conn, minted, now)
 }

@@ -14,7 +14,8 @@
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
 //! - [`revocation`] jti blocklist and token versions in memory
 //! - [`watch`]      `WatchRevocations`: snapshot or replay from the change log, then live deltas
-//! - [`store`]      SQLite (WAL): the private, locked data dir, migrations, group-committing writer, one file per table family
+//! - [`store`]      SQLite (WAL) or PostgreSQL behind one SQL surface: the private, locked data dir, migrations, group-committing writer, one file per table family
+//! - [`replication`] applies other replicas' change-log rows to this one's memory (PostgreSQL)
 //! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
 //! - [`metrics`]    counters, histograms and process metrics for `/metrics`
 //! - [`observe`]    per-request middleware: request id, SERVER spans, request metrics
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod net;
 pub mod observe;
 pub mod ratelimit;
+pub mod replication;
 pub mod revocation;
 pub mod server;
 pub mod service;

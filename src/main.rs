@@ -172,3 +172,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_a_kid_not_a_flag() {
+        let cli = Cli::try_parse_from(["tessera", "admin", "signing-keys", "revoke", "-gX2k"]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+    }
+}

@@ -133,6 +133,9 @@ pub async fn run(
             .await
             .map_err(StartupError::from)?,
     );
+    if authority.store.shared() {
+        crate::replication::spawn(&authority);
+    }
     let grpc_addr: SocketAddr = listeners.grpc.local_addr()?;
     let http_addr: SocketAddr = listeners.http.local_addr()?;
     let metrics_addr: SocketAddr = listeners.metrics.local_addr()?;

@@ -102,34 +102,39 @@ enum Start {
 
 /// Reads the starting point: a replay when the log still holds every row after
 /// `after`, a snapshot otherwise.
-fn read_start(conn: &rusqlite::Connection, after: u64, now: i64) -> Result<Start> {
-    let tx = conn.unchecked_transaction()?;
-    let last = changes::last_seq(&tx)?;
-    let oldest = changes::oldest_seq(&tx)?;
+fn read_start(conn: &crate::store::db::Db, after: u64, now: i64) -> Result<Start> {
+    conn.snapshot(|tx| read_in(tx, after, now))
+}
+
+fn read_in(tx: &crate::store::db::Db, after: u64, now: i64) -> Result<Start> {
+    let last = changes::last_seq(tx)?;
+    let oldest = changes::oldest_seq(tx)?;
     // A sequence from the future (another database) is treated as unknown: snapshot.
     let replayable =
         after != 0 && after <= last && (after == last || oldest.is_some_and(|o| after + 1 >= o));
     if replayable {
-        let rows = changes::after(&tx, after)?;
+        let rows = changes::after(tx, after)?
+            .into_iter()
+            .filter(|l| l.change.streamed())
+            .collect();
         return Ok(Start::Replay(rows, last));
     }
     let mut items: Vec<Change> = Vec::new();
-    revocation_rows::for_each_blocked(&tx, now, |jti, exp| {
+    revocation_rows::for_each_blocked(tx, now, |jti, exp| {
         items.push(Change::RevokedJti {
             jti: jti.to_string(),
             expires_at: exp,
         })
     })?;
-    for (subject, version) in revocation_rows::load_versions(&tx)? {
+    for (subject, version) in revocation_rows::load_versions(tx)? {
         items.push(Change::TokenVersion { subject, version });
     }
-    for key_id in apikey_rows::revoked_unexpired(&tx, now)? {
+    for key_id in apikey_rows::revoked_unexpired(tx, now)? {
         items.push(Change::RevokedApiKey { key_id });
     }
-    for (kid, state) in key_rows::states(&tx, now)? {
+    for (kid, state) in key_rows::states(tx, now)? {
         items.push(Change::SigningKey { kid, state });
     }
-    tx.finish()?;
     // Snapshot items take the numbers just below the oldest retained row (or below
     // `last + 1` when none is retained): strictly increasing, below `snapshot_done`,
     // and never a resumable position, since the log holds nothing before its oldest row.
@@ -236,7 +241,7 @@ async fn feed(
             batch = live.recv() => match batch {
                 Ok(batch) => {
                     let seen = last;
-                    for l in batch.iter().filter(|l| l.seq > seen) {
+                    for l in batch.iter().filter(|l| l.seq > seen && l.change.streamed()) {
                         let ev = Event { seq: l.seq, kind: EventKind::Change(l.change.clone()) };
                         if !offer(&tx, ev)? {
                             return Ok(());

@@ -1648,7 +1648,7 @@ async fn every_grant_is_audited_without_secrets() {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
-    let log = tessera::store::audit::recent(&db, 100).unwrap();
+    let log = tessera::store::audit::recent(&tessera::store::db::Db::Sqlite(&db), 100).unwrap();
     let find = |action: &str| {
         log.iter()
             .find(|e| e.kind == action)

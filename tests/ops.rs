@@ -185,8 +185,16 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
     let (keys, admins): (i64, i64) = a
         .store
         .read(|c| {
-            let k = c.query_row("SELECT count(*) FROM signing_keys", [], |r| r.get(0))?;
-            let n = c.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?;
+            let k = c.query_row(
+                "SELECT count(*) FROM signing_keys",
+                tessera::store::db::params![],
+                |r| r.get(0),
+            )?;
+            let n = c.query_row(
+                "SELECT count(*) FROM api_keys",
+                tessera::store::db::params![],
+                |r| r.get(0),
+            )?;
             Ok((k, n))
         })
         .await
@@ -197,7 +205,13 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
     // The key in the file is the one in the database.
     let id: String = a
         .store
-        .read(|c| Ok(c.query_row("SELECT id FROM api_keys", [], |r| r.get(0))?))
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT id FROM api_keys",
+                tessera::store::db::params![],
+                |r| r.get(0),
+            )?)
+        })
         .await
         .unwrap();
     assert_eq!(tessera::apikeys::parse(file_key.trim()).unwrap().id, id);

@@ -170,6 +170,8 @@ enum SigningKeysCommand {
     /// Emergency: tokens signed by KID are inactive at once; it leaves the JWKS.
     Revoke {
         /// The key id (RFC 7638 thumbprint).
+        // A kid is base64url, so it may well begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rusqlite::{Connection, params};
+
+use crate::store::db::Db;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -99,7 +101,7 @@ pub async fn reseal(
             return Err(describe(e, data_dir));
         }
     };
-    let warning = scrub(store.path());
+    let warning = store.path().and_then(scrub);
     if let (Some(tmp), MasterKeySource::Development(path)) = (&staged, &previous) {
         replace_dev_key(tmp, path).with_context(|| {
             format!(
@@ -135,12 +137,15 @@ fn describe_plain(e: Error) -> anyhow::Error {
 /// Opens, re-seals and checks every sealed value inside the writer's transaction;
 /// returns (signing keys, grace pairs). Any error rolls the whole job back.
 fn reseal_all(
-    c: &Connection,
+    db: &Db<'_>,
     current: &MasterKey,
     new: &MasterKey,
     source: &MasterKeySource,
     now: i64,
 ) -> Result<(usize, usize)> {
+    let c = db
+        .sqlite()
+        .ok_or_else(|| Error::internal("reseal works on a SQLite data dir"))?;
     // Freed cells and pages are zeroed, so the old values do not linger in the file.
     c.execute_batch("PRAGMA secure_delete = ON")?;
     let keys = sealed_rows(
@@ -210,7 +215,7 @@ fn reseal_all(
             MasterKeySource::Development(_) => "development",
         },
     );
-    audit::append(c, &entry)?;
+    audit::append(db, &entry)?;
     Ok((keys.len(), pairs.len()))
 }
 

@@ -102,10 +102,9 @@ impl Keyring {
             .await?;
         let set = build_set(&live, &master, now).map_err(|e| match e {
             // The operator must learn which database holds keys this master key can't open.
-            Error::Internal(cause) => Error::internal(format!(
-                "signing keys in {}: {cause}",
-                store.path().display()
-            )),
+            Error::Internal(cause) => {
+                Error::internal(format!("signing keys in {}: {cause}", store.describe()))
+            }
             other => other,
         })?;
         warm_active(&set)?;

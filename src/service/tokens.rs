@@ -94,6 +94,9 @@ fn revocation_event(ev: Event) -> RevocationEvent {
             kid,
             state: state.as_str().to_string(),
         }),
+        // Never streamed (see `Change::streamed`); were one to slip through, a
+        // heartbeat carries no claim.
+        EventKind::Change(Change::ApiKeyLive { .. }) => Wire::Heartbeat(Heartbeat {}),
         EventKind::SnapshotDone => Wire::SnapshotDone(SnapshotDone {}),
         EventKind::Heartbeat => Wire::Heartbeat(Heartbeat {}),
     };

@@ -1,6 +1,6 @@
 //! The `api_keys` table.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbResult, OptionalExt, Row, params};
 
 use super::changes::{self, Change};
 use super::lists;
@@ -48,7 +48,7 @@ impl std::fmt::Debug for ApiKeyRow {
 }
 
 /// Inserts a new key.
-pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
+pub fn insert(conn: &Db, k: &ApiKeyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
                                rate_per_second, rate_burst)
@@ -63,16 +63,24 @@ pub fn insert(conn: &Connection, k: &ApiKeyRow) -> Result<()> {
             lists::encode(&k.exchange_audiences),
             k.created_at,
             k.expires_at,
-            k.rate_limit.map(|l| l.per_second),
-            k.rate_limit.map(|l| l.burst)
+            k.rate_limit.map(|l| i64::from(l.per_second)),
+            k.rate_limit.map(|l| i64::from(l.burst))
         ],
+    )?;
+    // Other replicas load it from the change log.
+    changes::append(
+        conn,
+        k.created_at,
+        &Change::ApiKeyLive {
+            key_id: k.id.clone(),
+        },
     )?;
     Ok(())
 }
 
 /// Marks a key revoked (and records that in the change log); returns whether it
 /// existed and was live.
-pub fn revoke(conn: &Connection, id: &str, at: i64) -> Result<bool> {
+pub fn revoke(conn: &Db, id: &str, at: i64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, at],
@@ -90,24 +98,40 @@ pub fn revoke(conn: &Connection, id: &str, at: i64) -> Result<bool> {
 }
 
 /// Records when keys were last used (batched off the hot path).
-pub fn touch(conn: &Connection, uses: &[(String, i64)]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
-    )?;
+pub fn touch(conn: &Db, uses: &[(String, i64)]) -> Result<()> {
     for (id, at) in uses {
-        stmt.execute(params![id, at])?;
+        conn.execute(
+            "UPDATE api_keys SET last_used_at = ?2
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            params![id, at],
+        )?;
     }
     Ok(())
 }
 
 /// Every key that is neither revoked nor expired at `now`.
-pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
-    let mut stmt = conn.prepare(
+pub fn load_live(conn: &Db, now: i64) -> Result<Vec<ApiKeyRow>> {
+    load(conn, "revoked_at IS NULL AND expires_at > ?1", params![now])
+}
+
+/// One key by id if it is neither revoked nor expired at `now` (a replica loading a
+/// key another made).
+pub fn find_live(conn: &Db, id: &str, now: i64) -> Result<Option<ApiKeyRow>> {
+    Ok(load(
+        conn,
+        "id = ?2 AND revoked_at IS NULL AND expires_at > ?1",
+        params![now, id],
+    )?
+    .pop())
+}
+
+fn load(conn: &Db, filter: &str, args: &[&dyn super::db::Arg]) -> Result<Vec<ApiKeyRow>> {
+    let sql = format!(
         "SELECT id, secret_hash, owner, name, environment, scopes, created_at, expires_at, revoked_at,
                 exchange_audiences, rate_per_second, rate_burst
-         FROM api_keys WHERE revoked_at IS NULL AND expires_at > ?1",
-    )?;
-    let rows = stmt.query_map([now], |r| {
+         FROM api_keys WHERE {filter}"
+    );
+    Ok(conn.query_map(&sql, args, |r| {
         let hash: Vec<u8> = r.get(1)?;
         let mut secret_hash = [0u8; 32];
         if hash.len() == 32 {
@@ -126,29 +150,32 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<ApiKeyRow>> {
             revoked_at: r.get(8)?,
             rate_limit: rate_limit(r, 10)?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })?)
 }
 
 /// The limit stored in columns `i` (per second) and `i + 1` (burst). A pair that no
 /// longer passes [`RateLimit::new`] (it cannot be written so) is read as no limit.
-fn rate_limit(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<RateLimit>> {
-    let per_second: Option<u32> = r.get(i)?;
-    let burst: Option<u32> = r.get(i + 1)?;
-    Ok(per_second.and_then(|p| RateLimit::new(p, burst.unwrap_or(0)).ok()))
+fn rate_limit(r: &Row<'_>, i: usize) -> DbResult<Option<RateLimit>> {
+    let per_second: Option<i64> = r.get(i)?;
+    let burst: Option<i64> = r.get(i + 1)?;
+    let burst = burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(0);
+    Ok(per_second
+        .and_then(|p| u32::try_from(p).ok())
+        .and_then(|p| RateLimit::new(p, burst).ok()))
 }
 
 /// Ids of keys revoked before their expiry that have not yet expired at `now`.
-pub fn revoked_unexpired(conn: &Connection, now: i64) -> Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > ?1")?;
-    let rows = stmt.query_map([now], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn revoked_unexpired(conn: &Db, now: i64) -> Result<Vec<String>> {
+    Ok(conn.query_map(
+        "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > ?1",
+        params![now],
+        |r| r.get(0),
+    )?)
 }
 
 /// How many keys were ever issued (bootstrap runs only on an empty table).
-pub fn count(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?)
+pub fn count(conn: &Db) -> Result<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM api_keys", params![], |r| r.get(0))?)
 }
 
 /// An API key as an operator sees it: no secret, no hash.
@@ -180,7 +207,7 @@ pub struct ApiKeyListing {
     pub rate_limit: Option<RateLimit>,
 }
 
-fn listing(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyListing> {
+fn listing(r: &Row<'_>) -> DbResult<ApiKeyListing> {
     Ok(ApiKeyListing {
         id: r.get(0)?,
         owner: r.get(1)?,
@@ -211,14 +238,14 @@ pub struct ApiKeyFilter {
 /// Up to `limit` keys matching `f`, newest first, strictly after the cursor
 /// `(created_at, id)` in that order. Liveness is judged at `now`.
 pub fn list(
-    conn: &Connection,
+    conn: &Db,
     f: &ApiKeyFilter,
     after: Option<(i64, &str)>,
     now: i64,
     limit: u32,
 ) -> Result<Vec<ApiKeyListing>> {
     let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
-    let mut stmt = conn.prepare_cached(
+    Ok(conn.query_map(
         "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
                 last_used_at, revoked_at, rotated_to, rate_per_second, rate_burst
          FROM api_keys
@@ -226,8 +253,6 @@ pub fn list(
            AND (?3 OR (revoked_at IS NULL AND expires_at > ?4))
            AND (created_at < ?5 OR (created_at = ?5 AND ?6 != '' AND id < ?6))
          ORDER BY created_at DESC, id DESC LIMIT ?7",
-    )?;
-    let rows = stmt.query_map(
         params![
             f.owner,
             f.environment,
@@ -235,34 +260,47 @@ pub fn list(
             now,
             after_at,
             after_id,
-            limit
+            i64::from(limit)
         ],
         listing,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    )?)
 }
 
 /// One key by id, as an operator sees it (whatever its state).
-pub fn find_listing(conn: &Connection, id: &str) -> Result<Option<ApiKeyListing>> {
+pub fn find_listing(conn: &Db, id: &str) -> Result<Option<ApiKeyListing>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
                     last_used_at, revoked_at, rotated_to, rate_per_second, rate_burst
              FROM api_keys WHERE id = ?1",
-        )?
-        .query_row([id], listing)
+            params![id],
+            listing,
+        )
         .optional()?)
 }
 
 /// Ends `old` in favour of `new`: links them and moves the old key's expiry to
 /// `until` if that is sooner. Returns the old key's expiry after the change, or
 /// `None` if it is revoked or unknown.
-pub fn rotate(conn: &Connection, old: &str, new: &str, until: i64) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE api_keys SET rotated_to = ?2, expires_at = min(expires_at, ?3)
+pub fn rotate(conn: &Db, old: &str, new: &str, until: i64) -> Result<Option<i64>> {
+    let expires: Option<i64> = conn
+        .query_row(
+            "UPDATE api_keys SET rotated_to = ?2,
+                 expires_at = CASE WHEN expires_at < ?3 THEN expires_at ELSE ?3 END
              WHERE id = ?1 AND revoked_at IS NULL RETURNING expires_at",
-        )?
-        .query_row(params![old, new, until], |r| r.get(0))
-        .optional()?)
+            params![old, new, until],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(at) = expires {
+        // Its shorter life reaches the other replicas through the log.
+        changes::append(
+            conn,
+            at.min(until),
+            &Change::ApiKeyLive {
+                key_id: old.to_string(),
+            },
+        )?;
+    }
+    Ok(expires)
 }

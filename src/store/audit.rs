@@ -4,7 +4,7 @@
 //! Event kinds (the `kind` column, `AuditEvent.kind` on the wire) are listed in
 //! [`KINDS`]; the README documents each.
 
-use rusqlite::{Connection, params};
+use super::db::{Db, DbResult, Row, params};
 use serde_json::{Map, Value};
 
 use crate::error::Result;
@@ -72,35 +72,34 @@ impl AuditEntry {
 }
 
 /// Appends one record (inside the caller's write, so it commits with the change).
-pub fn append(conn: &Connection, e: &AuditEntry) -> Result<()> {
+pub fn append(conn: &Db, e: &AuditEntry) -> Result<()> {
     let detail = Value::Object(e.detail.clone()).to_string();
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO audit_log (at, request_id, caller, kind, subject, token_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        e.at,
-        e.request_id,
-        e.caller,
-        e.kind,
-        e.subject,
-        e.token_id,
-        detail
-    ])?;
+        params![
+            e.at,
+            e.request_id,
+            e.caller,
+            e.kind,
+            e.subject,
+            e.token_id,
+            detail
+        ],
+    )?;
     Ok(())
 }
 
 /// Deletes up to `limit` of the oldest records written before `before`; returns how many.
-pub fn purge(conn: &Connection, before: i64, limit: i64) -> Result<usize> {
-    Ok(conn
-        .prepare_cached(
-            "DELETE FROM audit_log WHERE id IN
+pub fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM audit_log WHERE id IN
                (SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
-        )?
-        .execute(params![before, limit])?)
+        params![before, limit],
+    )?)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+fn row(r: &Row<'_>) -> DbResult<AuditEntry> {
     let detail: String = r.get(7)?;
     // Written by `append` as an object; anything else would be a hand edit: show it as a note.
     let detail = match serde_json::from_str(&detail) {
@@ -120,13 +119,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 /// The most recent `limit` records, newest first.
-pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
-    let mut stmt = conn.prepare(
+pub fn recent(conn: &Db, limit: u32) -> Result<Vec<AuditEntry>> {
+    Ok(conn.query_map(
         "SELECT id, at, request_id, caller, kind, subject, token_id, detail
          FROM audit_log ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit], row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![limit],
+        row,
+    )?)
 }
 
 /// What `ListAuditEvents` filters on; empty strings and `None` match everything.
@@ -146,18 +145,16 @@ pub struct AuditFilter {
 
 /// Up to `limit` records matching `f` with an id below `before_id`, newest first.
 pub fn list(
-    conn: &Connection,
+    conn: &Db,
     f: &AuditFilter,
     before_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<AuditEntry>> {
-    let mut stmt = conn.prepare_cached(
+    Ok(conn.query_map(
         "SELECT id, at, request_id, caller, kind, subject, token_id, detail FROM audit_log
          WHERE (?1 = '' OR subject = ?1) AND (?2 = '' OR caller = ?2) AND (?3 = '' OR kind = ?3)
            AND at >= ?4 AND at < ?5 AND id < ?6
          ORDER BY id DESC LIMIT ?7",
-    )?;
-    let rows = stmt.query_map(
         params![
             f.subject,
             f.caller,
@@ -168,6 +165,5 @@ pub fn list(
             limit
         ],
         row,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    )?)
 }

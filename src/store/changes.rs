@@ -12,9 +12,9 @@
 //! in the gap just below the oldest retained row, so they stay strictly increasing and
 //! a resume from inside a snapshot is always "older than the log" and gets a new one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 use tokio::sync::broadcast;
 
 use crate::error::Result;
@@ -41,6 +41,12 @@ pub enum Change {
         /// Its public id.
         key_id: String,
     },
+    /// An API key was made, or changed other than by revocation (a rotation shortens
+    /// its life): replicas load it again. Not a revocation, so never streamed.
+    ApiKeyLive {
+        /// Its public id.
+        key_id: String,
+    },
     /// A signing key entered `state`.
     SigningKey {
         /// RFC 7638 thumbprint.
@@ -48,6 +54,14 @@ pub enum Change {
         /// `published`, `active`, `retired` or `revoked`.
         state: KeyState,
     },
+}
+
+impl Change {
+    /// Whether revocation streams carry it: everything but [`Change::ApiKeyLive`],
+    /// which only replicas need.
+    pub fn streamed(&self) -> bool {
+        !matches!(self, Change::ApiKeyLive { .. })
+    }
 }
 
 /// A signing key's lifecycle state, as named on the wire.
@@ -96,7 +110,7 @@ pub struct Logged {
 
 /// Appends `change` (made at `now`) to the log, inside the caller's transaction.
 /// Returns its sequence number.
-pub fn append(conn: &Connection, now: i64, change: &Change) -> Result<u64> {
+pub fn append(conn: &Db, now: i64, change: &Change) -> Result<u64> {
     let (kind, name, value, state): (&str, &str, i64, Option<&str>) = match change {
         Change::RevokedJti { jti, expires_at } => ("jti", jti, *expires_at, None),
         Change::TokenVersion { subject, version } => (
@@ -106,14 +120,19 @@ pub fn append(conn: &Connection, now: i64, change: &Change) -> Result<u64> {
             None,
         ),
         Change::RevokedApiKey { key_id } => ("api_key", key_id, 0, None),
+        Change::ApiKeyLive { key_id } => ("api_key_live", key_id, 0, None),
         Change::SigningKey { kid, state } => ("signing_key", kid, 0, Some(state.as_str())),
     };
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO change_log (at, kind, name, value, state) VALUES (?1, ?2, ?3, ?4, ?5)
+    let seq: i64 = conn.query_row(
+        "INSERT INTO change_log (at, kind, name, value, state) VALUES (?1, ?2, ?3, ?4, ?5)
              RETURNING seq",
-        )?
-        .query_row(params![now, kind, name, value, state], |r| r.get(0))?;
+        params![now, kind, name, value, state],
+        |r| r.get(0),
+    )?;
+    if conn.is_postgres() {
+        // Wakes every replica's tail (delivered at COMMIT, once per transaction).
+        conn.execute("SELECT pg_notify('tessera_changes', '')", params![])?;
+    }
     Ok(seq as u64)
 }
 
@@ -128,6 +147,7 @@ fn decode(kind: &str, name: String, value: i64, state: Option<String>) -> Option
             version: value.max(0) as u64,
         },
         "api_key" => Change::RevokedApiKey { key_id: name },
+        "api_key_live" => Change::ApiKeyLive { key_id: name },
         "signing_key" => Change::SigningKey {
             kid: name,
             state: KeyState::parse(state.as_deref()?)?,
@@ -138,46 +158,48 @@ fn decode(kind: &str, name: String, value: i64, state: Option<String>) -> Option
 
 /// Every row after `seq`, in order. A row this build cannot decode is skipped (and
 /// logged) rather than stopping the feed: it can only come from a newer version.
-pub fn after(conn: &Connection, seq: u64) -> Result<Vec<Logged>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, kind, name, value, state FROM change_log WHERE seq > ?1 ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([seq as i64])?;
+pub fn after(conn: &Db, seq: u64) -> Result<Vec<Logged>> {
     let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let seq: i64 = r.get(0)?;
-        let kind: String = r.get(1)?;
-        match decode(&kind, r.get(2)?, r.get(3)?, r.get(4)?) {
-            Some(change) => out.push(Logged {
-                seq: seq as u64,
-                change,
-            }),
-            None => tracing::warn!(seq, %kind, "change log: unknown row kind skipped"),
-        }
-    }
+    conn.for_each(
+        "SELECT seq, kind, name, value, state FROM change_log WHERE seq > ?1 ORDER BY seq",
+        params![seq as i64],
+        |r| {
+            let seq: i64 = r.get(0)?;
+            let kind: String = r.get(1)?;
+            match decode(&kind, r.get(2)?, r.get(3)?, r.get(4)?) {
+                Some(change) => out.push(Logged {
+                    seq: seq as u64,
+                    change,
+                }),
+                None => tracing::warn!(seq, %kind, "change log: unknown row kind skipped"),
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
 /// The last sequence number ever handed out (rows may since have been compacted).
-pub fn last_seq(conn: &Connection) -> Result<u64> {
-    let v: Option<i64> = conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'change_log'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+pub fn last_seq(conn: &Db) -> Result<u64> {
+    let sql = if conn.is_postgres() {
+        "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+         FROM change_log_seq_seq"
+    } else {
+        "SELECT seq FROM sqlite_sequence WHERE name = 'change_log'"
+    };
+    let v: Option<i64> = conn.query_row(sql, params![], |r| r.get(0)).optional()?;
     Ok(v.unwrap_or(0).max(0) as u64)
 }
 
 /// The oldest retained sequence number, if any row is retained.
-pub fn oldest_seq(conn: &Connection) -> Result<Option<u64>> {
-    let v: Option<i64> = conn.query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
+pub fn oldest_seq(conn: &Db) -> Result<Option<u64>> {
+    let v: Option<i64> =
+        conn.query_row("SELECT min(seq) FROM change_log", params![], |r| r.get(0))?;
     Ok(v.map(|v| v.max(0) as u64))
 }
 
 /// Deletes up to `limit` rows written before `before`; returns how many.
-pub fn purge(conn: &Connection, before: i64, limit: i64) -> Result<usize> {
+pub fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM change_log WHERE seq IN
            (SELECT seq FROM change_log WHERE at < ?1 ORDER BY seq LIMIT ?2)",
@@ -191,6 +213,9 @@ pub fn purge(conn: &Connection, before: i64, limit: i64) -> Result<usize> {
 #[derive(Clone, Debug)]
 pub struct Feed {
     tx: broadcast::Sender<Arc<[Logged]>>,
+    /// The last sequence number broadcast. The lock also keeps the writer and (on
+    /// PostgreSQL) the tail from broadcasting the same rows twice or out of order.
+    published: Arc<Mutex<u64>>,
     /// Set at shutdown: live streams end so the drain is not held up by them.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -200,6 +225,7 @@ impl Feed {
     pub fn new(capacity: usize) -> Feed {
         Feed {
             tx: broadcast::channel(capacity.max(1)).0,
+            published: Arc::new(Mutex::new(0)),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
@@ -219,20 +245,28 @@ impl Feed {
         self.tx.subscribe()
     }
 
-    /// Called by the writer thread after each COMMIT: broadcasts the rows after
-    /// `*published` and moves it on. Cheap when nothing was appended (an index seek).
-    pub(crate) fn publish_committed(&self, conn: &Connection, published: &mut u64) {
-        match after(conn, *published) {
-            Ok(rows) if rows.is_empty() => {}
-            Ok(rows) => {
-                if let Some(last) = rows.last() {
-                    *published = last.seq;
-                }
-                // No subscriber is not an error: the log has it for later.
-                let _ = self.tx.send(rows.into());
-            }
-            Err(e) => tracing::error!(error = %e, "change log: cannot read committed rows"),
+    /// Broadcasting starts after `seq` (the last one committed when the store opened).
+    pub(crate) fn start_at(&self, seq: u64) {
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+    }
+
+    /// The last sequence number broadcast.
+    pub fn published(&self) -> u64 {
+        *self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the writer thread after each COMMIT (and on PostgreSQL by the tail,
+    /// for other replicas' commits): broadcasts the committed rows not yet broadcast.
+    /// Cheap when there are none (an index seek).
+    pub(crate) fn publish_committed(&self, conn: &Db) -> Result<()> {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = after(conn, *published)?;
+        if let Some(last) = rows.last() {
+            *published = last.seq;
+            // No subscriber is not an error: the log has it for later.
+            let _ = self.tx.send(rows.into());
         }
+        Ok(())
     }
 }
 
@@ -240,8 +274,8 @@ impl Feed {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
+    fn db() -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
         c.execute_batch(include_str!("migrations/0006_change_log.sql"))
             .unwrap();
         c
@@ -250,6 +284,7 @@ mod tests {
     #[test]
     fn every_kind_round_trips_in_order_and_sequences_are_never_reused() {
         let c = db();
+        let c = Db::Sqlite(&c);
         let changes = [
             Change::RevokedJti {
                 jti: "j".into(),

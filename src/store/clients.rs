@@ -1,6 +1,6 @@
 //! The `oauth_clients` table: registered OAuth clients of the authorization-code flow.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::lists;
 use crate::error::Result;
@@ -23,7 +23,7 @@ pub struct ClientRow {
 }
 
 /// Inserts a client.
-pub fn insert(conn: &Connection, c: &ClientRow) -> Result<()> {
+pub fn insert(conn: &Db, c: &ClientRow) -> Result<()> {
     conn.execute(
         "INSERT INTO oauth_clients (id, name, public, redirect_uris, scopes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -40,12 +40,11 @@ pub fn insert(conn: &Connection, c: &ClientRow) -> Result<()> {
 }
 
 /// Looks a client up by id.
-pub fn find(conn: &Connection, id: &str) -> Result<Option<ClientRow>> {
+pub fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
+            params![id], |r| {
             Ok(ClientRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -59,28 +58,28 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<ClientRow>> {
 }
 
 /// Up to `limit` clients, newest first, strictly after the cursor `(created_at, id)`.
-pub fn list(conn: &Connection, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<ClientRow>> {
+pub fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<ClientRow>> {
     let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
-    let mut stmt = conn.prepare_cached(
+    Ok(conn.query_map(
         "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients
          WHERE created_at < ?1 OR (created_at = ?1 AND ?2 != '' AND id < ?2)
          ORDER BY created_at DESC, id DESC LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![after_at, after_id, limit], |r| {
-        Ok(ClientRow {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            public: r.get(2)?,
-            redirect_uris: lists::get(r, 3)?,
-            scopes: lists::get(r, 4)?,
-            created_at: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![after_at, after_id, limit],
+        |r| {
+            Ok(ClientRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                public: r.get(2)?,
+                redirect_uris: lists::get(r, 3)?,
+                scopes: lists::get(r, 4)?,
+                created_at: r.get(5)?,
+            })
+        },
+    )?)
 }
 
 /// Records that API key `key_id` is a secret of confidential client `client_id`.
-pub fn add_secret(conn: &Connection, key_id: &str, client_id: &str) -> Result<()> {
+pub fn add_secret(conn: &Db, key_id: &str, client_id: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO client_secrets (key_id, client_id) VALUES (?1, ?2)",
         params![key_id, client_id],
@@ -89,7 +88,7 @@ pub fn add_secret(conn: &Connection, key_id: &str, client_id: &str) -> Result<()
 }
 
 /// Makes `key_id` the client's current secret (the one the next rotation replaces).
-pub fn set_current_secret(conn: &Connection, client_id: &str, key_id: &str) -> Result<()> {
+pub fn set_current_secret(conn: &Db, client_id: &str, key_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE oauth_clients SET secret_key_id = ?2 WHERE id = ?1",
         params![client_id, key_id],
@@ -99,26 +98,33 @@ pub fn set_current_secret(conn: &Connection, client_id: &str, key_id: &str) -> R
 
 /// The id of the client's current secret key: the last rotated-in one, else the
 /// client's own id (its first secret). `None` for an unknown client.
-pub fn current_secret(conn: &Connection, client_id: &str) -> Result<Option<String>> {
+pub fn current_secret(conn: &Db, client_id: &str) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT coalesce(secret_key_id, id) FROM oauth_clients WHERE id = ?1")?
-        .query_row([client_id], |r| r.get(0))
+        .query_row(
+            "SELECT coalesce(secret_key_id, id) FROM oauth_clients WHERE id = ?1",
+            params![client_id],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
 /// The client whose secret API key `key_id` is, if it is one.
-pub fn client_of_secret(conn: &Connection, key_id: &str) -> Result<Option<String>> {
+pub fn client_of_secret(conn: &Db, key_id: &str) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT client_id FROM client_secrets WHERE key_id = ?1")?
-        .query_row([key_id], |r| r.get(0))
+        .query_row(
+            "SELECT client_id FROM client_secrets WHERE key_id = ?1",
+            params![key_id],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
 /// Every rotated-in secret key whose id differs from its client's id, as
 /// `(key_id, client_id)`: what authentication must map back to the client.
-pub fn rotated_secrets(conn: &Connection) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT key_id, client_id FROM client_secrets WHERE key_id != client_id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn rotated_secrets(conn: &Db) -> Result<Vec<(String, String)>> {
+    Ok(conn.query_map(
+        "SELECT key_id, client_id FROM client_secrets WHERE key_id != client_id",
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }

@@ -1,7 +1,7 @@
 //! The `authorization_codes` table. Codes are stored as hashes; redeeming one is a
 //! conditional update, so of two concurrent redemptions exactly one wins.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::lists;
 use crate::error::Result;
@@ -36,13 +36,12 @@ pub struct CodeRow {
 }
 
 /// Inserts a new code.
-pub fn insert(conn: &Connection, c: &CodeRow) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO authorization_codes
+pub fn insert(conn: &Db, c: &CodeRow) -> Result<()> {
+    conn.execute(
+            "INSERT INTO authorization_codes
            (code_hash, id, client_id, redirect_uri, subject, scopes, code_challenge, issued_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
+            params![
         &c.code_hash[..],
         c.id,
         c.client_id,
@@ -57,80 +56,77 @@ pub fn insert(conn: &Connection, c: &CodeRow) -> Result<()> {
 }
 
 /// Looks a code up by hash.
-pub fn find(conn: &Connection, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> {
+pub fn find(conn: &Db, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT code_hash, id, client_id, redirect_uri, subject, scopes, code_challenge,
                     issued_at, expires_at, used_at, family_id, access_jti, access_expires_at
              FROM authorization_codes WHERE code_hash = ?1",
-        )?
-        .query_row([&code_hash[..]], |r| {
-            let h: Vec<u8> = r.get(0)?;
-            let mut code_hash = [0u8; 32];
-            if h.len() == 32 {
-                code_hash.copy_from_slice(&h);
-            }
-            let jti: Option<String> = r.get(11)?;
-            let jti_exp: Option<i64> = r.get(12)?;
-            Ok(CodeRow {
-                code_hash,
-                id: r.get(1)?,
-                client_id: r.get(2)?,
-                redirect_uri: r.get(3)?,
-                subject: r.get(4)?,
-                scopes: lists::get(r, 5)?,
-                code_challenge: r.get(6)?,
-                issued_at: r.get(7)?,
-                expires_at: r.get(8)?,
-                used_at: r.get(9)?,
-                family_id: r.get(10)?,
-                access_jti: jti.zip(jti_exp),
-            })
-        })
+            params![&code_hash[..]],
+            |r| {
+                let h: Vec<u8> = r.get(0)?;
+                let mut code_hash = [0u8; 32];
+                if h.len() == 32 {
+                    code_hash.copy_from_slice(&h);
+                }
+                let jti: Option<String> = r.get(11)?;
+                let jti_exp: Option<i64> = r.get(12)?;
+                Ok(CodeRow {
+                    code_hash,
+                    id: r.get(1)?,
+                    client_id: r.get(2)?,
+                    redirect_uri: r.get(3)?,
+                    subject: r.get(4)?,
+                    scopes: lists::get(r, 5)?,
+                    code_challenge: r.get(6)?,
+                    issued_at: r.get(7)?,
+                    expires_at: r.get(8)?,
+                    used_at: r.get(9)?,
+                    family_id: r.get(10)?,
+                    access_jti: jti.zip(jti_exp),
+                })
+            },
+        )
         .optional()?)
 }
 
 /// Redeems a code: marks it used and records what the redemption issued. False if it
 /// was already used or has expired at `at` (the caller lost a race, or it is a replay).
 pub fn redeem(
-    conn: &Connection,
+    conn: &Db,
     code_hash: &[u8; 32],
     at: i64,
     family_id: &str,
     access_jti: &str,
     access_expires_at: i64,
 ) -> Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE authorization_codes
+    let n = conn.execute(
+        "UPDATE authorization_codes
              SET used_at = ?2, family_id = ?3, access_jti = ?4, access_expires_at = ?5
              WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-        )?
-        .execute(params![
-            &code_hash[..],
-            at,
-            family_id,
-            access_jti,
-            access_expires_at
-        ])?;
+        params![&code_hash[..], at, family_id, access_jti, access_expires_at],
+    )?;
     Ok(n == 1)
 }
 
 /// Has this PKCE challenge been seen on another code? (A client should make a fresh
 /// verifier for every authorization request.)
-pub fn challenge_seen(conn: &Connection, challenge: &str) -> Result<bool> {
+pub fn challenge_seen(conn: &Db, challenge: &str) -> Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM authorization_codes WHERE code_challenge = ?1 LIMIT 1")?
-        .query_row([challenge], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM authorization_codes WHERE code_challenge = ?1 LIMIT 1",
+            params![challenge],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
 
 /// Deletes codes that expired before `before`; returns how many.
-pub fn purge(conn: &Connection, before: i64) -> Result<usize> {
+pub fn purge(conn: &Db, before: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM authorization_codes WHERE expires_at < ?1",
-        [before],
+        params![before],
     )?)
 }
 
@@ -138,6 +134,7 @@ pub fn purge(conn: &Connection, before: i64) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::store::clients::{self, ClientRow};
+    use rusqlite::Connection;
 
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -149,7 +146,7 @@ mod tests {
         c.execute_batch(include_str!("migrations/0003_lists_lineage.sql"))
             .unwrap();
         clients::insert(
-            &c,
+            &Db::Sqlite(&c),
             &ClientRow {
                 id: "client".into(),
                 name: "app".into(),
@@ -182,7 +179,8 @@ mod tests {
 
     #[test]
     fn redeems_once_and_remembers_what_it_issued() {
-        let c = db();
+        let c_conn = db();
+        let c = Db::Sqlite(&c_conn);
         let row = code(1, "ch");
         insert(&c, &row).unwrap();
         assert_eq!(find(&c, &[1; 32]).unwrap().unwrap(), row);
@@ -200,7 +198,8 @@ mod tests {
 
     #[test]
     fn expired_codes_do_not_redeem_and_are_purged() {
-        let c = db();
+        let c_conn = db();
+        let c = Db::Sqlite(&c_conn);
         insert(&c, &code(2, "a")).unwrap();
         assert!(
             !redeem(&c, &[2; 32], 160, "f", "j", 1).unwrap(),

@@ -8,7 +8,7 @@
 //! before or after a restart, reads the same answer. Only the change-log entries for
 //! the transitions that happen by the clock are written later, by [`announce`], once.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::changes::{self, Change, KeyState};
 use crate::error::Result;
@@ -61,7 +61,7 @@ pub fn state_at(activates_at: i64, retired_at: Option<i64>, revoked: bool, now: 
 
 /// Inserts a new key as it is. Its first state reaches the change log through
 /// [`announce`], which every writer of keys calls before committing.
-pub fn insert(conn: &Connection, k: &KeyRow) -> Result<()> {
+pub fn insert(conn: &Db, k: &KeyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO signing_keys (kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -72,7 +72,7 @@ pub fn insert(conn: &Connection, k: &KeyRow) -> Result<()> {
 
 /// Schedules every key other than `except` that would still sign at `at` to retire at
 /// `at`, verifying until `verify_until`.
-pub fn retire_others(conn: &Connection, except: &str, at: i64, verify_until: i64) -> Result<()> {
+pub fn retire_others(conn: &Db, except: &str, at: i64, verify_until: i64) -> Result<()> {
     conn.execute(
         "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3
          WHERE kid != ?1 AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > ?2)",
@@ -100,18 +100,17 @@ pub struct Scheduled {
 /// as it is, or, when `successor.activates_at <= now` (rotate now), moved to sign at
 /// `now` — it has been in the JWKS longer than any fresh key could be.
 pub fn schedule_successor(
-    conn: &Connection,
+    conn: &Db,
     successor: &KeyRow,
     now: i64,
     retire_window: i64,
 ) -> Result<Scheduled> {
     let waiting: Option<(String, i64)> = conn
-        .prepare_cached(
+        .query_row(
             "SELECT kid, activates_at FROM signing_keys
              WHERE revoked_at IS NULL AND activates_at > ?1 AND (retired_at IS NULL OR retired_at > activates_at)
              ORDER BY activates_at, kid LIMIT 1",
-        )?
-        .query_row([now], |r| Ok((r.get(0)?, r.get(1)?)))
+            params![now], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let scheduled = match waiting {
         Some((kid, activates_at)) if successor.activates_at > now => {
@@ -149,11 +148,11 @@ pub fn schedule_successor(
 
 /// Cancels a scheduled hand-over (its successor was revoked while waiting): the key
 /// signing now keeps signing.
-pub fn unschedule(conn: &Connection, now: i64) -> Result<()> {
+pub fn unschedule(conn: &Db, now: i64) -> Result<()> {
     conn.execute(
         "UPDATE signing_keys SET retired_at = NULL, verify_until = NULL
          WHERE revoked_at IS NULL AND retired_at > ?1",
-        [now],
+        params![now],
     )?;
     Ok(())
 }
@@ -162,22 +161,22 @@ pub fn unschedule(conn: &Connection, now: i64) -> Result<()> {
 /// yet, and remembers it. Idempotent: a second call, here or in another process, finds
 /// nothing to write. Within one call activations come before retirements, so a reader
 /// of the log always knows a signing key.
-pub fn announce(conn: &Connection, now: i64) -> Result<usize> {
+pub fn announce(conn: &Db, now: i64) -> Result<usize> {
     let mut due: Vec<(String, KeyState)> = conn
-        .prepare_cached(
+        .query_map(
             "SELECT kid, activates_at, retired_at, announced FROM signing_keys
              WHERE revoked_at IS NULL AND (announced IS NULL OR announced != 'retired')
              ORDER BY activates_at, created_at, kid",
+            params![],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                    r.get::<Option<String>>(3)?,
+                ))
+            },
         )?
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .filter_map(|(kid, activates_at, retired_at, announced)| {
             let state = state_at(activates_at, retired_at, false, now);
@@ -210,7 +209,7 @@ pub fn announce(conn: &Connection, now: i64) -> Result<usize> {
 /// Every key with its state at `now`, for a change-feed snapshot: published, active and
 /// retired keys still in the JWKS, and keys revoked in the last [`REVOKED_IN_SNAPSHOT`];
 /// other keys are gone and not listed.
-pub fn states(conn: &Connection, now: i64) -> Result<Vec<(String, KeyState)>> {
+pub fn states(conn: &Db, now: i64) -> Result<Vec<(String, KeyState)>> {
     let mut out: Vec<(String, KeyState)> = load_live(conn, now)?
         .into_iter()
         .map(|k| {
@@ -218,23 +217,21 @@ pub fn states(conn: &Connection, now: i64) -> Result<Vec<(String, KeyState)>> {
             (k.kid, state)
         })
         .collect();
-    let revoked = conn
-        .prepare("SELECT kid FROM signing_keys WHERE revoked_at > ?1 ORDER BY revoked_at, kid")?
-        .query_map([now - REVOKED_IN_SNAPSHOT], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let revoked: Vec<String> = conn.query_map(
+        "SELECT kid FROM signing_keys WHERE revoked_at > ?1 ORDER BY revoked_at, kid",
+        params![now - REVOKED_IN_SNAPSHOT],
+        |r| r.get(0),
+    )?;
     out.extend(revoked.into_iter().map(|kid| (kid, KeyState::Revoked)));
     Ok(out)
 }
 
 /// Every key still verifying at `now` (published, active, and retired ones in their
 /// window), oldest first.
-pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until
+pub fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
+    Ok(conn.query_map("SELECT kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until
          FROM signing_keys WHERE revoked_at IS NULL AND (verify_until IS NULL OR verify_until > ?1)
-         ORDER BY activates_at, created_at, kid",
-    )?;
-    let rows = stmt.query_map([now], |r| {
+         ORDER BY activates_at, created_at, kid", params![now], |r| {
         Ok(KeyRow {
             kid: r.get(0)?,
             alg: r.get(1)?,
@@ -245,8 +242,7 @@ pub fn load_live(conn: &Connection, now: i64) -> Result<Vec<KeyRow>> {
             retired_at: r.get(6)?,
             verify_until: r.get(7)?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })?)
 }
 
 /// A signing key as an operator sees it: public facts only.
@@ -271,36 +267,35 @@ pub struct KeyListing {
 }
 
 /// Every key ever held, newest first, with its state at `now`.
-pub fn list(conn: &Connection, now: i64) -> Result<Vec<KeyListing>> {
-    let mut stmt = conn.prepare(
+pub fn list(conn: &Db, now: i64) -> Result<Vec<KeyListing>> {
+    Ok(conn.query_map(
         "SELECT kid, alg, created_at, activates_at, retired_at, verify_until, revoked_at
          FROM signing_keys ORDER BY activates_at DESC, created_at DESC, rowid DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let activates_at: i64 = r.get(3)?;
-        let retired_at: Option<i64> = r.get(4)?;
-        let revoked_at: Option<i64> = r.get(6)?;
-        Ok(KeyListing {
-            kid: r.get(0)?,
-            alg: r.get(1)?,
-            state: state_at(activates_at, retired_at, revoked_at.is_some(), now),
-            created_at: r.get(2)?,
-            activates_at,
-            retired_at,
-            verify_until: r.get(5)?,
-            revoked_at,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![],
+        |r| {
+            let activates_at: i64 = r.get(3)?;
+            let retired_at: Option<i64> = r.get(4)?;
+            let revoked_at: Option<i64> = r.get(6)?;
+            Ok(KeyListing {
+                kid: r.get(0)?,
+                alg: r.get(1)?,
+                state: state_at(activates_at, retired_at, revoked_at.is_some(), now),
+                created_at: r.get(2)?,
+                activates_at,
+                retired_at,
+                verify_until: r.get(5)?,
+                revoked_at,
+            })
+        },
+    )?)
 }
 
 /// What a key is at `now`, or `None` if unknown.
-pub fn state(conn: &Connection, kid: &str, now: i64) -> Result<Option<KeyState>> {
+pub fn state(conn: &Db, kid: &str, now: i64) -> Result<Option<KeyState>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT activates_at, retired_at, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
-        )?
-        .query_row([kid], |r| {
+            params![kid], |r| {
             Ok(state_at(r.get(0)?, r.get(1)?, r.get(2)?, now))
         })
         .optional()?)
@@ -308,10 +303,12 @@ pub fn state(conn: &Connection, kid: &str, now: i64) -> Result<Option<KeyState>>
 
 /// Revokes a key: it stops signing and verifying at `at` and leaves the JWKS.
 /// Records the revocation in the change log, so watchers and verifiers drop the key too.
-pub fn revoke(conn: &Connection, kid: &str, at: i64) -> Result<()> {
+pub fn revoke(conn: &Db, kid: &str, at: i64) -> Result<()> {
     let changed = conn.execute(
-        "UPDATE signing_keys SET revoked_at = ?2, retired_at = min(coalesce(retired_at, ?2), ?2),
-                verify_until = min(coalesce(verify_until, ?2), ?2), announced = 'revoked'
+        "UPDATE signing_keys SET revoked_at = ?2,
+                retired_at = CASE WHEN retired_at < ?2 THEN retired_at ELSE ?2 END,
+                verify_until = CASE WHEN verify_until < ?2 THEN verify_until ELSE ?2 END,
+                announced = 'revoked'
          WHERE kid = ?1 AND revoked_at IS NULL",
         params![kid, at],
     )?;

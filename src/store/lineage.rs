@@ -2,7 +2,7 @@
 //! exchange. Revocations walk it inside their own write, so a derived token dies in
 //! the same transaction as its ancestor.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::changes::{self, Change};
 use super::revocation as revocation_rows;
@@ -10,28 +10,29 @@ use crate::error::Result;
 use crate::revocation::cascade;
 
 /// Records that `child_jti` was minted from `parent_jti`.
-pub fn record(conn: &Connection, parent_jti: &str, child_jti: &str, child_exp: i64) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO token_lineage (parent_jti, child_jti, child_expires_at) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![parent_jti, child_jti, child_exp])?;
+pub fn record(conn: &Db, parent_jti: &str, child_jti: &str, child_exp: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO token_lineage (parent_jti, child_jti, child_expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        params![parent_jti, child_jti, child_exp],
+    )?;
     Ok(())
 }
 
 /// The tokens minted directly from `parent_jti`, with their expiry.
-pub fn children(conn: &Connection, parent_jti: &str) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn children(conn: &Db, parent_jti: &str) -> Result<Vec<(String, i64)>> {
+    Ok(conn.query_map(
         "SELECT child_jti, child_expires_at FROM token_lineage WHERE parent_jti = ?1",
-    )?;
-    let rows = stmt.query_map([parent_jti], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![parent_jti],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
 
 /// Blocklists `roots` and, transitively, every token derived from them, each until its
 /// own expiry, and records each in the change log (at `now`). Returns everything
 /// blocklisted, for the in-memory blocklist.
 pub fn block_with_descendants(
-    conn: &Connection,
+    conn: &Db,
     roots: Vec<(String, i64)>,
     now: i64,
 ) -> Result<Vec<(String, i64)>> {
@@ -54,18 +55,22 @@ pub fn block_with_descendants(
 /// far as the store knows: not blocklisted, not minted from a revoked refresh family,
 /// and its subject's version not bumped past `ver`? Asked inside the write that derives
 /// a token from it, so no revocation can slip between the check and the derivation.
-pub fn still_live(conn: &Connection, jti: &str, subject: &str, ver: u64) -> Result<bool> {
+pub fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Result<bool> {
     let blocked = conn
-        .prepare_cached("SELECT 1 FROM jti_blocklist WHERE jti = ?1")?
-        .query_row([jti], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM jti_blocklist WHERE jti = ?1",
+            params![jti],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     let family_revoked = conn
-        .prepare_cached(
+        .query_row(
             "SELECT 1 FROM family_access_tokens a JOIN refresh_families f ON f.id = a.family_id
              WHERE a.jti = ?1 AND f.revoked_at IS NOT NULL LIMIT 1",
-        )?
-        .query_row([jti], |_| Ok(()))
+            params![jti],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     let bumped = revocation_rows::version(conn, subject)? > ver;
@@ -74,16 +79,17 @@ pub fn still_live(conn: &Connection, jti: &str, subject: &str, ver: u64) -> Resu
 
 /// Drops links whose child expired before `before`: everything below it expired no
 /// later, so nothing live is left to reach through it.
-pub fn purge(conn: &Connection, before: i64) -> Result<usize> {
+pub fn purge(conn: &Db, before: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM token_lineage WHERE child_expires_at < ?1",
-        [before],
+        params![before],
     )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -100,7 +106,8 @@ mod tests {
 
     #[test]
     fn revoking_a_root_blocks_its_whole_tree_with_each_own_expiry() {
-        let c = db();
+        let c_conn = db();
+        let c = Db::Sqlite(&c_conn);
         record(&c, "root", "a", 50).unwrap();
         record(&c, "a", "b", 40).unwrap();
         record(&c, "b", "a", 50).unwrap(); // a corrupted link back up: still terminates
@@ -121,7 +128,8 @@ mod tests {
 
     #[test]
     fn still_live_sees_blocklist_family_and_version() {
-        let c = db();
+        let c_conn = db();
+        let c = Db::Sqlite(&c_conn);
         assert!(still_live(&c, "j", "alice", 0).unwrap());
         revocation_rows::bump_version(&c, "alice", 1).unwrap();
         assert!(!still_live(&c, "j", "alice", 0).unwrap());

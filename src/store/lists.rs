@@ -1,20 +1,20 @@
 //! List columns (scopes, audiences, redirect URIs) are stored as JSON arrays of
 //! strings — never joined on whitespace, so an entry comes back exactly as it went in.
 
+use super::db::{DbError, DbResult, Row};
+
 /// A list as its column text: a JSON array of strings.
 pub fn encode(items: &[String]) -> String {
     serde_json::Value::from(items).to_string()
 }
 
 /// A list column read back. Anything but a JSON array of strings is a corrupt row.
-pub fn decode(text: &str) -> rusqlite::Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+pub fn decode(text: &str) -> DbResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| DbError::Decode(format!("list column: {e}")))
 }
 
 /// Column `idx` of a row, decoded as a list.
-pub fn get(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
+pub fn get(row: &Row<'_>, idx: usize) -> DbResult<Vec<String>> {
     let text: String = row.get(idx)?;
     decode(&text)
 }

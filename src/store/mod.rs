@@ -1,6 +1,8 @@
-//! SQLite, the source of truth. One writer thread commits concurrent writes together
-//! (group commit: one fsync per batch, not per call); callers are answered only after
-//! their batch's COMMIT. The one exception is the issuance audit record
+//! The source of truth: SQLite (embedded, one process) or PostgreSQL (shared by many
+//! replicas, see [`postgres`]), behind one handle and one SQL surface ([`db`]). One
+//! writer thread per process commits concurrent writes together (group commit: one
+//! fsync per batch, not per call); callers are answered only after their batch's
+//! COMMIT. The one exception is the issuance audit record
 //! ([`Store::audit_later`]): it joins the next batch without its caller waiting.
 //! Reads at start-up rebuild the in-memory caches; every read runs on the blocking
 //! pool, never on an async runtime thread.
@@ -14,9 +16,11 @@ pub mod changes;
 pub mod clients;
 pub mod codes;
 pub mod datadir;
+pub mod db;
 pub mod keys;
 pub mod lineage;
 pub mod lists;
+mod postgres;
 pub mod refresh;
 pub mod revocation;
 mod writer;
@@ -31,7 +35,9 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
-use writer::{AUDIT_QUEUE, Finish, Job, Outcome, Work, writer_loop};
+use db::{Db, params};
+pub use postgres::Staleness;
+use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Work, writer_loop};
 
 /// Numbered migrations, applied in order inside one transaction.
 const MIGRATIONS: &[&str] = &[
@@ -73,24 +79,40 @@ fn set_health(health: &Health, ok: bool) {
     }
 }
 
+/// Which database holds the state.
+#[derive(Clone, Copy, Debug)]
+pub enum Location<'a> {
+    /// A SQLite file, locked to this process (the embedded default).
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL, shared by any number of replicas.
+    Postgres(&'a str),
+}
+
 /// A cheap-to-clone handle on the database.
 #[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Work>,
     audit_queue: Arc<Semaphore>,
     readers: Arc<Readers>,
-    path: Arc<PathBuf>,
+    /// The SQLite file, or the PostgreSQL server (never its password), for messages.
+    describe: Arc<str>,
+    path: Option<Arc<PathBuf>>,
     health: Health,
     /// Group-commit batch sizes and storage errors, for `/metrics`.
     pub stats: Arc<StoreStats>,
     feed: changes::Feed,
+    /// How long since this replica last caught up with the shared database (never
+    /// stale on SQLite, where every change is this process's own).
+    staleness: Staleness,
     /// Held for as long as any handle lives: one process per data dir.
     _dir: Arc<datadir::DataDir>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("database", &self.describe)
+            .finish()
     }
 }
 
@@ -109,18 +131,32 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;",
     )?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// The schema version a binary refuses to run on: one it does not know.
+fn newer_than_binary(found: i64, known: usize) -> Option<Error> {
+    (found > known as i64).then(|| {
+        Error::internal(format!(
+            "database schema version {found} is newer than this binary's {known}: \
+             run the release that wrote it (or newer)"
+        ))
+    })
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if let Some(e) = newer_than_binary(current, MIGRATIONS.len()) {
+        return Err(e);
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         rewrite_after(i + 1, &tx)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
 impl Store {
@@ -129,51 +165,112 @@ impl Store {
     /// naming the path, when the dir is not to be trusted or another process has it.
     pub fn open(data_dir: &Path) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
-        let path = dir.path().join("tessera.db");
-        // Only the operator sees these (start-up, offline tools): name the file and the
-        // cause, which the runtime mapping to `Unavailable` would drop.
-        let at = |what: &str, e: rusqlite::Error| {
-            Error::internal(format!("{what} database {}: {e}", path.display()))
+        Store::start(dir, Opened::sqlite(&data_dir.join("tessera.db"))?)
+    }
+
+    /// Opens the state at `location`, with `data_dir` held by this process (its lock
+    /// file; with SQLite the default database lives in it). PostgreSQL is connected to
+    /// and migrated before this returns, so an unreachable database fails the start,
+    /// naming the server.
+    pub async fn connect(data_dir: &Path, location: Location<'_>) -> Result<Store> {
+        let dir = datadir::DataDir::open(data_dir)?;
+        let opened = match location {
+            Location::Sqlite(path) => Opened::sqlite(path)?,
+            Location::Postgres(url) => {
+                let url = url.to_string();
+                let pool = tokio::task::spawn_blocking(move || postgres::Pool::connect(&url))
+                    .await
+                    .map_err(Error::internal)??;
+                let last = {
+                    let pool = pool.clone();
+                    tokio::task::spawn_blocking(move || pool.with(changes::last_seq))
+                        .await
+                        .map_err(Error::internal)??
+                };
+                Opened::Postgres(pool, last)
+            }
         };
-        let mut writer_conn = open_conn(&path).map_err(|e| at("cannot open", e))?;
-        migrate(&mut writer_conn).map_err(|e| at("cannot migrate", e))?;
-        let readers = Readers::open(&path).map_err(|e| at("cannot open", e))?;
+        Store::start(dir, opened)
+    }
+
+    fn start(dir: datadir::DataDir, opened: Opened) -> Result<Store> {
         let feed = changes::Feed::new(FEED_CAPACITY);
-        let published = changes::last_seq(&writer_conn)?;
+        let health: Health = Arc::new(watch::Sender::new(true));
+        let stats = Arc::new(StoreStats::default());
+        let (backend, readers, describe, path, staleness) = match opened {
+            Opened::Sqlite(writer_conn, path) => {
+                let readers = SqliteReaders::open(&path).map_err(|e| {
+                    Error::internal(format!("cannot open database {}: {e}", path.display()))
+                })?;
+                feed.start_at(changes::last_seq(&Db::Sqlite(&writer_conn))?);
+                (
+                    Backend::Sqlite(writer_conn),
+                    Readers::Sqlite(readers),
+                    path.display().to_string(),
+                    Some(Arc::new(path)),
+                    Staleness::never(),
+                )
+            }
+            Opened::Postgres(pool, last) => {
+                let describe = pool.describe().to_string();
+                feed.start_at(last);
+                let staleness = Staleness::new();
+                postgres::spawn_tail(
+                    pool.clone(),
+                    feed.clone(),
+                    health.clone(),
+                    staleness.clone(),
+                );
+                (
+                    Backend::Postgres(pool.clone()),
+                    Readers::Postgres(pool),
+                    describe,
+                    None,
+                    staleness,
+                )
+            }
+        };
         let writer_feed = feed.clone();
         let (tx, rx) = mpsc::channel::<Work>();
-        let health: Health = Arc::new(watch::Sender::new(true));
         let writer_health = health.clone();
-        let stats = Arc::new(StoreStats::default());
         let writer_stats = stats.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || {
-                writer_loop(
-                    writer_conn,
-                    rx,
-                    writer_health,
-                    &writer_stats,
-                    writer_feed,
-                    published,
-                )
-            })
+            .spawn(move || writer_loop(backend, rx, writer_health, &writer_stats, writer_feed))
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             audit_queue: Arc::new(Semaphore::new(AUDIT_QUEUE)),
             readers: Arc::new(readers),
-            path: Arc::new(path),
+            describe: describe.into(),
+            path,
             health,
             stats,
             feed,
+            staleness,
             _dir: Arc::new(dir),
         })
     }
 
-    /// Path of the database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Path of the SQLite database file (`None` on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref().map(PathBuf::as_path)
+    }
+
+    /// The database, for messages: the SQLite file, or the PostgreSQL server without
+    /// its password.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Whether the state is shared with other replicas (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.path.is_none()
+    }
+
+    /// How long since this replica last caught up with the shared database.
+    pub fn staleness(&self) -> &Staleness {
+        &self.staleness
     }
 
     /// Every change-log row committed from now on, batch by batch, in commit order.
@@ -193,8 +290,9 @@ impl Store {
     }
 
     /// Whether storage works: false since a write or read failed for a storage reason
-    /// (disk full, I/O error, database locked, the writer thread gone), until a later
-    /// write reaches the disk. Readiness (`/readyz`, gRPC health) follows it.
+    /// (disk full, I/O error, database locked or unreachable, the writer thread gone),
+    /// until a later write reaches the database. Readiness (`/readyz`, gRPC health)
+    /// follows it.
     pub fn healthy(&self) -> bool {
         *self.health.borrow()
     }
@@ -213,15 +311,15 @@ impl Store {
             self.write(|c| {
                 c.execute(
                     "UPDATE signing_keys SET created_at = created_at
-                     WHERE rowid = (SELECT min(rowid) FROM signing_keys)",
-                    [],
+                     WHERE kid = (SELECT min(kid) FROM signing_keys)",
+                    params![],
                 )?;
                 Ok(())
             })
             .await?;
             self.read(|c| {
-                c.query_row("SELECT count(*) FROM signing_keys", [], |r| {
-                    r.get::<_, i64>(0)
+                c.query_row("SELECT count(*) FROM signing_keys", params![], |r| {
+                    r.get::<i64>(0)
                 })?;
                 Ok(())
             })
@@ -237,7 +335,7 @@ impl Store {
     pub async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -301,7 +399,7 @@ impl Store {
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
     {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let readers = self.readers.clone();
@@ -323,7 +421,7 @@ impl Store {
     /// for the service: a SQLite read blocks, and on a runtime thread it would stall
     /// every task queued behind it.
     #[cfg(test)]
-    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
         debug_assert!(
             tokio::runtime::Handle::try_current().is_err(),
             "Store::read_now inside an async runtime: use Store::read"
@@ -333,20 +431,59 @@ impl Store {
     }
 }
 
+/// A database connected to and migrated, not yet serving.
+enum Opened {
+    Sqlite(Connection, PathBuf),
+    Postgres(postgres::Pool, u64),
+}
+
+impl Opened {
+    fn sqlite(path: &Path) -> Result<Opened> {
+        // Only the operator sees these (start-up, offline tools): name the file and
+        // the cause, which the runtime mapping to `Unavailable` would drop.
+        let mut conn = open_conn(path).map_err(|e| {
+            Error::internal(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        migrate(&mut conn).map_err(|e| match e {
+            Error::Internal(cause) => Error::internal(format!(
+                "cannot migrate database {}: {cause}",
+                path.display()
+            )),
+            other => other,
+        })?;
+        Ok(Opened::Sqlite(conn, path.to_path_buf()))
+    }
+}
+
+/// Where reads run.
+enum Readers {
+    Sqlite(SqliteReaders),
+    Postgres(postgres::Pool),
+}
+
+impl Readers {
+    fn with<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
+        match self {
+            Readers::Sqlite(r) => r.with(|c| f(&Db::Sqlite(c))),
+            Readers::Postgres(pool) => pool.with(f),
+        }
+    }
+}
+
 /// Reader connections: in WAL mode readers neither block the writer nor each other, so
 /// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
 /// instead of queueing behind a single connection.
-struct Readers {
+struct SqliteReaders {
     conns: Vec<Mutex<Connection>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
-impl Readers {
-    fn open(path: &Path) -> rusqlite::Result<Readers> {
+impl SqliteReaders {
+    fn open(path: &Path) -> rusqlite::Result<SqliteReaders> {
         let n = thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 4);
-        Ok(Readers {
+        Ok(SqliteReaders {
             conns: (0..n)
                 .map(|_| open_conn(path).map(Mutex::new))
                 .collect::<rusqlite::Result<_>>()?,
@@ -508,8 +645,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (mode, version): (String, i64) = store
             .read_now(|c| {
-                let m = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-                let v = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let m = c.query_row("PRAGMA journal_mode", params![], |r| r.get(0))?;
+                let v = c.query_row("PRAGMA user_version", params![], |r| r.get(0))?;
                 Ok((m, v))
             })
             .unwrap();

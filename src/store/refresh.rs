@@ -4,7 +4,7 @@
 //! used. Revoking the family kills every token in it and returns the access tokens it
 //! minted so the caller can blocklist them.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::lists;
 use crate::error::Result;
@@ -50,7 +50,7 @@ pub struct TokenRow {
 }
 
 /// Inserts a new family.
-pub fn insert_family(conn: &Connection, f: &FamilyRow) -> Result<()> {
+pub fn insert_family(conn: &Db, f: &FamilyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -69,99 +69,90 @@ pub fn insert_family(conn: &Connection, f: &FamilyRow) -> Result<()> {
 }
 
 /// Inserts a refresh token into its family.
-pub fn insert_token(conn: &Connection, t: &TokenRow) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![&t.token_hash[..], t.family_id, t.id, t.issued_at, t.expires_at])?;
+pub fn insert_token(conn: &Db, t: &TokenRow) -> Result<()> {
+    conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&t.token_hash[..], t.family_id, t.id, t.issued_at, t.expires_at])?;
     Ok(())
 }
 
 /// Remembers that `jti` was minted from `family_id`, so revoking the family can blocklist it.
-pub fn record_access_token(
-    conn: &Connection,
-    family_id: &str,
-    jti: &str,
-    expires_at: i64,
-) -> Result<()> {
-    conn.prepare_cached(
+pub fn record_access_token(conn: &Db, family_id: &str, jti: &str, expires_at: i64) -> Result<()> {
+    conn.execute(
         "INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![family_id, jti, expires_at])?;
+        params![family_id, jti, expires_at],
+    )?;
     Ok(())
 }
 
 /// Looks a token up by hash, with its family.
-pub fn find(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
+pub fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
                     f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
                     f.absolute_expires_at, f.revoked_at
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
              WHERE t.token_hash = ?1",
-        )?
-        .query_row([&token_hash[..]], |r| {
-            let h: Vec<u8> = r.get(0)?;
-            let mut token_hash = [0u8; 32];
-            if h.len() == 32 {
-                token_hash.copy_from_slice(&h);
-            }
-            Ok((
-                TokenRow {
-                    token_hash,
-                    family_id: r.get(1)?,
-                    id: r.get(2)?,
-                    issued_at: r.get(3)?,
-                    expires_at: r.get(4)?,
-                    used_at: r.get(5)?,
-                },
-                FamilyRow {
-                    id: r.get(6)?,
-                    subject: r.get(7)?,
-                    client_id: r.get(8)?,
-                    audience: lists::get(r, 9)?,
-                    scopes: lists::get(r, 10)?,
-                    claims: r.get(11)?,
-                    created_at: r.get(12)?,
-                    absolute_expires_at: r.get(13)?,
-                    revoked_at: r.get(14)?,
-                },
-            ))
-        })
+            params![&token_hash[..]],
+            |r| {
+                let h: Vec<u8> = r.get(0)?;
+                let mut token_hash = [0u8; 32];
+                if h.len() == 32 {
+                    token_hash.copy_from_slice(&h);
+                }
+                Ok((
+                    TokenRow {
+                        token_hash,
+                        family_id: r.get(1)?,
+                        id: r.get(2)?,
+                        issued_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        used_at: r.get(5)?,
+                    },
+                    FamilyRow {
+                        id: r.get(6)?,
+                        subject: r.get(7)?,
+                        client_id: r.get(8)?,
+                        audience: lists::get(r, 9)?,
+                        scopes: lists::get(r, 10)?,
+                        claims: r.get(11)?,
+                        created_at: r.get(12)?,
+                        absolute_expires_at: r.get(13)?,
+                        revoked_at: r.get(14)?,
+                    },
+                ))
+            },
+        )
         .optional()?)
 }
 
 /// Marks a token used. False if it already was (the caller lost a race or it is a replay).
-pub fn mark_used(conn: &Connection, token_hash: &[u8; 32], at: i64) -> Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
-        )?
-        .execute(params![&token_hash[..], at])?;
+pub fn mark_used(conn: &Db, token_hash: &[u8; 32], at: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
+        params![&token_hash[..], at],
+    )?;
     Ok(n == 1)
 }
 
 /// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
-pub fn revoke_family(conn: &Connection, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
-    conn.prepare_cached(
+pub fn revoke_family(conn: &Db, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
+    conn.execute(
         "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-    )?
-    .execute(params![family_id, at])?;
+        params![family_id, at],
+    )?;
     drop_grace_of_family(conn, family_id)?;
-    let mut stmt = conn.prepare_cached("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?1 AND expires_at >= ?2")?;
-    let rows = stmt.query_map(params![family_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(conn.query_map("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?1 AND expires_at >= ?2", params![family_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// Revokes every live family of `subject` ("log out everywhere"); returns their access tokens.
-pub fn revoke_subject(conn: &Connection, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
-    let ids: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL",
-        )?
-        .query_map([subject], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+pub fn revoke_subject(conn: &Db, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
+    let ids: Vec<String> = conn.query_map(
+        "SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL",
+        params![subject],
+        |r| r.get(0),
+    )?;
     let mut out = Vec::new();
     for id in ids {
         out.extend(revoke_family(conn, &id, at)?);
@@ -175,29 +166,29 @@ pub fn revoke_subject(conn: &Connection, subject: &str, at: i64) -> Result<Vec<(
 /// `minted_before` (any family: an expired token needs no revoking). Returns how many
 /// families went. A live family keeps every row, so reuse detection still sees its used
 /// tokens; revoked access tokens stay on the separate blocklist until they expire.
-pub fn purge(conn: &Connection, dead_before: i64, minted_before: i64, limit: i64) -> Result<usize> {
-    conn.prepare_cached(
-        "DELETE FROM family_access_tokens WHERE rowid IN
-           (SELECT rowid FROM family_access_tokens WHERE expires_at < ?1 LIMIT ?2)",
-    )?
-    .execute(params![minted_before, limit])?;
-    let ids: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM (
+pub fn purge(conn: &Db, dead_before: i64, minted_before: i64, limit: i64) -> Result<usize> {
+    conn.execute(
+        "DELETE FROM family_access_tokens WHERE (family_id, jti) IN
+           (SELECT family_id, jti FROM family_access_tokens WHERE expires_at < ?1 LIMIT ?2)",
+        params![minted_before, limit],
+    )?;
+    let ids: Vec<String> = conn.query_map(
+        "SELECT id FROM (
                  SELECT id FROM refresh_families WHERE revoked_at < ?1
                  UNION
                  SELECT id FROM refresh_families WHERE absolute_expires_at < ?1
              ) AS dead
              WHERE NOT EXISTS (SELECT 1 FROM family_access_tokens a WHERE a.family_id = dead.id)
              LIMIT ?2",
-        )?
-        .query_map(params![dead_before, limit], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut tokens = conn.prepare_cached("DELETE FROM refresh_tokens WHERE family_id = ?1")?;
-    let mut families = conn.prepare_cached("DELETE FROM refresh_families WHERE id = ?1")?;
+        params![dead_before, limit],
+        |r| r.get(0),
+    )?;
     for id in &ids {
-        tokens.execute([id])?;
-        families.execute([id])?;
+        conn.execute(
+            "DELETE FROM refresh_tokens WHERE family_id = ?1",
+            params![id],
+        )?;
+        conn.execute("DELETE FROM refresh_families WHERE id = ?1", params![id])?;
     }
     Ok(ids.len())
 }
@@ -238,12 +229,11 @@ fn hash32(v: Vec<u8>) -> [u8; 32] {
 }
 
 /// Stores the sealed successor pair of a token just used.
-pub fn insert_grace(conn: &Connection, g: &GraceRow) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO refresh_grace (token_hash, family_id, presenter, successor_hash, sealed, expires_at)
+pub fn insert_grace(conn: &Db, g: &GraceRow) -> Result<()> {
+    conn.execute(
+            "INSERT INTO refresh_grace (token_hash, family_id, presenter, successor_hash, sealed, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
+            params![
         &g.token_hash[..],
         g.family_id,
         g.presenter,
@@ -256,15 +246,14 @@ pub fn insert_grace(conn: &Connection, g: &GraceRow) -> Result<()> {
 
 /// The sealed successor pair of a used token, with whether that successor has been
 /// used in turn; `None` once housekeeping dropped it (or there never was one).
-pub fn find_grace(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, bool)>> {
+pub fn find_grace(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, bool)>> {
     Ok(conn
-        .prepare_cached(
+        .query_row(
             "SELECT g.token_hash, g.family_id, g.presenter, g.successor_hash, g.sealed, g.expires_at,
                     t.used_at IS NOT NULL
              FROM refresh_grace g LEFT JOIN refresh_tokens t ON t.token_hash = g.successor_hash
              WHERE g.token_hash = ?1",
-        )?
-        .query_row([&token_hash[..]], |r| {
+            params![&token_hash[..]], |r| {
             Ok((
                 GraceRow {
                     token_hash: hash32(r.get(0)?),
@@ -274,22 +263,25 @@ pub fn find_grace(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<(Gr
                     sealed: r.get(4)?,
                     expires_at: r.get(5)?,
                 },
-                r.get::<_, Option<bool>>(6)?.unwrap_or(true),
+                r.get::<Option<bool>>(6)?.unwrap_or(true),
             ))
         })
         .optional()?)
 }
 
 /// Drops every sealed pair of a family (it was revoked: nothing of it may be handed out).
-pub fn drop_grace_of_family(conn: &Connection, family_id: &str) -> Result<()> {
-    conn.prepare_cached("DELETE FROM refresh_grace WHERE family_id = ?1")?
-        .execute([family_id])?;
+pub fn drop_grace_of_family(conn: &Db, family_id: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM refresh_grace WHERE family_id = ?1",
+        params![family_id],
+    )?;
     Ok(())
 }
 
 /// Drops sealed pairs whose window ended before `now` (housekeeping).
-pub fn purge_grace(conn: &Connection, now: i64) -> Result<usize> {
-    Ok(conn
-        .prepare_cached("DELETE FROM refresh_grace WHERE expires_at < ?1")?
-        .execute([now])?)
+pub fn purge_grace(conn: &Db, now: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM refresh_grace WHERE expires_at < ?1",
+        params![now],
+    )?)
 }

@@ -1,33 +1,36 @@
 //! The `jti_blocklist` and `token_versions` tables.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, params};
 
 use super::changes::{self, Change};
 use crate::error::Result;
 
 /// Blocklists `jti` until `expires_at`. Idempotent; keeps the later expiry.
-pub fn block_jti(conn: &Connection, jti: &str, expires_at: i64) -> Result<()> {
-    conn.prepare_cached(
+pub fn block_jti(conn: &Db, jti: &str, expires_at: i64) -> Result<()> {
+    conn.execute(
         "INSERT INTO jti_blocklist (jti, expires_at) VALUES (?1, ?2)
-         ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-    )?
-    .execute(params![jti, expires_at])?;
+         ON CONFLICT (jti) DO UPDATE SET expires_at = CASE
+             WHEN excluded.expires_at > jti_blocklist.expires_at THEN excluded.expires_at
+             ELSE jti_blocklist.expires_at END",
+        params![jti, expires_at],
+    )?;
     Ok(())
 }
 
 /// Every blocklisted jti still needed at `now`.
-pub fn load_blocklist(conn: &Connection, now: i64) -> Result<Vec<(String, i64)>> {
-    let mut stmt =
-        conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
-    let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn load_blocklist(conn: &Db, now: i64) -> Result<Vec<(String, i64)>> {
+    Ok(conn.query_map(
+        "SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1",
+        params![now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
 
 /// How many blocklisted jtis are still needed at `now` (to size the map up front).
-pub fn count_blocklist(conn: &Connection, now: i64) -> Result<usize> {
+pub fn count_blocklist(conn: &Db, now: i64) -> Result<usize> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM jti_blocklist WHERE expires_at >= ?1",
-        [now],
+        params![now],
         |r| r.get(0),
     )?;
     Ok(usize::try_from(n).unwrap_or(0))
@@ -35,32 +38,35 @@ pub fn count_blocklist(conn: &Connection, now: i64) -> Result<usize> {
 
 /// Hands every blocklisted jti still needed at `now` to `f`, one row at a time: a
 /// million entries are streamed into memory, never collected as strings first.
-pub fn for_each_blocked(conn: &Connection, now: i64, mut f: impl FnMut(&str, i64)) -> Result<()> {
-    let mut stmt =
-        conn.prepare("SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1")?;
-    let mut rows = stmt.query([now])?;
-    while let Some(row) = rows.next()? {
-        let jti = row.get_ref(0)?.as_str().unwrap_or_default();
-        f(jti, row.get(1)?);
-    }
-    Ok(())
+pub fn for_each_blocked(conn: &Db, now: i64, mut f: impl FnMut(&str, i64)) -> Result<()> {
+    Ok(conn.for_each(
+        "SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1",
+        params![now],
+        |row| {
+            let jti: String = row.get(0)?;
+            f(&jti, row.get(1)?);
+            Ok(())
+        },
+    )?)
 }
 
 /// Drops entries whose token has expired before `before`; returns how many.
-pub fn purge_blocklist(conn: &Connection, before: i64) -> Result<usize> {
-    Ok(conn.execute("DELETE FROM jti_blocklist WHERE expires_at < ?1", [before])?)
+pub fn purge_blocklist(conn: &Db, before: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM jti_blocklist WHERE expires_at < ?1",
+        params![before],
+    )?)
 }
 
 /// Increments `subject`'s token version, records it in the change log, and returns
 /// the new one.
-pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
+pub fn bump_version(conn: &Db, subject: &str, now: i64) -> Result<u64> {
     let v: i64 = conn
-        .prepare_cached(
+        .query_row(
             "INSERT INTO token_versions (subject, version, updated_at) VALUES (?1, 1, ?2)
-             ON CONFLICT (subject) DO UPDATE SET version = version + 1, updated_at = excluded.updated_at
+             ON CONFLICT (subject) DO UPDATE SET version = token_versions.version + 1, updated_at = excluded.updated_at
              RETURNING version",
-        )?
-        .query_row(params![subject, now], |r| r.get(0))?;
+            params![subject, now], |r| r.get(0))?;
     let version = v as u64;
     changes::append(
         conn,
@@ -74,11 +80,11 @@ pub fn bump_version(conn: &Connection, subject: &str, now: i64) -> Result<u64> {
 }
 
 /// One subject's current version (0 if never bumped).
-pub fn version(conn: &Connection, subject: &str) -> Result<u64> {
+pub fn version(conn: &Db, subject: &str) -> Result<u64> {
     let v: Option<i64> = conn
         .query_row(
             "SELECT version FROM token_versions WHERE subject = ?1",
-            [subject],
+            params![subject],
             |r| r.get(0),
         )
         .optional()?;
@@ -86,23 +92,25 @@ pub fn version(conn: &Connection, subject: &str) -> Result<u64> {
 }
 
 /// Every subject's version.
-pub fn load_versions(conn: &Connection) -> Result<Vec<(String, u64)>> {
-    let mut stmt = conn.prepare("SELECT subject, version FROM token_versions")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn load_versions(conn: &Db) -> Result<Vec<(String, u64)>> {
+    Ok(conn.query_map(
+        "SELECT subject, version FROM token_versions",
+        params![],
+        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)? as u64)),
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn blocklist_streams_only_live_entries() {
-        let conn = Connection::open_in_memory().expect("db");
-        conn.execute_batch(include_str!("migrations/0001_init.sql"))
+        let raw = Connection::open_in_memory().expect("db");
+        raw.execute_batch(include_str!("migrations/0001_init.sql"))
             .expect("schema");
+        let conn = Db::Sqlite(&raw);
         block_jti(&conn, "live-a", 200).expect("insert");
         block_jti(&conn, "live-b", 100).expect("insert");
         block_jti(&conn, "gone", 99).expect("insert");

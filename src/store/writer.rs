@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Health, audit, changes, set_health};
+use super::db::{Db, PgConn};
+use super::{Health, audit, changes, postgres, set_health};
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 
@@ -34,8 +35,63 @@ pub(super) const AUDIT_QUEUE: usize = 16_384;
 
 /// A write: runs against the connection, says how it went, and hands back what to do
 /// once the batch's fate (commit or not) is known.
-pub(super) type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Finish) + Send>;
+pub(super) type Job = Box<dyn FnOnce(&Db<'_>) -> (Outcome, Finish) + Send>;
 pub(super) type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// What the writer thread writes to.
+pub(super) enum Backend {
+    /// Its own connection to the SQLite file.
+    Sqlite(Connection),
+    /// A connection from the pool, taken for each batch.
+    Postgres(postgres::Pool),
+}
+
+/// One batch's connection.
+#[allow(clippy::large_enum_variant)] // one per batch, on the writer thread's stack
+enum Session<'a> {
+    Sqlite(&'a Connection),
+    Postgres(PgConn),
+}
+
+impl Session<'_> {
+    fn db(&self) -> Db<'_> {
+        match self {
+            Session::Sqlite(c) => Db::Sqlite(c),
+            Session::Postgres(pg) => Db::Postgres(pg),
+        }
+    }
+}
+
+impl Backend {
+    fn session(&self) -> Result<Session<'_>> {
+        match self {
+            Backend::Sqlite(c) => Ok(Session::Sqlite(c)),
+            Backend::Postgres(pool) => Ok(Session::Postgres(pool.take()?)),
+        }
+    }
+
+    /// Opens the batch's transaction. On PostgreSQL it also takes the store's
+    /// transaction lock, which every replica's writer takes: batches commit one at a
+    /// time across replicas, as on SQLite, so a check-then-write (a refresh token's
+    /// rotation, a code's redemption, the bootstrap key) has one winner cluster-wide,
+    /// and change-log sequence order is commit order.
+    fn begin(&self, db: &Db<'_>) -> Result<()> {
+        let sql = match self {
+            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
+            Backend::Postgres(_) => postgres::BEGIN_LOCKED,
+        };
+        Ok(db.execute_batch(sql)?)
+    }
+
+    /// Rows this connection has changed so far (SQLite's count; PostgreSQL's commit
+    /// is proof enough that the server is there).
+    fn changes(&self) -> Option<u64> {
+        match self {
+            Backend::Sqlite(c) => Some(c.total_changes()),
+            Backend::Postgres(_) => None,
+        }
+    }
+}
 
 /// What the writer thread is handed.
 pub(super) enum Work {
@@ -61,12 +117,11 @@ pub(super) enum Outcome {
 /// marks the store unhealthy; one that committed a change (so reached the disk) marks
 /// it healthy. Committed change-log rows are published before anyone is answered.
 pub(super) fn writer_loop(
-    conn: Connection,
+    backend: Backend,
     rx: mpsc::Receiver<Work>,
     health: Health,
     stats: &StoreStats,
     feed: changes::Feed,
-    mut published: u64,
 ) {
     let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
     while let Ok(first) = rx.recv() {
@@ -84,8 +139,13 @@ pub(super) fn writer_loop(
             }
         }
         let started = Instant::now();
-        let changes_before = conn.total_changes();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let changes_before = backend.changes();
+        let session = backend.session();
+        let begun = match &session {
+            Ok(s) => backend.begin(&s.db()),
+            Err(_) => Err(Error::Unavailable),
+        };
+        if let Err(e) = begun {
             // Nothing ran: dropping the work closes its channel, so the caller sees
             // Unavailable.
             tracing::error!(error = %e, "store: cannot begin transaction");
@@ -104,6 +164,8 @@ pub(super) fn writer_loop(
             }
             continue;
         }
+        let Ok(session) = session else { continue };
+        let conn = session.db();
         let mut done = Vec::new();
         let mut audits = Vec::new();
         let mut storage_failed = false;
@@ -140,11 +202,17 @@ pub(super) fn writer_loop(
         } else {
             // Before anyone is answered: a subscriber never learns of a revocation
             // later than the revoker is told it is done.
-            feed.publish_committed(&conn, &mut published);
+            if let Err(e) = feed.publish_committed(&conn) {
+                tracing::error!(error = %e, "change log: cannot read committed rows");
+            }
         }
+        let wrote = match (changes_before, backend.changes()) {
+            (Some(before), Some(after)) => after > before,
+            _ => committed.is_ok(),
+        };
         if storage_failed {
             set_health(&health, false);
-        } else if conn.total_changes() > changes_before {
+        } else if wrote {
             set_health(&health, true);
         }
         for finish in done {
@@ -179,7 +247,7 @@ fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>) {
 
 /// Runs one job in its own savepoint, so a failing write leaves no trace and spares its
 /// batch-mates; says whether storage failed under it.
-fn run_job(conn: &Connection, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
+fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
     if let Err(e) = conn.execute_batch("SAVEPOINT job") {
         tracing::error!(error = %e, "store: cannot open savepoint");
         failed();
@@ -203,7 +271,7 @@ fn run_job(conn: &Connection, job: Job, failed: &impl Fn() -> u64) -> (bool, Fin
 /// Appends a batch's queued audit records together, in their own savepoint: if
 /// storage fails under them the rest of the batch still commits. False if they failed.
 fn append_audits(
-    conn: &Connection,
+    conn: &Db<'_>,
     audits: &[(Box<audit::AuditEntry>, OwnedSemaphorePermit)],
     failed: &impl Fn() -> u64,
 ) -> bool {

@@ -1,9 +1,15 @@
 //! Test harness: starts the real server in-process on ephemeral ports with a temp
-//! SQLite data dir, and hands out generated tonic clients.
+//! data dir, and hands out generated tonic clients.
+//!
+//! The backend is the one parameter: by default each server has its SQLite file in
+//! its data dir; with `TESSERA_TEST_BACKEND=postgres` each has a schema of its own in
+//! a database this test process creates on the machine's PostgreSQL
+//! (`TESSERA_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`).
 
 #![allow(dead_code)]
 
 pub mod mint;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,8 +58,14 @@ pub fn test_config(data_dir: &Path) -> Config {
         // Hostile-input tables send many bad keys from 127.0.0.1; tests of the
         // failed-authentication throttle set their own limits.
         auth_failure_limit: 0,
+        database_url: pg::backend_for(data_dir),
         ..Config::default()
     }
+}
+
+/// Whether this run uses PostgreSQL (tests of SQLite's own files skip themselves).
+pub fn on_postgres() -> bool {
+    pg::enabled()
 }
 
 impl TestServer {
@@ -68,6 +80,13 @@ impl TestServer {
 
     /// A server with this config (its data dir is not cleaned up by the harness).
     pub async fn start_with(mut config: Config, clock: Clock) -> TestServer {
+        // `RUST_LOG=…` shows the servers' logs with the failing test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let data_dir = config.data_dir.clone();
         let listeners = Listeners::bind(&config).await.unwrap();
         let grpc = listeners.grpc.local_addr().unwrap();

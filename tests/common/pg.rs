@@ -1,0 +1,112 @@
+//! The PostgreSQL side of the backend parameter: one database per test process,
+//! created on first use and named after the process, and one schema per data dir in
+//! it, so servers in one test run never see each other's state (and a server restarted
+//! on the same data dir finds its own). Databases left by earlier test processes that
+//! are no longer running are dropped on first use.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use tessera::config::DatabaseUrl;
+
+/// Whether `TESSERA_TEST_BACKEND=postgres`.
+pub fn enabled() -> bool {
+    std::env::var("TESSERA_TEST_BACKEND").is_ok_and(|v| v == "postgres")
+}
+
+/// The server URL without a database.
+pub fn server_url() -> String {
+    std::env::var("TESSERA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
+}
+
+/// Runs `sql` (statements separated by `;`) on `database`, on a thread of its own so
+/// any caller (sync or async) may use it.
+pub fn admin(database: &str, sql: &str) -> Result<Vec<String>, String> {
+    let url = format!("{}/{database}", server_url());
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("cannot reach the test PostgreSQL: {e}"))?;
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            for msg in client.simple_query(&sql).await.map_err(|e| e.to_string())? {
+                if let tokio_postgres::SimpleQueryMessage::Row(r) = msg {
+                    out.push(r.get(0).unwrap_or_default().to_string());
+                }
+            }
+            Ok(out)
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_string())?
+}
+
+/// This process's database, created on first use.
+pub fn database() -> &'static str {
+    static DB: OnceLock<String> = OnceLock::new();
+    DB.get_or_init(|| {
+        drop_stale();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("tessera_test_{}_{nanos}", std::process::id());
+        admin("postgres", &format!("CREATE DATABASE {name}")).expect("create the test database");
+        name
+    })
+}
+
+/// Drops test databases whose process is gone.
+fn drop_stale() {
+    let Ok(names) = admin(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'tessera\\_test\\_%'",
+    ) else {
+        return;
+    };
+    for name in names {
+        let pid = name.split('_').nth(2).unwrap_or("");
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = admin(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+/// A schema name for `data_dir`: the same dir always maps to the same schema.
+fn schema_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    format!("s{:016x}", h.finish())
+}
+
+/// A URL whose connections work in `schema` of this process's database.
+pub fn url_in(schema: &str) -> String {
+    format!(
+        "{}/{}?options=-csearch_path%3D{schema}",
+        server_url(),
+        database()
+    )
+}
+
+/// The database for a server on `data_dir`: `None` (its SQLite file) unless this run
+/// is on PostgreSQL, else a schema of its own, created if need be.
+pub fn backend_for(data_dir: &Path) -> Option<DatabaseUrl> {
+    if !enabled() {
+        return None;
+    }
+    let schema = schema_for(data_dir);
+    admin(database(), &format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .expect("create the test schema");
+    Some(DatabaseUrl::Postgres(url_in(&schema)))
+}
