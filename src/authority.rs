@@ -1189,7 +1189,11 @@ impl Authority {
     /// transitions. Cheap when nothing is due, so it runs often.
     pub async fn key_lifecycle(&self) -> Result<()> {
         let now = self.clock.now();
-        if let Some(period) = self.config.signing_key_rotation_period {
+        // One replica schedules rotations (the store would keep a single successor
+        // anyway; this keeps the others from generating keys for nothing).
+        if let Some(period) = self.config.signing_key_rotation_period
+            && self.store.leads().await
+        {
             let lead = self.config.key_publish_lead.as_secs() as i64;
             self.keys
                 .rotate_if_due(now, period.as_secs() as i64, lead)
@@ -1212,10 +1216,14 @@ impl Authority {
         let now = self.clock.now();
         let before = now - 60;
         let uses = self.callers.take_unflushed();
+        // Every replica records its own keys' use; one purges the shared tables.
+        let leads = self.store.leads().await;
         self.store
             .write(move |c| {
-                revocation_rows::purge_blocklist(c, before)?;
-                crate::exchange::purge(c, now)?;
+                if leads {
+                    revocation_rows::purge_blocklist(c, before)?;
+                    crate::exchange::purge(c, now)?;
+                }
                 apikey_rows::touch(c, &uses)
             })
             .await?;
@@ -1223,7 +1231,10 @@ impl Authority {
         self.callers.purge(now);
         self.keys.settle(now).await?;
         self.keys.reload(now).await?;
-        self.purge_history(now).await
+        if leads {
+            self.purge_history(now).await?;
+        }
+        Ok(())
     }
 
     /// Deletes what can no longer matter, in bounded batches so other writes are never

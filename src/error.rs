@@ -230,15 +230,19 @@ impl From<crate::store::db::DbError> for Error {
                 // No SQLSTATE: the connection broke or was never made. Class 08
                 // (connection), 53 (resources), 57 (shutdown, cancelled) and 40
                 // (serialization, deadlock) are the database's trouble, not the call's.
-                let transient = e.code().is_none_or(|c| {
-                    let class = &c.code()[..2];
-                    matches!(class, "08" | "53" | "57" | "40")
-                });
+                let broken = e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+                let transient = broken
+                    || e.code()
+                        .is_some_and(|c| matches!(&c.code()[..2], "08" | "53" | "57" | "40"));
                 if transient {
                     tracing::error!(error = %e, "storage unavailable");
                     Error::Unavailable
                 } else {
-                    Error::internal(e)
+                    match e.as_db_error() {
+                        Some(db) => Error::internal(format!("database: {}", db.message())),
+                        None => Error::internal(format!("database: {e:?}")),
+                    }
                 }
             }
             DbError::Connect(cause) => {

@@ -123,7 +123,7 @@ pub fn recent(conn: &Db, limit: u32) -> Result<Vec<AuditEntry>> {
     Ok(conn.query_map(
         "SELECT id, at, request_id, caller, kind, subject, token_id, detail
          FROM audit_log ORDER BY id DESC LIMIT ?1",
-        params![limit],
+        params![i64::from(limit)],
         row,
     )?)
 }
@@ -162,7 +162,7 @@ pub fn list(
             f.since.unwrap_or(i64::MIN),
             f.until.unwrap_or(i64::MAX),
             before_id.unwrap_or(i64::MAX),
-            limit
+            i64::from(limit)
         ],
         row,
     )?)

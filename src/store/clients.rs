@@ -30,7 +30,7 @@ pub fn insert(conn: &Db, c: &ClientRow) -> Result<()> {
         params![
             c.id,
             c.name,
-            c.public,
+            i64::from(c.public),
             lists::encode(&c.redirect_uris),
             lists::encode(&c.scopes),
             c.created_at
@@ -48,7 +48,7 @@ pub fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
             Ok(ClientRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
-                public: r.get(2)?,
+                public: r.get::<i64>(2)? != 0,
                 redirect_uris: lists::get(r, 3)?,
                 scopes: lists::get(r, 4)?,
                 created_at: r.get(5)?,
@@ -64,12 +64,12 @@ pub fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<Cli
         "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients
          WHERE created_at < ?1 OR (created_at = ?1 AND ?2 != '' AND id < ?2)
          ORDER BY created_at DESC, id DESC LIMIT ?3",
-        params![after_at, after_id, limit],
+        params![after_at, after_id, i64::from(limit)],
         |r| {
             Ok(ClientRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
-                public: r.get(2)?,
+                public: r.get::<i64>(2)? != 0,
                 redirect_uris: lists::get(r, 3)?,
                 scopes: lists::get(r, 4)?,
                 created_at: r.get(5)?,

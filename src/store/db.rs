@@ -161,10 +161,17 @@ impl<'a> Db<'a> {
             &tokio_postgres::Statement,
         ) -> Result<T, tokio_postgres::Error>,
     ) -> DbResult<T> {
-        pg.rt.block_on(async {
-            let stmt = pg.client.prepare_cached(&to_postgres(sql)).await?;
-            Ok(run(&pg.client, &stmt).await?)
-        })
+        pg.rt
+            .block_on(async {
+                let stmt = pg.client.prepare_cached(&to_postgres(sql)).await?;
+                run(&pg.client, &stmt).await
+            })
+            .map_err(|e| {
+                // The statement, never its parameters (they may be secrets' hashes).
+                let first = sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+                tracing::debug!(statement = %first, error = ?e, "statement failed");
+                DbError::Postgres(e)
+            })
     }
 
     /// Runs a statement; returns how many rows it changed.

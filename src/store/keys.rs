@@ -268,26 +268,27 @@ pub struct KeyListing {
 
 /// Every key ever held, newest first, with its state at `now`.
 pub fn list(conn: &Db, now: i64) -> Result<Vec<KeyListing>> {
-    Ok(conn.query_map(
+    // Insertion order breaks ties: SQLite's rowid, PostgreSQL's identity column.
+    let inserted = if conn.is_postgres() { "ord" } else { "rowid" };
+    let sql = format!(
         "SELECT kid, alg, created_at, activates_at, retired_at, verify_until, revoked_at
-         FROM signing_keys ORDER BY activates_at DESC, created_at DESC, rowid DESC",
-        params![],
-        |r| {
-            let activates_at: i64 = r.get(3)?;
-            let retired_at: Option<i64> = r.get(4)?;
-            let revoked_at: Option<i64> = r.get(6)?;
-            Ok(KeyListing {
-                kid: r.get(0)?,
-                alg: r.get(1)?,
-                state: state_at(activates_at, retired_at, revoked_at.is_some(), now),
-                created_at: r.get(2)?,
-                activates_at,
-                retired_at,
-                verify_until: r.get(5)?,
-                revoked_at,
-            })
-        },
-    )?)
+         FROM signing_keys ORDER BY activates_at DESC, created_at DESC, {inserted} DESC"
+    );
+    Ok(conn.query_map(&sql, params![], |r| {
+        let activates_at: i64 = r.get(3)?;
+        let retired_at: Option<i64> = r.get(4)?;
+        let revoked_at: Option<i64> = r.get(6)?;
+        Ok(KeyListing {
+            kid: r.get(0)?,
+            alg: r.get(1)?,
+            state: state_at(activates_at, retired_at, revoked_at.is_some(), now),
+            created_at: r.get(2)?,
+            activates_at,
+            retired_at,
+            verify_until: r.get(5)?,
+            revoked_at,
+        })
+    })?)
 }
 
 /// What a key is at `now`, or `None` if unknown.

@@ -268,6 +268,15 @@ impl Store {
         self.path.is_none()
     }
 
+    /// Whether this process runs the scheduled work (purges, scheduled key rotation)
+    /// now: always on SQLite; on PostgreSQL, the one replica holding the scheduler lock.
+    pub async fn leads(&self) -> bool {
+        match &*self.readers {
+            Readers::Sqlite(_) => true,
+            Readers::Postgres(pool) => pool.leads().await,
+        }
+    }
+
     /// How long since this replica last caught up with the shared database.
     pub fn staleness(&self) -> &Staleness {
         &self.staleness
@@ -429,6 +438,44 @@ impl Store {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.readers.with(f)
     }
+}
+
+/// Runs `f` on a connection of its own to the database at `location`, beside (not
+/// through) any running store: no data-dir lock, no writer, no feed. For offline checks
+/// and tests that look at what the service wrote. Blocks the calling thread, from any
+/// context (it works on a thread of its own).
+pub fn inspect<R, F>(location: Location<'_>, f: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
+{
+    enum Owned {
+        Sqlite(PathBuf),
+        Postgres(String),
+    }
+    let owned = match location {
+        Location::Sqlite(p) => Owned::Sqlite(p.to_path_buf()),
+        Location::Postgres(u) => Owned::Postgres(u.to_string()),
+    };
+    thread::spawn(move || match owned {
+        Owned::Sqlite(path) => {
+            let conn = open_conn(&path)?;
+            f(&Db::Sqlite(&conn))
+        }
+        Owned::Postgres(url) => {
+            // One worker drives the connection while this thread blocks on it.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(Error::internal)?;
+            let _in = rt.enter();
+            let pool = postgres::Pool::connect(&url)?;
+            pool.with(f)
+        }
+    })
+    .join()
+    .map_err(|_| Error::internal("inspect: the connection thread panicked"))?
 }
 
 /// A database connected to and migrated, not yet serving.

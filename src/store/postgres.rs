@@ -66,6 +66,10 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Held (session-scoped) by the one replica that runs scheduled work: purges and
+/// scheduled signing-key rotation.
+const SCHEDULER_LOCK: i64 = 7411463018526516003;
+
 /// A pool of connections to one database, with the runtime that drives them.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -73,6 +77,10 @@ pub(super) struct Pool {
     config: Arc<tokio_postgres::Config>,
     rt: Handle,
     describe: Arc<str>,
+    /// The connection holding [`SCHEDULER_LOCK`], once this replica has it. The lock
+    /// lives as long as the connection: if this replica dies or loses the database,
+    /// another takes over at its next try.
+    scheduler: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 impl Pool {
@@ -110,6 +118,7 @@ impl Pool {
             config: Arc::new(config),
             rt,
             describe,
+            scheduler: Arc::default(),
         };
         let named = |e: Error| match e {
             Error::Internal(cause) => {
@@ -123,6 +132,29 @@ impl Pool {
         };
         pool.with(migrate).map_err(named)?;
         Ok(pool)
+    }
+
+    /// Whether this replica runs the scheduled work now: it holds the scheduler lock,
+    /// or has just taken it. Async: called from the maintenance task.
+    pub(super) async fn leads(&self) -> bool {
+        let mut held = self.scheduler.lock().await;
+        if held.as_ref().is_some_and(|c| !c.is_closed()) {
+            return true;
+        }
+        *held = None;
+        let Ok((client, conn)) = self.config.connect(NoTls).await else {
+            return false;
+        };
+        tokio::spawn(conn);
+        let took = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK])
+            .await
+            .is_ok_and(|r| r.get::<_, bool>(0));
+        if took {
+            tracing::info!(database = %self.describe, "this replica runs the scheduled work");
+            *held = Some(client);
+        }
+        took
     }
 
     /// The server and database, for messages.

@@ -10,9 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tessera::keys::seal::MasterKey;
+use tessera::store::db::{OptionalExt, Row, params};
 
 use super::TestServer;
 
@@ -43,38 +43,31 @@ impl Minter {
     }
 
     fn load(server: &TestServer, kid: Option<&str>) -> Minter {
-        let db = Connection::open_with_flags(
-            server.data_dir.join("tessera.db"),
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .expect("open tessera.db read-only");
-        let row = |r: &rusqlite::Row<'_>| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        };
-        let sql = "SELECT kid, alg, sealed_private FROM signing_keys";
-        let found = match kid {
-            None => db
-                .query_row(
+        let now = server.clock.now();
+        let kid = kid.map(str::to_string);
+        let (kid, alg, sealed) = super::with_database(&server.data_dir, move |db| {
+            let row = |r: &Row<'_>| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Vec<u8>>(2)?,
+                ))
+            };
+            let sql = "SELECT kid, alg, sealed_private FROM signing_keys";
+            let found = match kid {
+                None => db.query_row(
                     &format!(
                         "{sql} WHERE revoked_at IS NULL AND activates_at <= ?1 \
                          AND (retired_at IS NULL OR retired_at > ?1) \
                          ORDER BY activates_at DESC, created_at DESC LIMIT 1"
                     ),
-                    [server.clock.now()],
+                    params![now],
                     row,
-                )
-                .optional(),
-            Some(k) => db
-                .query_row(&format!("{sql} WHERE kid = ?1"), [k], row)
-                .optional(),
-        };
-        let (kid, alg, sealed) = found
-            .expect("query signing_keys")
-            .expect("no such signing key");
+                ),
+                Some(k) => db.query_row(&format!("{sql} WHERE kid = ?1"), params![k], row),
+            };
+            Ok(found.optional()?.expect("no such signing key"))
+        });
         let master_text = std::fs::read_to_string(server.data_dir.join("master.key"))
             .expect("dev master key file");
         let master = MasterKey::from_text(&master_text).expect("master key text");

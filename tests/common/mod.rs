@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod mint;
 pub mod pg;
 
@@ -61,6 +62,22 @@ pub fn test_config(data_dir: &Path) -> Config {
         database_url: pg::backend_for(data_dir),
         ..Config::default()
     }
+}
+
+/// Runs `f` on a connection of its own to the database of the server on `data_dir`
+/// (its SQLite file, or its PostgreSQL schema), beside the running server.
+pub fn with_database<R, F>(data_dir: &Path, f: F) -> R
+where
+    R: Send + 'static,
+    F: FnOnce(&tessera::store::db::Db<'_>) -> tessera::error::Result<R> + Send + 'static,
+{
+    use tessera::config::DatabaseUrl;
+    use tessera::store::{Location, inspect};
+    match pg::backend_for(data_dir) {
+        Some(DatabaseUrl::Postgres(url)) => inspect(Location::Postgres(&url), f),
+        _ => inspect(Location::Sqlite(&data_dir.join("tessera.db")), f),
+    }
+    .expect("inspect the server's database")
 }
 
 /// Whether this run uses PostgreSQL (tests of SQLite's own files skip themselves).
