@@ -176,3 +176,46 @@ async fn a_replica_started_against_an_unreachable_database_exits_naming_it() {
     assert!(stderr.contains("127.0.0.1:1/tessera"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_release_is_refused() {
+    let schema = format!("newer_{}", std::process::id());
+    common::pg::admin(
+        common::pg::database(),
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+    )
+    .unwrap();
+    let url = common::pg::url_in(&schema);
+    let bump = url.clone();
+    tokio::task::spawn_blocking(move || {
+        tessera::store::inspect(tessera::store::Location::Postgres(&bump), |db| {
+            db.execute(
+                "UPDATE schema_version SET version = 99",
+                tessera::store::db::params![],
+            )?;
+            Ok(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path())
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("TESSERA_DATABASE_URL", &url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("newer than this binary"), "{stderr}");
+}

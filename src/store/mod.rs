@@ -686,6 +686,19 @@ mod tests {
     }
 
     #[test]
+    fn a_database_newer_than_the_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        Connection::open(dir.path().join("tessera.db"))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        // The operator's message (as start-up prints it), not the caller's.
+        let err = crate::error::StartupError::from(Store::open(dir.path()).unwrap_err());
+        assert!(err.0.contains("newer than this binary"), "{err}");
+    }
+
+    #[test]
     fn migrations_are_idempotent_and_wal_is_on() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
