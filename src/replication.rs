@@ -47,6 +47,7 @@ pub fn spawn(authority: &Arc<Authority>) {
 async fn apply(authority: &Authority, batch: &[Logged]) {
     let now = authority.clock.now();
     let mut reload_keys = false;
+    let mut load_keys = Vec::new();
     for logged in batch {
         match &logged.change {
             Change::RevokedJti { jti, expires_at } => {
@@ -58,21 +59,34 @@ async fn apply(authority: &Authority, batch: &[Logged]) {
                 authority.revocations.set_version(subject, *version);
             }
             Change::RevokedApiKey { key_id } => authority.callers.remove(key_id),
-            Change::ApiKeyLive { key_id } => {
-                let id = key_id.clone();
-                match authority
-                    .store
-                    .read(move |c| apikey_rows::find_live(c, &id, now))
-                    .await
-                {
-                    Ok(Some(row)) => authority.callers.insert(row),
-                    Ok(None) => authority.callers.remove(key_id),
-                    Err(e) => {
-                        tracing::error!(key_id = %key_id, error = %e, "cannot load an API key another replica made")
+            Change::ApiKeyLive { key_id } => load_keys.push(key_id.clone()),
+            Change::SigningKey { .. } => reload_keys = true,
+        }
+    }
+    if !load_keys.is_empty() {
+        // One read for the batch's keys. A key revoked later in this same batch is
+        // read as revoked (the database is ahead of the batch), so it stays out.
+        let ids = load_keys.clone();
+        let loaded = authority
+            .store
+            .read(move |c| {
+                ids.iter()
+                    .map(|id| apikey_rows::find_live(c, id, now))
+                    .collect::<crate::error::Result<Vec<_>>>()
+            })
+            .await;
+        match loaded {
+            Ok(rows) => {
+                for (id, row) in load_keys.iter().zip(rows) {
+                    match row {
+                        Some(row) => authority.callers.insert(row),
+                        None => authority.callers.remove(id),
                     }
                 }
             }
-            Change::SigningKey { .. } => reload_keys = true,
+            Err(e) => {
+                tracing::error!(keys = load_keys.len(), error = %e, "cannot load API keys another replica made")
+            }
         }
     }
     if reload_keys && let Err(e) = authority.keys.reload(now).await {

@@ -79,17 +79,27 @@ async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() ->
     }
 }
 
+/// Runs `tessera serve` against `url` on a fresh data dir until it exits (these
+/// tests expect it to refuse to start).
+fn serve_against(url: &str) -> std::process::Output {
+    let tmp = tempfile::tempdir().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("TESSERA_DATABASE_URL", url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_static_then_closed_while_the_database_is_away_and_recovery_after() {
     let relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let schema = format!("outage_{}", std::process::id());
-    common::pg::admin(
-        common::pg::database(),
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-    )
-    .unwrap();
-    let url = common::pg::url_in(&schema).replacen("127.0.0.1:5432", &relay.addr.to_string(), 1);
+    let url = common::pg::fresh_schema("outage");
+    let url = url.replacen("127.0.0.1:5432", &relay.addr.to_string(), 1);
     let mut cfg = test_config(tmp.path());
     cfg.database_url = Some(DatabaseUrl::Postgres(url));
     cfg.max_staleness = Duration::from_secs(3);
@@ -151,26 +161,8 @@ async fn fail_static_then_closed_while_the_database_is_away_and_recovery_after()
 
 #[tokio::test]
 async fn a_replica_started_against_an_unreachable_database_exits_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
     // Nothing listens on port 1; the password must not be echoed.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--data-dir"])
-        .arg(tmp.path())
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env(
-            "TESSERA_DATABASE_URL",
-            "postgres://tessera:hunter2@127.0.0.1:1/tessera",
-        )
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = serve_against("postgres://tessera:hunter2@127.0.0.1:1/tessera");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("127.0.0.1:1/tessera"), "{stderr}");
@@ -179,13 +171,7 @@ async fn a_replica_started_against_an_unreachable_database_exits_naming_it() {
 
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_release_is_refused() {
-    let schema = format!("newer_{}", std::process::id());
-    common::pg::admin(
-        common::pg::database(),
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-    )
-    .unwrap();
-    let url = common::pg::url_in(&schema);
+    let url = common::pg::fresh_schema("newer");
     let bump = url.clone();
     tokio::task::spawn_blocking(move || {
         tessera::store::inspect(tessera::store::Location::Postgres(&bump), |db| {
@@ -199,22 +185,7 @@ async fn a_database_migrated_by_a_newer_release_is_refused() {
     .await
     .unwrap()
     .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--data-dir"])
-        .arg(tmp.path())
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("TESSERA_DATABASE_URL", &url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = serve_against(&url);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("newer than this binary"), "{stderr}");

@@ -30,17 +30,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(name: &str) -> Cluster {
-        let schema = format!("replicas_{name}_{}", std::process::id());
-        common::pg::admin(
-            common::pg::database(),
-            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-        )
-        .expect("schema");
+        let url = common::pg::fresh_schema(&format!("replicas_{name}"));
         use base64::Engine;
         let master = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring_random::<32>());
         let (_, admin) = tessera::apikeys::generate("admin");
         Cluster {
-            url: common::pg::url_in(&schema),
+            url,
             master,
             admin: admin.expose().to_string(),
             dirs: Vec::new(),

@@ -110,3 +110,15 @@ pub fn backend_for(data_dir: &Path) -> Option<DatabaseUrl> {
         .expect("create the test schema");
     Some(DatabaseUrl::Postgres(url_in(&schema)))
 }
+
+/// A new, empty schema `name` (dropped first if an earlier run left it) and the URL of
+/// connections working in it: for tests that start servers sharing one database.
+pub fn fresh_schema(name: &str) -> String {
+    let schema = format!("{name}_{}", std::process::id());
+    admin(
+        database(),
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+    )
+    .expect("create the test schema");
+    url_in(&schema)
+}
