@@ -7,6 +7,7 @@ mod common;
 
 use common::{TestServer, authed};
 use tessera::proto::{BumpTokenVersionRequest, RevokeRequest, RotateSigningKeyRequest};
+use tessera::store::db::params;
 
 /// Default access-token lifetime (15 min) and retire window (1 h max lifetime + 60 s).
 const TTL: i64 = 15 * 60;
@@ -132,15 +133,12 @@ async fn cached_token_is_inactive_once_its_key_leaves_the_set_early() {
     rotate(&s).await;
     // A margin, so wall-clock seconds passing during the test cannot end the window early.
     let until = s.clock.now() + 30;
-    let db = rusqlite::Connection::open(s.data_dir.join("tessera.db")).expect("open db");
-    db.busy_timeout(std::time::Duration::from_secs(5))
-        .expect("busy timeout");
-    let changed = db
-        .execute(
+    let changed = common::with_database(&s.data_dir, move |db| {
+        Ok(db.execute(
             "UPDATE signing_keys SET verify_until = ?1 WHERE retired_at IS NOT NULL",
-            [until],
-        )
-        .expect("shorten the window");
+            params![until],
+        )?)
+    });
     assert_eq!(changed, 1);
     // The next rotation reloads the key set from the store.
     rotate(&s).await;

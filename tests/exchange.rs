@@ -1643,12 +1643,7 @@ async fn every_grant_is_audited_without_secrets() {
     ]);
 
     s.flush_audit().await;
-    let db = rusqlite::Connection::open_with_flags(
-        s.data_dir.join("tessera.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let log = tessera::store::audit::recent(&tessera::store::db::Db::Sqlite(&db), 100).unwrap();
+    let log = common::with_database(&s.data_dir, |db| tessera::store::audit::recent(db, 100));
     let find = |action: &str| {
         log.iter()
             .find(|e| e.kind == action)

@@ -1,7 +1,7 @@
 //! Housekeeping deletes what can no longer matter — dead refresh families, old audit
 //! records — and nothing that still can. Time is moved with the test clock; the final
 //! housekeeping pass of a graceful stop runs the same `Authority::maintain` as the
-//! 30-second schedule, and the SQLite file is then read directly.
+//! 30-second schedule, and the database is then read directly.
 
 mod common;
 
@@ -17,6 +17,7 @@ use tessera::proto::{
     ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, RefreshTokenGrant,
     RevokeRequest,
 };
+use tessera::store::db::params;
 use tonic::{Code, Request, Status};
 
 const MIN: i64 = 60;
@@ -59,41 +60,43 @@ async fn refresh(s: &TestServer, rt: &str) -> Result<ExchangeResponse, Status> {
 
 /// Row counts of one subject's families: (families, refresh tokens, minted access tokens).
 fn rows(dir: &Path, subject: &str) -> (i64, i64, i64) {
-    let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-    let count = |sql: &str| -> i64 { db.query_row(sql, [subject], |r| r.get(0)).unwrap() };
-    (
-        count("SELECT count(*) FROM refresh_families WHERE subject = ?1"),
-        count(
-            "SELECT count(*) FROM refresh_tokens WHERE family_id IN
-               (SELECT id FROM refresh_families WHERE subject = ?1)",
-        ),
-        count(
-            "SELECT count(*) FROM family_access_tokens WHERE family_id IN
-               (SELECT id FROM refresh_families WHERE subject = ?1)",
-        ),
-    )
+    let subject = subject.to_string();
+    common::with_database(dir, move |db| {
+        let count = |sql: &str| db.query_row(sql, params![subject], |r| r.get::<i64>(0));
+        Ok((
+            count("SELECT count(*) FROM refresh_families WHERE subject = ?1")?,
+            count(
+                "SELECT count(*) FROM refresh_tokens WHERE family_id IN
+                   (SELECT id FROM refresh_families WHERE subject = ?1)",
+            )?,
+            count(
+                "SELECT count(*) FROM family_access_tokens WHERE family_id IN
+                   (SELECT id FROM refresh_families WHERE subject = ?1)",
+            )?,
+        ))
+    })
 }
 
 fn orphans(dir: &Path) -> i64 {
-    let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-    db.query_row(
-        "SELECT (SELECT count(*) FROM refresh_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families))
-              + (SELECT count(*) FROM family_access_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families))",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    common::with_database(dir, |db| {
+        Ok(db.query_row(
+            "SELECT (SELECT count(*) FROM refresh_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families))
+                  + (SELECT count(*) FROM family_access_tokens WHERE family_id NOT IN (SELECT id FROM refresh_families))",
+            params![],
+            |r| r.get::<i64>(0),
+        )?)
+    })
 }
 
 fn blocklisted(dir: &Path, jti: &str) -> bool {
-    let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-    db.query_row(
-        "SELECT count(*) FROM jti_blocklist WHERE jti = ?1",
-        [jti],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap()
-        == 1
+    let jti = jti.to_string();
+    common::with_database(dir, move |db| {
+        Ok(db.query_row(
+            "SELECT count(*) FROM jti_blocklist WHERE jti = ?1",
+            params![jti],
+            |r| r.get::<i64>(0),
+        )?)
+    }) == 1
 }
 
 #[tokio::test]
@@ -183,13 +186,13 @@ async fn audit_records_older_than_the_retention_are_purged() {
     s.flush_audit().await;
     let cutoff = clock.now() - 86_400;
     let old_records = |dir: &Path| -> i64 {
-        let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-        db.query_row(
-            "SELECT count(*) FROM audit_log WHERE at < ?1",
-            [cutoff],
-            |r| r.get(0),
-        )
-        .unwrap()
+        common::with_database(dir, move |db| {
+            Ok(db.query_row(
+                "SELECT count(*) FROM audit_log WHERE at < ?1",
+                params![cutoff],
+                |r| r.get::<i64>(0),
+            )?)
+        })
     };
     assert!(
         old_records(dir) >= 6,
@@ -198,13 +201,13 @@ async fn audit_records_older_than_the_retention_are_purged() {
     let mut s = s;
     s.stop().await;
     assert_eq!(old_records(dir), 0, "records past the retention are gone");
-    let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-    let recent: i64 = db
-        .query_row(
+    let token_id = t.token_id.clone();
+    let recent = common::with_database(dir, move |db| {
+        Ok(db.query_row(
             "SELECT count(*) FROM audit_log WHERE token_id = ?1",
-            [&t.token_id],
-            |r| r.get(0),
-        )
-        .unwrap();
+            params![token_id],
+            |r| r.get::<i64>(0),
+        )?)
+    });
     assert_eq!(recent, 1, "a record inside the retention stays");
 }

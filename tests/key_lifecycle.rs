@@ -20,6 +20,7 @@ use tessera::proto::{
     ListSigningKeysRequest, RevocationEvent, RevokeSigningKeyRequest, RotateSigningKeyRequest,
     RotateSigningKeyResponse, SigningKeyInfo, WatchRevocationsRequest,
 };
+use tessera::store::db::params;
 use tonic::Streaming;
 
 /// The default `key_publish_lead`: the JWKS max-age (60 s) + 60 s.
@@ -329,14 +330,15 @@ async fn a_restart_during_the_lead_keeps_the_schedule_and_logs_each_transition_o
     assert_eq!(signing_kid(&s).await, r.kid);
     s.stop().await;
 
-    let db = rusqlite::Connection::open(tmp.path().join("tessera.db")).unwrap();
     let count = |kid: &str, state: &str| -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM change_log WHERE kind = 'signing_key' AND name = ?1 AND state = ?2",
-            [kid, state],
-            |row| row.get(0),
-        )
-        .unwrap()
+        let (kid, state) = (kid.to_string(), state.to_string());
+        common::with_database(tmp.path(), move |db| {
+            Ok(db.query_row(
+                "SELECT count(*) FROM change_log WHERE kind = 'signing_key' AND name = ?1 AND state = ?2",
+                params![kid, state],
+                |row| row.get::<i64>(0),
+            )?)
+        })
     };
     assert_eq!(count(&r.kid, "published"), 1);
     assert_eq!(count(&r.kid, "active"), 1);

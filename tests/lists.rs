@@ -11,6 +11,7 @@ use tessera::proto::{
     AccessTokenSpec, ApiKeySpec, ClientCredentialsGrant, ExchangeRequest, IssueRequest,
     RefreshTokenGrant,
 };
+use tessera::store::db::params;
 use tonic::Code;
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -29,18 +30,11 @@ fn access(audience: &[&str], refresh_token: bool) -> IssueRequest {
     }
 }
 
-fn db(s: &TestServer) -> rusqlite::Connection {
-    rusqlite::Connection::open_with_flags(
-        s.data_dir.join("tessera.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap()
-}
-
 fn count(s: &TestServer, table: &str) -> i64 {
-    db(s)
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
+    let sql = format!("SELECT count(*) FROM {table}");
+    common::with_database(&s.data_dir, move |db| {
+        Ok(db.query_row(&sql, params![], |r| r.get::<i64>(0))?)
+    })
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -167,9 +161,10 @@ async fn a_refresh_family_round_trips_its_audience_list_exactly() {
         rt = next.refresh_token;
     }
     // Stored as a JSON array, not as text to split.
-    let stored: String = db(&s)
-        .query_row("SELECT audience FROM refresh_families", [], |r| r.get(0))
-        .unwrap();
+    let stored = common::with_database(&s.data_dir, |db| {
+        let sql = "SELECT audience FROM refresh_families";
+        Ok(db.query_row(sql, params![], |r| r.get::<String>(0))?)
+    });
     let parsed: Vec<String> = serde_json::from_str(&stored).unwrap();
     assert_eq!(parsed, strings(&audience));
 }

@@ -318,15 +318,13 @@ async fn issuance_audit_records_answered_before_sigterm_are_all_on_disk() {
     let (status, log) = p.terminate().await;
     assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
 
-    let store = tessera::store::Store::open(tmp.path()).unwrap();
     let filter = tessera::store::audit::AuditFilter {
         kind: "token.issued".into(),
         ..Default::default()
     };
-    let rows = store
-        .read(move |c| tessera::store::audit::list(c, &filter, None, 10_000))
-        .await
-        .unwrap();
+    let rows = common::with_database(tmp.path(), move |db| {
+        tessera::store::audit::list(db, &filter, None, 10_000)
+    });
     let on_disk: std::collections::HashSet<_> = rows.into_iter().map(|e| e.token_id).collect();
     assert_eq!(issued.len(), 400);
     let missing = issued.difference(&on_disk).count();

@@ -1,7 +1,7 @@
 //! The refresh grace period (`refresh_reuse_grace`): a retry of a used refresh token by
 //! the same client inside the window gets the same successor pair and revokes nothing;
 //! anything else is a reuse that revokes the family. Through the real server, with the
-//! test clock moved instead of sleeping and the SQLite files read directly.
+//! test clock moved instead of sleeping and the database read directly.
 
 mod common;
 
@@ -17,6 +17,7 @@ use tessera::proto::{
     ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, ListAuditEventsRequest,
     RefreshTokenGrant,
 };
+use tessera::store::db::params;
 use tonic::{Code, Request, Status};
 
 const GRACE: i64 = 60;
@@ -68,9 +69,10 @@ async fn active(s: &TestServer, token: &str) -> bool {
 }
 
 fn grace_rows(dir: &Path) -> i64 {
-    let db = rusqlite::Connection::open(dir.join("tessera.db")).unwrap();
-    db.query_row("SELECT count(*) FROM refresh_grace", [], |r| r.get(0))
-        .unwrap()
+    common::with_database(dir, |db| {
+        let sql = "SELECT count(*) FROM refresh_grace";
+        Ok(db.query_row(sql, params![], |r| r.get::<i64>(0))?)
+    })
 }
 
 async fn audit_count(s: &TestServer, kind: &str) -> usize {
@@ -199,7 +201,32 @@ async fn the_sealed_pair_is_never_in_the_database_in_clear_and_leaves_after_the_
     assert_eq!(grace_rows(tmp.path()), 1, "the pair is kept for the window");
     let signature = used.access_token.rsplit('.').next().unwrap().to_string();
     let secret_part = used.refresh_token["tsr_".len()..].to_string();
-    let scan = |when: &str| {
+    let needles = [
+        ("refresh token", secret_part.as_bytes()),
+        ("access-token signature", signature.as_bytes()),
+    ];
+    // `live`: the sealed pair is stored now (on PostgreSQL the scan checks it read it).
+    let scan = |when: &str, live: bool| {
+        if common::on_postgres() {
+            // No file to read: every text and binary value in the server's schema.
+            let values = common::pg::stored_values(tmp.path());
+            assert_eq!(
+                values
+                    .iter()
+                    .any(|(column, _)| column == "refresh_grace.sealed"),
+                live,
+                "{when}: the sealed pair in the values scanned"
+            );
+            for (column, bytes) in &values {
+                for (what, needle) in needles {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle),
+                        "{when}: the new {what} is in {column} in clear"
+                    );
+                }
+            }
+            return;
+        }
         for entry in std::fs::read_dir(tmp.path()).unwrap() {
             let path = entry.unwrap().path();
             if !path
@@ -217,10 +244,7 @@ async fn the_sealed_pair_is_never_in_the_database_in_clear_and_leaves_after_the_
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => panic!("{}: {e}", path.display()),
             };
-            for (what, needle) in [
-                ("refresh token", secret_part.as_bytes()),
-                ("access-token signature", signature.as_bytes()),
-            ] {
+            for (what, needle) in needles {
                 assert!(
                     !bytes.windows(needle.len()).any(|w| w == needle),
                     "{when}: the new {what} is in {} in clear",
@@ -229,7 +253,7 @@ async fn the_sealed_pair_is_never_in_the_database_in_clear_and_leaves_after_the_
             }
         }
     };
-    scan("inside the window");
+    scan("inside the window", true);
     // Still answerable (so the scan above looked at a live sealed pair).
     let retried = refresh(&s, &first.refresh_token, None).await.unwrap();
     same_pair(&used, &retried);
@@ -238,7 +262,7 @@ async fn the_sealed_pair_is_never_in_the_database_in_clear_and_leaves_after_the_
     s.clock.advance(GRACE + 1);
     s.stop().await;
     assert_eq!(grace_rows(tmp.path()), 0, "dropped after the window");
-    scan("after the window");
+    scan("after the window", false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

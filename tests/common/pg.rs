@@ -121,4 +121,41 @@ pub fn fresh_schema(name: &str) -> String {
     )
     .expect("create the test schema");
     url_in(&schema)
+
+/// Every text and binary value stored in the schema of the server on `data_dir`, as
+/// bytes (text as UTF-8), each named `table.column`: what tests that look for secrets
+/// in the SQLite file's bytes look through on PostgreSQL.
+pub fn stored_values(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
+    use tessera::store::db::params;
+    assert!(enabled(), "stored_values reads a PostgreSQL schema");
+    super::with_database(data_dir, |db| {
+        let columns = db.query_map(
+            "SELECT quote_ident(table_name::text), quote_ident(column_name::text), data_type::text
+             FROM information_schema.columns
+             WHERE table_schema = current_schema()
+               AND data_type IN ('text', 'character varying', 'bytea', 'json', 'jsonb')
+             ORDER BY table_name, column_name",
+            params![],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for (table, column, data_type) in columns {
+            let value = if data_type == "bytea" {
+                column.clone()
+            } else {
+                format!("convert_to({column}::text, 'UTF8')")
+            };
+            let sql = format!("SELECT {value} FROM {table} WHERE {column} IS NOT NULL");
+            for v in db.query_map(&sql, params![], |r| r.get::<Vec<u8>>(0))? {
+                out.push((format!("{table}.{column}"), v));
+            }
+        }
+        Ok(out)
+    })
 }

@@ -2,28 +2,34 @@
 
 use ring::signature::KeyPair as _;
 use serde_json::json;
+use tessera::store::db::params;
 
-use crate::common::TestServer;
+use crate::common::{self, TestServer};
 use crate::forge::*;
 use crate::support::*;
 
-fn sqlite_schema(s: &TestServer) -> (String, i64) {
-    let db = rusqlite::Connection::open_with_flags(
-        s.data_dir.join("tessera.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let schema: String = db
-        .query_row(
-            "SELECT group_concat(type || ':' || name, ',') FROM (SELECT type, name FROM sqlite_master ORDER BY name)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let keys: i64 = db
-        .query_row("SELECT count(*) FROM signing_keys", [], |r| r.get(0))
-        .unwrap();
-    (schema, keys)
+/// The database's schema (its tables, indexes and triggers) and how many signing keys
+/// it holds.
+fn schema_and_keys(s: &TestServer) -> (String, i64) {
+    common::with_database(&s.data_dir, |db| {
+        let schema_sql = if db.is_postgres() {
+            "SELECT string_agg(kind || ':' || name, ',' ORDER BY name, kind) FROM (
+                 SELECT 'table' AS kind, table_name::text AS name FROM information_schema.tables
+                 WHERE table_schema = current_schema()
+                 UNION ALL SELECT 'index', indexname::text FROM pg_indexes
+                 WHERE schemaname = current_schema()
+                 UNION ALL SELECT 'trigger', trigger_name::text FROM information_schema.triggers
+                 WHERE trigger_schema = current_schema()
+             ) AS objects"
+        } else {
+            "SELECT group_concat(type || ':' || name, ',') FROM (SELECT type, name FROM sqlite_master ORDER BY name)"
+        };
+        let schema = db.query_row(schema_sql, params![], |r| r.get::<String>(0))?;
+        let keys = db.query_row("SELECT count(*) FROM signing_keys", params![], |r| {
+            r.get::<i64>(0)
+        })?;
+        Ok((schema, keys))
+    })
 }
 
 /// Replaces the first Latin letter that has a Cyrillic twin.
@@ -63,7 +69,7 @@ async fn a4_kid_attacks() {
     let f = Fixture::start().await;
     let t0 = &f.t0;
     let kid = f.mint.kid.clone();
-    let before = sqlite_schema(&f.s);
+    let before = schema_and_keys(&f.s);
     let mut rows = Vec::new();
 
     // A4.1 an unknown kid with a correct signature by the unknown key.
@@ -168,7 +174,7 @@ async fn a4_kid_attacks() {
     rows.push(row("A4 control: T0 re-signed unchanged (K1)", f.k1(|_, _| {})).expect(Active));
     f.run("A4", rows).await;
     assert_eq!(
-        sqlite_schema(&f.s),
+        schema_and_keys(&f.s),
         before,
         "A4.6: schema or key table changed"
     );
