@@ -121,6 +121,7 @@ pub fn fresh_schema(name: &str) -> String {
     )
     .expect("create the test schema");
     url_in(&schema)
+}
 
 /// Every text and binary value stored in the schema of the server on `data_dir`, as
 /// bytes (text as UTF-8), each named `table.column`: what tests that look for secrets
