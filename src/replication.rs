@@ -1,9 +1,9 @@
 //! Keeping this replica's memory in step with the others' (PostgreSQL only): every
 //! change-log row any replica commits reaches here through the store's change feed
 //! (see `store/postgres.rs` for how the log is followed) and is applied to the
-//! blocklist, token versions, live API keys and signing keys. Applying is idempotent,
-//! so this replica's own changes, already applied by the call that made them, pass
-//! through harmlessly.
+//! blocklist, token versions, live API keys and signing keys. Applying is idempotent
+//! (an API key already in memory keeps its rate-limit bucket), so this replica's own
+//! changes, already applied by the call that made them, pass through harmlessly.
 
 use std::sync::{Arc, Weak};
 
@@ -79,6 +79,18 @@ async fn apply(authority: &Authority, batch: &[Logged]) {
             Ok(rows) => {
                 for (id, row) in load_keys.iter().zip(rows) {
                     match row {
+                        // Known already (this replica's own key, or seen before): only
+                        // its expiry can have changed (a rotation shortens it); its
+                        // rate-limit bucket and use times stay as they are.
+                        Some(row) if authority.callers.contains(id) => {
+                            let moved = authority
+                                .callers
+                                .get(id)
+                                .is_some_and(|c| c.row.expires_at != row.expires_at);
+                            if moved {
+                                authority.callers.set_expiry(id, row.expires_at);
+                            }
+                        }
                         Some(row) => authority.callers.insert(row),
                         None => authority.callers.remove(id),
                     }

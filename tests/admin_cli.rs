@@ -888,3 +888,59 @@ async fn import_key_refuses_small_non_rsa_and_unknown_algorithms_by_name() {
     .await;
     assert!(run.stderr.contains("holds no Tessera database"), "{run:?}");
 }
+
+#[tokio::test]
+async fn offline_tools_refuse_a_database_that_is_not_the_data_dirs_own() {
+    // They open `<data dir>/tessera.db`: elsewhere they would report success on a
+    // database the service does not use.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let backup = tmp.path().join("b.db");
+    let pem = tmp.path().join("k.pem");
+    let key = tmp.path().join("master.key");
+    let cases: [&[&str]; 4] = [
+        &["admin", "recover", "--data-dir", dir],
+        &[
+            "admin",
+            "backup",
+            "--data-dir",
+            dir,
+            "--to",
+            backup.to_str().unwrap(),
+        ],
+        &[
+            "admin",
+            "import-key",
+            "--alg",
+            "RS256",
+            "--pem",
+            pem.to_str().unwrap(),
+            "--data-dir",
+            dir,
+        ],
+        &[
+            "admin",
+            "reseal",
+            "--data-dir",
+            dir,
+            "--new-master-key-file",
+            key.to_str().unwrap(),
+        ],
+    ];
+    for args in cases {
+        for (url, says) in [
+            (
+                "postgres://tessera:hunter2@127.0.0.1:5432/tessera",
+                "PostgreSQL",
+            ),
+            ("sqlite:///elsewhere/tessera.db", "/elsewhere/tessera.db"),
+        ] {
+            let run = tessera(args, &[("TESSERA_DATABASE_URL", url)]).await;
+            assert_eq!(run.code, 64, "{args:?} {url}: {run:?}");
+            assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+            assert!(!run.stderr.contains("hunter2"), "{run:?}");
+        }
+    }
+    assert!(!backup.exists());
+}

@@ -16,7 +16,7 @@ use super::backup::{self, BackupError};
 use super::remote::{AuditFilter, Failure, Output, Remote, exit, normalize_addr};
 use super::render;
 use crate::clock::Clock;
-use crate::config::{Config, Layer, parse_duration};
+use crate::config::{Config, DatabaseUrl, Layer, parse_duration};
 use crate::keys::import::ImportAlg;
 use crate::keys::seal::MasterKeySource;
 
@@ -240,7 +240,10 @@ async fn dispatch(args: AdminArgs) -> Result<Option<Output>, Failure> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let clock = Clock::system();
     match &args.command {
-        AdminCommand::Recover { data_dir } => recover(data_dir, &clock).await.map(Some),
+        AdminCommand::Recover { data_dir } => {
+            offline_config(data_dir, None, &env)?;
+            recover(data_dir, &clock).await.map(Some)
+        }
         AdminCommand::ImportKey {
             alg,
             pem,
@@ -262,7 +265,10 @@ async fn dispatch(args: AdminArgs) -> Result<Option<Output>, Failure> {
         )
         .await
         .map(Some),
-        AdminCommand::Backup { data_dir, to } => run_backup(data_dir, to).map(Some),
+        AdminCommand::Backup { data_dir, to } => {
+            offline_config(data_dir, None, &env)?;
+            run_backup(data_dir, to).map(Some)
+        }
         AdminCommand::Status => connect(&args, &env).await?.status().await.map(Some),
         AdminCommand::Keys { command } => {
             let remote = connect(&args, &env).await?;
@@ -452,8 +458,24 @@ fn offline_config(
         data_dir: Some(data_dir.display().to_string()),
         ..Layer::default()
     };
-    Config::load(flags, config.map(Path::to_path_buf), env)
-        .map_err(|e| Failure::usage(format!("bad configuration: {e}")))
+    let config = Config::load(flags, config.map(Path::to_path_buf), env)
+        .map_err(|e| Failure::usage(format!("bad configuration: {e}")))?;
+    // The offline tools open the data dir's own SQLite file. Anywhere else they would
+    // report success on a database the service does not use.
+    let own = DatabaseUrl::Sqlite(data_dir.join("tessera.db"));
+    match config.database() {
+        db if db == own => Ok(config),
+        DatabaseUrl::Postgres(_) => Err(Failure::usage(
+            "this command works on a SQLite data dir, and database_url names PostgreSQL: \
+             back up with the database's own tools (pg_dump), and issue or revoke keys \
+             through a running replica",
+        )),
+        other => Err(Failure::usage(format!(
+            "this command works on {}, and database_url names {other}: \
+             point --data-dir at the dir that holds the database",
+            own.redacted()
+        ))),
+    }
 }
 
 async fn import_key(

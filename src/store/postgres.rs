@@ -2,7 +2,7 @@
 //! this replica's memory in step with the others'.
 //!
 //! Every replica's writer takes one transaction-scoped advisory lock per batch
-//! ([`BEGIN_LOCKED`]), so batches commit one at a time across the cluster, as on
+//! ([`Pool::begin_locked`]), so batches commit one at a time across the cluster, as on
 //! SQLite: exactly-once decisions (refresh rotation, code redemption, the bootstrap
 //! key) stay plain check-then-write code, and `change_log.seq` order is commit order.
 //! Group commit keeps that affordable: one lock, one round of fsync, per batch.
@@ -25,11 +25,42 @@ use super::db::{Db, DbError, PgConn};
 use super::{Health, changes, set_health};
 use crate::error::{Error, Result};
 
-/// Opens a write batch: a transaction holding the store's transaction lock.
-pub(super) const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(7411463018526516001)";
+/// The advisory locks of one deployment. Advisory locks are per database, so their
+/// keys are derived from the schema the state lives in: deployments in different
+/// schemas of one database never wait on each other.
+#[derive(Debug)]
+struct Locks {
+    /// Taken per write batch (transaction-scoped): see [`Pool::begin_locked`].
+    begin_locked: String,
+    /// Held (session-scoped) while migrations run, so replicas starting together
+    /// migrate once.
+    migration: i64,
+    /// Held (session-scoped) by the one replica that runs scheduled work: purges and
+    /// scheduled signing-key rotation.
+    scheduler: i64,
+}
 
-/// Held (session-scoped) while migrations run, so replicas starting together migrate once.
-const MIGRATION_LOCK: i64 = 7411463018526516002;
+impl Locks {
+    fn for_schema(schema: &str) -> Locks {
+        let key = |role: &str| lock_key(&format!("tessera/{schema}/{role}"));
+        Locks {
+            begin_locked: format!("BEGIN; SELECT pg_advisory_xact_lock({})", key("write")),
+            migration: key("migrate"),
+            scheduler: key("scheduler"),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: the same key from every build and every replica (std's hasher
+/// promises neither).
+fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
 
 /// The channel every change-log append notifies.
 const CHANNEL: &str = "tessera_changes";
@@ -66,10 +97,6 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Held (session-scoped) by the one replica that runs scheduled work: purges and
-/// scheduled signing-key rotation.
-const SCHEDULER_LOCK: i64 = 7411463018526516003;
-
 /// A pool of connections to one database, with the runtime that drives them.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -77,7 +104,8 @@ pub(super) struct Pool {
     config: Arc<tokio_postgres::Config>,
     rt: Handle,
     describe: Arc<str>,
-    /// The connection holding [`SCHEDULER_LOCK`], once this replica has it. The lock
+    locks: Arc<Locks>,
+    /// The connection holding the scheduler lock, once this replica has it. The lock
     /// lives as long as the connection: if this replica dies or loses the database,
     /// another takes over at its next try.
     scheduler: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
@@ -117,20 +145,38 @@ impl Pool {
             pool,
             config: Arc::new(config),
             rt,
-            describe,
+            describe: describe.clone(),
+            // Replaced below, once the schema is known.
+            locks: Arc::new(Locks::for_schema("")),
             scheduler: Arc::default(),
         };
         let named = |e: Error| match e {
-            Error::Internal(cause) => {
-                Error::internal(format!("database {}: {cause}", pool.describe))
-            }
+            Error::Internal(cause) => Error::internal(format!("database {describe}: {cause}")),
             Error::Unavailable => Error::internal(format!(
-                "database {}: cannot connect (is it running and reachable?)",
-                pool.describe
+                "database {describe}: cannot connect (is it running and reachable?)"
             )),
             other => other,
         };
-        pool.with(migrate).map_err(named)?;
+        let schema: Option<String> = pool
+            .with(|db| {
+                Ok(
+                    db.query_row("SELECT current_schema()", super::db::params![], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .map_err(named)?;
+        let Some(schema) = schema else {
+            return Err(Error::internal(format!(
+                "database {describe}: no schema to work in (does the search_path name one that exists?)"
+            )));
+        };
+        let pool = Pool {
+            locks: Arc::new(Locks::for_schema(&schema)),
+            ..pool
+        };
+        pool.with(|db| migrate(db, pool.locks.migration))
+            .map_err(named)?;
         Ok(pool)
     }
 
@@ -147,7 +193,7 @@ impl Pool {
         };
         tokio::spawn(conn);
         let took = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&self.locks.scheduler])
             .await
             .is_ok_and(|r| r.get::<_, bool>(0));
         if took {
@@ -155,6 +201,16 @@ impl Pool {
             *held = Some(client);
         }
         took
+    }
+
+    /// Gives the scheduler lock up (at shutdown), so another replica takes over now.
+    async fn release_scheduler(&self) {
+        self.scheduler.lock().await.take();
+    }
+
+    /// Opens a write batch: a transaction holding this deployment's write lock.
+    pub(super) fn begin_locked(&self) -> &str {
+        &self.locks.begin_locked
     }
 
     /// The server and database, for messages.
@@ -181,17 +237,17 @@ impl Pool {
     }
 }
 
-fn migrate(db: &Db<'_>) -> Result<()> {
+fn migrate(db: &Db<'_>, lock: i64) -> Result<()> {
     db.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);")?;
     db.query_row(
         "SELECT pg_advisory_lock(?1)",
-        super::db::params![MIGRATION_LOCK],
+        super::db::params![lock],
         |_| Ok(()),
     )?;
     let applied = apply_migrations(db);
     let unlocked = db.query_row(
         "SELECT pg_advisory_unlock(?1)",
-        super::db::params![MIGRATION_LOCK],
+        super::db::params![lock],
         |_| Ok(()),
     );
     applied?;
@@ -275,32 +331,42 @@ impl Staleness {
 /// backoff when the connection breaks.
 pub(super) fn spawn_tail(pool: Pool, feed: changes::Feed, health: Health, staleness: Staleness) {
     let rt = pool.rt.clone();
+    let mut closing = feed.closing();
     rt.spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match listen(&pool).await {
-                Ok((_client, mut woken)) => {
-                    backoff = Duration::from_millis(100);
-                    loop {
-                        if catch_up(&pool, &feed, &staleness).await.is_err() {
-                            break;
-                        }
-                        tokio::select! {
-                            w = woken.recv() => if w.is_none() { break },
-                            _ = tokio::time::sleep(POLL) => {}
-                        }
-                    }
-                    tracing::warn!(database = %pool.describe, "change-log tail lost its connection; reconnecting");
-                }
-                Err(e) => {
-                    tracing::error!(database = %pool.describe, error = %e, "change-log tail cannot connect");
-                    set_health(&health, false);
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            () = tail(&pool, &feed, &health, &staleness) => {}
+            _ = closing.wait_for(|c| *c) => {}
         }
+        // Shutting down: this replica stops following, and lets another lead.
+        pool.release_scheduler().await;
     });
+}
+
+async fn tail(pool: &Pool, feed: &changes::Feed, health: &Health, staleness: &Staleness) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen(pool).await {
+            Ok((_client, mut woken)) => {
+                backoff = Duration::from_millis(100);
+                loop {
+                    if catch_up(pool, feed, staleness).await.is_err() {
+                        break;
+                    }
+                    tokio::select! {
+                        w = woken.recv() => if w.is_none() { break },
+                        _ = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                tracing::warn!(database = %pool.describe, "change-log tail lost its connection; reconnecting");
+            }
+            Err(e) => {
+                tracing::error!(database = %pool.describe, error = %e, "change-log tail cannot connect");
+                set_health(health, false);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// A connection listening on [`CHANNEL`], and a receiver that hears `()` per

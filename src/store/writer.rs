@@ -78,7 +78,7 @@ impl Backend {
     fn begin(&self, db: &Db<'_>) -> Result<()> {
         let sql = match self {
             Backend::Sqlite(_) => "BEGIN IMMEDIATE",
-            Backend::Postgres(_) => postgres::BEGIN_LOCKED,
+            Backend::Postgres(pool) => pool.begin_locked(),
         };
         Ok(db.execute_batch(sql)?)
     }
