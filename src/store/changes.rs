@@ -129,10 +129,6 @@ pub fn append(conn: &Db, now: i64, change: &Change) -> Result<u64> {
         params![now, kind, name, value, state],
         |r| r.get(0),
     )?;
-    if conn.is_postgres() {
-        // Wakes every replica's tail (delivered at COMMIT, once per transaction).
-        conn.execute("SELECT pg_notify('tessera_changes', '')", params![])?;
-    }
     Ok(seq as u64)
 }
 
@@ -257,16 +253,17 @@ impl Feed {
 
     /// Called by the writer thread after each COMMIT (and on PostgreSQL by the tail,
     /// for other replicas' commits): broadcasts the committed rows not yet broadcast.
-    /// Cheap when there are none (an index seek).
-    pub(crate) fn publish_committed(&self, conn: &Db) -> Result<()> {
+    /// Cheap when there are none (an index seek). Returns how many it broadcast.
+    pub(crate) fn publish_committed(&self, conn: &Db) -> Result<usize> {
         let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
         let rows = after(conn, *published)?;
+        let n = rows.len();
         if let Some(last) = rows.last() {
             *published = last.seq;
             // No subscriber is not an error: the log has it for later.
             let _ = self.tx.send(rows.into());
         }
-        Ok(())
+        Ok(n)
     }
 }
 

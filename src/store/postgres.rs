@@ -7,8 +7,8 @@
 //! key) stay plain check-then-write code, and `change_log.seq` order is commit order.
 //! Group commit keeps that affordable: one lock, one round of fsync, per batch.
 //!
-//! The tail follows `change_log`: it LISTENs for the `pg_notify` every append sends
-//! and also polls every [`POLL`], reading the rows after the last one it broadcast. A
+//! The tail follows `change_log`: it LISTENs for the NOTIFY each writer sends after a
+//! batch that appended to it, and also polls every [`POLL`], reading the rows after the last one it broadcast. A
 //! lost notification therefore delays a change by at most one poll and never loses
 //! it; after a reconnect the tail reads everything it missed, by sequence.
 
@@ -62,8 +62,11 @@ fn lock_key(name: &str) -> i64 {
     h as i64
 }
 
-/// The channel every change-log append notifies.
+/// The channel every writer notifies after a batch that appended to the change log.
 const CHANNEL: &str = "tessera_changes";
+
+/// Sent by the writer after such a batch's COMMIT.
+pub(super) const NOTIFY: &str = "NOTIFY tessera_changes";
 
 /// How often the tail reads the log without being woken: the bound on how long a lost
 /// notification can delay a change.
@@ -403,7 +406,7 @@ async fn catch_up(pool: &Pool, feed: &changes::Feed, staleness: &Staleness) -> R
         .await
         .map_err(Error::internal)?;
     match read {
-        Ok(()) => {
+        Ok(_) => {
             staleness.synced();
             Ok(())
         }

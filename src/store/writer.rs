@@ -202,8 +202,16 @@ pub(super) fn writer_loop(
         } else {
             // Before anyone is answered: a subscriber never learns of a revocation
             // later than the revoker is told it is done.
-            if let Err(e) = feed.publish_committed(&conn) {
-                tracing::error!(error = %e, "change log: cannot read committed rows");
+            match feed.publish_committed(&conn) {
+                // Other replicas' tails wake on it: one notification per batch that
+                // changed something (they poll too, so one lost here only delays).
+                Ok(n) if n > 0 && conn.is_postgres() => {
+                    if let Err(e) = conn.execute_batch(postgres::NOTIFY) {
+                        tracing::warn!(error = %e, "change log: cannot notify other replicas");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "change log: cannot read committed rows"),
             }
         }
         let wrote = match (changes_before, backend.changes()) {
