@@ -43,8 +43,9 @@ pub struct Identity {
     pub subject: String,
     /// `x-tessera-client-id`: the token's `client_id`, or the API key id.
     pub client_id: String,
-    /// `x-tessera-scopes`.
-    pub scopes: Vec<String>,
+    /// `x-tessera-scopes`: space-separated, as the token's `scope` claim has them
+    /// (kept as one string: it goes upstream as it is).
+    pub scopes: String,
     /// `x-tessera-token-id`: the jti, or the API key id.
     pub token_id: String,
     /// The token's audiences (an API key has none).
@@ -95,7 +96,9 @@ pub fn decide(found: Option<Identity>, settings: &HashMap<String, String>) -> De
     };
     let required = list(settings, REQUIRED_SCOPES);
     let audiences = list(settings, AUDIENCE);
-    let scopes_ok = required.iter().all(|r| id.scopes.contains(r));
+    let scopes_ok = required
+        .iter()
+        .all(|r| id.scopes.split(' ').any(|s| s == r));
     let audience_ok = audiences.is_empty() || audiences.iter().any(|a| id.audience.contains(a));
     if scopes_ok && audience_ok {
         return Decision::Allow(id);
@@ -118,12 +121,7 @@ pub fn decide(found: Option<Identity>, settings: &HashMap<String, String>) -> De
 fn identity(found: Introspection) -> Option<Identity> {
     match found {
         Introspection::AccessToken(c) => Some(Identity {
-            scopes: c
-                .scope
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            scopes: c.scope,
             subject: c.sub,
             client_id: c.client_id,
             token_id: c.jti,
@@ -132,7 +130,7 @@ fn identity(found: Introspection) -> Option<Identity> {
         Introspection::ApiKey(k) => Some(Identity {
             subject: k.owner.clone(),
             client_id: k.id.clone(),
-            scopes: k.scopes.clone(),
+            scopes: k.scopes.join(" "),
             token_id: k.id.clone(),
             audience: Vec::new(),
         }),
@@ -164,14 +162,24 @@ fn allowed(id: Identity, incoming: Option<&HashMap<String, String>>) -> CheckRes
     let set = [
         ("x-tessera-subject", id.subject),
         ("x-tessera-client-id", id.client_id),
-        ("x-tessera-scopes", id.scopes.join(" ")),
+        ("x-tessera-scopes", id.scopes),
         ("x-tessera-token-id", id.token_id),
     ];
     // Ours overwrite; any other x-tessera-* the client sent is removed. Removing only
     // headers we do not set keeps this right whichever order Envoy applies them in.
+    // Most requests carry none: the prefix is compared in place, and only a match
+    // is lowercased (Envoy sends lowercase names, but nothing here relies on it).
+    let prefix = HEADER_PREFIX.len();
     for name in incoming.into_iter().flat_map(|h| h.keys()) {
+        let ours = name
+            .as_bytes()
+            .get(..prefix)
+            .is_some_and(|p| p.eq_ignore_ascii_case(HEADER_PREFIX.as_bytes()));
+        if !ours {
+            continue;
+        }
         let lower = name.to_ascii_lowercase();
-        if lower.starts_with(HEADER_PREFIX) && !set.iter().any(|(k, _)| *k == lower) {
+        if !set.iter().any(|(k, _)| *k == lower) {
             http.remove_header(lower);
         }
     }
@@ -227,7 +235,7 @@ mod tests {
         Identity {
             subject: "alice".into(),
             client_id: "c".into(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes.join(" "),
             token_id: "t".into(),
             audience: aud.iter().map(|s| s.to_string()).collect(),
         }
