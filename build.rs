@@ -18,5 +18,17 @@ fn main() -> anyhow::Result<()> {
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/service/codec.rs).
         .codec_path("crate::service::codec::StrictCodec")
         .compile_fds(fds)?;
+    // Envoy's ext_authz, only the fields Tessera uses (see the file's header). Its
+    // map entries are `bytes`, decoded as slices of the request buffer.
+    let authz = protox::compile(
+        ["proto/envoy/service/auth/v3/external_auth.proto"],
+        ["proto"],
+    )?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .bytes(".")
+        .codec_path("crate::service::codec::StrictCodec")
+        .compile_fds(authz)?;
     Ok(())
 }

@@ -59,4 +59,10 @@ pub mod proto {
     /// Encoded descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("tessera_descriptor");
+
+    /// Envoy's `envoy.service.auth.v3.Authorization`, as far as Tessera reads and
+    /// writes it (`proto/envoy/service/auth/v3/external_auth.proto`).
+    pub mod envoy_authz {
+        tonic::include_proto!("envoy.service.auth.v3");
+    }
 }

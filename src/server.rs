@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
@@ -173,9 +172,11 @@ pub async fn run(
     let keys = KeyServiceServer::new(KeyHandlers(authority.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let ext_authz = AuthorizationServer::new(ExtAuthzHandler(authority.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let ext_authz = crate::proto::envoy_authz::authorization_server::AuthorizationServer::new(
+        ExtAuthzHandler(authority.clone()),
+    )
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     let interceptor = auth::interceptor(authority.clone());
     let observer = crate::observe::Observer::new(
         authority.clone(),

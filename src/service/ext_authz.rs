@@ -12,16 +12,16 @@
 //! `context_extensions` ask for scopes (`tessera_required_scopes`) or an audience
 //! (`tessera_audience`) the credential lacks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+use tonic::{Code, Request, Response, Status};
+
+use crate::proto::envoy_authz::authorization_server::Authorization;
+use crate::proto::envoy_authz::check_response::HttpResponse;
+use crate::proto::envoy_authz::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, Entry, HeaderValue, HeaderValueOption,
+    HttpStatus, OkHttpResponse, RpcStatus,
 };
-use envoy_types::ext_authz::v3::{
-    CheckRequestExt, CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
-use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, Introspection};
 use crate::error::Error;
@@ -76,10 +76,16 @@ fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The value of `key` in a map sent as entries: the last one wins, as when a protobuf
+/// map is decoded; a value that is not UTF-8 is absent.
+fn lookup<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
+    let e = entries.iter().rev().find(|e| e.key == key.as_bytes())?;
+    std::str::from_utf8(&e.value).ok()
+}
+
 /// Splits a route setting on U+0020 only, as scope lists are (RFC 6749 §3.3).
-fn list(settings: &HashMap<String, String>, key: &str) -> Vec<String> {
-    settings
-        .get(key)
+fn list(settings: &[Entry], key: &str) -> Vec<String> {
+    lookup(settings, key)
         .map(|v| {
             v.split(' ')
                 .filter(|s| !s.is_empty())
@@ -89,8 +95,9 @@ fn list(settings: &HashMap<String, String>, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The route's requirements against what the credential carries.
-pub fn decide(found: Option<Identity>, settings: &HashMap<String, String>) -> Decision {
+/// The route's requirements (its `context_extensions`) against what the credential
+/// carries.
+pub fn decide(found: Option<Identity>, settings: &[Entry]) -> Decision {
     let Some(id) = found else {
         return Decision::Unauthorized(CHALLENGE_INVALID);
     };
@@ -139,26 +146,46 @@ fn identity(found: Introspection) -> Option<Identity> {
     }
 }
 
-fn denied(status: HttpStatusCode, challenge: &str) -> CheckResponse {
-    let mut http = DeniedHttpResponseBuilder::new();
-    http.set_http_status(status).add_header(
-        "www-authenticate",
-        challenge,
-        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-        false,
-    );
-    let code = if status == HttpStatusCode::Forbidden {
-        Status::permission_denied("")
-    } else {
-        Status::unauthenticated("")
-    };
-    let mut resp = CheckResponse::with_status(code);
-    resp.set_http_response(http);
-    resp
+/// `OVERWRITE_IF_EXISTS_OR_ADD` of Envoy's `HeaderValueOption.HeaderAppendAction`.
+const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
+
+fn header(key: &str, value: String, keep_empty_value: bool) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value,
+        }),
+        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+        keep_empty_value,
+    }
 }
 
-fn allowed(id: Identity, incoming: Option<&HashMap<String, String>>) -> CheckResponse {
-    let mut http = OkHttpResponseBuilder::new();
+fn response(code: Code, http: HttpResponse) -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: code as i32,
+            message: String::new(),
+        }),
+        http_response: Some(http),
+    }
+}
+
+fn denied(status: u16, challenge: &str) -> CheckResponse {
+    let code = if status == 403 {
+        Code::PermissionDenied
+    } else {
+        Code::Unauthenticated
+    };
+    let http = DeniedHttpResponse {
+        status: Some(HttpStatus {
+            code: i32::from(status),
+        }),
+        headers: vec![header("www-authenticate", challenge.to_string(), false)],
+    };
+    response(code, HttpResponse::DeniedResponse(http))
+}
+
+fn allowed(id: Identity, incoming: &[Entry]) -> CheckResponse {
     let set = [
         ("x-tessera-subject", id.subject),
         ("x-tessera-client-id", id.client_id),
@@ -167,28 +194,28 @@ fn allowed(id: Identity, incoming: Option<&HashMap<String, String>>) -> CheckRes
     ];
     // Ours overwrite; any other x-tessera-* the client sent is removed. Removing only
     // headers we do not set keeps this right whichever order Envoy applies them in.
-    // Most requests carry none: the prefix is compared in place, and only a match
-    // is lowercased (Envoy sends lowercase names, but nothing here relies on it).
+    // Most requests carry none: the prefix is compared in place, and only a match is
+    // lowercased (Envoy sends lowercase names, but nothing here relies on it).
     let prefix = HEADER_PREFIX.len();
-    for name in incoming.into_iter().flat_map(|h| h.keys()) {
-        let ours = name
-            .as_bytes()
+    let mut remove = Vec::new();
+    for e in incoming {
+        let ours = e
+            .key
             .get(..prefix)
             .is_some_and(|p| p.eq_ignore_ascii_case(HEADER_PREFIX.as_bytes()));
         if !ours {
             continue;
         }
-        let lower = name.to_ascii_lowercase();
-        if !set.iter().any(|(k, _)| *k == lower) {
-            http.remove_header(lower);
+        let lower = String::from_utf8_lossy(&e.key).to_ascii_lowercase();
+        if !set.iter().any(|(k, _)| *k == lower) && !remove.contains(&lower) {
+            remove.push(lower);
         }
     }
-    for (k, v) in set {
-        http.add_header(k, v, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), true);
-    }
-    let mut resp = CheckResponse::with_status(Status::ok(""));
-    resp.set_http_response(http);
-    resp
+    let http = OkHttpResponse {
+        headers: set.map(|(k, v)| header(k, v, true)).into(),
+        headers_to_remove: remove,
+    };
+    response(Code::Ok, HttpResponse::OkResponse(http))
 }
 
 #[tonic::async_trait]
@@ -196,15 +223,14 @@ impl Authorization for ExtAuthzHandler {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let caller = super::caller(&req)?;
         let check = req.into_inner();
-        let headers = check.get_client_headers();
-        let token = headers
-            .and_then(|h| h.get("authorization"))
-            .and_then(|v| bearer(v));
-        let Some(token) = token else {
-            return Ok(Response::new(denied(
-                HttpStatusCode::Unauthorized,
-                CHALLENGE_NONE,
-            )));
+        let attributes = check.attributes.as_ref();
+        let headers: &[Entry] = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map_or(&[], |h| &h.headers);
+        let settings: &[Entry] = attributes.map_or(&[], |a| &a.context_extensions);
+        let Some(token) = lookup(headers, "authorization").and_then(bearer) else {
+            return Ok(Response::new(denied(401, CHALLENGE_NONE)));
         };
         let found = match self.0.introspect(&caller, token).await {
             Ok(found) => identity(found),
@@ -212,16 +238,10 @@ impl Authorization for ExtAuthzHandler {
             Err(Error::InvalidArgument(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let empty = HashMap::new();
-        let settings = check
-            .attributes
-            .as_ref()
-            .map(|a| &a.context_extensions)
-            .unwrap_or(&empty);
         let resp = match decide(found, settings) {
             Decision::Allow(id) => allowed(id, headers),
-            Decision::Unauthorized(c) => denied(HttpStatusCode::Unauthorized, c),
-            Decision::Forbidden(c) => denied(HttpStatusCode::Forbidden, &c),
+            Decision::Unauthorized(c) => denied(401, c),
+            Decision::Forbidden(c) => denied(403, &c),
         };
         Ok(Response::new(resp))
     }
@@ -241,10 +261,13 @@ mod tests {
         }
     }
 
-    fn route(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn route(pairs: &[(&str, &str)]) -> Vec<Entry> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| Entry {
+                key: k.as_bytes().to_vec().into(),
+                value: v.as_bytes().to_vec().into(),
+            })
             .collect()
     }
 
@@ -291,5 +314,65 @@ mod tests {
             decide(Some(id(&[], &[])), &hostile),
             Decision::Forbidden("Bearer error=\"insufficient_scope\", scope=\"abc\"".into())
         );
+    }
+
+    #[test]
+    fn envoys_full_messages_read_and_write_through_the_lean_ones() {
+        use envoy_types::ext_authz::v3::pb as envoy;
+        use prost::Message;
+        let mut full = envoy::CheckRequest::default();
+        let attrs = full.attributes.get_or_insert_default();
+        attrs.context_extensions = [(REQUIRED_SCOPES.to_string(), "read".to_string())].into();
+        let http = attrs
+            .request
+            .get_or_insert_default()
+            .http
+            .get_or_insert_default();
+        http.method = "GET".into();
+        http.path = "/x".into();
+        http.headers = [
+            ("authorization".to_string(), "Bearer t".to_string()),
+            ("X-Tessera-Admin".to_string(), "forged".to_string()),
+        ]
+        .into();
+        attrs.source = Some(Default::default());
+        let lean = CheckRequest::decode(full.encode_to_vec().as_slice()).unwrap();
+        let a = lean.attributes.unwrap();
+        let headers = &a.request.unwrap().http.unwrap().headers;
+        assert_eq!(lookup(headers, "authorization"), Some("Bearer t"));
+        assert_eq!(lookup(&a.context_extensions, REQUIRED_SCOPES), Some("read"));
+
+        let ok = allowed(id(&["read"], &[]), headers);
+        let back = envoy::CheckResponse::decode(ok.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.status.unwrap().code, 0);
+        let Some(envoy::HttpResponse::OkResponse(r)) = back.http_response else {
+            panic!("not an OK response");
+        };
+        assert_eq!(r.headers_to_remove, ["x-tessera-admin"]);
+        let set: Vec<_> = r
+            .headers
+            .iter()
+            .map(|h| {
+                let v = h.header.as_ref().unwrap();
+                (
+                    v.key.as_str(),
+                    v.value.as_str(),
+                    h.append_action,
+                    h.keep_empty_value,
+                )
+            })
+            .collect();
+        assert!(set.contains(&("x-tessera-subject", "alice", 2, true)));
+        assert!(set.contains(&("x-tessera-scopes", "read", 2, true)));
+
+        let no = denied(403, "Bearer error=\"insufficient_scope\"");
+        let back = envoy::CheckResponse::decode(no.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.status.unwrap().code, Code::PermissionDenied as i32);
+        let Some(envoy::HttpResponse::DeniedResponse(r)) = back.http_response else {
+            panic!("not a denial");
+        };
+        assert_eq!(r.status.unwrap().code, 403);
+        let h = r.headers[0].header.as_ref().unwrap();
+        assert_eq!(h.key, "www-authenticate");
     }
 }
