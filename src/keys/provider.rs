@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result, new_error};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
@@ -318,36 +320,60 @@ fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> 
     }))
 }
 
-enum PublicMaterial {
+/// Public key material in the form ring verifies with, borrowed from the
+/// [`DecodingKey`] (`Vec<u8>` when a boxed [`RingVerifier`] owns it).
+enum PublicMaterial<K> {
     /// Raw public key in the encoding `scheme` expects: 32-byte Ed25519 key,
     /// uncompressed SEC1 point, or PKCS#1 `RSAPublicKey` DER.
     Encoded {
         scheme: &'static dyn sig::VerificationAlgorithm,
-        key: Vec<u8>,
+        key: K,
     },
     RsaComponents {
         params: &'static sig::RsaParameters,
-        n: Vec<u8>,
-        e: Vec<u8>,
+        n: K,
+        e: K,
     },
+}
+
+impl<K: AsRef<[u8]>> PublicMaterial<K> {
+    fn verify(&self, msg: &[u8], signature: &[u8]) -> std::result::Result<(), signature::Error> {
+        let outcome = match self {
+            PublicMaterial::Encoded { scheme, key } => {
+                sig::UnparsedPublicKey::new(*scheme, key).verify(msg, signature)
+            }
+            PublicMaterial::RsaComponents { params, n, e } => sig::RsaPublicKeyComponents {
+                n: n.as_ref(),
+                e: e.as_ref(),
+            }
+            .verify(params, msg, signature),
+        };
+        outcome.map_err(|_| signature::Error::new())
+    }
+
+    fn to_owned(&self) -> PublicMaterial<Vec<u8>> {
+        match self {
+            PublicMaterial::Encoded { scheme, key } => PublicMaterial::Encoded {
+                scheme: *scheme,
+                key: key.as_ref().to_vec(),
+            },
+            PublicMaterial::RsaComponents { params, n, e } => PublicMaterial::RsaComponents {
+                params,
+                n: n.as_ref().to_vec(),
+                e: e.as_ref().to_vec(),
+            },
+        }
+    }
 }
 
 struct RingVerifier {
     alg: Algorithm,
-    material: PublicMaterial,
+    material: PublicMaterial<Vec<u8>>,
 }
 
 impl signature::Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
-        let outcome = match &self.material {
-            PublicMaterial::Encoded { scheme, key } => {
-                sig::UnparsedPublicKey::new(*scheme, key).verify(msg, signature)
-            }
-            PublicMaterial::RsaComponents { params, n, e } => {
-                sig::RsaPublicKeyComponents { n, e }.verify(params, msg, signature)
-            }
-        };
-        outcome.map_err(|_| signature::Error::new())
+        self.material.verify(msg, signature)
     }
 }
 
@@ -366,20 +392,21 @@ fn encoded_bytes(key: &DecodingKey) -> Result<&[u8]> {
 
 /// An uncompressed SEC1 P-256 point, checked up front so a wrong-curve key is a
 /// key error rather than a silent "bad signature".
-fn p256_point(key: &DecodingKey) -> Result<Vec<u8>> {
+fn p256_point(key: &DecodingKey) -> Result<&[u8]> {
     let bytes = encoded_bytes(key)?;
     if bytes.len() != 65 || bytes.first() != Some(&0x04) {
         return Err(new_error(ErrorKind::InvalidEcdsaKey));
     }
-    Ok(bytes.to_vec())
+    Ok(bytes)
 }
 
-fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
-    let class = KeyClass::of(*alg)?;
+/// What `key` verifies `alg` signatures with, after every check on the pair.
+fn material(alg: Algorithm, key: &DecodingKey) -> Result<PublicMaterial<&[u8]>> {
+    let class = KeyClass::of(alg)?;
     if key.family() != class.family() {
         return Err(new_error(ErrorKind::InvalidKeyFormat));
     }
-    let material = match class {
+    Ok(match class {
         KeyClass::Ed25519 => {
             let bytes = encoded_bytes(key)?;
             if bytes.len() != sig::ED25519_PUBLIC_KEY_LEN {
@@ -387,7 +414,7 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
             }
             PublicMaterial::Encoded {
                 scheme: &sig::ED25519,
-                key: bytes.to_vec(),
+                key: bytes,
             }
         }
         // `_FIXED`, not `_ASN1`: JWS (RFC 7518 §3.4) carries r‖s, and accepting
@@ -398,24 +425,46 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
         },
         KeyClass::Rsa => {
             let params =
-                rsa_verification(*alg).ok_or_else(|| new_error(ErrorKind::InvalidAlgorithm))?;
+                rsa_verification(alg).ok_or_else(|| new_error(ErrorKind::InvalidAlgorithm))?;
             match key.kind() {
                 DecodingKeyKind::SecretOrDer(der) => PublicMaterial::Encoded {
                     scheme: params,
-                    key: der.clone(),
+                    key: der.as_slice(),
                 },
                 DecodingKeyKind::RsaModulusExponent { n, e } => PublicMaterial::RsaComponents {
                     params,
-                    n: n.clone(),
-                    e: e.clone(),
+                    n: n.as_slice(),
+                    e: e.as_slice(),
                 },
             }
         }
-    };
+    })
+}
+
+fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
     Ok(Box::new(RingVerifier {
         alg: *alg,
-        material,
+        material: material(*alg, key)?.to_owned(),
     }))
+}
+
+/// Longest signature any key here can make: RSA-8192 (ring's upper bound).
+const MAX_SIGNATURE_LEN: usize = 8192 / 8;
+
+/// `jsonwebtoken::crypto::verify` through this provider, with the same checks on
+/// the algorithm and key, but without boxing a verifier, copying the key or
+/// allocating the decoded signature: the per-token path of the strict verifier.
+/// True only if `signature` (base64url, no padding) verifies over `message`.
+pub fn verify_jws(signature: &str, message: &[u8], key: &DecodingKey, alg: Algorithm) -> bool {
+    let Ok(material) = material(alg, key) else {
+        return false;
+    };
+    let mut decoded = [0u8; MAX_SIGNATURE_LEN];
+    // Too long for the buffer is too long for any key: refused like a bad encoding.
+    let Ok(len) = URL_SAFE_NO_PAD.decode_slice(signature, &mut decoded) else {
+        return false;
+    };
+    material.verify(message, &decoded[..len]).is_ok()
 }
 
 fn rsa_components_from_private_key(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {

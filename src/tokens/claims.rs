@@ -1,8 +1,10 @@
 //! Access-token claims (RFC 9068): what Tessera signs and what the verifier reads back.
 
 use serde::Serialize;
+use serde::de::{Error as _, MapAccess};
 use serde_json::{Map, Value};
 
+use super::strict_json::{self, Name, Strict};
 use super::{Jti, parse_jti, valid_field, valid_list_entry};
 
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
@@ -66,19 +68,72 @@ pub struct AccessClaims {
     pub extra: Map<String, Value>,
 }
 
-impl AccessClaims {
-    /// Reads claims from a parsed payload, strictly: every registered claim with its
-    /// exact JSON type (`exp` as a string or a float is rejected, not coerced).
-    pub fn from_object(mut m: Map<String, Value>) -> Option<(Self, Jti)> {
-        let string = |m: &mut Map<String, Value>, k: &str| match m.remove(k) {
+/// The claims [`AccessClaims`] reads itself, in the order of [`Fields::known`].
+const KNOWN: [&str; 12] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "client_id",
+    "ver",
+    "act",
+    "owner",
+];
+
+/// A payload's members: the ones [`AccessClaims`] reads, by their index in [`KNOWN`],
+/// and the rest.
+#[derive(Default)]
+struct Fields {
+    known: [Option<Value>; 12],
+    extra: Map<String, Value>,
+}
+
+impl<'de> strict_json::Members<'de> for Fields {
+    fn member<A: MapAccess<'de>>(&mut self, name: Name<'de>, map: &mut A) -> Result<(), A::Error> {
+        let Strict(value) = map.next_value()?;
+        let duplicate = match KNOWN.iter().position(|k| *k == name.0) {
+            Some(i) => self.known[i].replace(value).is_some(),
+            None => self.extra.insert(name.0.into_owned(), value).is_some(),
+        };
+        if duplicate {
+            return Err(A::Error::custom("duplicate member name"));
+        }
+        Ok(())
+    }
+}
+
+impl Fields {
+    /// The strict reading shared by [`AccessClaims::from_object`] and
+    /// [`AccessClaims::from_json`].
+    fn into_claims(self) -> Option<(AccessClaims, Jti)> {
+        let Fields { known, extra: m } = self;
+        let [
+            iss,
+            sub,
+            aud,
+            exp,
+            nbf,
+            iat,
+            jti,
+            scope,
+            client_id,
+            ver,
+            act,
+            owner,
+        ] = known;
+        let string = |v: Option<Value>| match v {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
-        let int = |m: &mut Map<String, Value>, k: &str| m.remove(k).and_then(|v| v.as_i64());
-        let iss = string(&mut m, "iss")?;
+        let int = |v: Option<Value>| v.and_then(|v| v.as_i64());
+        let iss = string(iss)?;
         // Identifiers obey the rule issuance enforces (no hidden characters, bounded).
-        let sub = string(&mut m, "sub").filter(|s| !s.is_empty() && valid_field(s))?;
-        let aud = match m.remove("aud")? {
+        let sub = string(sub).filter(|s| !s.is_empty() && valid_field(s))?;
+        let aud = match aud? {
             Value::Array(a) if !a.is_empty() => a
                 .into_iter()
                 .map(|v| match v {
@@ -88,24 +143,24 @@ impl AccessClaims {
                 .collect::<Option<Vec<_>>>()?,
             _ => return None,
         };
-        let exp = int(&mut m, "exp")?;
-        let nbf = int(&mut m, "nbf")?;
-        let iat = int(&mut m, "iat")?;
-        let jti_text = string(&mut m, "jti")?;
+        let exp = int(exp)?;
+        let nbf = int(nbf)?;
+        let iat = int(iat)?;
+        let jti_text = string(jti)?;
         let jti = parse_jti(&jti_text)?;
-        let scope = match m.remove("scope") {
+        let scope = match scope {
             None => String::new(),
             Some(Value::String(s)) => s,
             Some(_) => return None,
         };
-        let client_id = string(&mut m, "client_id").filter(|s| valid_field(s))?;
-        let ver = m.remove("ver")?.as_u64()?;
-        let act = match m.remove("act") {
+        let client_id = string(client_id).filter(|s| valid_field(s))?;
+        let ver = ver?.as_u64()?;
+        let act = match act {
             None => None,
             Some(v @ Value::Object(_)) => Some(v),
             Some(_) => return None,
         };
-        let owner = match m.remove("owner") {
+        let owner = match owner {
             None => None,
             Some(Value::String(s)) if !s.is_empty() && valid_field(&s) => Some(s),
             Some(_) => return None,
@@ -130,6 +185,26 @@ impl AccessClaims {
             extra: m,
         };
         Some((claims, jti))
+    }
+}
+
+impl AccessClaims {
+    /// Reads claims from a parsed payload, strictly: every registered claim with its
+    /// exact JSON type (`exp` as a string or a float is rejected, not coerced).
+    pub fn from_object(mut m: Map<String, Value>) -> Option<(Self, Jti)> {
+        let mut fields = Fields::default();
+        for (slot, name) in fields.known.iter_mut().zip(KNOWN) {
+            *slot = m.remove(name);
+        }
+        fields.extra = m;
+        fields.into_claims()
+    }
+
+    /// Parses a decoded payload and reads its claims: the same as
+    /// [`strict_json::parse_object`] then [`from_object`](Self::from_object), with the
+    /// same refusals, without building the whole object as a map first.
+    pub fn from_json(bytes: &[u8]) -> Option<(Self, Jti)> {
+        strict_json::parse_members(bytes, Fields::default())?.into_claims()
     }
 
     /// Scopes as a list.
@@ -158,6 +233,44 @@ mod tests {
         assert_eq!(c.scopes(), vec!["a", "b"]);
         assert_eq!(c.extra.get("role"), Some(&json!("admin")));
         assert_eq!(parse(serde_json::to_value(&c).unwrap()).unwrap(), c);
+    }
+
+    /// `from_json` reads exactly what `parse_object` then `from_object` reads.
+    #[test]
+    fn from_json_agrees_with_from_object() {
+        let mut docs: Vec<String> = vec![
+            base().to_string(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0,"iss":"j"}"#.into(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0,"\u0069ss":"j"}"#.into(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0,"x":1,"x":2}"#.into(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0,"act":{"sub":"a","sub":"b"}}"#.into(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0,"act":{"sub":"a"},"owner":"o","x":{"y":[1,{"z":null}]}}"#.into(),
+            r#"{"iss":"i\u00e9","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0}"#.into(),
+            r#"{"iss":"i","sub":"s","aud":["a"],"exp":10,"nbf":1,"iat":1,"jti":"AAAAAAAAAAAAAAAAAAAAAA","client_id":"c","ver":0} x"#.into(),
+            r#"[{"iss":"i"}]"#.into(),
+            "{}".into(),
+            "".into(),
+        ];
+        for (k, v) in [
+            ("exp", json!("1")),
+            ("exp", json!(1.5)),
+            ("exp", json!(1e3)),
+            ("ver", json!(-1)),
+            ("aud", json!("a")),
+            ("sub", json!("a\u{200b}")),
+            ("cnf", json!({})),
+            ("typ", json!("x")),
+        ] {
+            let mut b = base();
+            b[k] = v;
+            docs.push(b.to_string());
+        }
+        for doc in &docs {
+            let two_steps =
+                strict_json::parse_object(doc.as_bytes()).and_then(AccessClaims::from_object);
+            assert_eq!(AccessClaims::from_json(doc.as_bytes()), two_steps, "{doc}");
+        }
+        assert!(AccessClaims::from_json(base().to_string().as_bytes()).is_some());
     }
 
     #[test]

@@ -15,11 +15,15 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use serde_json::Value;
+use serde::de::{Error as _, MapAccess};
 
 use super::claims::AccessClaims;
+use super::strict_json::{MaybeStr, Members, Name, Strict};
 use super::{Jti, strict_json};
 use crate::keys::{Keyring, VerifyingKey};
 
@@ -121,18 +125,11 @@ pub fn verify_with_key(
         return Err(Reject::Malformed);
     }
 
-    let header = B64
-        .decode(h64)
-        .ok()
-        .and_then(|b| strict_json::parse_object(&b))
-        .ok_or(Reject::Malformed)?;
-    if header.len() != 3 {
-        // Exactly alg, typ, kid: anything else is a member we would have to understand.
-        return Err(Reject::Header);
-    }
-    let (Some(Value::String(alg)), Some(Value::String(typ)), Some(Value::String(kid))) =
-        (header.get("alg"), header.get("typ"), header.get("kid"))
-    else {
+    let header = B64.decode(h64).ok().ok_or(Reject::Malformed)?;
+    let header = strict_json::parse_members(&header, Header::default()).ok_or(Reject::Malformed)?;
+    let (Some(alg), Some(typ), Some(kid)) = header.three() else {
+        // Exactly alg, typ, kid, all strings: anything else is a member we would have
+        // to understand.
         return Err(Reject::Header);
     };
     if typ != "at+jwt" && typ != "application/at+jwt" {
@@ -147,19 +144,63 @@ pub fn verify_with_key(
     }
 
     let signing_input = &token[..h64.len() + 1 + p64.len()];
-    match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), &key.decoding, key.alg) {
-        Ok(true) => {}
-        _ => return Err(Reject::Signature),
+    if !crate::keys::provider::verify_jws(s64, signing_input.as_bytes(), &key.decoding, key.alg) {
+        return Err(Reject::Signature);
     }
 
-    let payload = B64
-        .decode(p64)
-        .ok()
-        .and_then(|b| strict_json::parse_object(&b))
-        .ok_or(Reject::Claims)?;
-    let (claims, jti) = AccessClaims::from_object(payload).ok_or(Reject::Claims)?;
+    let payload = B64.decode(p64).map_err(|_| Reject::Claims)?;
+    let (claims, jti) = AccessClaims::from_json(&payload).ok_or(Reject::Claims)?;
     check_claims(&claims, rules)?;
     Ok((claims, jti, key))
+}
+
+/// A protected header as parsed: the three members we understand, read straight from
+/// the decoded bytes (borrowed unless escaped), and the names of any others.
+#[derive(Default)]
+struct Header<'a> {
+    alg: Option<MaybeStr<'a>>,
+    typ: Option<MaybeStr<'a>>,
+    kid: Option<MaybeStr<'a>>,
+    /// Names of other members: any refuses the header, but a repeated one is still a
+    /// duplicate (malformed), as for every other object.
+    others: BTreeSet<Cow<'a, str>>,
+}
+
+impl<'a> Header<'a> {
+    /// `alg`, `typ` and `kid` when the header has exactly these three members, each
+    /// a string.
+    fn three(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        if !self.others.is_empty() {
+            return (None, None, None);
+        }
+        fn s<'s>(m: &'s Option<MaybeStr<'_>>) -> Option<&'s str> {
+            m.as_ref().and_then(|v| v.0.as_deref())
+        }
+        (s(&self.alg), s(&self.typ), s(&self.kid))
+    }
+}
+
+impl<'de> Members<'de> for Header<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, name: Name<'de>, map: &mut A) -> Result<(), A::Error> {
+        let slot = match name.0.as_ref() {
+            "alg" => &mut self.alg,
+            "typ" => &mut self.typ,
+            "kid" => &mut self.kid,
+            _ => {
+                map.next_value::<Strict>()?;
+                return if self.others.insert(name.0) {
+                    Ok(())
+                } else {
+                    Err(A::Error::custom("duplicate member name"))
+                };
+            }
+        };
+        let value = map.next_value::<MaybeStr<'de>>()?;
+        if slot.replace(value).is_some() {
+            return Err(A::Error::custom("duplicate member name"));
+        }
+        Ok(())
+    }
 }
 
 /// The claim checks, separate so unit tests can reach them without signing.

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::keys::jwk::tests::{der_seq, der_tlv, der_uint};
-use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::{sign, verify};
 use std::str::FromStr;
@@ -767,4 +766,55 @@ fn install_is_idempotent_under_race() {
     }
     install();
     install();
+}
+
+// ---- verify_jws: the strict verifier's allocation-free path ----
+
+#[test]
+fn verify_jws_agrees_with_jsonwebtoken_verify() {
+    install();
+    let a2 = a2_input();
+    let a3 = a3_input();
+    let rsa = DecodingKey::from_rsa_components(A2_N, A2_E).expect("n,e");
+    let rsa_der = DecodingKey::from_rsa_der(&a2_public_der());
+    let ed = rfc8037_decoding_key();
+    let ec = a3_key();
+    let hs = DecodingKey::from_secret(b"secret");
+    let mut flipped = d64(A3_SIG);
+    flipped[0] ^= 1;
+    let flipped = e64(&flipped);
+    let huge = e64(&[0x5a; MAX_SIGNATURE_LEN + 1]);
+    let cases: Vec<(&str, &[u8], &DecodingKey, Algorithm)> = vec![
+        (RFC8037_SIG, RFC8037_INPUT.as_bytes(), &ed, Algorithm::EdDSA),
+        (
+            RFC8037_SIG,
+            b"eyJhbGciOiJFZERTQSJ9.e30",
+            &ed,
+            Algorithm::EdDSA,
+        ),
+        (RFC8037_SIG, RFC8037_INPUT.as_bytes(), &ed, Algorithm::ES256),
+        (RFC8037_SIG, RFC8037_INPUT.as_bytes(), &hs, Algorithm::HS256),
+        (A2_SIG, a2.as_bytes(), &rsa, Algorithm::RS256),
+        (A2_SIG, a2.as_bytes(), &rsa_der, Algorithm::RS256),
+        (A2_SIG, a2.as_bytes(), &rsa, Algorithm::PS256),
+        (A3_SIG, a3.as_bytes(), &ec, Algorithm::ES256),
+        (A3_SIG_MALLEATED, a3.as_bytes(), &ec, Algorithm::ES256),
+        (&flipped, a3.as_bytes(), &ec, Algorithm::ES256),
+        (A3_SIG, a3.as_bytes(), &ec, Algorithm::ES384),
+        (A3_SIG, a3.as_bytes(), &ec, Algorithm::RS256),
+        ("!!", RFC8037_INPUT.as_bytes(), &ed, Algorithm::EdDSA),
+        ("", RFC8037_INPUT.as_bytes(), &ed, Algorithm::EdDSA),
+        (&huge, a2.as_bytes(), &rsa, Algorithm::RS256),
+    ];
+    for (i, (s, m, k, alg)) in cases.into_iter().enumerate() {
+        let expected = matches!(verify(s, m, k, alg), Ok(true));
+        assert_eq!(verify_jws(s, m, k, alg), expected, "case {i}");
+    }
+    // The largest signature any key makes still fits the decoding buffer.
+    let mut out = [0u8; MAX_SIGNATURE_LEN];
+    let full = e64(&[7u8; MAX_SIGNATURE_LEN]);
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode_slice(&full, &mut out),
+        Ok(MAX_SIGNATURE_LEN)
+    );
 }
