@@ -1,6 +1,6 @@
 //! The `oauth_clients` table: registered OAuth clients of the authorization-code flow.
 
-use super::db::{Db, OptionalExt, params};
+use super::db::{Db, DbResult, OptionalExt, Row, params};
 
 use super::lists;
 use crate::error::Result;
@@ -39,21 +39,26 @@ pub fn insert(conn: &Db, c: &ClientRow) -> Result<()> {
     Ok(())
 }
 
+/// A client from its columns `id, name, public, redirect_uris, scopes, created_at`.
+fn client_row(r: &Row<'_>) -> DbResult<ClientRow> {
+    Ok(ClientRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        public: r.get::<i64>(2)? != 0,
+        redirect_uris: lists::get(r, 3)?,
+        scopes: lists::get(r, 4)?,
+        created_at: r.get(5)?,
+    })
+}
+
 /// Looks a client up by id.
 pub fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
     Ok(conn
         .query_row(
             "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients WHERE id = ?1",
-            params![id], |r| {
-            Ok(ClientRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                public: r.get::<i64>(2)? != 0,
-                redirect_uris: lists::get(r, 3)?,
-                scopes: lists::get(r, 4)?,
-                created_at: r.get(5)?,
-            })
-        })
+            params![id],
+            client_row,
+        )
         .optional()?)
 }
 
@@ -65,16 +70,7 @@ pub fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<Cli
          WHERE created_at < ?1 OR (created_at = ?1 AND ?2 != '' AND id < ?2)
          ORDER BY created_at DESC, id DESC LIMIT ?3",
         params![after_at, after_id, i64::from(limit)],
-        |r| {
-            Ok(ClientRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                public: r.get::<i64>(2)? != 0,
-                redirect_uris: lists::get(r, 3)?,
-                scopes: lists::get(r, 4)?,
-                created_at: r.get(5)?,
-            })
-        },
+        client_row,
     )?)
 }
 
