@@ -169,7 +169,12 @@ impl<'a> Db<'a> {
             .map_err(|e| {
                 // The statement, never its parameters (they may be secrets' hashes).
                 let first = sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
-                tracing::debug!(statement = %first, error = ?e, "statement failed");
+                // The server's message and SQLSTATE only: its `detail` can quote a
+                // row's values.
+                let (code, message) = e.as_db_error().map_or(("", e.to_string()), |d| {
+                    (d.code().code(), d.message().to_string())
+                });
+                tracing::debug!(statement = %first, code, error = %message, "statement failed");
                 DbError::Postgres(e)
             })
     }

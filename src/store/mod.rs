@@ -23,14 +23,15 @@ pub mod lists;
 mod postgres;
 pub mod refresh;
 pub mod revocation;
+mod sqlite;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -38,27 +39,6 @@ use crate::metrics::StoreStats;
 use db::{Db, params};
 pub use postgres::Staleness;
 use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Work, writer_loop};
-
-/// Numbered migrations, applied in order inside one transaction.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_oauth.sql"),
-    include_str!("migrations/0003_lists_lineage.sql"),
-    include_str!("migrations/0004_housekeeping.sql"),
-    include_str!("migrations/0005_admin_surface.sql"),
-    include_str!("migrations/0006_change_log.sql"),
-    include_str!("migrations/0007_key_lifecycle.sql"),
-    include_str!("migrations/0008_refresh_grace_client_secrets.sql"),
-    include_str!("migrations/0009_rate_limits.sql"),
-];
-
-/// Data rewrites SQL cannot express, run right after the migration to `version`.
-fn rewrite_after(version: usize, conn: &Connection) -> rusqlite::Result<()> {
-    match version {
-        3 => lists::migrate_space_joined(conn),
-        _ => Ok(()),
-    }
-}
 
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
@@ -116,25 +96,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    // FULL: a revocation we acknowledged survives power loss, not just a process crash.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;
-         PRAGMA temp_store = MEMORY;",
-    )?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
 /// The schema version a binary refuses to run on: one it does not know.
 fn newer_than_binary(found: i64, known: usize) -> Option<Error> {
     (found > known as i64).then(|| {
@@ -145,27 +106,14 @@ fn newer_than_binary(found: i64, known: usize) -> Option<Error> {
     })
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if let Some(e) = newer_than_binary(current, MIGRATIONS.len()) {
-        return Err(e);
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql)?;
-        rewrite_after(i + 1, &tx)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-    }
-    Ok(tx.commit()?)
-}
-
 impl Store {
     /// Opens (creating and migrating if needed) `tessera.db` in `data_dir`, after
     /// checking that the dir is private and taking its lock (see [`datadir`]): fails,
     /// naming the path, when the dir is not to be trusted or another process has it.
     pub fn open(data_dir: &Path) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
-        Store::start(dir, Opened::sqlite(&data_dir.join("tessera.db"))?)
+        let path = data_dir.join("tessera.db");
+        Store::start(dir, Opened::Sqlite(sqlite::open(&path)?, path))
     }
 
     /// Opens the state at `location`, with `data_dir` held by this process (its lock
@@ -175,7 +123,7 @@ impl Store {
     pub async fn connect(data_dir: &Path, location: Location<'_>) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
         let opened = match location {
-            Location::Sqlite(path) => Opened::sqlite(path)?,
+            Location::Sqlite(path) => Opened::Sqlite(sqlite::open(path)?, path.to_path_buf()),
             Location::Postgres(url) => {
                 let url = url.to_string();
                 let pool = tokio::task::spawn_blocking(move || postgres::Pool::connect(&url))
@@ -199,7 +147,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (backend, readers, describe, path, staleness) = match opened {
             Opened::Sqlite(writer_conn, path) => {
-                let readers = SqliteReaders::open(&path).map_err(|e| {
+                let readers = sqlite::SqliteReaders::open(&path).map_err(|e| {
                     Error::internal(format!("cannot open database {}: {e}", path.display()))
                 })?;
                 feed.start_at(changes::last_seq(&Db::Sqlite(&writer_conn))?);
@@ -459,7 +407,7 @@ where
     };
     thread::spawn(move || match owned {
         Owned::Sqlite(path) => {
-            let conn = open_conn(&path)?;
+            let conn = sqlite::open_conn(&path)?;
             f(&Db::Sqlite(&conn))
         }
         Owned::Postgres(url) => {
@@ -484,27 +432,9 @@ enum Opened {
     Postgres(postgres::Pool, u64),
 }
 
-impl Opened {
-    fn sqlite(path: &Path) -> Result<Opened> {
-        // Only the operator sees these (start-up, offline tools): name the file and
-        // the cause, which the runtime mapping to `Unavailable` would drop.
-        let mut conn = open_conn(path).map_err(|e| {
-            Error::internal(format!("cannot open database {}: {e}", path.display()))
-        })?;
-        migrate(&mut conn).map_err(|e| match e {
-            Error::Internal(cause) => Error::internal(format!(
-                "cannot migrate database {}: {cause}",
-                path.display()
-            )),
-            other => other,
-        })?;
-        Ok(Opened::Sqlite(conn, path.to_path_buf()))
-    }
-}
-
 /// Where reads run.
 enum Readers {
-    Sqlite(SqliteReaders),
+    Sqlite(sqlite::SqliteReaders),
     Postgres(postgres::Pool),
 }
 
@@ -514,43 +444,6 @@ impl Readers {
             Readers::Sqlite(r) => r.with(|c| f(&Db::Sqlite(c))),
             Readers::Postgres(pool) => pool.with(f),
         }
-    }
-}
-
-/// Reader connections: in WAL mode readers neither block the writer nor each other, so
-/// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
-/// instead of queueing behind a single connection.
-struct SqliteReaders {
-    conns: Vec<Mutex<Connection>>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl SqliteReaders {
-    fn open(path: &Path) -> rusqlite::Result<SqliteReaders> {
-        let n = thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 4);
-        Ok(SqliteReaders {
-            conns: (0..n)
-                .map(|_| open_conn(path).map(Mutex::new))
-                .collect::<rusqlite::Result<_>>()?,
-            next: Default::default(),
-        })
-    }
-
-    /// Runs `f` on the first free connection, starting from a rotating index; waits for
-    /// that one if all are busy.
-    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.conns.len();
-        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
-        let conn = match free {
-            Some(c) => c,
-            None => self.conns[start % n]
-                .lock()
-                .map_err(|_| Error::internal("reader lock poisoned"))?,
-        };
-        f(&conn)
     }
 }
 
@@ -596,8 +489,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = Connection::open(dir.path().join("tessera.db")).unwrap();
-            c.execute_batch(MIGRATIONS[0]).unwrap();
-            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.execute_batch(sqlite::MIGRATIONS[0]).unwrap();
+            c.execute_batch(sqlite::MIGRATIONS[1]).unwrap();
             c.pragma_update(None, "user_version", 2).unwrap();
             c.execute_batch(
                 "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, created_at, expires_at)
@@ -635,7 +528,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = Connection::open(dir.path().join("tessera.db")).unwrap();
-            for m in &MIGRATIONS[..4] {
+            for m in &sqlite::MIGRATIONS[..4] {
                 c.execute_batch(m).unwrap();
             }
             c.pragma_update(None, "user_version", 4).unwrap();
@@ -711,6 +604,6 @@ mod tests {
             })
             .unwrap();
         assert_eq!(mode, "wal");
-        assert_eq!(version as usize, MIGRATIONS.len());
+        assert_eq!(version as usize, sqlite::MIGRATIONS.len());
     }
 }
