@@ -24,13 +24,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};
 use tessera::auth::{Caller, Principal, SCOPE_ADMIN, authenticate};
-use tessera::authority::{ADMIN_KEY_FILE, AccessTokenRequest, Authority, Introspection};
+use tessera::authority::{ADMIN_KEY_FILE, Authority};
 use tessera::clock::Clock;
 use tessera::config::{Config, SigningAlg};
 use tessera::keys::provider;
 use tessera::ratelimit::RateLimit;
 use tessera::revocation::Revocations;
 use tessera::store::apikeys::ApiKeyRow;
+use tessera::tokens::{AccessTokenRequest, Introspection};
 
 /// Signs with raw *ring*.
 type RawSign = Box<dyn Fn(&[u8]) -> Vec<u8>>;

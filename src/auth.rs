@@ -141,7 +141,7 @@ pub fn authenticate(
     authority: &Authority,
     key: &str,
     peer: Option<IpAddr>,
-) -> Result<Arc<crate::callers::Caller>, Refusal> {
+) -> Result<Arc<crate::apikeys::Caller>, Refusal> {
     // One read of the monotonic clock serves the throttle check and the rate limit:
     // it costs more than either (measured in BENCHMARKS.md, "Rate limits").
     let instant = peer.map(|_| std::time::Instant::now());
@@ -190,8 +190,8 @@ fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Sta
     .into()
 }
 
-impl From<&crate::callers::Caller> for Principal {
-    fn from(c: &crate::callers::Caller) -> Self {
+impl From<&crate::apikeys::Caller> for Principal {
+    fn from(c: &crate::apikeys::Caller) -> Self {
         Principal {
             key_id: c.row.id.clone(),
             owner: c.row.owner.clone(),

@@ -2,17 +2,15 @@
 //!
 //! - [`config`]     plain-data `Config`: defaults < TOML file < `TESSERA_*` env < flags
 //! - [`server`]     composes everything, serves gRPC, HTTP and metrics, drains on SIGTERM
-//! - [`authority`]  every operation (issue, introspect, revoke, bump, rotate) as a method
-//! - [`exchange`]   the OAuth grants and client/code issuance, as more `Authority` methods
-//! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
-//! - [`grants`]     pure grant rules: PKCE, redirect URIs, scope narrowing, `act`
-//! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
-//! - [`callers`]    live API keys in memory (the hot-path credential check)
-//! - [`ratelimit`]  per-key request rates (lock-free GCRA) and the failed-authentication throttle
-//! - [`apikeys`]    API-key format: generate, parse, checksum, hash (no I/O)
-//! - [`tokens`]     access-token claims, the strict verifier, verified-token cache, opaque refresh tokens
+//! - [`authority`]  the service's state, composed from the domains below; start-up, signing-key rotation, housekeeping
+//! - [`apikeys`]    API keys: the key format (no I/O), the live keys in memory (the hot-path check), issue and rotation
+//! - [`tokens`]     access tokens: claims, minting, the strict verifier and its cache, introspection, opaque tokens
+//! - [`revocation`] the jti blocklist and token versions in memory; revoke, family revocation, bumps
+//! - [`oauth`]      OAuth clients, authorization codes and one file per grant; `rules` holds the pure checks (PKCE, redirect URIs, scopes, `act`, refresh reuse)
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
-//! - [`revocation`] jti blocklist and token versions in memory
+//! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
+//! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
+//! - [`ratelimit`]  per-key request rates (lock-free GCRA) and the failed-authentication throttle
 //! - [`watch`]      `WatchRevocations`: snapshot or replay from the change log, then live deltas
 //! - [`store`]      SQLite (WAL) or PostgreSQL behind one SQL surface: the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - [`replication`] applies other replicas' change-log rows to this one's memory (PostgreSQL)
@@ -30,16 +28,14 @@ pub mod admin;
 pub mod apikeys;
 pub mod auth;
 pub mod authority;
-pub mod callers;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod exchange;
-pub mod grants;
 pub mod keys;
 pub mod listing;
 pub mod metrics;
 pub mod net;
+pub mod oauth;
 pub mod observe;
 pub mod ratelimit;
 pub mod replication;

@@ -7,11 +7,11 @@ use tessera::auth::Caller;
 use tessera::authority::{Authority, Secretish};
 use tessera::clock::Clock;
 use tessera::error::Error;
-use tessera::exchange::{
+use tessera::oauth::rules::ACCESS_TOKEN_TYPE;
+use tessera::oauth::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, RefreshRequest,
     TokenExchangeRequest,
 };
-use tessera::grants::ACCESS_TOKEN_TYPE;
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

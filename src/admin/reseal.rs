@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::exchange::grace_context;
 use crate::keys::seal::{self, MasterKey, MasterKeySource};
+use crate::oauth::grace_context;
 use crate::store::Store;
 use crate::store::audit::{self, AuditEntry};
 

@@ -23,8 +23,9 @@ use crate::proto::envoy_authz::{
     HttpStatus, OkHttpResponse, RpcStatus,
 };
 
-use crate::authority::{Authority, Introspection};
+use crate::authority::Authority;
 use crate::error::Error;
+use crate::tokens::Introspection;
 
 /// Prefix of every header Tessera sets upstream; incoming ones are removed.
 pub const HEADER_PREFIX: &str = "x-tessera-";

@@ -18,12 +18,13 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Introspection, Secretish};
+use crate::authority::{Authority, Secretish};
 use crate::error::Error;
-use crate::exchange::{
+use crate::net::PeerAddr;
+use crate::oauth::{
     ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
 };
-use crate::net::PeerAddr;
+use crate::tokens::Introspection;
 use crate::tokens::{normalize_scopes, valid_list_entry};
 
 /// Largest form body accepted.
@@ -449,7 +450,7 @@ pub async fn token(
                 ));
             }
             let wanted = form.get("requested_token_type");
-            if !wanted.is_empty() && wanted != crate::grants::ACCESS_TOKEN_TYPE {
+            if !wanted.is_empty() && wanted != crate::oauth::rules::ACCESS_TOKEN_TYPE {
                 return Err(Error::InvalidArgument(
                     "only access tokens can be requested".into(),
                 ));

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
-use crate::authority::{
-    AccessTokenRequest, ApiKeyRotation, Authority, Introspection, Issued, Secretish,
-};
-use crate::exchange::{
+use crate::apikeys::ApiKeyRotation;
+use crate::authority::{Authority, Issued, Secretish};
+use crate::oauth::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
     RefreshRequest, TokenExchangeRequest,
 };
@@ -28,6 +27,7 @@ use crate::proto::{
 use crate::store::apikeys::ApiKeyFilter;
 use crate::store::audit::AuditFilter;
 use crate::store::changes::Change;
+use crate::tokens::{AccessTokenRequest, Introspection};
 use crate::watch::{Event, EventKind};
 
 /// gRPC handlers for the token lifecycle.

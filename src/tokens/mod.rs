@@ -4,9 +4,14 @@
 
 pub mod cache;
 pub mod claims;
+mod introspect;
+mod issue;
 pub mod opaque;
 pub mod strict_json;
 pub mod verify;
+
+pub use introspect::Introspection;
+pub use issue::{AccessTokenRequest, MAX_CLAIMS_BYTES};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -1,0 +1,13 @@
+//! API keys, the credential that says which application calls:
+//! - [`format`]: the key text — generate, parse, checksum, hash (pure, no I/O);
+//! - [`live`]: the live keys in memory, the hot-path check of every call;
+//! - `issue`: issuing and rotating keys ([`Authority`](crate::authority::Authority) methods).
+
+pub mod format;
+mod issue;
+pub mod live;
+
+pub use format::{ApiKey, MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
+pub(crate) use issue::last_live_admin;
+pub use issue::{ApiKeyRotation, DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, SERVICE_SCOPES};
+pub use live::{Caller, Callers};

@@ -1,0 +1,186 @@
+//! The `authorization_code` grant with PKCE.
+
+use super::{Granted, Spent, authenticate, requesting_client};
+use crate::auth::Caller;
+use crate::authority::{Authority, Secretish, audit_entry};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Reuse};
+use crate::oauth::rules::{self};
+use crate::store::audit;
+use crate::store::clients::{self};
+use crate::store::codes::{self};
+use crate::store::lineage;
+use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::tokens::AccessTokenRequest;
+use crate::tokens::opaque;
+
+/// An `authorization_code` grant.
+#[derive(Debug, Default)]
+pub struct CodeRedemption {
+    /// The client; may be left empty when the caller authenticated as it.
+    pub client_id: String,
+    /// The code.
+    pub code: Secretish,
+    /// PKCE verifier.
+    pub code_verifier: Secretish,
+    /// Exactly the redirect URI of the authorization request.
+    pub redirect_uri: String,
+}
+
+impl Authority {
+    /// `authorization_code` with PKCE: the client must be the code's (and authenticate
+    /// if confidential), the verifier must match the `S256` challenge, the redirect URI
+    /// must repeat the authorization request's exactly, and the code must be unused and
+    /// younger than [`CODE_TTL`](rules::CODE_TTL). Issues an access token (`aud` = the client id, the
+    /// RFC 9068 §3 default resource) and a refresh token in a new family. A second
+    /// redemption with otherwise valid parameters revokes what the first one issued.
+    pub async fn grant_authorization_code(
+        &self,
+        caller: &Caller,
+        req: CodeRedemption,
+    ) -> Result<Granted> {
+        let authenticated = self.authenticated_client(caller);
+        let client_id = requesting_client(authenticated.as_deref(), &req.client_id)?;
+        if req.code.0.is_empty() {
+            return Err(Error::InvalidArgument("code is required".into()));
+        }
+        if req.redirect_uri.is_empty() {
+            return Err(Error::InvalidArgument("redirect_uri is required".into()));
+        }
+        let hash = opaque::hash(&req.code.0);
+        let well_formed = opaque::well_formed(&req.code.0, opaque::CODE_PREFIX);
+        let (client, code) = self
+            .store
+            .read(move |c| {
+                let code = if well_formed {
+                    codes::find(c, &hash)?
+                } else {
+                    None
+                };
+                Ok((clients::find(c, &client_id)?, code))
+            })
+            .await?;
+        let client = client.ok_or(Error::Unauthenticated("unknown client"))?;
+        authenticate(authenticated.as_deref(), &client)?;
+        let code = code.ok_or(Error::InvalidGrant("unknown authorization code"))?;
+        if code.client_id != client.id {
+            return Err(Error::InvalidGrant(
+                "authorization code was issued to another client",
+            ));
+        }
+        if code.redirect_uri != req.redirect_uri {
+            return Err(Error::InvalidGrant(
+                "redirect_uri differs from the authorization request's",
+            ));
+        }
+        rules::verify_pkce(&req.code_verifier.0, &code.code_challenge)?;
+        let now = self.clock.now();
+        let reused = code.used_at.is_some();
+        if !reused && now >= code.expires_at {
+            return Err(Error::InvalidGrant("authorization code has expired"));
+        }
+
+        let mut minted = None;
+        if !reused {
+            let at = AccessTokenRequest {
+                subject: code.subject.clone(),
+                audience: vec![client.id.clone()],
+                client_id: client.id.clone(),
+                ..AccessTokenRequest::default()
+            };
+            let lifetime = self.access_lifetime(None, &code.scopes)?;
+            let (jwt, jti, exp) = self.mint(&at, &code.scopes, lifetime, None, now)?;
+            let family = FamilyRow {
+                id: opaque::public_id(),
+                subject: code.subject.clone(),
+                client_id: client.id.clone(),
+                audience: at.audience.clone(),
+                scopes: code.scopes.clone(),
+                claims: "{}".into(),
+                created_at: now,
+                absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
+                revoked_at: None,
+            };
+            let rt = opaque::generate(opaque::REFRESH_PREFIX);
+            let row = TokenRow {
+                token_hash: opaque::hash(rt.expose()),
+                family_id: family.id.clone(),
+                id: opaque::public_id(),
+                issued_at: now,
+                expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
+                    .min(family.absolute_expires_at),
+                used_at: None,
+            };
+            minted = Some((jwt, jti, exp, rt, row, family));
+        }
+        let issue = minted
+            .as_ref()
+            .map(|(_, jti, exp, _, row, family)| (family.clone(), row.clone(), jti.clone(), *exp));
+        let redeemed = audit_entry(caller, now, "code.redeemed", &code.id)
+            .about(code.subject.clone())
+            .with("client_id", client.id.clone())
+            .with("scopes", code.scopes.clone())
+            .with("jti", issue.as_ref().map_or("", |i| i.2.as_str()))
+            .with(
+                "refresh_family",
+                issue.as_ref().map_or("", |i| i.0.id.as_str()),
+            );
+        let replayed = audit_entry(caller, now, "code.reuse_detected", &code.id)
+            .about(code.subject.clone())
+            .with("client_id", client.id.clone())
+            .with("issued_revoked", true);
+        let spent = self
+            .store
+            .write(move |c| {
+                let Some(cur) = codes::find(c, &hash)? else {
+                    return Ok(Spent::Dead);
+                };
+                if let Some((family, row, jti, exp)) = issue
+                    && codes::redeem(c, &hash, now, &family.id, &jti, exp)?
+                {
+                    refresh::insert_family(c, &family)?;
+                    refresh::insert_token(c, &row)?;
+                    refresh::record_access_token(c, &family.id, &jti, exp)?;
+                    audit::append(c, &redeemed)?;
+                    return Ok(Spent::Fresh);
+                }
+                if cur.used_at.is_none() {
+                    // Expired between the read and this write.
+                    return Ok(Spent::Dead);
+                }
+                // Used before (a replay, or the loser of a race): revoke what it issued.
+                let mut roots = match &cur.family_id {
+                    Some(f) => refresh::revoke_family(c, f, now)?,
+                    None => Vec::new(),
+                };
+                roots.extend(cur.access_jti.clone());
+                let blocked = lineage::block_with_descendants(c, roots, now)?;
+                audit::append(c, &replayed)?;
+                Ok(Spent::Reused(blocked))
+            })
+            .await?;
+        match spent {
+            Spent::Fresh => {}
+            Spent::Dead => return Err(Error::InvalidGrant("authorization code has expired")),
+            Spent::Replayed(_) => {
+                return Err(Error::internal("authorization codes have no grace period"));
+            }
+            Spent::Reused(blocked) => {
+                self.metrics.reuse(Reuse::AuthorizationCode);
+                self.after_reuse("used authorization code", &code.id, &blocked);
+                return Err(Error::InvalidGrant(
+                    "authorization code was already used; what it issued has been revoked",
+                ));
+            }
+        }
+        let Some((jwt, jti, exp, rt, row, _)) = minted else {
+            return Err(Error::internal("code redeemed without tokens"));
+        };
+        Metrics::inc(&self.metrics.issued);
+        Ok(Granted {
+            refresh_token: Secretish(rt.expose().to_string()),
+            refresh_expires_at: row.expires_at,
+            ..Granted::bearer(jwt, jti, now, exp, code.scopes)
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! RFC 7662 introspection and the one strict check of an access token, as
+//! [`Authority`] methods. Memory only, except for a refresh token's row.
+
+use crate::auth::{self, Caller};
+use crate::authority::Authority;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::apikeys::ApiKeyRow;
+use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::tokens::claims::AccessClaims;
+use crate::tokens::verify::{MAX_TOKEN_LEN, Reject, Rules};
+use crate::tokens::{Jti, opaque};
+
+/// What introspection found. `Inactive` carries nothing on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Introspection {
+    /// Unknown, malformed, forged, expired, revoked, ... — no reason given.
+    Inactive,
+    /// A live access token.
+    AccessToken(Box<AccessClaims>),
+    /// A live API key.
+    ApiKey(Box<ApiKeyRow>),
+    /// A live refresh token.
+    RefreshToken(Box<(TokenRow, FamilyRow)>),
+}
+
+impl Authority {
+    /// The one strict verification policy of this service, at instant `now`.
+    pub(crate) fn rules(&self, now: i64) -> Rules<'_> {
+        Rules {
+            keys: &self.keys,
+            issuer: &self.config.issuer,
+            max_lifetime: self.config.max_access_token_ttl.as_secs() as i64,
+            now,
+        }
+    }
+
+    /// Verifies an access token fully: signature, claims, blocklist, token version.
+    pub fn check_access_token(
+        &self,
+        token: &str,
+    ) -> std::result::Result<(AccessClaims, Jti), Reject> {
+        let rules = self.rules(self.clock.now());
+        let found = self.verified.verify(token, &rules)?;
+        let (claims, jti) = (found.claims.clone(), found.jti);
+        if self.revocations.is_blocked(jti) {
+            return Err(Reject::Revoked);
+        }
+        if claims.ver < self.revocations.version(&claims.sub) {
+            return Err(Reject::OldVersion);
+        }
+        Ok((claims, jti))
+    }
+
+    /// RFC 7662 introspection (caller needs `tessera:introspect`). Every kind of bad
+    /// token is `Inactive`; the reason goes to metrics and debug logs only.
+    pub async fn introspect(&self, caller: &Caller, token: &str) -> Result<Introspection> {
+        caller.require(auth::SCOPE_INTROSPECT)?;
+        if token.is_empty() {
+            return Err(Error::InvalidArgument("token is required".into()));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "token longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        // Fail-static, then closed: memory answers while the shared database is away,
+        // but not for longer than `max_staleness` (a revocation made elsewhere in the
+        // meantime could not have reached it).
+        if self.store.staleness().exceeds(self.config.max_staleness) {
+            return Err(Error::Unavailable);
+        }
+        let now = self.clock.now();
+        // The three kinds have disjoint shapes, so the hint never changes the answer.
+        if token.starts_with("tsk_") {
+            return Ok(match self.callers.check(token, now) {
+                Some(c) => {
+                    Metrics::inc(&self.metrics.introspect_active);
+                    Introspection::ApiKey(Box::new(c.row.clone()))
+                }
+                None => {
+                    Metrics::inc(&self.metrics.introspect_inactive_opaque);
+                    Introspection::Inactive
+                }
+            });
+        }
+        if token.starts_with(opaque::REFRESH_PREFIX) {
+            let found = self.live_refresh(token, now).await?;
+            return Ok(match found {
+                Some(pair) => {
+                    Metrics::inc(&self.metrics.introspect_active);
+                    Introspection::RefreshToken(Box::new(pair))
+                }
+                None => {
+                    Metrics::inc(&self.metrics.introspect_inactive_opaque);
+                    Introspection::Inactive
+                }
+            });
+        }
+        Ok(match self.check_access_token(token) {
+            Ok((claims, _)) => {
+                Metrics::inc(&self.metrics.introspect_active);
+                Introspection::AccessToken(Box::new(claims))
+            }
+            Err(reason) => {
+                self.metrics.inactive(reason);
+                tracing::debug!(reason = reason.label(), "introspect: inactive access token");
+                Introspection::Inactive
+            }
+        })
+    }
+
+    /// A refresh token that is unused, unexpired and in a live family.
+    async fn live_refresh(&self, token: &str, now: i64) -> Result<Option<(TokenRow, FamilyRow)>> {
+        if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
+            return Ok(None);
+        }
+        let hash = opaque::hash(token);
+        let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
+        Ok(found.filter(|(t, f)| {
+            t.used_at.is_none()
+                && f.revoked_at.is_none()
+                && now < t.expires_at
+                && now < f.absolute_expires_at
+        }))
+    }
+}
