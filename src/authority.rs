@@ -23,11 +23,11 @@ use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
-use crate::store::refresh::{self};
+use crate::store::refresh;
 use crate::store::revocation as revocation_rows;
 use crate::store::{Location, Store};
+use crate::tokens;
 use crate::tokens::cache::{self as verified_cache, VerifiedCache};
-use crate::tokens::{self};
 
 /// File the bootstrap admin key is written to, inside the data dir.
 pub const ADMIN_KEY_FILE: &str = "admin.key";

@@ -17,7 +17,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-const PREFIX: &str = "tsk_";
+/// Every API key starts with this, so secret scanners can match it.
+pub(crate) const PREFIX: &str = "tsk_";
 const SECRET_LEN: usize = 43;
 const CHECK_LEN: usize = 6;
 /// Longest well-formed key; anything longer is rejected before any work.

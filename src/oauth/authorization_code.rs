@@ -5,10 +5,10 @@ use crate::auth::Caller;
 use crate::authority::{Authority, Secretish, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Reuse};
-use crate::oauth::rules::{self};
+use crate::oauth::rules::{self, CodeUse};
 use crate::store::audit;
-use crate::store::clients::{self};
-use crate::store::codes::{self};
+use crate::store::clients;
+use crate::store::codes;
 use crate::store::lineage;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::tokens::AccessTokenRequest;
@@ -75,13 +75,15 @@ impl Authority {
         }
         rules::verify_pkce(&req.code_verifier.0, &code.code_challenge)?;
         let now = self.clock.now();
-        let reused = code.used_at.is_some();
-        if !reused && now >= code.expires_at {
-            return Err(Error::InvalidGrant("authorization code has expired"));
-        }
+        let first = match rules::code_use(code.used_at, code.expires_at, now) {
+            CodeUse::Expired => return Err(Error::InvalidGrant("authorization code has expired")),
+            CodeUse::First => true,
+            // Decided again in the write, which revokes what the first use issued.
+            CodeUse::Replay => false,
+        };
 
         let mut minted = None;
-        if !reused {
+        if first {
             let at = AccessTokenRequest {
                 subject: code.subject.clone(),
                 audience: vec![client.id.clone()],
@@ -135,18 +137,25 @@ impl Authority {
                 let Some(cur) = codes::find(c, &hash)? else {
                     return Ok(Spent::Dead);
                 };
-                if let Some((family, row, jti, exp)) = issue
-                    && codes::redeem(c, &hash, now, &family.id, &jti, exp)?
-                {
-                    refresh::insert_family(c, &family)?;
-                    refresh::insert_token(c, &row)?;
-                    refresh::record_access_token(c, &family.id, &jti, exp)?;
-                    audit::append(c, &redeemed)?;
-                    return Ok(Spent::Fresh);
-                }
-                if cur.used_at.is_none() {
-                    // Expired between the read and this write.
-                    return Ok(Spent::Dead);
+                match rules::code_use(cur.used_at, cur.expires_at, now) {
+                    CodeUse::Expired => return Ok(Spent::Dead),
+                    CodeUse::First => {
+                        // Writes are serialized, so the conditional update cannot lose
+                        // here; if it does (no successor was minted because the read
+                        // saw the code used), nothing changes.
+                        let Some((family, row, jti, exp)) = issue else {
+                            return Ok(Spent::Dead);
+                        };
+                        if !codes::redeem(c, &hash, now, &family.id, &jti, exp)? {
+                            return Ok(Spent::Dead);
+                        }
+                        refresh::insert_family(c, &family)?;
+                        refresh::insert_token(c, &row)?;
+                        refresh::record_access_token(c, &family.id, &jti, exp)?;
+                        audit::append(c, &redeemed)?;
+                        return Ok(Spent::Fresh);
+                    }
+                    CodeUse::Replay => {}
                 }
                 // Used before (a replay, or the loser of a race): revoke what it issued.
                 let mut roots = match &cur.family_id {

@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::authority::{Authority, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::oauth::rules::{self};
+use crate::oauth::rules;
 use crate::tokens::AccessTokenRequest;
 use crate::tokens::check_field;
 

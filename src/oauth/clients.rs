@@ -6,7 +6,7 @@ use crate::auth::{self, Caller, Principal};
 use crate::authority::{Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::oauth::rules::{self};
+use crate::oauth::rules;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};

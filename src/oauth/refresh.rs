@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Reuse};
 use crate::oauth::rules::{self, GraceRecord, RefreshUse};
 use crate::store::audit;
-use crate::store::clients::{self};
+use crate::store::clients;
 use crate::store::refresh::{self, GraceRow, TokenRow};
 use crate::tokens::AccessTokenRequest;
 use crate::tokens::opaque;

@@ -291,6 +291,29 @@ pub fn actor_claim(actor_sub: &str, actor_client_id: &str, prior: Option<&Value>
     Ok(Value::Object(act))
 }
 
+/// What a presented authorization code turns out to be, decided in the write that
+/// spends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeUse {
+    /// Never used and still inside its lifetime: redeem it.
+    First,
+    /// Never used but expired: refuse, revoke nothing.
+    Expired,
+    /// Used before (a replay, or the loser of a race): what the first redemption
+    /// issued is revoked. There is no grace period for codes (OAuth 2.1 §4.1.3).
+    Replay,
+}
+
+/// Classifies a presented authorization code from its row: `used_at` and `expires_at`
+/// as stored, at instant `now`.
+pub fn code_use(used_at: Option<i64>, expires_at: i64, now: i64) -> CodeUse {
+    match used_at {
+        Some(_) => CodeUse::Replay,
+        None if now >= expires_at => CodeUse::Expired,
+        None => CodeUse::First,
+    }
+}
+
 /// What a presented refresh token turns out to be, decided in the write that spends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshUse {

@@ -1,15 +1,16 @@
 //! RFC 7009 revocation, family revocation and token-version bumps, as [`Authority`]
 //! methods. Each answers only once its write is durable, then updates memory.
 
+use super::target::{self, Named, Presented};
 use crate::apikeys::last_live_admin;
 use crate::auth::{self, Caller};
 use crate::authority::{Authority, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::apikeys::{self as apikey_rows};
-use crate::store::audit::{self};
+use crate::store::audit;
 use crate::store::lineage;
-use crate::store::refresh::{self};
+use crate::store::refresh::{self, FamilyRow};
 use crate::store::revocation as revocation_rows;
 use crate::tokens::verify::{self, MAX_TOKEN_LEN};
 use crate::tokens::{self, Jti, check_field, opaque};
@@ -48,7 +49,8 @@ impl Authority {
             return Err(Error::InvalidArgument("token is required".into()));
         }
         // Decided by shape alone, so the answer says nothing about the key's validity.
-        if token.starts_with("tsk_") {
+        let presented = target::presented(token);
+        if presented == Presented::ApiKey {
             return Err(Error::UnsupportedTokenType(
                 "API keys are not revoked here: use the gRPC Revoke call".into(),
             ));
@@ -70,71 +72,68 @@ impl Authority {
                 "this token was not issued to the authenticated client".into(),
             )
         };
-        if token.starts_with(opaque::REFRESH_PREFIX) {
-            if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
-                return self.audit_noop(caller, now).await;
+        match presented {
+            Presented::ApiKey | Presented::MalformedRefreshToken => {
+                self.audit_noop(caller, now).await
             }
-            let hash = opaque::hash(token);
-            let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
-            return match found {
-                Some((_, family)) if family.client_id == client => {
+            Presented::RefreshToken => match self.refresh_family_of(token).await? {
+                Some(family) if family.client_id == client => {
                     self.revoke_family(caller, &family.id, "refresh.revoked", now)
                         .await
                 }
                 Some(_) => Err(not_yours()),
                 None => self.audit_noop(caller, now).await,
-            };
-        }
-        let rules = self.rules(now);
-        match verify::verify(token, &rules) {
-            Ok((claims, jti)) if claims.client_id == client => {
-                self.block(caller, jti, &claims.jti, claims.exp, now).await
-            }
-            Ok(_) => Err(not_yours()),
-            Err(_) => self.audit_noop(caller, now).await,
+            },
+            Presented::AccessToken => match verify::verify(token, &self.rules(now)) {
+                Ok((claims, jti)) if claims.client_id == client => {
+                    self.block(caller, jti, &claims.jti, claims.exp, now).await
+                }
+                Ok(_) => Err(not_yours()),
+                Err(_) => self.audit_noop(caller, now).await,
+            },
         }
     }
 
     async fn revoke_token(&self, caller: &Caller, token: &str, now: i64) -> Result<()> {
-        if token.starts_with("tsk_") {
+        match target::presented(token) {
             // Only the real key revokes itself: a right id with a wrong secret is a no-op.
-            return match self.callers.check(token, now) {
+            Presented::ApiKey => match self.callers.check(token, now) {
                 Some(c) => self.revoke_api_key(caller, &c.row.id.clone(), now).await,
                 None => self.audit_noop(caller, now).await,
-            };
-        }
-        if token.starts_with(opaque::REFRESH_PREFIX) {
-            if !opaque::well_formed(token, opaque::REFRESH_PREFIX) {
-                return self.audit_noop(caller, now).await;
-            }
-            let hash = opaque::hash(token);
-            let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
-            return match found {
-                Some((_, family)) => {
+            },
+            Presented::RefreshToken => match self.refresh_family_of(token).await? {
+                Some(family) => {
                     self.revoke_family(caller, &family.id, "refresh.revoked", now)
                         .await
                 }
                 None => self.audit_noop(caller, now).await,
-            };
-        }
-        // An access token: only a genuine one of ours names a jti worth blocking.
-        let rules = self.rules(now);
-        match verify::verify(token, &rules) {
-            Ok((claims, jti)) => self.block(caller, jti, &claims.jti, claims.exp, now).await,
-            Err(_) => self.audit_noop(caller, now).await,
+            },
+            Presented::MalformedRefreshToken => self.audit_noop(caller, now).await,
+            // Only a genuine access token of ours names a jti worth blocking.
+            Presented::AccessToken => match verify::verify(token, &self.rules(now)) {
+                Ok((claims, jti)) => self.block(caller, jti, &claims.jti, claims.exp, now).await,
+                Err(_) => self.audit_noop(caller, now).await,
+            },
         }
     }
 
+    /// The family of a (well-formed) refresh token, used or not.
+    async fn refresh_family_of(&self, token: &str) -> Result<Option<FamilyRow>> {
+        let hash = opaque::hash(token);
+        let found = self.store.read(move |c| refresh::find(c, &hash)).await?;
+        Ok(found.map(|(_, family)| family))
+    }
+
     async fn revoke_id(&self, caller: &Caller, id: &str, now: i64) -> Result<()> {
-        if id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return self.revoke_api_key(caller, id, now).await;
+        match target::named(id) {
+            Named::ApiKey => self.revoke_api_key(caller, id, now).await,
+            Named::AccessToken(jti) => {
+                // Without the token its exp is unknown: keep the entry as long as any token lives.
+                let exp = now + self.config.max_access_token_ttl.as_secs() as i64;
+                self.block(caller, jti, id, exp, now).await
+            }
+            Named::Nothing => self.audit_noop(caller, now).await,
         }
-        if let Some(jti) = tokens::parse_jti(id) {
-            // Without the token its exp is unknown: keep the entry as long as any token lives.
-            let exp = now + self.config.max_access_token_ttl.as_secs() as i64;
-            return self.block(caller, jti, id, exp, now).await;
-        }
-        self.audit_noop(caller, now).await
     }
 
     /// Revokes an API key, under the rules that prevent a lock-out from below: the

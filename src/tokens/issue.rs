@@ -7,7 +7,7 @@ use crate::auth::{self, Caller};
 use crate::authority::{Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::audit::{self};
+use crate::store::audit;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::tokens::claims::{AccessClaims, REGISTERED};
 use crate::tokens::{self, check_field, check_list, normalize_scopes, opaque};

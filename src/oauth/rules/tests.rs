@@ -328,3 +328,17 @@ fn refresh_use_honours_only_a_timely_retry_by_the_same_client() {
         );
     }
 }
+
+#[test]
+fn code_use_tells_first_use_expiry_and_replay_apart() {
+    let rows = [
+        ("unused, young", None, 100, 99, CodeUse::First),
+        ("unused, at expiry", None, 100, 100, CodeUse::Expired),
+        ("unused, past expiry", None, 100, 160, CodeUse::Expired),
+        ("used, young", Some(90), 100, 95, CodeUse::Replay),
+        ("used, past expiry", Some(90), 100, 500, CodeUse::Replay),
+    ];
+    for (name, used_at, expires_at, now, want) in rows {
+        assert_eq!(code_use(used_at, expires_at, now), want, "{name}");
+    }
+}
