@@ -31,6 +31,7 @@ use tessera::keys::provider;
 use tessera::ratelimit::RateLimit;
 use tessera::revocation::Revocations;
 use tessera::store::apikeys::ApiKeyRow;
+use tessera::test_support;
 use tessera::tokens::{AccessTokenRequest, Introspection};
 
 /// Signs with raw *ring*.
@@ -139,7 +140,7 @@ fn token_request() -> (AccessTokenRequest, Vec<String>) {
 impl Service {
     fn mint(&self) -> String {
         let (req, scopes) = token_request();
-        let now = self.authority.clock.now();
+        let now = test_support::clock(&self.authority).now();
         self.authority
             .mint(&req, &scopes, 900, None, now)
             .expect("mint")
@@ -293,23 +294,26 @@ fn sign_and_verify(c: &mut Criterion<ThreadCpu>) {
 /// nothing else.
 fn limited_key(svc: &Service) -> String {
     let (id, key) = tessera::apikeys::generate("bench");
-    let now = svc.authority.clock.now();
-    svc.authority.callers.insert(ApiKeyRow {
-        id,
-        secret_hash: tessera::apikeys::hash(key.expose()),
-        owner: "bench".into(),
-        name: "limited".into(),
-        environment: "bench".into(),
-        scopes: vec![SCOPE_ADMIN.to_string()],
-        exchange_audiences: Vec::new(),
-        created_at: now,
-        expires_at: now + 3600,
-        revoked_at: None,
-        rate_limit: Some(RateLimit {
-            per_second: 1_000_000_000,
-            burst: u32::MAX,
-        }),
-    });
+    let now = test_support::clock(&svc.authority).now();
+    test_support::make_live_in_memory(
+        &svc.authority,
+        ApiKeyRow {
+            id,
+            secret_hash: tessera::apikeys::hash(key.expose()),
+            owner: "bench".into(),
+            name: "limited".into(),
+            environment: "bench".into(),
+            scopes: vec![SCOPE_ADMIN.to_string()],
+            exchange_audiences: Vec::new(),
+            created_at: now,
+            expires_at: now + 3600,
+            revoked_at: None,
+            rate_limit: Some(RateLimit {
+                per_second: 1_000_000_000,
+                burst: u32::MAX,
+            }),
+        },
+    );
     key.expose().to_string()
 }
 
@@ -317,15 +321,14 @@ const PEER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 
 
 fn api_key(c: &mut Criterion<ThreadCpu>) {
     let svc = service(SigningAlg::EdDSA);
-    let now = svc.authority.clock.now();
+    let now = test_support::clock(&svc.authority).now();
     c.bench_function("api_key/check", |b| {
         b.iter(|| {
-            assert!(
-                svc.authority
-                    .callers
-                    .check(black_box(&svc.admin_key), now)
-                    .is_some()
-            )
+            assert!(test_support::api_key_is_live(
+                &svc.authority,
+                black_box(&svc.admin_key),
+                now
+            ))
         })
     });
     // What the interceptor runs: address throttle, key check, rate limit.
@@ -461,7 +464,7 @@ impl Service {
 
     /// The active key's public half, as ring takes it.
     fn public_key(&self) -> Vec<u8> {
-        let set = self.authority.keys.current();
+        let set = test_support::key_set(&self.authority);
         match set.verifying[&set.active.kid].decoding.kind() {
             DecodingKeyKind::SecretOrDer(bytes) => bytes.clone(),
             DecodingKeyKind::RsaModulusExponent { .. } => unreachable!("EdDSA or ES256"),
@@ -484,7 +487,7 @@ fn ratio_line(what: &str, (a, b, r): (f64, f64, f64), target: &str) {
 /// path (throttle check included) costs over the bare key check.
 fn api_key_ratios() {
     let svc = service(SigningAlg::EdDSA);
-    let now = svc.authority.clock.now();
+    let now = test_support::clock(&svc.authority).now();
     let limited = limited_key(&svc);
     let unlimited = |_: &()| {
         assert!(authenticate(&svc.authority, black_box(&svc.admin_key), PEER).is_ok());
@@ -503,12 +506,11 @@ fn api_key_ratios() {
         paired(
             |n| vec![(); n],
             |_| {
-                assert!(
-                    svc.authority
-                        .callers
-                        .check(black_box(&svc.admin_key), now)
-                        .is_some()
-                )
+                assert!(test_support::api_key_is_live(
+                    &svc.authority,
+                    black_box(&svc.admin_key),
+                    now
+                ))
             },
             unlimited,
         ),
@@ -558,7 +560,7 @@ fn paired_ratios() {
             ),
             "(target ≤ 1.10)",
         );
-        let set = svc.authority.keys.current();
+        let set = test_support::key_set(&svc.authority);
         let decoding = &set.verifying[&set.active.kid].decoding;
         line(
             &format!("{name} verify: provider / ring"),

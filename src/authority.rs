@@ -32,30 +32,32 @@ use crate::tokens::cache::{self as verified_cache, VerifiedCache};
 /// File the bootstrap admin key is written to, inside the data dir.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 
-/// The service's state and operations.
+/// The service's state and operations. Its fields are visible to the crate so that
+/// the domain modules' `impl Authority` blocks can reach them; handlers in `service/`
+/// go through methods only.
 pub struct Authority {
     /// Configuration.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// Time.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// Source of truth.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Signing keys.
-    pub keys: Keyring,
+    pub(crate) keys: Keyring,
     /// Blocklist and token versions (memory).
-    pub revocations: Revocations,
+    pub(crate) revocations: Revocations,
     /// Live API keys (memory).
-    pub callers: Callers,
+    pub(crate) callers: Callers,
     /// Failed authentications per source address.
-    pub throttle: crate::ratelimit::FailureThrottle,
+    pub(crate) throttle: crate::ratelimit::FailureThrottle,
     /// Counters.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Access tokens whose signature and claims already verified.
-    pub verified: VerifiedCache,
+    pub(crate) verified: VerifiedCache,
     /// Signs the List RPCs' page tokens.
-    pub page_tokens: PageTokens,
+    pub(crate) page_tokens: PageTokens,
     /// Rotated-in client secrets → their client (memory).
-    pub client_keys: crate::oauth::ClientKeys,
+    pub(crate) client_keys: crate::oauth::ClientKeys,
 }
 
 impl std::fmt::Debug for Authority {
@@ -261,6 +263,36 @@ impl Authority {
             tracing::info!(key_id = %id, "bootstrap admin API key installed from TESSERA_BOOTSTRAP_ADMIN_KEY");
         }
         Ok(())
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Can the store take writes (for readiness)?
+    pub(crate) fn storage_healthy(&self) -> bool {
+        self.store.healthy()
+    }
+
+    /// The client an API key authenticates as (see [`ClientKeys::client_of`]).
+    ///
+    /// [`ClientKeys::client_of`]: crate::oauth::ClientKeys::client_of
+    pub(crate) fn client_of_key(&self, key_id: &str) -> String {
+        self.client_keys.client_of(key_id)
+    }
+
+    /// The service's share of `/metrics`: its counters and gauges, the store's and the
+    /// verified-token cache's figures.
+    pub(crate) fn metrics_text(&self) -> String {
+        let gauges = crate::metrics::Gauges {
+            blocklist_len: self.revocations.blocklist_len(),
+            signing_key_age_seconds: self.clock.now() - self.keys.current().active.created_at,
+        };
+        let mut body = self.metrics.render(gauges);
+        self.store.stats.render(&mut body);
+        self.verified.render(&mut body);
+        body
     }
 
     /// Rotates the signing key (admin only): publishes a successor that signs after

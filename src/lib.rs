@@ -22,6 +22,7 @@
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
+//! - [`test_support`] what the integration tests and benchmarks may see of the internals
 //! - [`admin`]      `tessera admin`: the CLI over gRPC, and offline recover, import-key, reseal, backup
 
 pub mod admin;
@@ -44,6 +45,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod test_support;
 pub mod tls;
 pub mod tokens;
 pub mod watch;

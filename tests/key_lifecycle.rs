@@ -267,22 +267,21 @@ async fn revoking_the_signing_key_while_a_successor_waits_promotes_the_successor
 /// run alongside and the store's read counter is the JWKS's alone.
 #[tokio::test]
 async fn two_hundred_jwks_requests_do_no_store_read_even_as_a_window_ends() {
-    use std::sync::atomic::Ordering::Relaxed;
+    use tessera::test_support;
     let tmp = tempfile::tempdir().unwrap();
     let clock = Clock::system();
     let config = std::sync::Arc::new(test_config(tmp.path()));
     let a = tessera::authority::Authority::open(config.clone(), clock.clone())
         .await
         .unwrap();
-    let old = a.keys.current().active.kid.clone();
-    let now = clock.now();
-    a.keys.rotate(now, now, "-", "test").await.unwrap();
-    let new = a.keys.current().active.kid.clone();
+    let old = test_support::key_set(&a).active.kid.clone();
+    test_support::rotate_signing_key_now(&a).await.unwrap();
+    let new = test_support::key_set(&a).active.kid.clone();
     assert!(a.jwks_json().contains(&old), "retired keys stay published");
 
     let window = config.max_access_token_ttl.as_secs() as i64 + 60;
     clock.advance(window + 1);
-    let reads = a.store.stats.reads.load(Relaxed);
+    let reads = test_support::store_reads(&a);
     for i in 0..200 {
         let jwks = a.jwks_json();
         assert!(
@@ -291,7 +290,7 @@ async fn two_hundred_jwks_requests_do_no_store_read_even_as_a_window_ends() {
         );
         assert!(jwks.contains(&new), "request {i}");
     }
-    assert_eq!(a.store.stats.reads.load(Relaxed) - reads, 0);
+    assert_eq!(test_support::store_reads(&a) - reads, 0);
 }
 
 fn config_in(dir: &Path, f: impl FnOnce(&mut Config)) -> Config {

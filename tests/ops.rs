@@ -182,8 +182,7 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
     }
     assert_eq!(authorities.len(), 1, "one instance holds the data dir");
     let a = &authorities[0];
-    let (keys, admins): (i64, i64) = a
-        .store
+    let (keys, admins): (i64, i64) = tessera::test_support::store(a)
         .read(|c| {
             let k = c.query_row(
                 "SELECT count(*) FROM signing_keys",
@@ -203,8 +202,7 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
     assert_eq!(admins, 1, "one bootstrap admin key");
     let file_key = std::fs::read_to_string(tmp.path().join("admin.key")).unwrap();
     // The key in the file is the one in the database.
-    let id: String = a
-        .store
+    let id: String = tessera::test_support::store(a)
         .read(|c| {
             Ok(c.query_row(
                 "SELECT id FROM api_keys",

@@ -71,7 +71,7 @@ async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if !s.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else if !s.authority.store.healthy() {
+    } else if !s.authority.storage_healthy() {
         (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
     } else {
         (StatusCode::OK, "ready")
@@ -79,14 +79,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let a = &s.authority;
-    let gauges = crate::metrics::Gauges {
-        blocklist_len: a.revocations.blocklist_len(),
-        signing_key_age_seconds: a.clock.now() - a.keys.current().active.created_at,
-    };
-    let mut body = a.metrics.render(gauges);
-    a.store.stats.render(&mut body);
-    a.verified.render(&mut body);
+    let mut body = s.authority.metrics_text();
     crate::metrics::render_process(&mut body);
     s.net.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -229,7 +229,7 @@ pub fn client_key(
 /// as: the key's own id, or, for a rotated-in client secret, its client's id.
 fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(), Error> {
     match crate::apikeys::parse(key) {
-        Some(p) if authority.client_keys.client_of(p.id) == client_id => Ok(()),
+        Some(p) if authority.client_of_key(p.id) == client_id => Ok(()),
         _ => Err(Error::Unauthenticated("client authentication failed")),
     }
 }
@@ -324,14 +324,14 @@ pub async fn introspect(
         }
         Introspection::ApiKey(k) => json!({
             "active": true, "token_type": "api_key", "scope": k.scopes.join(" "), "client_id": k.id,
-            "sub": k.owner, "iss": a.config.issuer, "iat": k.created_at, "exp": k.expires_at,
+            "sub": k.owner, "iss": a.config().issuer, "iat": k.created_at, "exp": k.expires_at,
             "jti": k.id, "owner": k.owner, "environment": k.environment,
         }),
         Introspection::RefreshToken(pair) => {
             let (t, f) = &*pair;
             json!({
                 "active": true, "token_type": "refresh_token", "scope": f.scopes.join(" "),
-                "client_id": f.client_id, "sub": f.subject, "aud": f.audience, "iss": a.config.issuer,
+                "client_id": f.client_id, "sub": f.subject, "aud": f.audience, "iss": a.config().issuer,
                 "iat": t.issued_at, "exp": t.expires_at.min(f.absolute_expires_at), "jti": t.id,
             })
         }
@@ -363,15 +363,15 @@ pub async fn revoke(
 /// authenticate with `none` at the token endpoint. No JWT client authentication is
 /// offered, so no `*_signing_alg_values_supported` member is published.
 pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
-    let iss = a.config.issuer.trim_end_matches('/');
-    let code_flow = a.config.authorization_endpoint.as_deref();
+    let iss = a.config().issuer.trim_end_matches('/');
+    let code_flow = a.config().authorization_endpoint.as_deref();
     let grant_types: Vec<&str> = GRANT_TYPES
         .iter()
         .copied()
         .filter(|g| code_flow.is_some() || *g != "authorization_code")
         .collect();
     let mut doc = json!({
-        "issuer": a.config.issuer,
+        "issuer": a.config().issuer,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "token_endpoint": format!("{iss}/oauth2/token"),
         "introspection_endpoint": format!("{iss}/oauth2/introspect"),
