@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tessera::apikeys::NewApiKey;
 use tessera::auth::Caller;
 use tessera::authority::{Authority, Secretish};
 use tessera::clock::Clock;
@@ -266,13 +267,13 @@ async fn token_exchange_errors_follow_rfc8693() {
         .authority
         .issue_api_key(
             &f.admin,
-            "team".into(),
-            "svc".into(),
-            "test".into(),
-            Vec::new(),
-            strings(&["next"]),
-            None,
-            None,
+            NewApiKey {
+                owner: "team".into(),
+                name: "svc".into(),
+                environment: "test".into(),
+                exchange_audiences: strings(&["next"]),
+                ..NewApiKey::default()
+            },
         )
         .await
         .unwrap();

@@ -17,20 +17,22 @@ pub const DEFAULT_ROTATION_OVERLAP: i64 = 24 * 3600;
 /// The longest overlap of a rotation (30 days).
 pub const MAX_ROTATION_OVERLAP: i64 = 30 * 24 * 3600;
 
-/// What a rotated API key's successor is to be; empty fields are inherited.
+/// What a new API key is to be. When it is a rotated key's successor, the empty fields
+/// (and a `rate_limit` of `None`) are inherited from the key rotated; `ttl` never is.
 #[derive(Debug, Clone, Default)]
-pub struct ApiKeyRotation {
-    /// Owner (inherited if empty).
+pub struct NewApiKey {
+    /// Who the key is for (required).
     pub owner: String,
-    /// Service name (inherited if empty).
+    /// Service name.
     pub name: String,
-    /// Environment (inherited if empty).
+    /// Environment label in the key text, 1-16 of `[a-z0-9]`.
     pub environment: String,
-    /// Scopes (inherited if empty).
+    /// Scopes the key holds.
     pub scopes: Vec<String>,
-    /// Exchange audiences (inherited if empty).
+    /// Audiences the key may ask for in a token exchange; empty means it may not
+    /// exchange at all.
     pub exchange_audiences: Vec<String>,
-    /// Rate limit (inherited if `None`).
+    /// Requests per second and burst; `None` means unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Lifetime in seconds (default: `api_key_ttl`; never inherited).
     pub ttl: Option<i64>,
@@ -84,18 +86,20 @@ impl Authority {
 
     /// Checks what a new API key is to be and builds its row (with `now` as its
     /// creation time) and text. Nothing is stored.
-    #[allow(clippy::too_many_arguments)]
-    fn new_api_key(
+    pub(crate) fn new_api_key(
         &self,
-        owner: String,
-        name: String,
-        environment: String,
-        scopes: Vec<String>,
-        exchange_audiences: Vec<String>,
-        ttl: Option<i64>,
-        rate_limit: Option<RateLimit>,
+        spec: NewApiKey,
         now: i64,
     ) -> Result<(ApiKeyRow, apikeys::ApiKey)> {
+        let NewApiKey {
+            owner,
+            name,
+            environment,
+            scopes,
+            exchange_audiences,
+            rate_limit,
+            ttl,
+        } = spec;
         check_field("owner", &owner, true)?;
         check_field("name", &name, false)?;
         if !apikeys::valid_environment(&environment) {
@@ -144,30 +148,10 @@ impl Authority {
 
     /// Issues an API key (admin only). `exchange_audiences` are the audiences the key
     /// may ask for in a token exchange; empty means it may not exchange at all.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn issue_api_key(
-        &self,
-        caller: &Caller,
-        owner: String,
-        name: String,
-        environment: String,
-        scopes: Vec<String>,
-        exchange_audiences: Vec<String>,
-        ttl: Option<i64>,
-        rate_limit: Option<RateLimit>,
-    ) -> Result<Issued> {
+    pub async fn issue_api_key(&self, caller: &Caller, spec: NewApiKey) -> Result<Issued> {
         caller.require(auth::SCOPE_ADMIN)?;
         let now = self.clock.now();
-        let (row, key) = self.new_api_key(
-            owner,
-            name,
-            environment,
-            scopes,
-            exchange_audiences,
-            ttl,
-            rate_limit,
-            now,
-        )?;
+        let (row, key) = self.new_api_key(spec, now)?;
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
         let entry = audit_entry(caller, now, "api_key.issued", &id)
             .with("owner", row.owner.clone())
@@ -198,7 +182,7 @@ impl Authority {
         caller: &Caller,
         from: &str,
         overlap: Option<i64>,
-        next: ApiKeyRotation,
+        next: NewApiKey,
     ) -> Result<Issued> {
         self.rotate_key(caller, from, overlap, next, None).await
     }
@@ -212,7 +196,7 @@ impl Authority {
         caller: &Caller,
         from: &str,
         overlap: Option<i64>,
-        next: ApiKeyRotation,
+        next: NewApiKey,
         client: Option<String>,
     ) -> Result<Issued> {
         let principal = caller.require(auth::SCOPE_ADMIN)?;
@@ -260,16 +244,16 @@ impl Authority {
                 given
             }
         };
-        let (row, key) = self.new_api_key(
-            pick(next.owner, &old.owner),
-            pick(next.name, &old.name),
-            pick(next.environment, &old.environment),
-            pick_list(next.scopes, &old.scopes),
-            pick_list(next.exchange_audiences, &old.exchange_audiences),
-            next.ttl,
-            next.rate_limit.or(old.rate_limit),
-            now,
-        )?;
+        let successor = NewApiKey {
+            owner: pick(next.owner, &old.owner),
+            name: pick(next.name, &old.name),
+            environment: pick(next.environment, &old.environment),
+            scopes: pick_list(next.scopes, &old.scopes),
+            exchange_audiences: pick_list(next.exchange_audiences, &old.exchange_audiences),
+            rate_limit: next.rate_limit.or(old.rate_limit),
+            ttl: next.ttl,
+        };
+        let (row, key) = self.new_api_key(successor, now)?;
         let (id, scopes, expires_at) = (row.id.clone(), row.scopes.clone(), row.expires_at);
         let old_is_admin = old.scopes.iter().any(|s| s == auth::SCOPE_ADMIN);
         let new_is_admin = scopes.iter().any(|s| s == auth::SCOPE_ADMIN);

@@ -9,5 +9,5 @@ pub mod live;
 
 pub use format::{ApiKey, MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
 pub(crate) use issue::last_live_admin;
-pub use issue::{ApiKeyRotation, DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, SERVICE_SCOPES};
+pub use issue::{DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, NewApiKey, SERVICE_SCOPES};
 pub use live::{Caller, Callers};

@@ -10,7 +10,7 @@ use crate::store::audit;
 use crate::store::clients;
 use crate::store::codes;
 use crate::store::lineage;
-use crate::store::refresh::{self, FamilyRow, TokenRow};
+use crate::store::refresh;
 use crate::tokens::AccessTokenRequest;
 use crate::tokens::opaque;
 
@@ -92,27 +92,15 @@ impl Authority {
             };
             let lifetime = self.access_lifetime(None, &code.scopes)?;
             let (jwt, jti, exp) = self.mint(&at, &code.scopes, lifetime, None, now)?;
-            let family = FamilyRow {
-                id: opaque::public_id(),
-                subject: code.subject.clone(),
-                client_id: client.id.clone(),
-                audience: at.audience.clone(),
-                scopes: code.scopes.clone(),
-                claims: "{}".into(),
-                created_at: now,
-                absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
-                revoked_at: None,
-            };
-            let rt = opaque::generate(opaque::REFRESH_PREFIX);
-            let row = TokenRow {
-                token_hash: opaque::hash(rt.expose()),
-                family_id: family.id.clone(),
-                id: opaque::public_id(),
-                issued_at: now,
-                expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
-                    .min(family.absolute_expires_at),
-                used_at: None,
-            };
+            let family = self.new_family(
+                &code.subject,
+                &client.id,
+                &at.audience,
+                &code.scopes,
+                "{}".into(),
+                now,
+            );
+            let (rt, row) = self.new_refresh_token(&family, now);
             minted = Some((jwt, jti, exp, rt, row, family));
         }
         let issue = minted

@@ -1,13 +1,13 @@
 //! OAuth clients: registration, secret rotation, and authentication of a client by
 //! its secret (an API key).
 
-use crate::apikeys;
+use crate::apikeys::NewApiKey;
 use crate::auth::{self, Caller, Principal};
 use crate::authority::{Authority, Issued, Secretish, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules;
-use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
+use crate::store::apikeys as apikey_rows;
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
 use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
@@ -101,25 +101,23 @@ impl Authority {
             ));
         }
         let now = self.clock.now();
-        let (id, secret) = if reg.public {
-            (opaque::public_id(), None)
+        // A confidential client's secret is an API key like any other, whose id is
+        // the client id; a public client has an id and nothing to authenticate with.
+        let (id, key_row, secret) = if reg.public {
+            (opaque::public_id(), None, None)
         } else {
-            let (id, key) = apikeys::generate(CLIENT_KEY_ENVIRONMENT);
-            (id, Some(key))
+            let (row, key) = self.new_api_key(
+                NewApiKey {
+                    owner: reg.name.clone(),
+                    name: "oauth-client".into(),
+                    environment: CLIENT_KEY_ENVIRONMENT.into(),
+                    scopes: scopes.clone(),
+                    ..NewApiKey::default()
+                },
+                now,
+            )?;
+            (row.id.clone(), Some(row), Some(key))
         };
-        let key_row = secret.as_ref().map(|k| ApiKeyRow {
-            id: id.clone(),
-            secret_hash: apikeys::hash(k.expose()),
-            owner: reg.name.clone(),
-            name: "oauth-client".into(),
-            environment: CLIENT_KEY_ENVIRONMENT.into(),
-            scopes: scopes.clone(),
-            exchange_audiences: Vec::new(),
-            created_at: now,
-            expires_at: now + self.config.api_key_ttl.as_secs() as i64,
-            revoked_at: None,
-            rate_limit: None,
-        });
         let client = ClientRow {
             id: id.clone(),
             name: reg.name,
@@ -194,7 +192,7 @@ impl Authority {
                 caller,
                 &current,
                 overlap,
-                crate::apikeys::ApiKeyRotation::default(),
+                NewApiKey::default(),
                 Some(client.id.clone()),
             )
             .await?;

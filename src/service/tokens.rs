@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
-use crate::apikeys::ApiKeyRotation;
+use crate::apikeys::NewApiKey;
 use crate::authority::{Authority, Issued, Secretish};
 use crate::oauth::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
@@ -117,37 +117,26 @@ impl TokenService for TokenHandlers {
                 ));
             }
             Some(Credential::ApiKey(s)) => {
+                let spec = NewApiKey {
+                    owner: s.owner,
+                    name: s.name,
+                    environment: s.environment,
+                    scopes: s.scopes,
+                    exchange_audiences: s.exchange_audiences,
+                    ttl: ttl(s.ttl)?,
+                    rate_limit: rate_limit(s.rate_limit)?,
+                };
                 if !s.rotate_from.is_empty() {
-                    let next = ApiKeyRotation {
-                        owner: s.owner,
-                        name: s.name,
-                        environment: s.environment,
-                        scopes: s.scopes,
-                        exchange_audiences: s.exchange_audiences,
-                        ttl: ttl(s.ttl)?,
-                        rate_limit: rate_limit(s.rate_limit)?,
-                    };
                     let overlap = overlap(s.overlap)?;
                     self.0
-                        .rotate_api_key(&caller, &s.rotate_from, overlap, next)
+                        .rotate_api_key(&caller, &s.rotate_from, overlap, spec)
                         .await?
                 } else if s.overlap.is_some() {
                     return Err(Status::invalid_argument(
                         "overlap applies only with rotate_from (the key being rotated)",
                     ));
                 } else {
-                    self.0
-                        .issue_api_key(
-                            &caller,
-                            s.owner,
-                            s.name,
-                            s.environment,
-                            s.scopes,
-                            s.exchange_audiences,
-                            ttl(s.ttl)?,
-                            rate_limit(s.rate_limit)?,
-                        )
-                        .await?
+                    self.0.issue_api_key(&caller, spec).await?
                 }
             }
             Some(Credential::AccessToken(s)) => {

@@ -112,28 +112,16 @@ impl Authority {
             .with("audience", req.audience.clone())
             .with("scopes", scopes.clone());
         if req.refresh_token {
-            let family = FamilyRow {
-                id: opaque::public_id(),
-                subject: req.subject.clone(),
-                client_id: req.client_id.clone(),
-                audience: req.audience.clone(),
-                scopes: scopes.clone(),
-                claims: Value::Object(req.claims.clone()).to_string(),
-                created_at: now,
-                absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
-                revoked_at: None,
-            };
-            let rt = opaque::generate(opaque::REFRESH_PREFIX);
-            let rt_exp = (now + self.config.refresh_token_ttl.as_secs() as i64)
-                .min(family.absolute_expires_at);
-            let row = TokenRow {
-                token_hash: opaque::hash(rt.expose()),
-                family_id: family.id.clone(),
-                id: opaque::public_id(),
-                issued_at: now,
-                expires_at: rt_exp,
-                used_at: None,
-            };
+            let family = self.new_family(
+                &req.subject,
+                &req.client_id,
+                &req.audience,
+                &scopes,
+                Value::Object(req.claims.clone()).to_string(),
+                now,
+            );
+            let (rt, row) = self.new_refresh_token(&family, now);
+            let rt_exp = row.expires_at;
             entry = entry.with("refresh_family", family.id.clone());
             let jti_c = jti.clone();
             self.store
@@ -185,5 +173,49 @@ impl Authority {
         };
         let (jwt, _kid) = self.keys.sign(&claims, now)?;
         Ok((jwt, jti, exp))
+    }
+
+    /// A new refresh family: the grant a chain of refresh tokens carries, living
+    /// `refresh_family_ttl` from `now` however often it is rotated.
+    pub(crate) fn new_family(
+        &self,
+        subject: &str,
+        client_id: &str,
+        audience: &[String],
+        scopes: &[String],
+        claims: String,
+        now: i64,
+    ) -> FamilyRow {
+        FamilyRow {
+            id: opaque::public_id(),
+            subject: subject.to_string(),
+            client_id: client_id.to_string(),
+            audience: audience.to_vec(),
+            scopes: scopes.to_vec(),
+            claims,
+            created_at: now,
+            absolute_expires_at: now + self.config.refresh_family_ttl.as_secs() as i64,
+            revoked_at: None,
+        }
+    }
+
+    /// A new refresh token in `family`: its text, shown once, and its row, which holds
+    /// only the hash. It lives `refresh_token_ttl`, and never past the family.
+    pub(crate) fn new_refresh_token(
+        &self,
+        family: &FamilyRow,
+        now: i64,
+    ) -> (opaque::Opaque, TokenRow) {
+        let text = opaque::generate(opaque::REFRESH_PREFIX);
+        let row = TokenRow {
+            token_hash: opaque::hash(text.expose()),
+            family_id: family.id.clone(),
+            id: opaque::public_id(),
+            issued_at: now,
+            expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
+                .min(family.absolute_expires_at),
+            used_at: None,
+        };
+        (text, row)
     }
 }
