@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod grants;
 pub mod mint;
 pub mod pg;
 
