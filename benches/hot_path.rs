@@ -23,7 +23,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};
-use tessera::auth::{Caller, Principal, SCOPE_ADMIN, authenticate};
+use tessera::auth::{Caller, Principal, SCOPE_ADMIN};
 use tessera::authority::{ADMIN_KEY_FILE, Authority};
 use tessera::clock::Clock;
 use tessera::config::{Config, SigningAlg};
@@ -333,11 +333,23 @@ fn api_key(c: &mut Criterion<ThreadCpu>) {
     });
     // What the interceptor runs: address throttle, key check, rate limit.
     c.bench_function("api_key/authenticate", |b| {
-        b.iter(|| assert!(authenticate(&svc.authority, black_box(&svc.admin_key), PEER).is_ok()))
+        b.iter(|| {
+            assert!(
+                svc.authority
+                    .authenticate_api_key(black_box(&svc.admin_key), PEER)
+                    .is_ok()
+            )
+        })
     });
     let limited = limited_key(&svc);
     c.bench_function("api_key/authenticate_limited", |b| {
-        b.iter(|| assert!(authenticate(&svc.authority, black_box(&limited), PEER).is_ok()))
+        b.iter(|| {
+            assert!(
+                svc.authority
+                    .authenticate_api_key(black_box(&limited), PEER)
+                    .is_ok()
+            )
+        })
     });
 }
 
@@ -490,14 +502,24 @@ fn api_key_ratios() {
     let now = test_support::clock(&svc.authority).now();
     let limited = limited_key(&svc);
     let unlimited = |_: &()| {
-        assert!(authenticate(&svc.authority, black_box(&svc.admin_key), PEER).is_ok());
+        assert!(
+            svc.authority
+                .authenticate_api_key(black_box(&svc.admin_key), PEER)
+                .is_ok()
+        );
     };
     ratio_line(
         "authenticate: limited key / unlimited key",
         paired(
             |n| vec![(); n],
             unlimited,
-            |_| assert!(authenticate(&svc.authority, black_box(&limited), PEER).is_ok()),
+            |_| {
+                assert!(
+                    svc.authority
+                        .authenticate_api_key(black_box(&limited), PEER)
+                        .is_ok()
+                )
+            },
         ),
         "(target < 1.03)",
     );

@@ -3,11 +3,11 @@
 //! checked once by an interceptor before any handler runs.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tonic::{Request, Status};
 
+use crate::apikeys::Refusal;
 use crate::authority::Authority;
 use crate::error::Error;
 
@@ -122,60 +122,10 @@ impl AuthFailure {
     }
 }
 
-/// Why a presented API key did not get its caller through.
-#[derive(Debug)]
-pub enum Refusal {
-    /// The credential does not check out.
-    Failed(AuthFailure),
-    /// Over the key's rate limit, or the address is throttled: an
-    /// [`Error::RateLimited`].
-    Limited(Error),
-}
-
-/// Authenticates a presented API key (hot path: memory only). In order: an address
-/// throttled for failed authentications is refused before the key is looked at; a
-/// key that does not check out counts against its address; a good key takes one call
-/// from its rate limit. `peer` is `None` only where no address is known (in-process
-/// callers), which the throttle then skips.
-pub fn authenticate(
-    authority: &Authority,
-    key: &str,
-    peer: Option<IpAddr>,
-) -> Result<Arc<crate::apikeys::Caller>, Refusal> {
-    // One read of the monotonic clock serves the throttle check and the rate limit:
-    // it costs more than either (measured in BENCHMARKS.md, "Rate limits").
-    let instant = peer.map(|_| std::time::Instant::now());
-    if let (Some(ip), Some(at)) = (peer, instant)
-        && let Err(wait) = authority.throttle.check_at_instant(ip, at)
-    {
-        crate::metrics::Metrics::inc(&authority.metrics.rate_limited_address);
-        return Err(Refusal::Limited(Error::auth_throttled(wait)));
-    }
-    let caller = match authority.callers.verify(key, authority.clock.now()) {
-        Ok(c) => c,
-        Err(reason) => {
-            if let Some(ip) = peer
-                && authority.throttle.failed(ip)
-            {
-                // Once per block, not per refused call: the log is not a flood gauge.
-                let block = authority.config.auth_failure_block;
-                tracing::warn!(peer = %ip, ?block, "too many failed authentications: address throttled");
-            }
-            return Err(Refusal::Failed(reason));
-        }
-    };
-    if let Err(wait) = caller.admit(instant) {
-        crate::metrics::Metrics::inc(&authority.metrics.rate_limited_key);
-        tracing::debug!(key_id = %caller.row.id, "over rate limit");
-        return Err(Refusal::Limited(Error::over_rate_limit(wait)));
-    }
-    Ok(caller)
-}
-
 /// Counts and logs a refused credential: the key id when the key parses, the reason,
 /// the request id (from the span); never the key.
 fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Status {
-    authority.metrics.auth_failure(reason);
+    authority.metrics().auth_failure(reason);
     let key_id = key.and_then(crate::apikeys::parse).map(|p| p.id);
     tracing::info!(
         key_id = %key_id.unwrap_or("-"),
@@ -276,10 +226,12 @@ pub fn interceptor(
                     .ok_or_else(|| refused(&authority, None, AuthFailure::Malformed))?
                     .trim();
                 let peer = req.remote_addr().map(|a| a.ip());
-                let c = authenticate(&authority, key, peer).map_err(|r| match r {
-                    Refusal::Failed(reason) => refused(&authority, Some(key), reason),
-                    Refusal::Limited(e) => Status::from(e),
-                })?;
+                let c = authority
+                    .authenticate_api_key(key, peer)
+                    .map_err(|r| match r {
+                        Refusal::Failed(reason) => refused(&authority, Some(key), reason),
+                        Refusal::Limited(e) => Status::from(e),
+                    })?;
                 Some(Principal::from(&*c))
             }
         };

@@ -270,6 +270,11 @@ impl Authority {
         &self.config
     }
 
+    /// The service's counters (the request middleware and the interceptor add theirs).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Can the store take writes (for readiness)?
     pub(crate) fn storage_healthy(&self) -> bool {
         self.store.healthy()

@@ -204,7 +204,7 @@ impl Drop for Finish {
             (None, false) if took >= self.observer.timeout => DEADLINE_EXCEEDED,
             (None, false) => CANCELLED,
         };
-        let m = &self.observer.authority.metrics;
+        let m = &self.observer.authority.metrics();
         m.grpc_call(self.row, code, took);
         let span = &self.span;
         if self.observer.export {

@@ -1,12 +1,15 @@
 //! API keys, the credential that says which application calls:
 //! - [`format`]: the key text — generate, parse, checksum, hash (pure, no I/O);
 //! - [`live`]: the live keys in memory, the hot-path check of every call;
+//! - `check`: the hot-path check of a presented key (throttle, live set, rate limit);
 //! - `issue`: issuing and rotating keys ([`Authority`](crate::authority::Authority) methods).
 
+mod check;
 pub mod format;
 mod issue;
 pub mod live;
 
+pub use check::Refusal;
 pub use format::{ApiKey, MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
 pub(crate) use issue::last_live_admin;
 pub use issue::{DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, NewApiKey, SERVICE_SCOPES};

@@ -248,12 +248,12 @@ pub fn caller(
             if let Some(id) = claimed {
                 bind_client_id(authority, &id, &key)?;
             }
-            match auth::authenticate(authority, &key, peer) {
+            match authority.authenticate_api_key(&key, peer) {
                 Ok(c) => auth::Principal::from(&*c),
-                Err(auth::Refusal::Failed(_)) => {
+                Err(crate::apikeys::Refusal::Failed(_)) => {
                     return Err(Error::Unauthenticated("client authentication failed"));
                 }
-                Err(auth::Refusal::Limited(e)) => return Err(e),
+                Err(crate::apikeys::Refusal::Limited(e)) => return Err(e),
             }
         }),
     };
