@@ -357,77 +357,59 @@ impl Acceptor {
     }
 }
 
-/// A TCP stream that holds its listener slot and enforces the idle deadline: when it
-/// passes while the server waits on the socket, reads and writes fail with `TimedOut`,
-/// and the connection's owner drops it.
+/// A connection's stream under a deadline: when it passes while the server waits on
+/// the socket, reads and writes fail with `TimedOut`, the close is counted and logged,
+/// and the connection's owner drops the stream. `D` says which deadline and whose
+/// connection it is: [`Accepted`] (the idle deadline, on the TCP stream) or
+/// [`Preface`] (the HTTP/2 preface, above TLS).
 #[derive(Debug)]
-pub struct Guarded {
-    inner: TcpStream,
-    peer: SocketAddr,
-    slot: Slot,
-    /// The idle limit, the last time a byte moved, and the timer that checks it.
-    idle: Option<(Duration, Instant, Pin<Box<Sleep>>)>,
+pub struct Timed<IO, D> {
+    io: IO,
+    state: D,
     expired: bool,
 }
 
-impl Guarded {
-    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot) -> Self {
-        Guarded {
-            inner,
-            peer,
-            slot,
-            idle: None,
+/// What a [`Timed`] stream watches, told of every read and write.
+pub trait Deadline {
+    /// The reason a close by this deadline is counted and logged under.
+    const REASON: Timeout;
+    /// `n` bytes were read (0 at the end of the stream).
+    fn read(&mut self, n: usize);
+    /// Bytes were written.
+    fn wrote(&mut self);
+    /// Whether the deadline has passed; if not, the task is woken when it may have.
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool;
+    /// The counters, the listener and the client, to count and name a close.
+    fn connection(&self) -> (&NetMetrics, Port, SocketAddr);
+}
+
+impl<IO, D: Deadline> Timed<IO, D> {
+    fn wrap(io: IO, state: D) -> Self {
+        Timed {
+            io,
+            state,
             expired: false,
         }
     }
 
-    fn with_idle(mut self, limit: Duration) -> Self {
-        let now = Instant::now();
-        self.idle = Some((limit, now, Box::pin(tokio::time::sleep_until(now + limit))));
-        self
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    fn moved(&mut self) {
-        if let Some((_, last, _)) = &mut self.idle {
-            *last = Instant::now();
-        }
-    }
-
-    /// Called when the socket is not ready: fails once the idle deadline has passed,
-    /// else makes sure the task wakes up when it does.
+    /// Called when the socket is not ready: fails once the deadline has passed, else
+    /// makes sure the task wakes up when it does.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        let mut fired = false;
-        if let Some((limit, last, sleep)) = &mut self.idle {
-            // The timer is re-armed lazily, from the last movement, only when it fires.
-            while !fired && sleep.as_mut().poll(cx).is_ready() {
-                let due = *last + *limit;
-                if due <= Instant::now() {
-                    fired = true;
-                } else {
-                    sleep.as_mut().reset(due);
-                }
-            }
-        }
-        if !fired {
+        if !self.state.poll_passed(cx) {
             return Poll::Pending;
         }
         self.expired = true;
-        let port = self.slot.port;
-        self.slot.metrics.timed_out(port, Timeout::Idle);
-        tracing::info!(listener = port.label(), peer = %self.peer, reason = Timeout::Idle.label(), "closing a stalled connection");
+        let (metrics, port, peer) = self.state.connection();
+        metrics.timed_out(port, D::REASON);
+        tracing::info!(listener = port.label(), peer = %peer, reason = D::REASON.label(), "closing a stalled connection");
         Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
-impl AsyncRead for Guarded {
+impl<IO: AsyncRead + Unpin, D: Deadline + Unpin> AsyncRead for Timed<IO, D> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -437,9 +419,10 @@ impl AsyncRead for Guarded {
         if this.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.moved();
+                this.state.read(buf.filled().len() - before);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -448,7 +431,7 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<IO: AsyncWrite + Unpin, D: Deadline + Unpin> AsyncWrite for Timed<IO, D> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -458,9 +441,9 @@ impl AsyncWrite for Guarded {
         if this.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
+        match Pin::new(&mut this.io).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
-                this.moved();
+                this.state.wrote();
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -477,9 +460,9 @@ impl AsyncWrite for Guarded {
         if this.expired {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
-                this.moved();
+                this.state.wrote();
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -488,15 +471,95 @@ impl AsyncWrite for Guarded {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A TCP stream that holds its listener slot and, on the HTTP and metrics ports,
+/// enforces the idle deadline (see [`Timed`]).
+pub type Guarded = Timed<TcpStream, Accepted>;
+
+/// What a [`Guarded`] stream knows of its connection, and its idle deadline.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Its place under the listener's cap, freed on drop.
+    slot: Slot,
+    /// The client's address.
+    peer: SocketAddr,
+    /// The idle limit, the last time a byte moved, and the timer that checks it
+    /// (HTTP and metrics ports only).
+    idle: Option<(Duration, Instant, Pin<Box<Sleep>>)>,
+}
+
+impl Guarded {
+    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot) -> Self {
+        Timed::wrap(
+            inner,
+            Accepted {
+                slot,
+                peer,
+                idle: None,
+            },
+        )
+    }
+
+    fn with_idle(mut self, limit: Duration) -> Self {
+        let now = Instant::now();
+        self.state.idle = Some((limit, now, Box::pin(tokio::time::sleep_until(now + limit))));
+        self
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.state.peer
+    }
+}
+
+impl Accepted {
+    fn moved(&mut self) {
+        if let Some((_, last, _)) = &mut self.idle {
+            *last = Instant::now();
+        }
+    }
+}
+
+impl Deadline for Accepted {
+    const REASON: Timeout = Timeout::Idle;
+
+    fn read(&mut self, _: usize) {
+        self.moved();
+    }
+
+    fn wrote(&mut self) {
+        self.moved();
+    }
+
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut fired = false;
+        if let Some((limit, last, sleep)) = &mut self.idle {
+            // The timer is re-armed lazily, from the last movement, only when it fires.
+            while !fired && sleep.as_mut().poll(cx).is_ready() {
+                let due = *last + *limit;
+                if due <= Instant::now() {
+                    fired = true;
+                } else {
+                    sleep.as_mut().reset(due);
+                }
+            }
+        }
+        fired
+    }
+
+    fn connection(&self) -> (&NetMetrics, Port, SocketAddr) {
+        (&self.slot.metrics, self.slot.port, self.peer)
     }
 }
 
@@ -582,9 +645,9 @@ async fn handshake(
     conn: Guarded,
     deadline: Instant,
 ) -> Option<(MaybeTls, Option<Arc<str>>)> {
-    let peer = conn.peer;
-    let port = conn.slot.port;
-    let metrics = conn.slot.metrics.clone();
+    let peer = conn.peer();
+    let port = conn.state.slot.port;
+    let metrics = conn.state.slot.metrics.clone();
     match tokio::time::timeout_at(deadline, acceptor.accept(conn)).await {
         Ok(Ok(tls)) => {
             // Only a certificate that passed the client verifier is ever here.
@@ -622,122 +685,67 @@ pub struct PeerInfo {
 }
 
 /// A gRPC connection: capped, in the clear or TLS, and holding the HTTP/2-preface
-/// deadline, which runs from accept so that it bounds the TLS handshake too. Bytes
-/// are counted after decryption: the preface is 24 bytes of HTTP/2, whatever TLS
-/// wraps them in.
-pub struct GrpcConn {
-    io: MaybeTls,
+/// deadline, which runs from accept so that it bounds the TLS handshake too (see
+/// [`Timed`]). Bytes are counted after decryption: the preface is 24 bytes of HTTP/2,
+/// whatever TLS wraps them in.
+pub type GrpcConn = Timed<MaybeTls, Preface>;
+
+/// What a [`GrpcConn`] knows of its connection, and its HTTP/2-preface deadline.
+#[derive(Debug)]
+pub struct Preface {
+    /// What the connection's calls may learn about it.
     info: PeerInfo,
-    /// Bytes of HTTP/2 preface still expected, and by when.
-    preface: Option<(usize, Pin<Box<Sleep>>)>,
-    expired: bool,
+    /// The listener and its counters, for a close.
+    port: Port,
+    metrics: Arc<NetMetrics>,
+    /// Bytes of HTTP/2 preface still expected, and by when; `None` once all arrived.
+    left: Option<(usize, Pin<Box<Sleep>>)>,
 }
 
 impl GrpcConn {
     fn new(io: MaybeTls, spiffe_id: Option<Arc<str>>, deadline: Instant) -> Self {
         let g = io.guarded();
         let info = PeerInfo {
-            remote_addr: g.peer,
-            local_addr: g.inner.local_addr().ok(),
+            remote_addr: g.state.peer,
+            local_addr: g.io.local_addr().ok(),
             spiffe_id,
         };
-        GrpcConn {
+        let (port, metrics) = (g.state.slot.port, g.state.slot.metrics.clone());
+        Timed::wrap(
             io,
-            info,
-            preface: Some((H2_PREFACE_LEN, Box::pin(tokio::time::sleep_until(deadline)))),
-            expired: false,
+            Preface {
+                info,
+                port,
+                metrics,
+                left: Some((H2_PREFACE_LEN, Box::pin(tokio::time::sleep_until(deadline)))),
+            },
+        )
+    }
+}
+
+impl Deadline for Preface {
+    const REASON: Timeout = Timeout::Preface;
+
+    fn read(&mut self, n: usize) {
+        if let Some((left, _)) = &mut self.left {
+            *left = left.saturating_sub(n);
+            if *left == 0 {
+                self.left = None;
+            }
         }
     }
 
-    /// Fails once the preface deadline has passed, else waits.
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.expired {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        let fired = match &mut self.preface {
+    fn wrote(&mut self) {}
+
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.left {
             Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
             None => false,
-        };
-        if !fired {
-            return Poll::Pending;
-        }
-        self.expired = true;
-        let g = self.io.guarded();
-        g.slot.metrics.timed_out(g.slot.port, Timeout::Preface);
-        tracing::info!(listener = g.slot.port.label(), peer = %g.peer, reason = Timeout::Preface.label(), "closing a stalled connection");
-        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
-    }
-}
-
-impl AsyncRead for GrpcConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.expired {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - before;
-                if let Some((left, _)) = &mut this.preface {
-                    *left = left.saturating_sub(read);
-                    if *left == 0 {
-                        this.preface = None;
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.check(cx),
-        }
-    }
-}
-
-impl AsyncWrite for GrpcConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.expired {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Pending => this.check(cx).map_ok(|()| 0),
-            other => other,
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.expired {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.check(cx).map_ok(|()| 0),
-            other => other,
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    fn connection(&self) -> (&NetMetrics, Port, SocketAddr) {
+        (&self.metrics, self.port, self.info.remote_addr)
     }
 }
 
@@ -745,7 +753,7 @@ impl tonic::transport::server::Connected for GrpcConn {
     type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
+        self.state.info.clone()
     }
 }
 
