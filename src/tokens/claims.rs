@@ -8,7 +8,8 @@ use super::strict_json::{self, Name, Strict};
 use super::{Jti, parse_jti, valid_field, valid_list_entry};
 
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
-/// not use them.
+/// not use them. The first twelve, in this order, are the members [`AccessClaims`]
+/// reads itself.
 pub const REGISTERED: &[&str] = &[
     "iss",
     "sub",
@@ -68,21 +69,11 @@ pub struct AccessClaims {
     pub extra: Map<String, Value>,
 }
 
-/// The claims [`AccessClaims`] reads itself, in the order of [`Fields::known`].
-const KNOWN: [&str; 12] = [
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "scope",
-    "client_id",
-    "ver",
-    "act",
-    "owner",
-];
+/// The claims [`AccessClaims`] reads itself, in the order of [`Fields::known`]: the
+/// first twelve of [`REGISTERED`].
+const KNOWN: [&str; 12] = *REGISTERED
+    .first_chunk()
+    .expect("REGISTERED starts with the claims AccessClaims reads");
 
 /// A payload's members: the ones [`AccessClaims`] reads, by their index in [`KNOWN`],
 /// and the rest.
