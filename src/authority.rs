@@ -21,6 +21,7 @@ use crate::keys::{Keyring, Rotation};
 use crate::listing::PageTokens;
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
+use crate::secret::Secret;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::refresh;
@@ -72,7 +73,7 @@ impl std::fmt::Debug for Authority {
 #[derive(Debug, Default)]
 pub struct Issued {
     /// The secret.
-    pub token: Secretish,
+    pub token: Secret,
     /// Key id, jti or client id.
     pub token_id: String,
     /// `api_key`, `Bearer`, ...
@@ -80,21 +81,11 @@ pub struct Issued {
     /// Unix seconds.
     pub expires_at: i64,
     /// A refresh token, if one was minted.
-    pub refresh_token: Secretish,
+    pub refresh_token: Secret,
     /// Unix seconds.
     pub refresh_expires_at: i64,
     /// Granted scopes.
     pub scopes: Vec<String>,
-}
-
-/// A secret on its way to the caller: no `Debug` leak, zeroized on drop.
-#[derive(Default, zeroize::ZeroizeOnDrop)]
-pub struct Secretish(pub String);
-
-impl std::fmt::Debug for Secretish {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 /// An audit record of `kind` about the credential `token_id`, by this caller; add the

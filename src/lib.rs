@@ -20,6 +20,7 @@
 //! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
 //! - [`tls`]        rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
+//! - [`secret`]     the one type for secret text: zeroized on drop, `[redacted]` in `Debug`
 //! - [`clock`]      the one source of time
 //! - [`error`]      the error enum and its one mapping to `tonic::Status`
 //! - [`test_support`] what the integration tests and benchmarks may see of the internals
@@ -41,6 +42,7 @@ pub mod observe;
 pub mod ratelimit;
 pub mod replication;
 pub mod revocation;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;

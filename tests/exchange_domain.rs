@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tessera::apikeys::NewApiKey;
 use tessera::auth::Caller;
-use tessera::authority::{Authority, Secretish};
+use tessera::authority::Authority;
 use tessera::clock::Clock;
 use tessera::error::Error;
 use tessera::oauth::rules::ACCESS_TOKEN_TYPE;
@@ -13,6 +13,7 @@ use tessera::oauth::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, RefreshRequest,
     TokenExchangeRequest,
 };
+use tessera::secret::Secret;
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -87,8 +88,8 @@ async fn code(f: &Fixture, client_id: &str) -> String {
 fn redemption(client_id: &str, code: &str) -> CodeRedemption {
     CodeRedemption {
         client_id: client_id.into(),
-        code: Secretish(code.into()),
-        code_verifier: Secretish(VERIFIER.into()),
+        code: Secret(code.into()),
+        code_verifier: Secret(VERIFIER.into()),
         redirect_uri: REDIRECT.into(),
     }
 }
@@ -144,7 +145,7 @@ async fn client_secret_authentication() {
     // Refresh with the client_id parameter: it must be the token's client.
     let r = |client_id: &str| RefreshRequest {
         client_id: client_id.into(),
-        refresh_token: Secretish(t.refresh_token.0.clone()),
+        refresh_token: Secret(t.refresh_token.0.clone()),
         scopes: vec![],
     };
     let e = f
@@ -190,7 +191,7 @@ async fn public_client_refresh_is_bound_by_client_id() {
         .unwrap();
     let r = |client_id: &str| RefreshRequest {
         client_id: client_id.into(),
-        refresh_token: Secretish(t.refresh_token.0.clone()),
+        refresh_token: Secret(t.refresh_token.0.clone()),
         scopes: vec![],
     };
     let e = f.authority.grant_refresh_token(&anonymous, r(&other)).await;
@@ -284,7 +285,7 @@ async fn token_exchange_errors_follow_rfc8693() {
             .unwrap(),
     ));
     let req = |token: &str, ty: &str| TokenExchangeRequest {
-        subject_token: Secretish(token.into()),
+        subject_token: Secret(token.into()),
         subject_token_type: ty.into(),
         ..Default::default()
     };

@@ -17,28 +17,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::secret::Secret;
+
 /// Every API key starts with this, so secret scanners can match it.
 pub(crate) const PREFIX: &str = "tsk_";
 const SECRET_LEN: usize = 43;
 const CHECK_LEN: usize = 6;
 /// Longest well-formed key; anything longer is rejected before any work.
 pub const MAX_LEN: usize = PREFIX.len() + 16 + 1 + 16 + 1 + SECRET_LEN + CHECK_LEN;
-
-/// A full API key as shown to its owner once. Zeroized on drop, never printed.
-pub struct ApiKey(Zeroizing<String>);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
-}
-
-impl ApiKey {
-    /// The key text, to hand to its owner.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
 
 /// The public parts of a syntactically valid key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +44,7 @@ pub fn valid_environment(env: &str) -> bool {
 }
 
 /// Mints a new key for `environment` (which must satisfy [`valid_environment`]).
-pub fn generate(environment: &str) -> (String, ApiKey) {
+pub fn generate(environment: &str) -> (String, Secret) {
     debug_assert!(valid_environment(environment));
     let rng = SystemRandom::new();
     let mut id = [0u8; 8];
@@ -67,16 +53,17 @@ pub fn generate(environment: &str) -> (String, ApiKey) {
     rng.fill(&mut id).expect("OS random source");
     rng.fill(secret.as_mut()).expect("OS random source");
     let id_hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let mut text = Zeroizing::new(String::with_capacity(MAX_LEN));
+    let mut key = Secret(String::with_capacity(MAX_LEN));
+    let text = &mut key.0;
     text.push_str(PREFIX);
     text.push_str(environment);
     text.push('_');
     text.push_str(&id_hex);
     text.push('_');
-    B64.encode_string(secret.as_ref(), &mut text);
-    let check = checksum(&text);
+    B64.encode_string(secret.as_ref(), text);
+    let check = checksum(text);
     text.push_str(&check);
-    (id_hex, ApiKey(text))
+    (id_hex, key)
 }
 
 fn checksum(body: &str) -> String {
@@ -142,7 +129,7 @@ mod tests {
         );
         assert!(key.expose().starts_with("tsk_prod_"));
         assert!(verify(key.expose(), &hash(key.expose())));
-        assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
+        assert_eq!(format!("{key:?}"), "[redacted]");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 
 use crate::apikeys;
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Issued, Secretish, audit_entry};
+use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
+use crate::secret::Secret;
 use crate::store::apikeys::{self as apikey_rows, ApiKeyListing, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 use crate::tokens::{self, check_field, check_list, normalize_scopes};
@@ -86,11 +87,7 @@ impl Authority {
 
     /// Checks what a new API key is to be and builds its row (with `now` as its
     /// creation time) and text. Nothing is stored.
-    pub(crate) fn new_api_key(
-        &self,
-        spec: NewApiKey,
-        now: i64,
-    ) -> Result<(ApiKeyRow, apikeys::ApiKey)> {
+    pub(crate) fn new_api_key(&self, spec: NewApiKey, now: i64) -> Result<(ApiKeyRow, Secret)> {
         let NewApiKey {
             owner,
             name,
@@ -163,7 +160,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
         Ok(Issued {
-            token: Secretish(key.expose().to_string()),
+            token: Secret(key.expose().to_string()),
             token_id: id,
             token_type: "api_key",
             expires_at,
@@ -310,7 +307,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, rotated_from = %from, old_expires_at, "API key rotated");
         Ok(Issued {
-            token: Secretish(key.expose().to_string()),
+            token: Secret(key.expose().to_string()),
             token_id: id,
             token_type: "api_key",
             expires_at,

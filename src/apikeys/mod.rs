@@ -10,7 +10,7 @@ mod issue;
 pub mod live;
 
 pub use check::Refusal;
-pub use format::{ApiKey, MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
+pub use format::{MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
 pub(crate) use issue::last_live_admin;
 pub use issue::{DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, NewApiKey, SERVICE_SCOPES};
 pub use live::{Caller, Callers};

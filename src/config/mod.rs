@@ -174,16 +174,8 @@ pub struct Config {
     pub auth_failure_block: Duration,
 }
 
-/// A secret string from configuration: never printed.
-#[derive(Clone, Deserialize, zeroize::ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret string from configuration (the one secret type, re-exported here).
+pub use crate::secret::Secret;
 
 impl Default for Config {
     fn default() -> Self {

@@ -2,10 +2,11 @@
 
 use super::{Granted, Spent, authenticate, requesting_client};
 use crate::auth::Caller;
-use crate::authority::{Authority, Secretish, audit_entry};
+use crate::authority::{Authority, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Reuse};
 use crate::oauth::rules::{self, CodeUse};
+use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::clients;
 use crate::store::codes;
@@ -20,9 +21,9 @@ pub struct CodeRedemption {
     /// The client; may be left empty when the caller authenticated as it.
     pub client_id: String,
     /// The code.
-    pub code: Secretish,
+    pub code: Secret,
     /// PKCE verifier.
-    pub code_verifier: Secretish,
+    pub code_verifier: Secret,
     /// Exactly the redirect URI of the authorization request.
     pub redirect_uri: String,
 }
@@ -175,7 +176,7 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            refresh_token: Secretish(rt.expose().to_string()),
+            refresh_token: Secret(rt.expose().to_string()),
             refresh_expires_at: row.expires_at,
             ..Granted::bearer(jwt, jti, now, exp, code.scopes)
         })

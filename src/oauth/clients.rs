@@ -3,10 +3,11 @@
 
 use crate::apikeys::NewApiKey;
 use crate::auth::{self, Caller, Principal};
-use crate::authority::{Authority, Issued, Secretish, audit_entry};
+use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules;
+use crate::secret::Secret;
 use crate::store::apikeys as apikey_rows;
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
@@ -151,7 +152,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(client_id = %id, public = reg.public, "OAuth client registered");
         Ok(Issued {
-            token: Secretish(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
+            token: Secret(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
             token_id: id,
             token_type: "client",
             expires_at,

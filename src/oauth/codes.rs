@@ -1,10 +1,11 @@
 //! Minting authorization codes for the login front end.
 
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Issued, Secretish, audit_entry};
+use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules::{self, CODE_TTL};
+use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::codes::{self, CodeRow};
 use crate::tokens::{check_field, opaque};
@@ -99,7 +100,7 @@ impl Authority {
         }
         Metrics::inc(&self.metrics.issued);
         Ok(Issued {
-            token: Secretish(code.expose().to_string()),
+            token: Secret(code.expose().to_string()),
             token_id: code_id,
             token_type: "authorization_code",
             expires_at,

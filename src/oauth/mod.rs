@@ -40,9 +40,10 @@ pub(crate) use refresh::grace_context;
 pub use token_exchange::TokenExchangeRequest;
 
 use crate::auth::Caller;
-use crate::authority::{Authority, Secretish};
+use crate::authority::Authority;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::store::clients::{self as client_rows, ClientRow};
 use crate::store::codes as code_rows;
 use crate::store::db::Db;
@@ -54,7 +55,7 @@ use crate::tokens::check_field;
 #[derive(Debug, Default)]
 pub struct Granted {
     /// The access token (JWT).
-    pub access_token: Secretish,
+    pub access_token: Secret,
     /// Its jti.
     pub jti: String,
     /// Always `Bearer`.
@@ -64,7 +65,7 @@ pub struct Granted {
     /// Unix seconds.
     pub expires_at: i64,
     /// A new refresh token (authorization_code and refresh_token grants), else empty.
-    pub refresh_token: Secretish,
+    pub refresh_token: Secret,
     /// Unix seconds, 0 without a refresh token.
     pub refresh_expires_at: i64,
     /// Granted scopes.
@@ -77,7 +78,7 @@ impl Granted {
     /// A bearer access token and nothing else; grants add what they issue besides.
     fn bearer(jwt: String, jti: String, now: i64, exp: i64, scopes: Vec<String>) -> Self {
         Granted {
-            access_token: Secretish(jwt),
+            access_token: Secret(jwt),
             jti,
             token_type: "Bearer",
             issued_at: now,

@@ -5,10 +5,11 @@ use serde_json::{Map, Value};
 
 use super::{Granted, Spent, authenticate, requesting_client, revoke_family_in};
 use crate::auth::Caller;
-use crate::authority::{Authority, Secretish, audit_entry};
+use crate::authority::{Authority, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Reuse};
 use crate::oauth::rules::{self, GraceRecord, RefreshUse};
+use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::clients;
 use crate::store::refresh::{self, GraceRow, TokenRow};
@@ -21,7 +22,7 @@ pub struct RefreshRequest {
     /// Optional; if given, must be the client the token was issued to.
     pub client_id: String,
     /// The refresh token.
-    pub refresh_token: Secretish,
+    pub refresh_token: Secret,
     /// Narrower scopes for this access token; none means the grant's.
     pub scopes: Vec<String>,
 }
@@ -251,7 +252,7 @@ impl Authority {
                 let take = std::mem::take::<String>;
                 tracing::info!(family = %family.id, used = %token.id, "refresh token retried inside the grace period: same successor pair");
                 return Ok(Granted {
-                    refresh_token: Secretish(take(&mut pair.refresh_token)),
+                    refresh_token: Secret(take(&mut pair.refresh_token)),
                     refresh_expires_at: pair.refresh_expires_at,
                     ..Granted::bearer(
                         take(&mut pair.access_token),
@@ -268,7 +269,7 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            refresh_token: Secretish(rt.expose().to_string()),
+            refresh_token: Secret(rt.expose().to_string()),
             refresh_expires_at: row.expires_at,
             ..Granted::bearer(jwt, jti, now, exp, scopes)
         })

@@ -2,10 +2,11 @@
 
 use super::Granted;
 use crate::auth::Caller;
-use crate::authority::{Authority, Secretish, audit_entry};
+use crate::authority::{Authority, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules::{self, ACCESS_TOKEN_TYPE};
+use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::lineage;
 use crate::tokens::AccessTokenRequest;
@@ -15,7 +16,7 @@ use crate::tokens::verify::MAX_TOKEN_LEN;
 #[derive(Debug, Default)]
 pub struct TokenExchangeRequest {
     /// An access token of ours.
-    pub subject_token: Secretish,
+    pub subject_token: Secret,
     /// Must be [`ACCESS_TOKEN_TYPE`].
     pub subject_token_type: String,
     /// `aud` of the new token, each in the caller key's `exchange_audiences`; none

@@ -18,12 +18,13 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Secretish};
+use crate::authority::Authority;
 use crate::error::Error;
 use crate::net::PeerAddr;
 use crate::oauth::{
     ClientCredentialsRequest, CodeRedemption, RefreshRequest, TokenExchangeRequest,
 };
+use crate::secret::Secret;
 use crate::tokens::Introspection;
 use crate::tokens::{normalize_scopes, valid_list_entry};
 
@@ -415,7 +416,7 @@ pub async fn token(
 ) -> Result<Response, Error> {
     let form = Form::parse(&headers, &body)?;
     let caller = caller(&a, &headers, &form, peer_ip(peer))?;
-    let secret = |k: &str| Secretish(form.get(k).to_string());
+    let secret = |k: &str| Secret(form.get(k).to_string());
     let granted = match form.get("grant_type") {
         "" => return Err(Error::InvalidArgument("grant_type is required".into())),
         "client_credentials" => {

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
 use crate::apikeys::NewApiKey;
-use crate::authority::{Authority, Issued, Secretish};
+use crate::authority::{Authority, Issued};
 use crate::oauth::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
     RefreshRequest, TokenExchangeRequest,
@@ -24,6 +24,7 @@ use crate::proto::{
 use crate::proto::{
     Heartbeat, RateLimit, RevokedTokenId, SigningKeyEvent, SnapshotDone, TokenVersion,
 };
+use crate::secret::Secret;
 use crate::store::apikeys::ApiKeyFilter;
 use crate::store::audit::AuditFilter;
 use crate::store::changes::Change;
@@ -223,7 +224,7 @@ impl TokenService for TokenHandlers {
             Some(Grant::RefreshToken(g)) => {
                 let req = RefreshRequest {
                     client_id: String::new(),
-                    refresh_token: Secretish(g.refresh_token),
+                    refresh_token: Secret(g.refresh_token),
                     scopes: g.scopes,
                 };
                 self.0.grant_refresh_token(&caller, req).await?
@@ -231,15 +232,15 @@ impl TokenService for TokenHandlers {
             Some(Grant::AuthorizationCode(g)) => {
                 let req = CodeRedemption {
                     client_id: g.client_id,
-                    code: Secretish(g.code),
-                    code_verifier: Secretish(g.code_verifier),
+                    code: Secret(g.code),
+                    code_verifier: Secret(g.code_verifier),
                     redirect_uri: g.redirect_uri,
                 };
                 self.0.grant_authorization_code(&caller, req).await?
             }
             Some(Grant::TokenExchange(g)) => {
                 let req = TokenExchangeRequest {
-                    subject_token: Secretish(g.subject_token),
+                    subject_token: Secret(g.subject_token),
                     subject_token_type: g.subject_token_type,
                     audience: g.audience,
                     scopes: g.scopes,

@@ -4,9 +4,10 @@
 use serde_json::{Map, Value};
 
 use crate::auth::{self, Caller};
-use crate::authority::{Authority, Issued, Secretish, audit_entry};
+use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
 use crate::tokens::claims::{AccessClaims, REGISTERED};
@@ -100,7 +101,7 @@ impl Authority {
         let lifetime = self.access_lifetime(req.ttl, &scopes)?;
         let (jwt, jti, exp) = self.mint(&req, &scopes, lifetime, None, now)?;
         let mut issued = Issued {
-            token: Secretish(jwt),
+            token: Secret(jwt),
             token_id: jti.clone(),
             token_type: "Bearer",
             expires_at: exp,
@@ -132,7 +133,7 @@ impl Authority {
                     audit::append(c, &entry)
                 })
                 .await?;
-            issued.refresh_token = Secretish(rt.expose().to_string());
+            issued.refresh_token = Secret(rt.expose().to_string());
             issued.refresh_expires_at = rt_exp;
         } else {
             // A plain access token has no durable state: only its audit record, which
@@ -201,11 +202,7 @@ impl Authority {
 
     /// A new refresh token in `family`: its text, shown once, and its row, which holds
     /// only the hash. It lives `refresh_token_ttl`, and never past the family.
-    pub(crate) fn new_refresh_token(
-        &self,
-        family: &FamilyRow,
-        now: i64,
-    ) -> (opaque::Opaque, TokenRow) {
+    pub(crate) fn new_refresh_token(&self, family: &FamilyRow, now: i64) -> (Secret, TokenRow) {
         let text = opaque::generate(opaque::REFRESH_PREFIX);
         let row = TokenRow {
             token_hash: opaque::hash(text.expose()),

@@ -7,38 +7,24 @@ use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use crate::secret::Secret;
+
 /// Prefix of refresh tokens.
 pub const REFRESH_PREFIX: &str = "tsr_";
 /// Prefix of authorization codes.
 pub const CODE_PREFIX: &str = "tsc_";
 const BODY_LEN: usize = 43;
 
-/// An opaque secret as handed out once. Zeroized on drop, never printed.
-pub struct Opaque(Zeroizing<String>);
-
-impl std::fmt::Debug for Opaque {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Opaque([redacted])")
-    }
-}
-
-impl Opaque {
-    /// The secret text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Mints a new secret with `prefix`.
-pub fn generate(prefix: &str) -> Opaque {
+pub fn generate(prefix: &str) -> Secret {
     let mut raw = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
         .fill(raw.as_mut())
         .expect("OS random source");
-    let mut s = Zeroizing::new(String::with_capacity(prefix.len() + BODY_LEN));
-    s.push_str(prefix);
-    B64.encode_string(raw.as_ref(), &mut s);
-    Opaque(s)
+    let mut s = Secret(String::with_capacity(prefix.len() + BODY_LEN));
+    s.0.push_str(prefix);
+    B64.encode_string(raw.as_ref(), &mut s.0);
+    s
 }
 
 /// Is `text` shaped like a secret with `prefix`? (Cheap; says nothing about validity.)
@@ -75,6 +61,6 @@ mod tests {
             REFRESH_PREFIX
         ));
         assert_ne!(hash(t.expose()), hash(generate(REFRESH_PREFIX).expose()));
-        assert_eq!(format!("{t:?}"), "Opaque([redacted])");
+        assert_eq!(format!("{t:?}"), "[redacted]");
     }
 }
