@@ -23,16 +23,16 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};
-use tessera::auth::{Caller, Principal, SCOPE_ADMIN};
-use tessera::authority::{ADMIN_KEY_FILE, Authority};
 use tessera::clock::Clock;
 use tessera::config::{Config, SigningAlg};
 use tessera::keys::provider;
-use tessera::ratelimit::RateLimit;
 use tessera::revocation::Revocations;
-use tessera::store::apikeys::ApiKeyRow;
 use tessera::test_support;
-use tessera::tokens::{AccessTokenRequest, Introspection};
+use tessera::test_support::ApiKeyRow;
+use tessera::test_support::RateLimit;
+use tessera::test_support::{ADMIN_KEY_FILE, Authority};
+use tessera::test_support::{AccessTokenRequest, Introspection};
+use tessera::test_support::{Caller, Principal, SCOPE_ADMIN};
 
 /// Signs with raw *ring*.
 type RawSign = Box<dyn Fn(&[u8]) -> Vec<u8>>;

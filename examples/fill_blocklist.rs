@@ -40,7 +40,7 @@ fn splitmix(s: &mut u64) -> u64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Creates and migrates the database exactly as the server would.
-    drop(tessera::store::Store::open(&args.data_dir)?);
+    drop(tessera::test_support::Store::open(&args.data_dir)?);
     let mut conn = rusqlite::Connection::open(args.data_dir.join("tessera.db"))?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
 

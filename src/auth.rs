@@ -12,11 +12,11 @@ use crate::authority::Authority;
 use crate::error::Error;
 
 /// Calls Introspect.
-pub const SCOPE_INTROSPECT: &str = "tessera:introspect";
+pub(crate) const SCOPE_INTROSPECT: &str = "tessera:introspect";
 /// Issues access tokens and authorization codes.
-pub const SCOPE_ISSUE: &str = "tessera:issue";
+pub(crate) const SCOPE_ISSUE: &str = "tessera:issue";
 /// Revokes tokens and bumps token versions.
-pub const SCOPE_REVOKE: &str = "tessera:revoke";
+pub(crate) const SCOPE_REVOKE: &str = "tessera:revoke";
 /// Everything, including API keys, clients and key rotation.
 pub const SCOPE_ADMIN: &str = "tessera:admin";
 
@@ -33,7 +33,7 @@ pub struct Principal {
 
 impl Principal {
     /// Does this caller hold `scope` (admin holds every scope)?
-    pub fn has(&self, scope: &str) -> bool {
+    pub(crate) fn has(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == SCOPE_ADMIN)
     }
 }
@@ -50,7 +50,7 @@ pub struct Caller {
 impl Caller {
     /// The principal, if it holds `scope`: `UNAUTHENTICATED` without a credential,
     /// `PERMISSION_DENIED` without the scope.
-    pub fn require(&self, scope: &str) -> Result<&Principal, Error> {
+    pub(crate) fn require(&self, scope: &str) -> Result<&Principal, Error> {
         let p = self.principal.as_ref().ok_or(Error::Unauthenticated(
             "missing credential: send authorization: Bearer <api key>",
         ))?;
@@ -68,7 +68,7 @@ impl Caller {
     }
 
     /// Key id for audit records (`-` when anonymous).
-    pub fn audit_id(&self) -> &str {
+    pub(crate) fn audit_id(&self) -> &str {
         self.principal.as_ref().map_or("-", |p| p.key_id.as_str())
     }
 }
@@ -96,7 +96,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// Every reason, in label order.
-    pub const ALL: [AuthFailure; 8] = [
+    pub(crate) const ALL: [AuthFailure; 8] = [
         AuthFailure::Missing,
         AuthFailure::Malformed,
         AuthFailure::Duplicate,
@@ -108,7 +108,7 @@ impl AuthFailure {
     ];
 
     /// The metric label and log field.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
@@ -151,7 +151,7 @@ impl From<&crate::apikeys::Caller> for Principal {
 }
 
 /// A request id from the caller, if sane, else a fresh one.
-pub fn request_id(given: Option<&str>) -> String {
+pub(crate) fn request_id(given: Option<&str>) -> String {
     given
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
@@ -184,7 +184,7 @@ fn spiffe_principal(
 /// one is left for the handler to judge (Exchange and GetJwks need none). An API key
 /// takes precedence over a SPIFFE client certificate: the key is the more specific
 /// credential, and a workload that sends one means to be that key.
-pub fn interceptor(
+pub(crate) fn interceptor(
     authority: Arc<Authority>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     let spiffe: Arc<HashMap<String, Arc<[String]>>> = Arc::new(

@@ -257,7 +257,7 @@ impl Authority {
     }
 
     /// The configuration the service runs with.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
@@ -294,7 +294,11 @@ impl Authority {
     /// Rotates the signing key (admin only): publishes a successor that signs after
     /// `key_publish_lead`, or at once with `now` (an emergency: verifiers caching the
     /// JWKS may meet its kid before they refetch).
-    pub async fn rotate_signing_key(&self, caller: &Caller, at_once: bool) -> Result<Rotation> {
+    pub(crate) async fn rotate_signing_key(
+        &self,
+        caller: &Caller,
+        at_once: bool,
+    ) -> Result<Rotation> {
         caller.require(auth::SCOPE_ADMIN)?;
         let now = self.clock.now();
         let at = if at_once {
@@ -310,7 +314,7 @@ impl Authority {
     /// The signing-key lifecycle tick: rotates on schedule if one is configured, then
     /// brings the key set up to the clock (activation, retirement) and logs the
     /// transitions. Cheap when nothing is due, so it runs often.
-    pub async fn key_lifecycle(&self) -> Result<()> {
+    pub(crate) async fn key_lifecycle(&self) -> Result<()> {
         let now = self.clock.now();
         // One replica schedules rotations (the store would keep a single successor
         // anyway; this keeps the others from generating keys for nothing).
@@ -335,7 +339,7 @@ impl Authority {
     /// Periodic housekeeping: purge expired blocklist entries and keys, flush API-key
     /// use times, purge dead refresh families and old audit records. Entries are
     /// dropped only once their token is past `exp` plus a margin.
-    pub async fn maintain(&self) -> Result<()> {
+    pub(crate) async fn maintain(&self) -> Result<()> {
         let now = self.clock.now();
         let before = now - 60;
         let uses = self.callers.take_unflushed();

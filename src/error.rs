@@ -80,13 +80,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How one kind of [`Error`] is answered on each port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     /// The gRPC status code.
-    pub grpc: Code,
+    pub(crate) grpc: Code,
     /// The OAuth `error` code of the HTTP JSON body.
-    pub oauth: &'static str,
+    pub(crate) oauth: &'static str,
     /// The HTTP status.
-    pub http: StatusCode,
+    pub(crate) http: StatusCode,
 }
 
 const fn row(grpc: Code, oauth: &'static str, http: StatusCode) -> Mapping {
@@ -95,7 +95,7 @@ const fn row(grpc: Code, oauth: &'static str, http: StatusCode) -> Mapping {
 
 impl Error {
     /// Over a key's rate limit.
-    pub fn over_rate_limit(retry_after: Duration) -> Self {
+    pub(crate) fn over_rate_limit(retry_after: Duration) -> Self {
         Error::RateLimited {
             message: "this API key is over its rate limit; retry later",
             retry_after,
@@ -103,7 +103,7 @@ impl Error {
     }
 
     /// Too many failed authentications from the caller's address.
-    pub fn auth_throttled(retry_after: Duration) -> Self {
+    pub(crate) fn auth_throttled(retry_after: Duration) -> Self {
         Error::RateLimited {
             message: "too many failed authentications from this address; retry later",
             retry_after,
@@ -111,7 +111,7 @@ impl Error {
     }
 
     /// An internal fault with a cause for the log.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
     }
 
@@ -125,7 +125,7 @@ impl Error {
     /// caller refused for lack of a right gets 403, never a 400 that would send it
     /// looking for a malformed parameter.
     #[rustfmt::skip]
-    pub fn mapping(&self) -> Mapping {
+    pub(crate) fn mapping(&self) -> Mapping {
         use Code::*;
         use StatusCode as H;
         match self {
@@ -154,7 +154,7 @@ impl Error {
     }
 
     /// The gRPC status code.
-    pub fn grpc_code(&self) -> Code {
+    pub(crate) fn grpc_code(&self) -> Code {
         self.mapping().grpc
     }
 
@@ -169,7 +169,7 @@ impl Error {
     }
 
     /// When a retry can succeed, for `RetryInfo` (gRPC) and `Retry-After` (HTTP).
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
@@ -178,7 +178,7 @@ impl Error {
 
     /// What the caller is told, on either port. An internal cause is logged here, once,
     /// and replaced: it may name paths, SQL or key ids.
-    pub fn message(&self) -> Cow<'_, str> {
+    pub(crate) fn message(&self) -> Cow<'_, str> {
         match self {
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -195,7 +195,7 @@ impl Error {
 /// and addresses, never key material.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct StartupError(pub String);
+pub(crate) struct StartupError(pub(crate) String);
 
 impl From<Error> for StartupError {
     fn from(e: Error) -> Self {

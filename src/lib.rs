@@ -28,29 +28,32 @@
 
 pub mod admin;
 pub mod apikeys;
-pub mod auth;
-pub mod authority;
+pub(crate) mod auth;
+pub(crate) mod authority;
 pub mod clock;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod keys;
-pub mod listing;
-pub mod metrics;
-pub mod net;
-pub mod oauth;
-pub mod observe;
-pub mod ratelimit;
-pub mod replication;
+pub(crate) mod listing;
+pub(crate) mod metrics;
+pub(crate) mod net;
+pub(crate) mod oauth;
+pub(crate) mod observe;
+pub(crate) mod ratelimit;
+pub(crate) mod replication;
 pub mod revocation;
 pub mod secret;
 pub mod server;
-pub mod service;
-pub mod store;
+pub(crate) mod service;
+pub(crate) mod store;
+/// What `params!` builds on (the macro must name it from outside the crate).
+#[doc(hidden)]
+pub use store::db::Arg as __DbArg;
 pub mod telemetry;
 pub mod test_support;
-pub mod tls;
+pub(crate) mod tls;
 pub mod tokens;
-pub mod watch;
+pub(crate) mod watch;
 
 /// Generated protobuf and gRPC code for `tessera.v1`.
 #[allow(missing_docs, clippy::all)]

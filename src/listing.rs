@@ -21,12 +21,12 @@ use crate::store::keys::KeyListing;
 use crate::tokens::check_field;
 
 /// Page size when the request gives none.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page; a larger request is clamped to it (as Google's AIP-158 advises).
-pub const MAX_PAGE_SIZE: u32 = 500;
+pub(crate) const MAX_PAGE_SIZE: u32 = 500;
 
 /// The page size to use for a requested one.
-pub fn page_size(requested: u32) -> u32 {
+pub(crate) fn page_size(requested: u32) -> u32 {
     match requested {
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
@@ -34,7 +34,7 @@ pub fn page_size(requested: u32) -> u32 {
 }
 
 /// Makes and checks page tokens.
-pub struct PageTokens {
+pub(crate) struct PageTokens {
     key: hmac::Key,
 }
 
@@ -46,7 +46,7 @@ impl std::fmt::Debug for PageTokens {
 
 impl PageTokens {
     /// A fresh key: tokens are good for this process's lifetime.
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| Error::internal("no randomness for the page-token key"))?;
@@ -59,13 +59,13 @@ impl PageTokens {
     }
 
     /// The token for resuming `list` (with these `filters`) after `cursor`.
-    pub fn make(&self, list: &str, filters: &str, cursor: &str) -> String {
+    pub(crate) fn make(&self, list: &str, filters: &str, cursor: &str) -> String {
         let tag = hmac::sign(&self.key, &Self::signed(list, filters, cursor));
         format!("{}.{}", B64.encode(cursor), B64.encode(tag.as_ref()))
     }
 
     /// The cursor in `token`, if this service made it for `list` with `filters`.
-    pub fn open(&self, list: &str, filters: &str, token: &str) -> Result<String> {
+    pub(crate) fn open(&self, list: &str, filters: &str, token: &str) -> Result<String> {
         let bad = || {
             Error::InvalidArgument(
                 "page_token is not one this service handed out for this list and these filters (or it predates a restart): start again without it".into(),
@@ -88,7 +88,7 @@ fn split_cursor(c: &str) -> Result<(i64, &str)> {
 }
 
 /// One page and the token for the next (empty on the last page).
-pub type Page<T> = (Vec<T>, String);
+pub(crate) type Page<T> = (Vec<T>, String);
 
 fn filter_text(fields: &[&str]) -> String {
     fields.join("\u{1}")
@@ -106,7 +106,7 @@ fn check_kind(kind: &str) -> Result<()> {
 
 impl Authority {
     /// `ListApiKeys`: newest first, never a secret or hash.
-    pub async fn list_api_keys(
+    pub(crate) async fn list_api_keys(
         &self,
         caller: &Caller,
         filter: ApiKeyFilter,
@@ -147,7 +147,7 @@ impl Authority {
     }
 
     /// `ListClients`: newest first, never a secret.
-    pub async fn list_clients(
+    pub(crate) async fn list_clients(
         &self,
         caller: &Caller,
         page_size: u32,
@@ -179,7 +179,7 @@ impl Authority {
     }
 
     /// `ListAuditEvents`: newest first.
-    pub async fn list_audit_events(
+    pub(crate) async fn list_audit_events(
         &self,
         caller: &Caller,
         filter: AuditFilter,
@@ -231,7 +231,7 @@ impl Authority {
     }
 
     /// `ListSigningKeys`: every key held, newest first.
-    pub async fn list_signing_keys(&self, caller: &Caller) -> Result<Vec<KeyListing>> {
+    pub(crate) async fn list_signing_keys(&self, caller: &Caller) -> Result<Vec<KeyListing>> {
         caller.require(auth::SCOPE_ADMIN)?;
         self.keys.list(self.clock.now()).await
     }
@@ -240,7 +240,7 @@ impl Authority {
     /// token cache re-checks the key on every hit), it leaves the JWKS, and if it was
     /// signing a fresh key signs from now on. Idempotent; an unknown kid is `NOT_FOUND`.
     /// Returns the kid that signs now.
-    pub async fn revoke_signing_key(&self, caller: &Caller, kid: &str) -> Result<String> {
+    pub(crate) async fn revoke_signing_key(&self, caller: &Caller, kid: &str) -> Result<String> {
         caller.require(auth::SCOPE_ADMIN)?;
         check_field("kid", kid, true)?;
         let now = self.clock.now();

@@ -28,7 +28,7 @@ use crate::authority::Authority;
 use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
 
 /// The request-id header, in both directions.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const OK: i32 = 0;
 const CANCELLED: i32 = 1;
@@ -92,7 +92,7 @@ fn link(span: &Span, headers: &HeaderMap, export: bool) {
 
 /// What the middleware needs, shared by every call.
 #[derive(Clone)]
-pub struct Observer {
+pub(crate) struct Observer {
     authority: Arc<Authority>,
     /// The server's per-call limit: a call dropped after it is counted as
     /// `DEADLINE_EXCEEDED`, one dropped sooner as `CANCELLED`.
@@ -103,7 +103,7 @@ pub struct Observer {
 impl Observer {
     /// `export`: spans go to an OTLP endpoint. Without one a span only serves the
     /// logs, and a span with three fields costs a fraction of one with ten.
-    pub fn new(authority: Arc<Authority>, timeout: Duration, export: bool) -> Self {
+    pub(crate) fn new(authority: Arc<Authority>, timeout: Duration, export: bool) -> Self {
         Observer {
             authority,
             timeout,
@@ -117,7 +117,7 @@ impl Observer {
 
 /// The tower layer that observes every gRPC call.
 #[derive(Clone)]
-pub struct GrpcLayer(pub Observer);
+pub(crate) struct GrpcLayer(pub(crate) Observer);
 
 impl<S> tower::Layer<S> for GrpcLayer {
     type Service = Grpc<S>;
@@ -132,7 +132,7 @@ impl<S> tower::Layer<S> for GrpcLayer {
 
 /// See [`GrpcLayer`].
 #[derive(Clone)]
-pub struct Grpc<S> {
+pub(crate) struct Grpc<S> {
     inner: S,
     observer: Observer,
 }
@@ -373,7 +373,7 @@ fn http_traced(route: usize) -> bool {
 }
 
 /// axum middleware for both HTTP listeners: request id, span, counters.
-pub async fn http(
+pub(crate) async fn http(
     State(observer): State<Observer>,
     mut req: AxumRequest,
     next: Next,

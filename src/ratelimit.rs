@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest `per_second` or `burst` accepted on a key.
-pub const MAX_RATE: u32 = 1_000_000;
+pub(crate) const MAX_RATE: u32 = 1_000_000;
 
 /// A key's configured request rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct RateLimit {
 impl RateLimit {
     /// Checks a requested limit: `per_second` 1..=`MAX_RATE`; `burst` 0 (meaning one
     /// second's worth, `per_second`) or 1..=`MAX_RATE`.
-    pub fn new(per_second: u32, burst: u32) -> Result<RateLimit, String> {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Result<RateLimit, String> {
         if !(1..=MAX_RATE).contains(&per_second) {
             return Err(format!(
                 "rate_limit.per_second must be between 1 and {MAX_RATE}"
@@ -53,42 +53,30 @@ fn nanos_between(epoch: Instant, now: Instant) -> u64 {
 /// within `burst` emission intervals of now; the compare-exchange makes concurrent
 /// callers agree without a lock, and a refused request changes nothing.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     epoch: Instant,
     /// Nanoseconds between two requests at the sustained rate.
     interval: u64,
     /// `burst × interval`: how far ahead of now the TAT may run.
     window: u64,
     tat: AtomicU64,
-    limit: RateLimit,
 }
 
 impl Limiter {
     /// A limiter for `limit`, full (a whole burst available).
-    pub fn new(limit: RateLimit) -> Limiter {
+    pub(crate) fn new(limit: RateLimit) -> Limiter {
         let interval = 1_000_000_000 / u64::from(limit.per_second.max(1));
         Limiter {
             epoch: Instant::now(),
             interval,
             window: interval.saturating_mul(u64::from(limit.burst.max(1))),
             tat: AtomicU64::new(0),
-            limit,
         }
-    }
-
-    /// The configured limit.
-    pub fn limit(&self) -> RateLimit {
-        self.limit
-    }
-
-    /// Takes one request: `Ok` if within the limit, else how long until one would be.
-    pub fn acquire(&self) -> Result<(), Duration> {
-        self.acquire_at(nanos_since(self.epoch))
     }
 
     /// As [`acquire`](Self::acquire), at `now`: a caller that has read the clock
     /// already passes it on, since the read costs more than the rest of the limiter.
-    pub fn acquire_at_instant(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn acquire_at_instant(&self, now: Instant) -> Result<(), Duration> {
         self.acquire_at(nanos_between(self.epoch, now))
     }
 
@@ -112,14 +100,14 @@ impl Limiter {
 
 /// Numbers of the failed-authentication throttle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThrottleConfig {
+pub(crate) struct ThrottleConfig {
     /// Failures from one address within `window` that start a block; 0 turns the
     /// throttle off.
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
     /// Failures older than this are forgotten.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// How long a blocked address is refused before its credentials are checked again.
-    pub block: Duration,
+    pub(crate) block: Duration,
 }
 
 /// Addresses tracked at once; beyond this the stalest unblocked entry is evicted.
@@ -148,7 +136,7 @@ struct Entry {
 /// the address looked up. Failures take a short per-shard lock (failures are the
 /// slow path by definition).
 #[derive(Debug)]
-pub struct FailureThrottle {
+pub(crate) struct FailureThrottle {
     config: ThrottleConfig,
     epoch: Instant,
     blocked_until_max: AtomicU64,
@@ -172,7 +160,7 @@ fn bucket(addr: IpAddr) -> IpAddr {
 
 impl FailureThrottle {
     /// An empty table.
-    pub fn new(config: ThrottleConfig) -> FailureThrottle {
+    pub(crate) fn new(config: ThrottleConfig) -> FailureThrottle {
         FailureThrottle {
             config,
             epoch: Instant::now(),
@@ -193,14 +181,9 @@ impl FailureThrottle {
         nanos_since(self.epoch)
     }
 
-    /// `Err(remaining)` if `addr` is blocked now.
-    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
-        self.check_at(addr, self.now())
-    }
-
-    /// As [`check`](Self::check), at `now` (read once per call and shared with the
-    /// key's rate limit).
-    pub fn check_at_instant(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// `Err(remaining)` if `addr` is blocked at `now` (read once per call and shared
+    /// with the key's rate limit).
+    pub(crate) fn check_at_instant(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         self.check_at(addr, nanos_between(self.epoch, now))
     }
 
@@ -217,7 +200,7 @@ impl FailureThrottle {
     }
 
     /// Records a failed authentication from `addr`; `true` if it started a block.
-    pub fn failed(&self, addr: IpAddr) -> bool {
+    pub(crate) fn failed(&self, addr: IpAddr) -> bool {
         self.failed_at(addr, self.now())
     }
 

@@ -16,7 +16,7 @@ use crate::tokens;
 
 /// Starts applying other replicas' changes to `authority`'s memory. The task ends with
 /// the authority (it holds only a weak reference) or when the feed closes.
-pub fn spawn(authority: &Arc<Authority>) {
+pub(crate) fn spawn(authority: &Arc<Authority>) {
     let mut feed = authority.store.subscribe_changes();
     let weak: Weak<Authority> = Arc::downgrade(authority);
     tokio::spawn(async move {

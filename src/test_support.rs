@@ -5,11 +5,36 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::authority::Authority;
 use crate::clock::Clock;
-use crate::error::Result;
 use crate::keys::KeySet;
-use crate::store::apikeys::ApiKeyRow;
+
+// The service's operations, as the domain-level tests and the benchmarks drive them.
+pub use crate::apikeys::NewApiKey;
+pub use crate::auth::{AuthFailure, Caller, Principal, SCOPE_ADMIN};
+pub use crate::authority::{ADMIN_KEY_FILE, Authority, Issued};
+pub use crate::error::{Error, Result};
+pub use crate::oauth::rules::ACCESS_TOKEN_TYPE;
+pub use crate::oauth::{
+    ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, Granted,
+    RefreshRequest, TokenExchangeRequest,
+};
+pub use crate::ratelimit::RateLimit;
+pub use crate::tokens::{AccessTokenRequest, Introspection};
+
+// The store, for tests that read what the service wrote (on either backend).
+pub use crate::store::apikeys::ApiKeyRow;
+pub use crate::store::db::{Db, DbError, OptionalExt, PgConn, Row, params};
+pub use crate::store::{Location, Store, inspect};
+
+/// The audit log, as tests read it.
+pub mod audit {
+    pub use crate::store::audit::{AuditEntry, AuditFilter, list, recent};
+}
+
+/// The OAuth form decoding of the HTTP endpoints, for the fuzz targets.
+pub mod oauth_form {
+    pub use crate::service::oauth::{Form, client_key};
+}
 
 /// The authority's clock (tests move it; benchmarks read it).
 pub fn clock(authority: &Authority) -> &Clock {

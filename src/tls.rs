@@ -19,17 +19,17 @@ use crate::config::Config;
 
 /// The TLS side of both public listeners: one certificate, two ALPN lists.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     /// For the gRPC listener: offers only `h2`.
-    pub grpc: TlsAcceptor,
+    pub(crate) grpc: TlsAcceptor,
     /// For the HTTP listener: offers only `http/1.1`.
-    pub http: TlsAcceptor,
+    pub(crate) http: TlsAcceptor,
 }
 
 impl Tls {
     /// TLS as `config` sets it up, or `None` when `tls_cert_file` is unset. Errors
     /// name the file that could not be used (never its contents).
-    pub fn from_config(config: &Config) -> Result<Option<Tls>, String> {
+    pub(crate) fn from_config(config: &Config) -> Result<Option<Tls>, String> {
         let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
             return Ok(None);
         };
@@ -210,7 +210,7 @@ fn load_pair(
 /// A minimal DER walk down to the SubjectAltName extension; the certificate has
 /// already passed chain verification when this runs, and any malformed input yields
 /// `None`, never a panic.
-pub fn spiffe_id(cert: &[u8]) -> Option<String> {
+pub(crate) fn spiffe_id(cert: &[u8]) -> Option<String> {
     let mut uris = uri_sans(cert)?;
     if uris.len() != 1 {
         return None;
@@ -221,7 +221,7 @@ pub fn spiffe_id(cert: &[u8]) -> Option<String> {
 
 /// Is `s` a SPIFFE id: `spiffe://` + a trust domain of `[a-z0-9._-]` + a path of
 /// non-empty segments of `[A-Za-z0-9._-]`, none `.` or `..` (the SPIFFE-ID spec).
-pub fn is_spiffe_id(s: &str) -> bool {
+pub(crate) fn is_spiffe_id(s: &str) -> bool {
     let Some(rest) = s.strip_prefix("spiffe://") else {
         return false;
     };

@@ -28,31 +28,31 @@ use crate::store::changes::{self, Change, Logged};
 use crate::store::{apikeys as apikey_rows, keys as key_rows, revocation as revocation_rows};
 
 /// Heartbeat interval while a stream is idle, unless configured otherwise.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Events a subscriber may have queued before it is cut off, unless configured otherwise.
-pub const DEFAULT_BUFFER: usize = 4096;
+pub(crate) const DEFAULT_BUFFER: usize = 4096;
 
 /// How long change-log rows are kept: the longest access-token lifetime plus an hour.
 /// By then every jti revoked in a dropped row has expired anyway; a subscriber away
 /// for longer resumes with a fresh snapshot, which costs it nothing it still needed.
-pub fn retention(config: &crate::config::Config) -> i64 {
+pub(crate) fn retention(config: &crate::config::Config) -> i64 {
     config.max_access_token_ttl.as_secs() as i64 + 3600
 }
 
 /// One item of a revocation stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Strictly increasing within a stream, except that a heartbeat repeats the
     /// sequence of the event before it (it marks no change). Resume with the last
     /// one seen.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// What it says.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
 }
 
 /// What an [`Event`] says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// A change to the revocation state (from the snapshot or the log).
     Change(Change),
     /// The snapshot is complete; deltas follow.
@@ -63,7 +63,7 @@ pub enum EventKind {
 
 /// The stream handed to the transport: queued events, then, if the subscriber was cut
 /// off, the reason.
-pub struct Subscription {
+pub(crate) struct Subscription {
     rx: mpsc::Receiver<Event>,
     end: Option<oneshot::Receiver<Error>>,
 }
@@ -170,7 +170,11 @@ fn too_slow(buffer: usize) -> Error {
 impl Authority {
     /// Opens a revocation stream (caller needs `tessera:introspect`) after `after`
     /// (0: snapshot first).
-    pub async fn watch_revocations(&self, caller: &Caller, after: u64) -> Result<Subscription> {
+    pub(crate) async fn watch_revocations(
+        &self,
+        caller: &Caller,
+        after: u64,
+    ) -> Result<Subscription> {
         caller.require(auth::SCOPE_INTROSPECT)?;
         // Join the broadcast first: anything committed from here on reaches us, and
         // what the read below also covers is dropped by sequence.

@@ -15,7 +15,7 @@ use tessera::proto::issue_request::Credential;
 use tessera::proto::{
     AccessTokenSpec, ApiKeySpec, IntrospectRequest, IssueRequest, IssueResponse, RevokeRequest,
 };
-use tessera::store::db::params;
+use tessera::test_support::params;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 

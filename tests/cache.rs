@@ -7,7 +7,7 @@ mod common;
 
 use common::{TestServer, authed};
 use tessera::proto::{BumpTokenVersionRequest, RevokeRequest, RotateSigningKeyRequest};
-use tessera::store::db::params;
+use tessera::test_support::params;
 
 /// Default access-token lifetime (15 min) and retire window (1 h max lifetime + 60 s).
 const TTL: i64 = 15 * 60;

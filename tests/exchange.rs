@@ -156,7 +156,9 @@ async fn every_grant_is_audited_without_secrets() {
     ]);
 
     s.flush_audit().await;
-    let log = common::with_database(&s.data_dir, |db| tessera::store::audit::recent(db, 100));
+    let log = common::with_database(&s.data_dir, |db| {
+        tessera::test_support::audit::recent(db, 100)
+    });
     let find = |action: &str| {
         log.iter()
             .find(|e| e.kind == action)

@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use tessera::apikeys::NewApiKey;
-use tessera::auth::Caller;
-use tessera::authority::Authority;
 use tessera::clock::Clock;
-use tessera::error::Error;
-use tessera::oauth::rules::ACCESS_TOKEN_TYPE;
-use tessera::oauth::{
+use tessera::secret::Secret;
+use tessera::test_support::ACCESS_TOKEN_TYPE;
+use tessera::test_support::Authority;
+use tessera::test_support::Caller;
+use tessera::test_support::Error;
+use tessera::test_support::NewApiKey;
+use tessera::test_support::{
     ClientCredentialsRequest, ClientRegistration, CodeRedemption, CodeRequest, RefreshRequest,
     TokenExchangeRequest,
 };
-use tessera::secret::Secret;
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -45,7 +45,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn caller(principal: Option<tessera::auth::Principal>) -> Caller {
+fn caller(principal: Option<tessera::test_support::Principal>) -> Caller {
     Caller {
         principal,
         request_id: "test".into(),

@@ -17,7 +17,7 @@ use tessera::proto::{
     ExchangeRequest, ExchangeResponse, IssueRequest, IssueResponse, RefreshTokenGrant,
     RevokeRequest,
 };
-use tessera::store::db::params;
+use tessera::test_support::params;
 use tonic::{Code, Request, Status};
 
 const MIN: i64 = 60;

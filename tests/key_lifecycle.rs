@@ -20,7 +20,7 @@ use tessera::proto::{
     ListSigningKeysRequest, RevocationEvent, RevokeSigningKeyRequest, RotateSigningKeyRequest,
     RotateSigningKeyResponse, SigningKeyInfo, WatchRevocationsRequest,
 };
-use tessera::store::db::params;
+use tessera::test_support::params;
 use tonic::Streaming;
 
 /// The default `key_publish_lead`: the JWKS max-age (60 s) + 60 s.
@@ -271,7 +271,7 @@ async fn two_hundred_jwks_requests_do_no_store_read_even_as_a_window_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Clock::system();
     let config = std::sync::Arc::new(test_config(tmp.path()));
-    let a = tessera::authority::Authority::open(config.clone(), clock.clone())
+    let a = tessera::test_support::Authority::open(config.clone(), clock.clone())
         .await
         .unwrap();
     let old = test_support::key_set(&a).active.kid.clone();

@@ -11,7 +11,7 @@ use tessera::proto::{
     AccessTokenSpec, ApiKeySpec, ClientCredentialsGrant, ExchangeRequest, IssueRequest,
     RefreshTokenGrant,
 };
-use tessera::store::db::params;
+use tessera::test_support::params;
 use tonic::Code;
 
 fn strings(v: &[&str]) -> Vec<String> {

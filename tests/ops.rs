@@ -163,7 +163,7 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
     for _ in 0..4 {
         let cfg = Arc::new(test_config(tmp.path()));
         tasks.push(tokio::spawn(async move {
-            tessera::authority::Authority::open(cfg, Clock::system()).await
+            tessera::test_support::Authority::open(cfg, Clock::system()).await
         }));
     }
     let mut authorities = Vec::new();
@@ -186,12 +186,12 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
         .read(|c| {
             let k = c.query_row(
                 "SELECT count(*) FROM signing_keys",
-                tessera::store::db::params![],
+                tessera::test_support::params![],
                 |r| r.get(0),
             )?;
             let n = c.query_row(
                 "SELECT count(*) FROM api_keys",
-                tessera::store::db::params![],
+                tessera::test_support::params![],
                 |r| r.get(0),
             )?;
             Ok((k, n))
@@ -206,7 +206,7 @@ async fn concurrent_first_starts_one_wins_the_data_dir() {
         .read(|c| {
             Ok(c.query_row(
                 "SELECT id FROM api_keys",
-                tessera::store::db::params![],
+                tessera::test_support::params![],
                 |r| r.get(0),
             )?)
         })

@@ -174,10 +174,10 @@ async fn a_database_migrated_by_a_newer_release_is_refused() {
     let url = common::pg::fresh_schema("newer");
     let bump = url.clone();
     tokio::task::spawn_blocking(move || {
-        tessera::store::inspect(tessera::store::Location::Postgres(&bump), |db| {
+        tessera::test_support::inspect(tessera::test_support::Location::Postgres(&bump), |db| {
             db.execute(
                 "UPDATE schema_version SET version = 99",
-                tessera::store::db::params![],
+                tessera::test_support::params![],
             )?;
             Ok(())
         })

@@ -318,12 +318,12 @@ async fn issuance_audit_records_answered_before_sigterm_are_all_on_disk() {
     let (status, log) = p.terminate().await;
     assert!(status.success(), "SIGTERM: exit status {status}\n{log}");
 
-    let filter = tessera::store::audit::AuditFilter {
+    let filter = tessera::test_support::audit::AuditFilter {
         kind: "token.issued".into(),
         ..Default::default()
     };
     let rows = common::with_database(tmp.path(), move |db| {
-        tessera::store::audit::list(db, &filter, None, 10_000)
+        tessera::test_support::audit::list(db, &filter, None, 10_000)
     });
     let on_disk: std::collections::HashSet<_> = rows.into_iter().map(|e| e.token_id).collect();
     assert_eq!(issued.len(), 400);

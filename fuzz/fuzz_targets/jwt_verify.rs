@@ -26,7 +26,7 @@ use serde_json::json;
 use tessera::config::SigningAlg;
 use tessera::keys::Keyring;
 use tessera::keys::seal::MasterKey;
-use tessera::store::Store;
+use tessera::test_support::Store;
 use tessera::tokens::verify::{Rules, verify_with_key};
 
 const ISSUER: &str = "https://tessera.fuzz";
@@ -65,7 +65,7 @@ fn world() -> &'static World {
         // Unseal the key the keyring generated, as tests/common/mint.rs does.
         let active = keys.current().active.kid.clone();
         let row = rt
-            .block_on(store.read(|c| tessera::store::keys::load_live(c, NOW)))
+            .block_on(store.read(|c| tessera::test_support::keys::load_live(c, NOW)))
             .expect("key rows")
             .into_iter()
             .find(|r| r.kid == active)

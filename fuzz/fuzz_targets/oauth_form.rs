@@ -12,7 +12,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
-use tessera::service::oauth::{Form, client_key};
+use tessera::test_support::oauth_form::{Form, client_key};
 
 /// Every parameter the token endpoint reads.
 const PARAMS: &[&str] = &[

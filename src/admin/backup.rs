@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Why a backup did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     /// The destination exists; a backup never overwrites.
     #[error("{0} already exists; a backup never overwrites a file")]
     Exists(String),
@@ -33,7 +33,7 @@ const BUSY_RETRIES: u32 = 200;
 
 /// Copies `<data_dir>/tessera.db` to `to` (created 0600, never overwritten). Returns
 /// the size of the copy in bytes. A half-written copy is removed on failure.
-pub fn backup(data_dir: &Path, to: &Path) -> Result<u64, BackupError> {
+pub(crate) fn backup(data_dir: &Path, to: &Path) -> Result<u64, BackupError> {
     let db = data_dir.join("tessera.db");
     if !db.is_file() {
         return Err(BackupError::NoDatabase(data_dir.display().to_string()));

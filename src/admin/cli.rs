@@ -21,7 +21,7 @@ use crate::keys::import::ImportAlg;
 use crate::keys::seal::MasterKeySource;
 
 /// Default server address of the online commands.
-pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
 
 /// `tessera admin`: options shared by every subcommand, then the subcommand.
 #[derive(Args, Debug)]

@@ -29,7 +29,7 @@ const MAX_PEM_BYTES: u64 = 64 * 1024;
 /// caller `offline` with `imported: true`. Returns the new kid (RFC 7638 thumbprint).
 ///
 /// Goes through [`Store::open`], so a running server's lock refuses it.
-pub async fn import_key(
+pub(crate) async fn import_key(
     config: &Config,
     alg: ImportAlg,
     pem_path: &Path,

@@ -13,12 +13,12 @@
 //! - [`reseal`]  move every sealed secret of a stopped server's data dir to a new master key
 //! - [`backup`]  SQLite online backup of a data dir, safe while the server serves
 
-pub mod backup;
+pub(crate) mod backup;
 pub mod cli;
-pub mod import;
-pub mod recover;
-pub mod remote;
-pub mod render;
-pub mod reseal;
+pub(crate) mod import;
+pub(crate) mod recover;
+pub(crate) mod remote;
+pub(crate) mod render;
+pub(crate) mod reseal;
 
-pub use recover::{RECOVER_ACTION, recover};
+pub(crate) use recover::recover;

@@ -17,7 +17,7 @@ use crate::store::apikeys::{self as apikey_rows, ApiKeyRow};
 use crate::store::audit::{self, AuditEntry};
 
 /// Audit action of an offline recovery.
-pub const RECOVER_ACTION: &str = "admin.recovered";
+pub(crate) const RECOVER_ACTION: &str = "admin.recovered";
 
 /// Mints a fresh admin API key (scope `tessera:admin`, living `ttl_secs`) straight into
 /// the store of `data_dir`, audited as [`RECOVER_ACTION`] by caller `offline`, and
@@ -27,7 +27,11 @@ pub const RECOVER_ACTION: &str = "admin.recovered";
 /// The store is opened through the same [`Store::open`] the server uses, so whatever
 /// guards a data dir against a second process guards it here too. A running server
 /// learns of the key at its next start.
-pub async fn recover(data_dir: &Path, clock: &Clock, ttl_secs: i64) -> anyhow::Result<PathBuf> {
+pub(crate) async fn recover(
+    data_dir: &Path,
+    clock: &Clock,
+    ttl_secs: i64,
+) -> anyhow::Result<PathBuf> {
     // Never create a fresh, empty store in a mistyped directory.
     let db = data_dir.join("tessera.db");
     if !db.is_file() {

@@ -10,7 +10,7 @@ use crate::proto::{ApiKeyInfo, AuditEvent, ClientInfo, SigningKeyInfo};
 use crate::service::convert::struct_to_json;
 
 /// RFC 3339 UTC (`2026-01-02T03:04:05Z`) of unix seconds.
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -37,19 +37,19 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// A timestamp for a table cell: RFC 3339, or `-` when unset.
-pub fn cell_time(t: &Option<Timestamp>) -> String {
+pub(crate) fn cell_time(t: &Option<Timestamp>) -> String {
     t.as_ref()
         .map_or_else(|| "-".into(), |t| rfc3339(t.seconds))
 }
 
 /// A timestamp for JSON: RFC 3339, or `null` when unset.
-pub fn json_time(t: &Option<Timestamp>) -> Value {
+pub(crate) fn json_time(t: &Option<Timestamp>) -> Value {
     t.as_ref()
         .map_or(Value::Null, |t| Value::String(rfc3339(t.seconds)))
 }
 
 /// A list for a table cell: space-separated, or `-` when empty.
-pub fn cell_list(items: &[String]) -> String {
+pub(crate) fn cell_list(items: &[String]) -> String {
     if items.is_empty() {
         "-".into()
     } else {
@@ -58,7 +58,7 @@ pub fn cell_list(items: &[String]) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, header first.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -86,7 +86,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `key: value` lines, keys aligned.
-pub fn fields(pairs: &[(&str, String)]) -> String {
+pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     pairs
         .iter()
@@ -95,7 +95,7 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 }
 
 /// An API key's state in words: `revoked`, `expired`, `rotated` or `live` (at `now`).
-pub fn key_state(k: &ApiKeyInfo, now: i64) -> &'static str {
+pub(crate) fn key_state(k: &ApiKeyInfo, now: i64) -> &'static str {
     if k.revoked {
         "revoked"
     } else if k.expires_at.as_ref().is_some_and(|t| t.seconds <= now) {
@@ -108,7 +108,7 @@ pub fn key_state(k: &ApiKeyInfo, now: i64) -> &'static str {
 }
 
 /// An API key as JSON (the same fields as `ApiKeyInfo`, times in RFC 3339).
-pub fn api_key_json(k: &ApiKeyInfo, now: i64) -> Value {
+pub(crate) fn api_key_json(k: &ApiKeyInfo, now: i64) -> Value {
     json!({
         "key_id": k.key_id,
         "owner": k.owner,
@@ -126,7 +126,7 @@ pub fn api_key_json(k: &ApiKeyInfo, now: i64) -> Value {
 }
 
 /// API keys as a table.
-pub fn api_keys_table(keys: &[ApiKeyInfo], now: i64) -> String {
+pub(crate) fn api_keys_table(keys: &[ApiKeyInfo], now: i64) -> String {
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {
@@ -158,7 +158,7 @@ pub fn api_keys_table(keys: &[ApiKeyInfo], now: i64) -> String {
 }
 
 /// One API key, field by field.
-pub fn api_key_fields(k: &ApiKeyInfo, now: i64) -> String {
+pub(crate) fn api_key_fields(k: &ApiKeyInfo, now: i64) -> String {
     fields(&[
         ("key_id", k.key_id.clone()),
         ("owner", k.owner.clone()),
@@ -182,7 +182,7 @@ pub fn api_key_fields(k: &ApiKeyInfo, now: i64) -> String {
 }
 
 /// An OAuth client as JSON.
-pub fn client_json(c: &ClientInfo) -> Value {
+pub(crate) fn client_json(c: &ClientInfo) -> Value {
     json!({
         "client_id": c.client_id,
         "name": c.name,
@@ -194,7 +194,7 @@ pub fn client_json(c: &ClientInfo) -> Value {
 }
 
 /// OAuth clients as a table.
-pub fn clients_table(clients: &[ClientInfo]) -> String {
+pub(crate) fn clients_table(clients: &[ClientInfo]) -> String {
     let rows: Vec<Vec<String>> = clients
         .iter()
         .map(|c| {
@@ -222,7 +222,7 @@ pub fn clients_table(clients: &[ClientInfo]) -> String {
 }
 
 /// A signing key as JSON.
-pub fn signing_key_json(k: &SigningKeyInfo) -> Value {
+pub(crate) fn signing_key_json(k: &SigningKeyInfo) -> Value {
     json!({
         "kid": k.kid,
         "alg": k.alg,
@@ -234,7 +234,7 @@ pub fn signing_key_json(k: &SigningKeyInfo) -> Value {
 }
 
 /// Signing keys as a table.
-pub fn signing_keys_table(keys: &[SigningKeyInfo]) -> String {
+pub(crate) fn signing_keys_table(keys: &[SigningKeyInfo]) -> String {
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {
@@ -263,7 +263,7 @@ fn detail(e: &AuditEvent) -> Map<String, Value> {
 }
 
 /// An audit event as JSON.
-pub fn audit_json(e: &AuditEvent) -> Value {
+pub(crate) fn audit_json(e: &AuditEvent) -> Value {
     json!({
         "id": e.id,
         "at": json_time(&e.at),
@@ -277,7 +277,7 @@ pub fn audit_json(e: &AuditEvent) -> Value {
 }
 
 /// One audit event as a log-like line: `id at kind caller=… subject=… token=… {detail}`.
-pub fn audit_line(e: &AuditEvent) -> String {
+pub(crate) fn audit_line(e: &AuditEvent) -> String {
     let mut line = format!(
         "{:>6}  {}  {:<22}  caller={}",
         e.id,

@@ -34,19 +34,19 @@ use crate::store::audit::{self, AuditEntry};
 use super::recover::describe;
 
 /// Audit kind of a re-seal.
-pub const RESEAL_ACTION: &str = "master_key.resealed";
+pub(crate) const RESEAL_ACTION: &str = "master_key.resealed";
 
 /// What a re-seal did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resealed {
+pub(crate) struct Resealed {
     /// Signing keys re-sealed (every state).
-    pub signing_keys: usize,
+    pub(crate) signing_keys: usize,
     /// Refresh grace successor pairs re-sealed.
-    pub grace_pairs: usize,
+    pub(crate) grace_pairs: usize,
     /// Where the current key came from; only a development key file is replaced.
-    pub previous: MasterKeySource,
+    pub(crate) previous: MasterKeySource,
     /// Something the operator should know although the re-seal is committed.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 /// Re-seals everything in `config.data_dir` sealed under the configured (current)
@@ -56,7 +56,7 @@ pub struct Resealed {
 /// then renamed over it), so the data dir keeps starting without configuration.
 ///
 /// Goes through [`Store::open`], so a running server's lock refuses it.
-pub async fn reseal(
+pub(crate) async fn reseal(
     config: &Config,
     new_key_file: &Path,
     clock: &Clock,

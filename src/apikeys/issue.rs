@@ -14,9 +14,9 @@ use crate::store::audit::{self, AuditEntry};
 use crate::tokens::{self, check_field, check_list, normalize_scopes};
 
 /// How long a rotated API key keeps working by default (24 h).
-pub const DEFAULT_ROTATION_OVERLAP: i64 = 24 * 3600;
+pub(crate) const DEFAULT_ROTATION_OVERLAP: i64 = 24 * 3600;
 /// The longest overlap of a rotation (30 days).
-pub const MAX_ROTATION_OVERLAP: i64 = 30 * 24 * 3600;
+pub(crate) const MAX_ROTATION_OVERLAP: i64 = 30 * 24 * 3600;
 
 /// What a new API key is to be. When it is a rotated key's successor, the empty fields
 /// (and a `rate_limit` of `None`) are inherited from the key rotated; `ttl` never is.
@@ -40,7 +40,7 @@ pub struct NewApiKey {
 }
 
 /// The `tessera:*` scopes that mean something; any other is a typo to refuse.
-pub const SERVICE_SCOPES: &[&str] = &[
+pub(crate) const SERVICE_SCOPES: &[&str] = &[
     auth::SCOPE_ADMIN,
     auth::SCOPE_INTROSPECT,
     auth::SCOPE_ISSUE,
@@ -174,7 +174,7 @@ impl Authority {
     /// and exchange audiences wherever `next` leaves them empty; the old key keeps
     /// working for `overlap` (default 24 h, at most 30 days), then dies, and is linked
     /// to its successor (`rotated_to`). The new key's `ttl` is its own, not inherited.
-    pub async fn rotate_api_key(
+    pub(crate) async fn rotate_api_key(
         &self,
         caller: &Caller,
         from: &str,

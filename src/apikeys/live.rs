@@ -18,9 +18,9 @@ use crate::store::apikeys::ApiKeyRow;
 #[derive(Debug)]
 pub struct Caller {
     /// Stored record (hash, owner, scopes, expiry).
-    pub row: ApiKeyRow,
+    pub(crate) row: ApiKeyRow,
     /// The row's scopes, shared, so a principal costs no copy per call.
-    pub scopes: Arc<[String]>,
+    pub(crate) scopes: Arc<[String]>,
     /// Last use in Unix seconds, not yet flushed when > `flushed`.
     last_used: AtomicI64,
     flushed: AtomicI64,
@@ -33,7 +33,7 @@ pub struct Caller {
 impl Caller {
     /// Takes one call from the key's rate limit at `now` (the clock is read here
     /// if not given, and only for a limited key): `Err(wait)` when over it.
-    pub fn admit(&self, now: Option<std::time::Instant>) -> Result<(), std::time::Duration> {
+    pub(crate) fn admit(&self, now: Option<std::time::Instant>) -> Result<(), std::time::Duration> {
         match &self.limiter {
             None => Ok(()),
             Some(l) => l.acquire_at_instant(now.unwrap_or_else(std::time::Instant::now)),
@@ -43,7 +43,7 @@ impl Caller {
 
 /// Every live API key by id.
 #[derive(Default)]
-pub struct Callers {
+pub(crate) struct Callers {
     keys: papaya::HashMap<String, Arc<Caller>>,
 }
 
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Callers {
 
 impl Callers {
     /// Adds (or replaces) a key after its durable write.
-    pub fn insert(&self, row: ApiKeyRow) {
+    pub(crate) fn insert(&self, row: ApiKeyRow) {
         let id = row.id.clone();
         self.keys.pin().insert(
             id,
@@ -72,7 +72,7 @@ impl Callers {
     }
 
     /// Moves a live key's expiry (after a rotation), keeping its recorded use.
-    pub fn set_expiry(&self, id: &str, expires_at: i64) {
+    pub(crate) fn set_expiry(&self, id: &str, expires_at: i64) {
         let keys = self.keys.pin();
         if let Some(old) = keys.get(id) {
             let mut row = old.row.clone();
@@ -91,29 +91,29 @@ impl Callers {
     }
 
     /// Removes a revoked key.
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.keys.pin().remove(id);
     }
 
     /// The key with this id, if it is not revoked (it may have expired).
-    pub fn get(&self, id: &str) -> Option<Arc<Caller>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Caller>> {
         self.keys.pin().get(id).cloned()
     }
 
     /// Is a key with this id live (not revoked, maybe expired)?
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.keys.pin().contains_key(id)
     }
 
     /// Checks a presented key: well formed, known, same environment, hash matches in
     /// constant time, not expired at `now`. Records the use.
-    pub fn check(&self, key: &str, now: i64) -> Option<Arc<Caller>> {
+    pub(crate) fn check(&self, key: &str, now: i64) -> Option<Arc<Caller>> {
         self.verify(key, now).ok()
     }
 
     /// As [`Callers::check`], saying why a key is refused. A revoked key is no longer
     /// in memory, so it is `UnknownKey`.
-    pub fn verify(&self, key: &str, now: i64) -> Result<Arc<Caller>, AuthFailure> {
+    pub(crate) fn verify(&self, key: &str, now: i64) -> Result<Arc<Caller>, AuthFailure> {
         let parsed = apikeys::parse(key).ok_or(AuthFailure::Malformed)?;
         let caller = self
             .keys
@@ -135,7 +135,7 @@ impl Callers {
     }
 
     /// Uses not yet written to the store; marks them written.
-    pub fn take_unflushed(&self) -> Vec<(String, i64)> {
+    pub(crate) fn take_unflushed(&self) -> Vec<(String, i64)> {
         let mut out = Vec::new();
         for (id, c) in self.keys.pin().iter() {
             let used = c.last_used.load(Ordering::Relaxed);
@@ -147,7 +147,7 @@ impl Callers {
     }
 
     /// Drops keys that expired before `now`.
-    pub fn purge(&self, now: i64) {
+    pub(crate) fn purge(&self, now: i64) {
         self.keys.pin().retain(|_, c| c.row.expires_at > now);
     }
 }

@@ -5,12 +5,13 @@
 //! - `issue`: issuing and rotating keys ([`Authority`](crate::authority::Authority) methods).
 
 mod check;
-pub mod format;
+pub(crate) mod format;
 mod issue;
-pub mod live;
+pub(crate) mod live;
 
 pub use check::Refusal;
 pub use format::{MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
+pub use issue::NewApiKey;
 pub(crate) use issue::last_live_admin;
-pub use issue::{DEFAULT_ROTATION_OVERLAP, MAX_ROTATION_OVERLAP, NewApiKey, SERVICE_SCOPES};
-pub use live::{Caller, Callers};
+pub use live::Caller;
+pub(crate) use live::Callers;

@@ -17,7 +17,7 @@ impl DatabaseUrl {
     /// A PostgreSQL URL is masked both where RFC 3986 puts the password (the user
     /// info, up to the last `@` before the path) and where the driver reads it (up to
     /// the first `@`, and a `password=` query parameter).
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         match self {
             DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
             DatabaseUrl::Postgres(url) => redact_postgres_url(url),

@@ -11,9 +11,12 @@ use super::Secret;
 /// file's path, and the admin client's key.
 const ENV_ONLY: &[&str] = &["MASTER_KEY", "BOOTSTRAP_ADMIN_KEY", "CONFIG", "API_KEY"];
 
-/// One source of settings; every field optional so sources can be layered.
+/// One source of settings; every field optional so sources can be layered. Each field
+/// is the [`Config`](super::Config) field of the same name (documented there), as
+/// its source spells it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
 pub struct Layer {
     pub grpc_addr: Option<String>,
     pub http_addr: Option<String>,
@@ -60,7 +63,7 @@ pub struct Layer {
 impl Layer {
     /// Reads the `TESSERA_*` variables out of an environment map. A value that does not
     /// parse is an error naming the variable, never a silent fallback to the default.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
+    pub(crate) fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
         Self::from_env_noting(env, &mut |_| {})
     }
 
@@ -147,12 +150,12 @@ impl Layer {
     }
 
     /// Parses a TOML config file's text.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// Fills every unset field of `self` from `lower`.
-    pub fn or(self, lower: Layer) -> Layer {
+    pub(crate) fn or(self, lower: Layer) -> Layer {
         Layer {
             grpc_addr: self.grpc_addr.or(lower.grpc_addr),
             http_addr: self.http_addr.or(lower.http_addr),

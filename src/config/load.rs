@@ -30,7 +30,10 @@ impl Config {
 
     /// Builds the config from layered sources (highest first: flags, env, file) and
     /// the env-only secrets. Errors name the offending setting.
-    pub fn from_layers(merged: Layer, env: &HashMap<String, String>) -> Result<Config, String> {
+    pub(crate) fn from_layers(
+        merged: Layer,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, String> {
         let mut c = Config::default();
         let addr = |k: &str, v: String| v.parse::<SocketAddr>().map_err(|e| format!("{k}: {e}"));
         let dur = |k: &str, v: String| parse_duration(&v).map_err(|e| format!("{k}: {e}"));
@@ -351,7 +354,7 @@ fn check_issuer(v: &str) -> Result<(), String> {
 }
 
 /// Parses `90s`, `15m`, `24h`, `90d` (or a bare number of seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),

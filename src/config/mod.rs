@@ -18,7 +18,7 @@ mod tests;
 
 pub use database_url::DatabaseUrl;
 pub use layer::{Layer, parse_scope_ttl, parse_spiffe_callers};
-pub use load::parse_duration;
+pub(crate) use load::parse_duration;
 
 /// Signing algorithm for newly generated keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -228,19 +228,19 @@ impl Default for Config {
 }
 
 /// The longest `refresh_reuse_grace` accepted.
-pub const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(5 * 60);
 
 impl Config {
     /// The database in effect: `database_url`, else the SQLite file `tessera.db` in
     /// `data_dir`.
-    pub fn database(&self) -> DatabaseUrl {
+    pub(crate) fn database(&self) -> DatabaseUrl {
         self.database_url
             .clone()
             .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("tessera.db")))
     }
 
     /// The failed-authentication throttle's numbers.
-    pub fn auth_throttle(&self) -> crate::ratelimit::ThrottleConfig {
+    pub(crate) fn auth_throttle(&self) -> crate::ratelimit::ThrottleConfig {
         crate::ratelimit::ThrottleConfig {
             max_failures: self.auth_failure_limit,
             window: self.auth_failure_window,
@@ -249,7 +249,7 @@ impl Config {
     }
 
     /// The lifetime cap that applies to a token carrying `scopes`.
-    pub fn scope_cap(&self, scopes: &[String]) -> Duration {
+    pub(crate) fn scope_cap(&self, scopes: &[String]) -> Duration {
         scopes
             .iter()
             .filter_map(|s| self.scope_ttl.get(s))

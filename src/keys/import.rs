@@ -12,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::store::keys::KeyRow;
 
 /// The smallest RSA modulus accepted, in bits (RFC 7518 §3.3: 2048 or larger).
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// An algorithm an imported key may be used with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportAlg {
+pub(crate) enum ImportAlg {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
     /// RSASSA-PSS with SHA-256.
@@ -25,7 +25,7 @@ pub enum ImportAlg {
 
 impl ImportAlg {
     /// Its JWS name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ImportAlg::RS256 => "RS256",
             ImportAlg::PS256 => "PS256",
@@ -50,7 +50,12 @@ impl std::str::FromStr for ImportAlg {
 /// key row created at `now`. Accepts PKCS#8 (`BEGIN PRIVATE KEY`) and PKCS#1
 /// (`BEGIN RSA PRIVATE KEY`); refuses encrypted PEM, non-RSA keys and moduli under
 /// [`MIN_RSA_BITS`] with a message saying which.
-pub fn rsa_key_row(alg: ImportAlg, pem: &str, master: &MasterKey, now: i64) -> Result<KeyRow> {
+pub(crate) fn rsa_key_row(
+    alg: ImportAlg,
+    pem: &str,
+    master: &MasterKey,
+    now: i64,
+) -> Result<KeyRow> {
     let (label, der) = pem_private_key(pem)?;
     let pair = match label.as_str() {
         "PRIVATE KEY" => sig::RsaKeyPair::from_pkcs8(&der).map_err(|e| {

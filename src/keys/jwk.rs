@@ -42,7 +42,7 @@ pub fn canonical_ec_p256(x: &[u8], y: &[u8]) -> String {
 
 /// RFC 7638 canonical JSON of an RSA public key (big-endian `n`, `e`; leading
 /// zero octets are dropped).
-pub fn canonical_rsa(n: &[u8], e: &[u8]) -> String {
+pub(crate) fn canonical_rsa(n: &[u8], e: &[u8]) -> String {
     format!(
         r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
         b64(minimal_unsigned(e)),
@@ -52,7 +52,7 @@ pub fn canonical_rsa(n: &[u8], e: &[u8]) -> String {
 
 /// RFC 7638 thumbprint (base64url, unpadded) of already-canonical member JSON
 /// under any ring digest.
-pub fn thumbprint(canonical_members_json: &str, hash: &'static digest::Algorithm) -> String {
+pub(crate) fn thumbprint(canonical_members_json: &str, hash: &'static digest::Algorithm) -> String {
     b64(digest::digest(hash, canonical_members_json.as_bytes()).as_ref())
 }
 
@@ -67,7 +67,7 @@ pub fn thumbprint_ec_p256(x: &[u8], y: &[u8]) -> String {
 }
 
 /// SHA-256 RFC 7638 thumbprint of an RSA public key.
-pub fn thumbprint_rsa(n: &[u8], e: &[u8]) -> String {
+pub(crate) fn thumbprint_rsa(n: &[u8], e: &[u8]) -> String {
     thumbprint(&canonical_rsa(n, e), &digest::SHA256)
 }
 
@@ -75,7 +75,7 @@ pub fn thumbprint_rsa(n: &[u8], e: &[u8]) -> String {
 /// `"ES256"` (65-byte uncompressed P-256 point) or `"RS256"`/`"PS256"` (PKCS#1
 /// `RSAPublicKey` DER) signing key, or `None` when the
 /// algorithm is unsupported or the key has the wrong shape.
-pub fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> {
+pub(crate) fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> {
     // Built from the public key alone, so no private member (`d`, `p`, …) can
     // ever be present.
     match alg {
@@ -118,9 +118,10 @@ pub fn try_public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Option<Value> 
     }
 }
 
-/// [`try_public_jwk`] returning `Value::Null` instead of `None`; callers
-/// building a JWKS must skip nulls (an unsupported key is never published).
-pub fn public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Value {
+/// [`try_public_jwk`] returning `Value::Null` instead of `None` (the tables below
+/// compare whole JWKs).
+#[cfg(test)]
+fn public_jwk(alg: &str, kid: &str, public_key: &[u8]) -> Value {
     try_public_jwk(alg, kid, public_key).unwrap_or(Value::Null)
 }
 

@@ -18,11 +18,11 @@ use crate::store::keys::{self as rows, KeyRow};
 
 /// A rotation as scheduled: the successor and when it signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rotation {
+pub(crate) struct Rotation {
     /// The successor's kid.
-    pub kid: String,
+    pub(crate) kid: String,
     /// When it signs (Unix seconds).
-    pub activates_at: i64,
+    pub(crate) activates_at: i64,
 }
 
 /// A freshly generated key pair: kid, public key, PKCS#8 private key.
@@ -92,7 +92,7 @@ impl Keyring {
     /// key signing until then retires at that instant and verifies for the retire
     /// window. A successor already waiting is kept rather than doubled: returned as it
     /// is, or made to sign at once when `activates_at <= now`.
-    pub async fn rotate(
+    pub(crate) async fn rotate(
         &self,
         now: i64,
         activates_at: i64,
@@ -137,7 +137,7 @@ impl Keyring {
     /// reaches the end of its `period` within `lead`, publishes a successor to sign at
     /// that end (or `lead` from now, if housekeeping comes late). Safe to run from
     /// several processes at once: the store keeps one successor.
-    pub async fn rotate_if_due(
+    pub(crate) async fn rotate_if_due(
         &self,
         now: i64,
         period: i64,
@@ -158,7 +158,7 @@ impl Keyring {
 
     /// Brings the key set up to `now` if a transition is due (a successor's activation,
     /// a retired key's window ending) and logs it: cheap when nothing is due.
-    pub async fn settle(&self, now: i64) -> Result<()> {
+    pub(crate) async fn settle(&self, now: i64) -> Result<()> {
         let set = self.current();
         let due = set.next.as_ref().is_some_and(|n| now >= n.activates_at)
             || set
@@ -184,7 +184,12 @@ impl Keyring {
     /// If it was the signing key, a fresh key is stored in the same transaction, so
     /// there is never a moment without one. Revoking a revoked key changes nothing.
     /// Returns the kid that signs from now on, or `None` if `kid` is unknown.
-    pub async fn revoke(&self, kid: &str, now: i64, entry: AuditEntry) -> Result<Option<String>> {
+    pub(crate) async fn revoke(
+        &self,
+        kid: &str,
+        now: i64,
+        entry: AuditEntry,
+    ) -> Result<Option<String>> {
         // Generated up front, outside the writer; stored only if `kid` turns out to
         // be the signing key when the write runs and no published successor waits to
         // take over (one that does is already in every cached JWKS, so it goes first).

@@ -15,7 +15,7 @@
 //! could have signed has expired (`max_access_token_ttl` after retirement), then
 //! leaves the JWKS.
 
-pub mod import;
+pub(crate) mod import;
 pub mod jwk;
 mod lifecycle;
 pub mod provider;
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::audit::{self, AuditEntry};
 use crate::store::keys as rows;
-pub use lifecycle::Rotation;
+pub(crate) use lifecycle::Rotation;
 use seal::MasterKey;
 pub use set::{KeySet, SigningKey, VerifyingKey};
 use set::{build_set, warm_active};
@@ -41,13 +41,13 @@ use set::{build_set, warm_active};
 /// The `max-age` of the served JWKS, in seconds. The default `key_publish_lead` is
 /// derived from it: a verifier that cached the JWKS just before a rotation refetches
 /// it before the successor signs.
-pub const JWKS_MAX_AGE_SECS: u64 = 60;
+pub(crate) const JWKS_MAX_AGE_SECS: u64 = 60;
 
 /// The `Cache-Control` of the served JWKS: [`JWKS_MAX_AGE_SECS`] spelled out.
-pub const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
+pub(crate) const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// Signing and verification keys, loaded from and persisted to the store.
-pub struct Keyring {
+pub(crate) struct Keyring {
     set: ArcSwap<KeySet>,
     master: MasterKey,
     store: Store,
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// Loads the keys from the store, generating the first one if there is none.
-    pub async fn open(
+    pub(crate) async fn open(
         store: Store,
         master: MasterKey,
         alg: SigningAlg,
@@ -121,12 +121,12 @@ impl Keyring {
     }
 
     /// The current key set (cheap; lock-free).
-    pub fn current(&self) -> Arc<KeySet> {
+    pub(crate) fn current(&self) -> Arc<KeySet> {
         self.set.load_full()
     }
 
     /// A key allowed to verify at `now`, by kid.
-    pub fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>> {
+    pub(crate) fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>> {
         let set = self.set.load();
         let k = set.verifying.get(kid)?;
         match k.verify_until {
@@ -136,7 +136,11 @@ impl Keyring {
     }
 
     /// Signs `claims` as an `at+jwt` with the key that signs at `now`.
-    pub fn sign<T: serde::Serialize>(&self, claims: &T, now: i64) -> Result<(String, String)> {
+    pub(crate) fn sign<T: serde::Serialize>(
+        &self,
+        claims: &T,
+        now: i64,
+    ) -> Result<(String, String)> {
         let key = self.set.load().signer(now).clone();
         let mut header = Header::new(key.alg);
         header.typ = Some("at+jwt".into());
@@ -150,14 +154,14 @@ impl Keyring {
     }
 
     /// Every key ever held, newest first, with its state at `now`, for operators.
-    pub async fn list(&self, now: i64) -> Result<Vec<rows::KeyListing>> {
+    pub(crate) async fn list(&self, now: i64) -> Result<Vec<rows::KeyListing>> {
         self.store.read(move |c| rows::list(c, now)).await
     }
 
     /// Rebuilds the key set from the store: drops keys past their window. The read
     /// runs off the async runtime (see [`Store::read`]); reloads that overlap keep the
     /// set of the one that started last.
-    pub async fn reload(&self, now: i64) -> Result<()> {
+    pub(crate) async fn reload(&self, now: i64) -> Result<()> {
         // Taken before the read: the write that prompted any earlier ticket had
         // committed by then, so the newest ticket's read sees it too, and a set read
         // for an older ticket may be dropped.
@@ -223,12 +227,16 @@ fn system_audit(now: i64, kind: &str, kid: &str) -> AuditEntry {
 /// period's successor pairs), so the master key never leaves the keyring.
 impl Keyring {
     /// Seals `plaintext` bound to `context` (AES-256-GCM, `context` as associated data).
-    pub fn seal_secret(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn seal_secret(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         self.master.seal(context, plaintext)
     }
 
     /// Opens what [`seal_secret`](Self::seal_secret) made for the same `context`.
-    pub fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    pub(crate) fn open_secret(
+        &self,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         self.master.open(context, sealed)
     }
 }

@@ -27,7 +27,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair as _};
 
 /// The *ring*-backed provider; install it with [`install`] before any JWT work.
-pub static RING_PROVIDER: CryptoProvider = CryptoProvider {
+pub(crate) static RING_PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: new_signer,
     verifier_factory: new_verifier,
     key_utils: KeyUtils {
@@ -230,13 +230,13 @@ fn cached_or_parse(class: KeyClass, key_bytes: &[u8]) -> Result<Arc<ParsedSigner
 
 /// Parses `key_bytes` for `alg` into the signing-key cache ahead of the first
 /// token, so a malformed key fails at startup/rotation rather than mid-request.
-pub fn warm(alg: Algorithm, key_bytes: &[u8]) -> Result<()> {
+pub(crate) fn warm(alg: Algorithm, key_bytes: &[u8]) -> Result<()> {
     cached_or_parse(KeyClass::of(alg)?, key_bytes).map(|_| ())
 }
 
 /// Drops the cached parse of `key_bytes` (call when a key is retired so its
 /// private key does not outlive it in memory).
-pub fn forget(key_bytes: &[u8]) {
+pub(crate) fn forget(key_bytes: &[u8]) {
     let key = cache_key(key_bytes);
     SIGNERS.rcu(|map| {
         if map.contains_key(&key) {
@@ -250,12 +250,14 @@ pub fn forget(key_bytes: &[u8]) {
 }
 
 /// Is a parse of `key_bytes` cached?
-pub fn is_cached(key_bytes: &[u8]) -> bool {
+#[cfg(test)]
+pub(crate) fn is_cached(key_bytes: &[u8]) -> bool {
     SIGNERS.load().contains_key(&cache_key(key_bytes))
 }
 
 /// Number of parsed signing keys currently cached.
-pub fn cached_signers() -> usize {
+#[cfg(test)]
+pub(crate) fn cached_signers() -> usize {
     SIGNERS.load().len()
 }
 
@@ -455,7 +457,12 @@ const MAX_SIGNATURE_LEN: usize = 8192 / 8;
 /// the algorithm and key, but without boxing a verifier, copying the key or
 /// allocating the decoded signature: the per-token path of the strict verifier.
 /// True only if `signature` (base64url, no padding) verifies over `message`.
-pub fn verify_jws(signature: &str, message: &[u8], key: &DecodingKey, alg: Algorithm) -> bool {
+pub(crate) fn verify_jws(
+    signature: &str,
+    message: &[u8],
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> bool {
     let Ok(material) = material(alg, key) else {
         return false;
     };

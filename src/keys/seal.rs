@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::store::datadir;
 
 /// Name of the development master-key file inside the data dir.
-pub const DEV_KEY_FILE: &str = "master.key";
+pub(crate) const DEV_KEY_FILE: &str = "master.key";
 
 /// The key that seals signing keys. Never printed.
 pub struct MasterKey(LessSafeKey);
@@ -44,7 +44,7 @@ impl MasterKey {
     }
 
     /// Loads the configured master key, creating a development one if none is configured.
-    pub fn load(config: &Config) -> Result<Self> {
+    pub(crate) fn load(config: &Config) -> Result<Self> {
         if let MasterKeySource::Development(path) = MasterKeySource::of(config) {
             // Not `exists()`: it follows a symlink, and a planted one must be seen, not used.
             if std::fs::symlink_metadata(&path).is_err() {
@@ -57,7 +57,7 @@ impl MasterKey {
     /// Loads the configured master key, or the development one already in the data
     /// dir; never creates one. The offline tools use this: a fresh key could open
     /// nothing that is already sealed.
-    pub fn load_existing(config: &Config) -> Result<Self> {
+    pub(crate) fn load_existing(config: &Config) -> Result<Self> {
         match MasterKeySource::of(config) {
             MasterKeySource::Env => {
                 let secret = config.master_key.as_ref().map(|s| s.0.as_str());
@@ -93,13 +93,13 @@ impl MasterKey {
 
     /// Whether `other` is this same key: what one seals, the other opens. (The key
     /// bytes are not kept, so they cannot be compared directly.)
-    pub fn same_key_as(&self, other: &MasterKey) -> Result<bool> {
+    pub(crate) fn same_key_as(&self, other: &MasterKey) -> Result<bool> {
         let probe = other.seal("same-key-probe", b"probe")?;
         Ok(self.open("same-key-probe", &probe).is_ok())
     }
 
     /// Seals `plaintext`, bound to `context` (the kid), as `nonce || ciphertext || tag`.
-    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -143,7 +143,7 @@ impl MasterKey {
 
 /// Where the master key comes from, in the order [`MasterKey::load`] looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MasterKeySource {
+pub(crate) enum MasterKeySource {
     /// `TESSERA_MASTER_KEY`.
     Env,
     /// `master_key_file`.
@@ -154,7 +154,7 @@ pub enum MasterKeySource {
 
 impl MasterKeySource {
     /// The source `config` names.
-    pub fn of(config: &Config) -> Self {
+    pub(crate) fn of(config: &Config) -> Self {
         if config.master_key.is_some() {
             MasterKeySource::Env
         } else if let Some(path) = &config.master_key_file {
@@ -179,7 +179,11 @@ impl std::fmt::Display for MasterKeySource {
 
 /// Reads a master-key file's text after checking that it can be trusted (see
 /// [`datadir::check_trusted_file`]); `what` names it in errors.
-pub fn read_key_file(path: &Path, what: &str, root_may_own: bool) -> Result<Zeroizing<String>> {
+pub(crate) fn read_key_file(
+    path: &Path,
+    what: &str,
+    root_may_own: bool,
+) -> Result<Zeroizing<String>> {
     datadir::check_trusted_file(path, what, root_may_own)?;
     Ok(Zeroizing::new(std::fs::read_to_string(path).map_err(
         |e| Error::internal(format!("reading {what} {}: {e}", path.display())),
@@ -210,7 +214,7 @@ fn create_dev_key(data_dir: &Path, path: &Path) -> Result<()> {
 }
 
 /// Writes a file readable by its owner only (0600), refusing to overwrite.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

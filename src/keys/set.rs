@@ -18,11 +18,11 @@ pub struct SigningKey {
     /// RFC 7638 thumbprint.
     pub kid: String,
     /// Its one algorithm.
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     /// When it was generated or imported (Unix seconds): the signing-key age metric.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// When it starts (or started) signing.
-    pub activates_at: i64,
+    pub(crate) activates_at: i64,
     pub(super) encoding: EncodingKey,
 }
 
@@ -54,7 +54,7 @@ pub struct KeySet {
     /// Signs new tokens (until `next` activates).
     pub active: Arc<SigningKey>,
     /// The published successor, signing from its `activates_at`.
-    pub next: Option<Arc<SigningKey>>,
+    pub(crate) next: Option<Arc<SigningKey>>,
     /// Every key allowed to verify, by kid.
     pub verifying: HashMap<String, Arc<VerifyingKey>>,
     /// The JWK Set (RFC 7517) of every key in `verifying`, pre-rendered.
@@ -68,7 +68,7 @@ pub struct KeySet {
 
 impl KeySet {
     /// The key that signs at `now`: the successor from its activation instant on.
-    pub fn signer(&self, now: i64) -> &Arc<SigningKey> {
+    pub(crate) fn signer(&self, now: i64) -> &Arc<SigningKey> {
         match &self.next {
             Some(next) if now >= next.activates_at => next,
             _ => &self.active,
@@ -78,7 +78,7 @@ impl KeySet {
     /// The JWK Set as served at `now`. Memory only: the JWKS is public and
     /// unauthenticated, so no request for it may reach the store. A key whose window
     /// has ended is left out at once, before housekeeping drops it from the set.
-    pub fn jwks_at(&self, now: i64) -> Arc<str> {
+    pub(crate) fn jwks_at(&self, now: i64) -> Arc<str> {
         let ended = |until: &Option<i64>| until.is_some_and(|u| now >= u);
         if !self.published.iter().any(|(until, _)| ended(until)) {
             return self.jwks_json.clone();

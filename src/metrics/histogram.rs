@@ -18,7 +18,7 @@ pub(super) const BATCH_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 51
 /// counter per bucket, the count and the sum. Buckets are stored non-cumulative and
 /// summed when rendered, so an observation touches exactly three atomics.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [u64],
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
@@ -40,12 +40,12 @@ impl Histogram {
     }
 
     /// A latency histogram rendered in seconds.
-    pub fn latency() -> Self {
+    pub(crate) fn latency() -> Self {
         Self::new(&LATENCY_BOUNDS_US, 1e-6)
     }
 
     /// Records one observation, in the histogram's integer unit.
-    pub fn observe(&self, v: u64) {
+    pub(crate) fn observe(&self, v: u64) {
         let i = self.bounds.partition_point(|b| *b < v);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -53,12 +53,12 @@ impl Histogram {
     }
 
     /// Records a duration (latency histograms).
-    pub fn observe_duration(&self, d: Duration) {
+    pub(crate) fn observe_duration(&self, d: Duration) {
         self.observe(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Observations so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 

@@ -19,7 +19,7 @@ pub(super) const REJECTS: [Reject; 11] = [
 
 /// The gRPC methods counted one by one (`/package.Service/Method` without the slash).
 /// Anything else (an unknown method) is counted as `other`; reflection is not counted.
-pub const GRPC_METHODS: [&str; 16] = [
+pub(crate) const GRPC_METHODS: [&str; 16] = [
     "tessera.v1.TokenService/Issue",
     "tessera.v1.TokenService/Exchange",
     "tessera.v1.TokenService/Introspect",
@@ -39,10 +39,10 @@ pub const GRPC_METHODS: [&str; 16] = [
 ];
 
 /// Index of the `other` method row.
-pub const GRPC_OTHER: usize = GRPC_METHODS.len();
+pub(crate) const GRPC_OTHER: usize = GRPC_METHODS.len();
 
 /// The row of a request path (`/package.Service/Method`).
-pub fn grpc_method_index(path: &str) -> usize {
+pub(crate) fn grpc_method_index(path: &str) -> usize {
     let name = path.strip_prefix('/').unwrap_or(path);
     GRPC_METHODS
         .iter()
@@ -51,7 +51,7 @@ pub fn grpc_method_index(path: &str) -> usize {
 }
 
 /// gRPC status code names, by code number (0..=16).
-pub const GRPC_CODES: [&str; 17] = [
+pub(crate) const GRPC_CODES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -72,7 +72,7 @@ pub const GRPC_CODES: [&str; 17] = [
 ];
 
 /// The HTTP routes counted one by one; any other path is `other`.
-pub const HTTP_ROUTES: [&str; 8] = [
+pub(crate) const HTTP_ROUTES: [&str; 8] = [
     "/.well-known/jwks.json",
     "/.well-known/oauth-authorization-server",
     "/oauth2/token",
@@ -84,10 +84,10 @@ pub const HTTP_ROUTES: [&str; 8] = [
 ];
 
 /// Index of the `other` route row.
-pub const HTTP_OTHER_ROUTE: usize = HTTP_ROUTES.len();
+pub(crate) const HTTP_OTHER_ROUTE: usize = HTTP_ROUTES.len();
 
 /// The route row of a request path (the routes have no parameters).
-pub fn http_route_index(path: &str) -> usize {
+pub(crate) fn http_route_index(path: &str) -> usize {
     HTTP_ROUTES
         .iter()
         .position(|r| *r == path)
@@ -95,7 +95,7 @@ pub fn http_route_index(path: &str) -> usize {
 }
 
 /// The route label of a row.
-pub fn http_route_label(i: usize) -> &'static str {
+pub(crate) fn http_route_label(i: usize) -> &'static str {
     HTTP_ROUTES.get(i).copied().unwrap_or("other")
 }
 

@@ -18,14 +18,14 @@ mod process;
 mod render;
 mod store;
 
-pub use histogram::Histogram;
-pub use labels::{
-    GRPC_CODES, GRPC_METHODS, GRPC_OTHER, HTTP_OTHER_ROUTE, HTTP_ROUTES, grpc_method_index,
-    http_route_index, http_route_label,
+pub(crate) use histogram::Histogram;
+pub(crate) use labels::{
+    GRPC_CODES, GRPC_METHODS, GRPC_OTHER, HTTP_ROUTES, grpc_method_index, http_route_index,
+    http_route_label,
 };
-pub use process::render_process;
-pub use render::family;
-pub use store::StoreStats;
+pub(crate) use process::render_process;
+pub(crate) use render::family;
+pub(crate) use store::StoreStats;
 
 use labels::{HTTP_STATUSES, REJECTS, http_status_index};
 
@@ -63,7 +63,7 @@ impl Grid {
 
 /// Refresh-token and authorization-code reuse, the two replay detections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reuse {
+pub(crate) enum Reuse {
     /// A used refresh token presented again (its family is revoked).
     RefreshToken,
     /// A redeemed authorization code presented again.
@@ -72,23 +72,23 @@ pub enum Reuse {
 
 /// Service counters.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Introspections answered active.
-    pub introspect_active: AtomicU64,
+    pub(crate) introspect_active: AtomicU64,
     /// Introspections of opaque tokens (API keys, refresh tokens) answered inactive.
-    pub introspect_inactive_opaque: AtomicU64,
+    pub(crate) introspect_inactive_opaque: AtomicU64,
     inactive: [AtomicU64; 11],
     /// Credentials issued.
-    pub issued: AtomicU64,
+    pub(crate) issued: AtomicU64,
     /// Revocations committed.
-    pub revoked: AtomicU64,
+    pub(crate) revoked: AtomicU64,
     /// Token-version bumps.
-    pub bumps: AtomicU64,
+    pub(crate) bumps: AtomicU64,
     auth_failures: [AtomicU64; AuthFailure::ALL.len()],
     /// Calls refused over a key's rate limit.
-    pub rate_limited_key: AtomicU64,
+    pub(crate) rate_limited_key: AtomicU64,
     /// Calls refused because their address failed to authenticate too often.
-    pub rate_limited_address: AtomicU64,
+    pub(crate) rate_limited_address: AtomicU64,
     reuse: [AtomicU64; 2],
     grpc: Grid,
     http: Grid,
@@ -115,38 +115,38 @@ impl Default for Metrics {
 
 /// Gauges read when `/metrics` is scraped.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Entries in the jti blocklist.
-    pub blocklist_len: usize,
+    pub(crate) blocklist_len: usize,
     /// Seconds since the active signing key was created.
-    pub signing_key_age_seconds: i64,
+    pub(crate) signing_key_age_seconds: i64,
 }
 
 impl Metrics {
     /// Counts an access token answered inactive, by reason.
-    pub fn inactive(&self, r: Reject) {
+    pub(crate) fn inactive(&self, r: Reject) {
         if let Some(i) = REJECTS.iter().position(|x| *x == r) {
             self.inactive[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Increments a counter.
-    pub fn inc(c: &AtomicU64) {
+    pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused caller credential, by reason.
-    pub fn auth_failure(&self, r: AuthFailure) {
+    pub(crate) fn auth_failure(&self, r: AuthFailure) {
         self.auth_failures[r as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a detected replay.
-    pub fn reuse(&self, r: Reuse) {
+    pub(crate) fn reuse(&self, r: Reuse) {
         self.reuse[r as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a finished gRPC call: method row (see [`grpc_method_index`]), status code.
-    pub fn grpc_call(&self, method: usize, code: i32, took: Duration) {
+    pub(crate) fn grpc_call(&self, method: usize, code: i32, took: Duration) {
         let code = usize::try_from(code)
             .ok()
             .filter(|c| *c < GRPC_CODES.len())
@@ -155,12 +155,7 @@ impl Metrics {
     }
 
     /// Counts a finished HTTP request: route row (see [`http_route_index`]), status.
-    pub fn http_request(&self, route: usize, status: u16, took: Duration) {
+    pub(crate) fn http_request(&self, route: usize, status: u16, took: Duration) {
         self.http.record(route, http_status_index(status), took);
-    }
-
-    /// Calls of a gRPC method (full name, no leading slash) answered with `code`.
-    pub fn grpc_count(&self, method: &str, code: i32) -> u64 {
-        self.grpc.count(grpc_method_index(method), code as usize)
     }
 }

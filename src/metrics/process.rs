@@ -7,7 +7,7 @@ use super::family;
 
 /// Appends the standard `process_*` families (as the Prometheus client libraries name
 /// them), read from `/proc/self`. Off Linux the families are simply absent.
-pub fn render_process(out: &mut String) {
+pub(crate) fn render_process(out: &mut String) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields = stat_fields(&stat);
     // /proc reports times in USER_HZ, which Linux fixes at 100 for user space.

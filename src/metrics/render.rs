@@ -8,13 +8,13 @@ use super::labels::{GRPC_CODES, HTTP_STATUSES, REJECTS};
 use super::{AuthFailure, GRPC_METHODS, Gauges, Grid, HTTP_ROUTES, Metrics, http_route_label};
 
 /// Writes a family's `# HELP` and `# TYPE` lines.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 impl Metrics {
     /// Renders the Prometheus exposition text of the service families.
-    pub fn render(&self, g: Gauges) -> String {
+    pub(crate) fn render(&self, g: Gauges) -> String {
         let mut s = String::with_capacity(64 * 1024);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
 

@@ -9,14 +9,14 @@ use super::{Histogram, family};
 
 /// The store's counters: group-commit batch sizes and storage errors.
 #[derive(Debug)]
-pub struct StoreStats {
+pub(crate) struct StoreStats {
     /// Writes per committed transaction.
-    pub batch_size: Histogram,
+    pub(crate) batch_size: Histogram,
     /// Storage operations that failed (begin, savepoint, commit, or a query).
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// Reads run on the reader connection. Requests are answered from memory, so
     /// this moves with start-up, housekeeping, key changes and listings only.
-    pub reads: AtomicU64,
+    pub(crate) reads: AtomicU64,
 }
 
 impl Default for StoreStats {
@@ -31,7 +31,7 @@ impl Default for StoreStats {
 
 impl StoreStats {
     /// Appends the store families.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         family(
             out,
             "tessera_store_batch_size",

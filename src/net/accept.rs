@@ -111,11 +111,11 @@ impl Acceptor {
 
 /// A TCP stream that holds its listener slot and, on the HTTP and metrics ports,
 /// enforces the idle deadline (see [`Timed`]).
-pub type Guarded = Timed<TcpStream, Accepted>;
+pub(crate) type Guarded = Timed<TcpStream, Accepted>;
 
 /// What a [`Guarded`] stream knows of its connection, and its idle deadline.
 #[derive(Debug)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// Its place under the listener's cap, freed on drop.
     pub(super) slot: Slot,
     /// The client's address.
@@ -144,7 +144,7 @@ impl Guarded {
     }
 
     /// The client's address.
-    pub fn peer(&self) -> SocketAddr {
+    pub(crate) fn peer(&self) -> SocketAddr {
         self.state.peer
     }
 }

@@ -24,7 +24,7 @@ pub(super) struct PortStats {
 
 /// Connection counters of every listener, for `/metrics`.
 #[derive(Debug)]
-pub struct NetMetrics {
+pub(crate) struct NetMetrics {
     ports: [PortStats; 3],
     epoch: std::time::Instant,
 }
@@ -44,18 +44,18 @@ impl NetMetrics {
     }
 
     /// Counts a connection closed by a timeout.
-    pub fn timed_out(&self, p: Port, t: Timeout) {
+    pub(crate) fn timed_out(&self, p: Port, t: Timeout) {
         let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
         self.port(p).timeouts[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed TLS handshake.
-    pub fn tls_failed(&self, p: Port) {
+    pub(crate) fn tls_failed(&self, p: Port) {
         self.port(p).tls_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Open connections on a listener now.
-    pub fn open(&self, p: Port) -> usize {
+    pub(crate) fn open(&self, p: Port) -> usize {
         self.port(p).open.load(Ordering::Relaxed)
     }
 
@@ -71,7 +71,7 @@ impl NetMetrics {
     }
 
     /// Appends the Prometheus text for every listener.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

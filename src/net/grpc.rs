@@ -22,24 +22,24 @@ const H2_PREFACE_LEN: usize = 24;
 
 /// What a gRPC call may learn about its connection, in the request extensions.
 #[derive(Clone, Debug)]
-pub struct PeerInfo {
+pub(crate) struct PeerInfo {
     /// The client's address.
-    pub remote_addr: SocketAddr,
+    pub(crate) remote_addr: SocketAddr,
     /// The listener's address.
-    pub local_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
     /// The SPIFFE id of the client's verified certificate, if it has one (mTLS only).
-    pub spiffe_id: Option<Arc<str>>,
+    pub(crate) spiffe_id: Option<Arc<str>>,
 }
 
 /// A gRPC connection: capped, in the clear or TLS, and holding the HTTP/2-preface
 /// deadline, which runs from accept so that it bounds the TLS handshake too (see
 /// [`Timed`]). Bytes are counted after decryption: the preface is 24 bytes of HTTP/2,
 /// whatever TLS wraps them in.
-pub type GrpcConn = Timed<MaybeTls, Preface>;
+pub(crate) type GrpcConn = Timed<MaybeTls, Preface>;
 
 /// What a [`GrpcConn`] knows of its connection, and its HTTP/2-preface deadline.
 #[derive(Debug)]
-pub struct Preface {
+pub(crate) struct Preface {
     /// What the connection's calls may learn about it.
     info: PeerInfo,
     /// The listener and its counters, for a close.
@@ -106,7 +106,7 @@ impl tonic::transport::server::Connected for GrpcConn {
 
 /// Copies the client's address where tonic's `Request::remote_addr` looks for it,
 /// since the connection's own info is a [`PeerInfo`].
-pub fn tcp_connect_info<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+pub(crate) fn tcp_connect_info<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
     if let Some(p) = req.extensions().get::<PeerInfo>() {
         let info = tonic::transport::server::TcpConnectInfo {
             local_addr: p.local_addr,
@@ -120,7 +120,7 @@ pub fn tcp_connect_info<B>(mut req: axum::http::Request<B>) -> axum::http::Reque
 /// The gRPC listener's connections, capped, TLS-terminated when TLS is on, and
 /// preface-guarded, as the stream tonic serves from. Handshakes run in their own
 /// tasks, so a client that stalls in one holds up nobody else's.
-pub struct GrpcIncoming {
+pub(crate) struct GrpcIncoming {
     acceptor: Acceptor,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshakes: JoinSet<Option<GrpcConn>>,
@@ -128,7 +128,7 @@ pub struct GrpcIncoming {
 
 impl GrpcIncoming {
     /// Wraps a bound listener; with `tls`, only TLS connections get through.
-    pub fn new(
+    pub(crate) fn new(
         listener: TcpListener,
         limits: Limits,
         metrics: Arc<NetMetrics>,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{Guarded, Timeout};
 
 /// A guarded connection, in the clear or inside TLS.
-pub enum MaybeTls {
+pub(crate) enum MaybeTls {
     /// TLS is off.
     Plain(Guarded),
     /// After a completed handshake.

@@ -23,7 +23,7 @@ use super::{Guarded, Limits, MaybeTls, NetMetrics, PeerAddr, Port, Timeout};
 
 /// Serves `router` over HTTP/1.1 on `listener` with the limits, until `stop` turns
 /// true; then stops accepting and lets every open connection finish its request.
-pub async fn serve_http(
+pub(crate) async fn serve_http(
     listener: TcpListener,
     port: Port,
     router: Router,

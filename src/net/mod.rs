@@ -22,21 +22,21 @@ mod handshake;
 mod http;
 mod timed;
 
-pub use accept::{Accepted, Guarded};
-pub use counters::NetMetrics;
-pub use grpc::{GrpcConn, GrpcIncoming, PeerInfo, Preface, tcp_connect_info};
-pub use handshake::MaybeTls;
-pub use http::serve_http;
-pub use timed::{Deadline, Timed};
+pub(crate) use accept::Guarded;
+pub(crate) use counters::NetMetrics;
+pub(crate) use grpc::{GrpcIncoming, PeerInfo, tcp_connect_info};
+pub(crate) use handshake::MaybeTls;
+pub(crate) use http::serve_http;
+pub(crate) use timed::{Deadline, Timed};
 
 /// The source address of an HTTP request's connection, in its extensions (the
 /// failed-authentication throttle counts by it).
 #[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// Which listener a connection came in on (log field and metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// The gRPC listener.
     Grpc,
     /// The public HTTP listener (JWKS, probes, OAuth).
@@ -49,7 +49,7 @@ impl Port {
     const ALL: [Port; 3] = [Port::Grpc, Port::Http, Port::Metrics];
 
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Port::Grpc => "grpc",
             Port::Http => "http",
@@ -64,7 +64,7 @@ impl Port {
 
 /// Why a connection was closed by the server before the client was done with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Timeout {
+pub(crate) enum Timeout {
     /// No complete request head within `header_timeout` of accept.
     Header,
     /// A kept-alive connection sent no next request within `header_timeout`.
@@ -90,7 +90,7 @@ impl Timeout {
     ];
 
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Timeout::Header => "header",
             Timeout::KeepAlive => "keep_alive",
@@ -104,20 +104,20 @@ impl Timeout {
 
 /// The limits of one listener.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// See [`Config::header_timeout`].
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// See [`Config::http_request_timeout`].
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// See [`Config::idle_timeout`].
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// See [`Config::max_connections`].
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Limits {
     /// The limits `config` sets (the same for every listener).
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         Limits {
             header_timeout: config.header_timeout,
             request_timeout: config.http_request_timeout,

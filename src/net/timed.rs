@@ -16,14 +16,14 @@ use super::{NetMetrics, Port, Timeout};
 /// connection it is: [`Accepted`](super::Accepted) (the idle deadline, on the TCP
 /// stream) or [`Preface`](super::Preface) (the HTTP/2 preface, above TLS).
 #[derive(Debug)]
-pub struct Timed<IO, D> {
+pub(crate) struct Timed<IO, D> {
     pub(super) io: IO,
     pub(super) state: D,
     expired: bool,
 }
 
 /// What a [`Timed`] stream watches, told of every read and write.
-pub trait Deadline {
+pub(crate) trait Deadline {
     /// The reason a close by this deadline is counted and logged under.
     const REASON: Timeout;
     /// `n` bytes were read (0 at the end of the stream).

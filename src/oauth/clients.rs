@@ -14,7 +14,7 @@ use crate::store::clients::{self, ClientRow};
 use crate::tokens::{SERVICE_SCOPE_PREFIX, check_field, normalize_scopes, opaque};
 
 /// Environment label of the API keys that serve as confidential clients' secrets.
-pub const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
+pub(crate) const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
 
 /// Which client each rotated-in client secret belongs to. A confidential client's first
 /// secret is the API key whose id is the client id; after `rotate_secret_of`, its
@@ -22,11 +22,11 @@ pub const CLIENT_KEY_ENVIRONMENT: &str = "oauth";
 /// the client id stays stable. Loaded from `client_secrets` at start, updated on every
 /// rotation; a key that is not here is its own client.
 #[derive(Debug, Default)]
-pub struct ClientKeys(std::sync::RwLock<std::collections::HashMap<String, String>>);
+pub(crate) struct ClientKeys(std::sync::RwLock<std::collections::HashMap<String, String>>);
 
 impl ClientKeys {
     /// Maps `key_id` to `client_id`.
-    pub fn insert(&self, key_id: String, client_id: String) {
+    pub(crate) fn insert(&self, key_id: String, client_id: String) {
         self.0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -35,7 +35,7 @@ impl ClientKeys {
 
     /// The client an API key authenticates as: its client for a rotated-in secret,
     /// else the key's own id.
-    pub fn client_of(&self, key_id: &str) -> String {
+    pub(crate) fn client_of(&self, key_id: &str) -> String {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -167,7 +167,7 @@ impl Authority {
     /// the old secret works for `overlap` (as [`Authority::rotate_api_key`]), then
     /// dies. `NOT_FOUND` for an unknown client, `FAILED_PRECONDITION` for a public
     /// one or when the current secret is revoked or expired (register a new client).
-    pub async fn rotate_client_secret(
+    pub(crate) async fn rotate_client_secret(
         &self,
         caller: &Caller,
         client_id: &str,

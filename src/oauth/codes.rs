@@ -12,7 +12,7 @@ use crate::tokens::{check_field, opaque};
 
 /// How long a used or expired code is kept (so a late replay still revokes) before
 /// housekeeping deletes it, in seconds.
-pub const CODE_RETENTION: i64 = 86_400;
+pub(crate) const CODE_RETENTION: i64 = 86_400;
 
 /// An authorization code to mint (`Issue(authorization_code)`), asked for by the login
 /// front end once it has authenticated `subject`.

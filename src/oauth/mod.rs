@@ -28,13 +28,15 @@ mod client_credentials;
 mod clients;
 mod codes;
 mod refresh;
-pub mod rules;
+pub(crate) mod rules;
 mod token_exchange;
 
 pub use authorization_code::CodeRedemption;
 pub use client_credentials::ClientCredentialsRequest;
-pub use clients::{CLIENT_KEY_ENVIRONMENT, ClientKeys, ClientRegistration};
-pub use codes::{CODE_RETENTION, CodeRequest};
+pub(crate) use clients::ClientKeys;
+pub use clients::ClientRegistration;
+pub(crate) use codes::CODE_RETENTION;
+pub use codes::CodeRequest;
 pub use refresh::RefreshRequest;
 pub(crate) use refresh::grace_context;
 pub use token_exchange::TokenExchangeRequest;

@@ -14,24 +14,24 @@ use crate::error::{Error, Result};
 use crate::tokens::{MAX_AUDIENCES, SERVICE_SCOPE_PREFIX, check_list, normalize_scopes};
 
 /// The one PKCE method accepted.
-pub const S256: &str = "S256";
+pub(crate) const S256: &str = "S256";
 /// RFC 8693 token-type URN of an access token (the only subject and issued type).
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Lifetime of an authorization code, in seconds.
-pub const CODE_TTL: i64 = 60;
+pub(crate) const CODE_TTL: i64 = 60;
 /// Longest redirect URI accepted.
-pub const MAX_REDIRECT_URI_LEN: usize = 2048;
+pub(crate) const MAX_REDIRECT_URI_LEN: usize = 2048;
 /// Most redirect URIs one client may register.
-pub const MAX_REDIRECT_URIS: usize = 16;
+pub(crate) const MAX_REDIRECT_URIS: usize = 16;
 /// Longest `act` chain (RFC 8693 §4.1) a token may carry.
-pub const MAX_ACT_DEPTH: usize = 8;
+pub(crate) const MAX_ACT_DEPTH: usize = 8;
 
 // ---------------------------------------------------------------------------------
 // PKCE
 
 /// Is `s` a well-formed `code_verifier` or `code_challenge` (RFC 7636 §4.1 ABNF:
 /// 43–128 characters of `[A-Za-z0-9-._~]`)?
-pub fn pkce_value_ok(s: &str) -> bool {
+pub(crate) fn pkce_value_ok(s: &str) -> bool {
     (43..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
@@ -41,7 +41,7 @@ pub fn pkce_value_ok(s: &str) -> bool {
 /// challenge, a missing method (RFC 7636 would default it to `plain`), `plain` and
 /// unknown methods are refused. An `S256` challenge is base64url(SHA-256), so it must
 /// be exactly 43 characters that decode to 32 bytes.
-pub fn check_code_challenge(challenge: &str, method: &str) -> Result<()> {
+pub(crate) fn check_code_challenge(challenge: &str, method: &str) -> Result<()> {
     if challenge.is_empty() {
         return Err(Error::InvalidArgument(
             "code_challenge is required: PKCE with S256 is mandatory".into(),
@@ -75,13 +75,13 @@ pub fn check_code_challenge(challenge: &str, method: &str) -> Result<()> {
 }
 
 /// `BASE64URL(SHA-256(ASCII(verifier)))` (RFC 7636 §4.2).
-pub fn s256(verifier: &str) -> String {
+pub(crate) fn s256(verifier: &str) -> String {
     B64.encode(digest(&SHA256, verifier.as_bytes()))
 }
 
 /// Checks a `code_verifier` against the stored challenge, in constant time. Every
 /// failure is `invalid_grant` (RFC 7636 §4.6).
-pub fn verify_pkce(verifier: &str, challenge: &str) -> Result<()> {
+pub(crate) fn verify_pkce(verifier: &str, challenge: &str) -> Result<()> {
     if verifier.is_empty() {
         return Err(Error::InvalidGrant("code_verifier is required"));
     }
@@ -135,7 +135,7 @@ fn loopback_parts(uri: &str) -> Option<(&'static str, &str)> {
 /// Checks a redirect URI for registration: `https` with a host and no userinfo, or
 /// `http` on a loopback IP literal (RFC 9700 §2.6, RFC 8252 §7.3); printable ASCII,
 /// no fragment (RFC 6749 §3.1.2), at most [`MAX_REDIRECT_URI_LEN`] bytes.
-pub fn check_redirect_registration(uri: &str) -> Result<()> {
+pub(crate) fn check_redirect_registration(uri: &str) -> Result<()> {
     if uri.is_empty()
         || uri.len() > MAX_REDIRECT_URI_LEN
         || !uri.bytes().all(|b| b.is_ascii_graphic())
@@ -176,7 +176,7 @@ pub fn check_redirect_registration(uri: &str) -> Result<()> {
 /// Does a presented redirect URI match a registered one? Exact, octet-for-octet
 /// comparison (RFC 9700 §4.1.3), with the one exception RFC 8252 §7.3 requires: a
 /// loopback URI may differ in its port.
-pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+pub(crate) fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
     if registered == presented {
         return true;
     }
@@ -190,7 +190,7 @@ pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
 // Scopes
 
 /// `scopes` without the `tessera:*` scopes, which never go into tokens.
-pub fn without_service_scopes(scopes: &[String]) -> Vec<String> {
+pub(crate) fn without_service_scopes(scopes: &[String]) -> Vec<String> {
     scopes
         .iter()
         .filter(|s| !s.starts_with(SERVICE_SCOPE_PREFIX))
@@ -201,7 +201,7 @@ pub fn without_service_scopes(scopes: &[String]) -> Vec<String> {
 /// The scopes to grant: the requested ones, normalized, if they are all within
 /// `available`; `available` (minus `tessera:*`) when none are requested. Asking for a
 /// scope outside `available`, or for a `tessera:*` scope, is `invalid_scope`.
-pub fn grant_scopes(requested: &[String], available: &[String]) -> Result<Vec<String>> {
+pub(crate) fn grant_scopes(requested: &[String], available: &[String]) -> Result<Vec<String>> {
     let requested = normalize_scopes(requested)?;
     if requested.is_empty() {
         let mut out = without_service_scopes(available);
@@ -231,7 +231,7 @@ pub fn grant_scopes(requested: &[String], available: &[String]) -> Result<Vec<St
 /// May the service with API key `key_id` (named `key_name`) act for a token with
 /// audience `aud`? Only if the token was issued to it: its key id, or its key's name
 /// (the service name), is one of the token's audiences. Exact comparison.
-pub fn is_audience(aud: &[String], key_id: &str, key_name: &str) -> bool {
+pub(crate) fn is_audience(aud: &[String], key_id: &str, key_name: &str) -> bool {
     aud.iter()
         .any(|a| a == key_id || (!key_name.is_empty() && a == key_name))
 }
@@ -240,7 +240,7 @@ pub fn is_audience(aud: &[String], key_id: &str, key_name: &str) -> bool {
 /// caller key's `allowed` list (`exchange_audiences`), else `invalid_target`; none
 /// requested means the caller's own key id — a narrower token for the caller itself,
 /// which is already an audience of the subject token.
-pub fn exchange_audience(
+pub(crate) fn exchange_audience(
     requested: &[String],
     caller_key_id: &str,
     allowed: &[String],
@@ -263,7 +263,7 @@ pub fn exchange_audience(
 // Actor chain
 
 /// Depth of an `act` chain (0 for none).
-pub fn act_depth(act: Option<&Value>) -> usize {
+pub(crate) fn act_depth(act: Option<&Value>) -> usize {
     let mut depth = 0;
     let mut cur = act;
     while let Some(Value::Object(m)) = cur {
@@ -276,7 +276,11 @@ pub fn act_depth(act: Option<&Value>) -> usize {
 /// The `act` claim of a token obtained by `actor` (its key owner and key id) through
 /// token exchange: `{"sub", "client_id"}`, with the subject token's own `act` nested
 /// inside as `act.act` (RFC 8693 §4.1: the current actor outermost).
-pub fn actor_claim(actor_sub: &str, actor_client_id: &str, prior: Option<&Value>) -> Result<Value> {
+pub(crate) fn actor_claim(
+    actor_sub: &str,
+    actor_client_id: &str,
+    prior: Option<&Value>,
+) -> Result<Value> {
     if act_depth(prior) >= MAX_ACT_DEPTH {
         return Err(Error::InvalidArgument(format!(
             "the subject token has been exchanged {MAX_ACT_DEPTH} times already"
@@ -294,7 +298,7 @@ pub fn actor_claim(actor_sub: &str, actor_client_id: &str, prior: Option<&Value>
 /// What a presented authorization code turns out to be, decided in the write that
 /// spends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeUse {
+pub(crate) enum CodeUse {
     /// Never used and still inside its lifetime: redeem it.
     First,
     /// Never used but expired: refuse, revoke nothing.
@@ -306,7 +310,7 @@ pub enum CodeUse {
 
 /// Classifies a presented authorization code from its row: `used_at` and `expires_at`
 /// as stored, at instant `now`.
-pub fn code_use(used_at: Option<i64>, expires_at: i64, now: i64) -> CodeUse {
+pub(crate) fn code_use(used_at: Option<i64>, expires_at: i64, now: i64) -> CodeUse {
     match used_at {
         Some(_) => CodeUse::Replay,
         None if now >= expires_at => CodeUse::Expired,
@@ -316,7 +320,7 @@ pub fn code_use(used_at: Option<i64>, expires_at: i64, now: i64) -> CodeUse {
 
 /// What a presented refresh token turns out to be, decided in the write that spends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshUse {
+pub(crate) enum RefreshUse {
     /// Never used: rotate it.
     First,
     /// Used moments ago by the same client (a retry after a lost response): answer
@@ -328,14 +332,14 @@ pub enum RefreshUse {
 
 /// What the store kept of a used token's first use for the grace period.
 #[derive(Debug, Clone, Copy)]
-pub struct GraceRecord<'a> {
+pub(crate) struct GraceRecord<'a> {
     /// The client that made the first use.
-    pub presenter: &'a str,
+    pub(crate) presenter: &'a str,
     /// End of the grace window (first use + `refresh_reuse_grace`), inclusive.
-    pub until: i64,
+    pub(crate) until: i64,
     /// Whether the successor refresh token has itself been used since: then whoever
     /// retries is not the client that lost the response.
-    pub successor_used: bool,
+    pub(crate) successor_used: bool,
 }
 
 /// Classifies a presented refresh token. `expires_at` is the earlier of the token's
@@ -344,7 +348,7 @@ pub struct GraceRecord<'a> {
 /// the window, by the client that made the first use, before the token expired (an
 /// expired token is never honoured, grace or not) and while the successor is unused;
 /// any other use of a used token is a reuse.
-pub fn refresh_use(
+pub(crate) fn refresh_use(
     used_at: Option<i64>,
     expires_at: i64,
     now: i64,

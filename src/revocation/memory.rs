@@ -68,7 +68,7 @@ impl Revocations {
     }
 
     /// Number of blocklisted jtis.
-    pub fn blocklist_len(&self) -> usize {
+    pub(crate) fn blocklist_len(&self) -> usize {
         self.blocklist.len()
     }
 }

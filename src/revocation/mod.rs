@@ -6,7 +6,7 @@
 //! - `target`: what a revocation request names, and what revoking it reaches (pure).
 
 mod cascade;
-pub mod memory;
+pub(crate) mod memory;
 mod revoke;
 pub(crate) mod target;
 

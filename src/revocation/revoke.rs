@@ -18,7 +18,7 @@ use crate::tokens::{self, Jti, check_field, opaque};
 impl Authority {
     /// RFC 7009 revocation (caller needs `tessera:revoke`). Unknown and already-revoked
     /// tokens succeed. Answers only after the revocation is durable.
-    pub async fn revoke(&self, caller: &Caller, token: &str, token_id: &str) -> Result<()> {
+    pub(crate) async fn revoke(&self, caller: &Caller, token: &str, token_id: &str) -> Result<()> {
         caller.require(auth::SCOPE_REVOKE)?;
         if token.len() > MAX_TOKEN_LEN || token_id.len() > tokens::MAX_FIELD_LEN {
             return Err(Error::InvalidArgument("token or token_id too long".into()));
@@ -41,7 +41,7 @@ impl Authority {
     /// family bound to it. Another client's token is refused (`unauthorized_client`)
     /// and stays live; an invalid or unknown token succeeds (§2.2). API keys are client
     /// credentials, not tokens issued to a client: they are revoked over gRPC only.
-    pub async fn revoke_for_client(&self, caller: &Caller, token: &str) -> Result<()> {
+    pub(crate) async fn revoke_for_client(&self, caller: &Caller, token: &str) -> Result<()> {
         let Some(principal) = &caller.principal else {
             return Err(Error::Unauthenticated("client authentication required"));
         };
@@ -210,7 +210,7 @@ impl Authority {
 
     /// Revokes a refresh family and blocklists every access token it minted and every
     /// token derived from those by exchange.
-    pub async fn revoke_family(
+    pub(crate) async fn revoke_family(
         &self,
         caller: &Caller,
         family_id: &str,
@@ -249,7 +249,7 @@ impl Authority {
 
     /// "Log out everywhere" (caller needs `tessera:revoke`): bumps the subject's token
     /// version and revokes its refresh families.
-    pub async fn bump_token_version(
+    pub(crate) async fn bump_token_version(
         &self,
         caller: &Caller,
         subject: &str,

@@ -9,7 +9,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Wraps [`ProstCodec`], re-coding decode errors.
 #[derive(Debug, Clone)]
-pub struct StrictCodec<T, U>(ProstCodec<T, U>);
+pub(crate) struct StrictCodec<T, U>(ProstCodec<T, U>);
 
 impl<T, U> Default for StrictCodec<T, U> {
     fn default() -> Self {
@@ -38,7 +38,7 @@ where
 
 /// Decodes like [`ProstDecoder`]; a malformed message is `INVALID_ARGUMENT`.
 #[derive(Debug)]
-pub struct StrictDecoder<U>(ProstDecoder<U>);
+pub(crate) struct StrictDecoder<U>(ProstDecoder<U>);
 
 impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     type Item = U;
@@ -61,7 +61,7 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 /// 5-byte prefix arrives, so an oversized message is never buffered. tonic's own
 /// `max_decoding_message_size` would answer `OUT_OF_RANGE`; it stays as a backstop.
 #[derive(Debug)]
-pub struct MessageLimit {
+pub(crate) struct MessageLimit {
     inner: tonic::body::Body,
     limit: usize,
     /// Prefix bytes of the current message seen so far, or the body bytes still to pass.
@@ -77,7 +77,7 @@ enum Framing {
 
 impl MessageLimit {
     /// Wraps a request body.
-    pub fn new(inner: tonic::body::Body, limit: usize) -> Self {
+    pub(crate) fn new(inner: tonic::body::Body, limit: usize) -> Self {
         MessageLimit {
             inner,
             limit,
@@ -161,7 +161,7 @@ impl http_body::Body for MessageLimit {
 }
 
 /// Puts [`MessageLimit`] on every request body of a gRPC server.
-pub fn limit_messages(
+pub(crate) fn limit_messages(
     limit: usize,
 ) -> tower::util::MapRequestLayer<
     impl Fn(

@@ -7,7 +7,7 @@ use serde_json::{Map, Number, Value};
 use crate::error::{Error, Result};
 
 /// A request `ttl`: `None` when unset; negative durations are refused.
-pub fn ttl(d: Option<Duration>) -> Result<Option<i64>> {
+pub(crate) fn ttl(d: Option<Duration>) -> Result<Option<i64>> {
     match d {
         None => Ok(None),
         Some(d) if d.seconds < 0 || d.nanos < 0 => {
@@ -19,7 +19,7 @@ pub fn ttl(d: Option<Duration>) -> Result<Option<i64>> {
 }
 
 /// Unix seconds → Timestamp.
-pub fn ts(secs: i64) -> Option<Timestamp> {
+pub(crate) fn ts(secs: i64) -> Option<Timestamp> {
     Some(Timestamp {
         seconds: secs,
         nanos: 0,
@@ -27,7 +27,7 @@ pub fn ts(secs: i64) -> Option<Timestamp> {
 }
 
 /// protobuf Struct → JSON object. Integral numbers become JSON integers.
-pub fn struct_to_json(s: Struct) -> Result<Map<String, Value>> {
+pub(crate) fn struct_to_json(s: Struct) -> Result<Map<String, Value>> {
     s.fields
         .into_iter()
         .map(|(k, v)| Ok((k, value_to_json(v, 0)?)))
@@ -71,7 +71,7 @@ fn value_to_json(v: PValue, depth: usize) -> Result<Value> {
 }
 
 /// JSON object → protobuf Struct.
-pub fn json_to_struct(m: &Map<String, Value>) -> Struct {
+pub(crate) fn json_to_struct(m: &Map<String, Value>) -> Struct {
     Struct {
         fields: m
             .iter()

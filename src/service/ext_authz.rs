@@ -28,34 +28,34 @@ use crate::error::Error;
 use crate::tokens::Introspection;
 
 /// Prefix of every header Tessera sets upstream; incoming ones are removed.
-pub const HEADER_PREFIX: &str = "x-tessera-";
+pub(crate) const HEADER_PREFIX: &str = "x-tessera-";
 /// Route setting: space-separated scopes the credential must all hold.
-pub const REQUIRED_SCOPES: &str = "tessera_required_scopes";
+pub(crate) const REQUIRED_SCOPES: &str = "tessera_required_scopes";
 /// Route setting: space-separated audiences; the token must name at least one.
-pub const AUDIENCE: &str = "tessera_audience";
+pub(crate) const AUDIENCE: &str = "tessera_audience";
 
 /// gRPC handler for Envoy's `Authorization` service.
-pub struct ExtAuthzHandler(pub Arc<Authority>);
+pub(crate) struct ExtAuthzHandler(pub(crate) Arc<Authority>);
 
 /// The identity a credential carries, as sent upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// `x-tessera-subject`: the token's `sub`, or an API key's owner.
-    pub subject: String,
+    pub(crate) subject: String,
     /// `x-tessera-client-id`: the token's `client_id`, or the API key id.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// `x-tessera-scopes`: space-separated, as the token's `scope` claim has them
     /// (kept as one string: it goes upstream as it is).
-    pub scopes: String,
+    pub(crate) scopes: String,
     /// `x-tessera-token-id`: the jti, or the API key id.
-    pub token_id: String,
+    pub(crate) token_id: String,
     /// The token's audiences (an API key has none).
-    pub audience: Vec<String>,
+    pub(crate) audience: Vec<String>,
 }
 
 /// What Envoy is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Let the request through with these headers.
     Allow(Identity),
     /// 401 with `WWW-Authenticate: <challenge>`.
@@ -98,7 +98,7 @@ fn list(settings: &[Entry], key: &str) -> Vec<String> {
 
 /// The route's requirements (its `context_extensions`) against what the credential
 /// carries.
-pub fn decide(found: Option<Identity>, settings: &[Entry]) -> Decision {
+pub(crate) fn decide(found: Option<Identity>, settings: &[Entry]) -> Decision {
     let Some(id) = found else {
         return Decision::Unauthorized(CHALLENGE_INVALID);
     };

@@ -17,19 +17,19 @@ use crate::net::NetMetrics;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// The service.
-    pub authority: Arc<Authority>,
+    pub(crate) authority: Arc<Authority>,
     /// False once shutdown has begun.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
     /// Connection counters of every listener.
-    pub net: Arc<NetMetrics>,
+    pub(crate) net: Arc<NetMetrics>,
     /// Request ids, spans and request metrics.
-    pub observer: crate::observe::Observer,
+    pub(crate) observer: crate::observe::Observer,
 }
 
 /// Builds the public router.
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -44,7 +44,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Builds the metrics listener's router.
-pub fn metrics_router(state: HttpState) -> Router {
+pub(crate) fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state.clone())

@@ -14,7 +14,7 @@ use crate::proto::{
 };
 
 /// gRPC handlers for key publication and rotation.
-pub struct KeyHandlers(pub Arc<Authority>);
+pub(crate) struct KeyHandlers(pub(crate) Arc<Authority>);
 
 #[tonic::async_trait]
 impl KeyService for KeyHandlers {

@@ -29,7 +29,7 @@ use crate::tokens::Introspection;
 use crate::tokens::{normalize_scopes, valid_list_entry};
 
 /// Largest form body accepted.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// An error as an OAuth HTTP answer: the status and RFC 6749 §5.2 JSON body of
 /// [`Error::mapping`], never cached. A 401 carries the challenge RFC 6749 §5.2 asks
@@ -63,7 +63,7 @@ fn body_too_large() -> Error {
 
 /// Turns the body-limit layer's plain-text 413 into an RFC 6749 JSON error, so an
 /// OAuth client parses every refusal the same way.
-pub async fn body_too_large_as_json(r: Response) -> Response {
+pub(crate) async fn body_too_large_as_json(r: Response) -> Response {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
         body_too_large().into_response()
     } else {
@@ -72,7 +72,7 @@ pub async fn body_too_large_as_json(r: Response) -> Response {
 }
 
 /// JSON with `Cache-Control: no-store` (OAuth 2.1: token responses are never cached).
-pub fn no_store(status: StatusCode, body: Value) -> Response {
+pub(crate) fn no_store(status: StatusCode, body: Value) -> Response {
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -87,7 +87,7 @@ pub struct Form(Vec<(String, String)>);
 
 impl Form {
     /// Parses a body; repeated parameters are an error (RFC 6749 §3.2).
-    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
+    pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -116,7 +116,7 @@ impl Form {
     }
 
     /// A parameter's value, empty when absent.
-    pub fn get(&self, k: &str) -> &str {
+    pub(crate) fn get(&self, k: &str) -> &str {
         self.0
             .iter()
             .find(|(k2, _)| k2 == k)
@@ -124,7 +124,7 @@ impl Form {
     }
 
     /// Was the parameter sent at all (even empty)?
-    pub fn has(&self, k: &str) -> bool {
+    pub(crate) fn has(&self, k: &str) -> bool {
         self.0.iter().any(|(k2, _)| k2 == k)
     }
 
@@ -134,7 +134,7 @@ impl Form {
     /// whitespace (a tab, a no-break space) or a control character: it is not a list
     /// separator, and no token could carry such an entry. A bad `scope` is
     /// `invalid_scope`; a bad `audience` is `invalid_request`.
-    pub fn list(&self, k: &str) -> Result<Vec<String>, Error> {
+    pub(crate) fn list(&self, k: &str) -> Result<Vec<String>, Error> {
         let v = self.get(k);
         if v.is_empty() {
             return Ok(Vec::new());
@@ -237,7 +237,7 @@ fn bind_client_id(authority: &Authority, client_id: &str, key: &str) -> Result<(
 
 /// Authenticates the client; `None` when no credential was presented. `peer` is the
 /// connection's address, for the failed-authentication throttle.
-pub fn caller(
+pub(crate) fn caller(
     authority: &Authority,
     headers: &HeaderMap,
     form: &Form,
@@ -286,7 +286,7 @@ fn authenticated(
 }
 
 /// `POST /oauth2/introspect` (RFC 7662).
-pub async fn introspect(
+pub(crate) async fn introspect(
     State(a): State<Arc<Authority>>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
@@ -342,7 +342,7 @@ pub async fn introspect(
 
 /// `POST /oauth2/revoke` (RFC 7009): 200 with an empty body, also for unknown tokens.
 /// An operator (`tessera:revoke`) revokes any token; a client, its own tokens.
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(a): State<Arc<Authority>>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
@@ -363,7 +363,7 @@ pub async fn revoke(
 /// registered value for "nothing from an authorization endpoint"). Public clients
 /// authenticate with `none` at the token endpoint. No JWT client authentication is
 /// offered, so no `*_signing_alg_values_supported` member is published.
-pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
+pub(crate) async fn metadata(State(a): State<Arc<Authority>>) -> Response {
     let iss = a.config().issuer.trim_end_matches('/');
     let code_flow = a.config().authorization_endpoint.as_deref();
     let grant_types: Vec<&str> = GRANT_TYPES
@@ -396,10 +396,10 @@ pub async fn metadata(State(a): State<Arc<Authority>>) -> Response {
 }
 
 /// RFC 8693 grant type.
-pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Grant types `/oauth2/token` accepts.
-pub const GRANT_TYPES: &[&str] = &[
+pub(crate) const GRANT_TYPES: &[&str] = &[
     "client_credentials",
     "refresh_token",
     "authorization_code",
@@ -408,7 +408,7 @@ pub const GRANT_TYPES: &[&str] = &[
 
 /// `POST /oauth2/token` (RFC 6749 §3.2, RFC 8693). Translates the form into one of the
 /// grant methods the gRPC `Exchange` also calls.
-pub async fn token(
+pub(crate) async fn token(
     State(a): State<Arc<Authority>>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,

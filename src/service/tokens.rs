@@ -32,7 +32,7 @@ use crate::tokens::{AccessTokenRequest, Introspection};
 use crate::watch::{Event, EventKind};
 
 /// gRPC handlers for the token lifecycle.
-pub struct TokenHandlers(pub Arc<Authority>);
+pub(crate) struct TokenHandlers(pub(crate) Arc<Authority>);
 
 /// A rotation's `overlap`: `None` when unset; negative durations are refused.
 fn overlap(d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {

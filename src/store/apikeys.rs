@@ -48,7 +48,7 @@ impl std::fmt::Debug for ApiKeyRow {
 }
 
 /// Inserts a new key.
-pub fn insert(conn: &Db, k: &ApiKeyRow) -> Result<()> {
+pub(crate) fn insert(conn: &Db, k: &ApiKeyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO api_keys (id, secret_hash, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
                                rate_per_second, rate_burst)
@@ -80,7 +80,7 @@ pub fn insert(conn: &Db, k: &ApiKeyRow) -> Result<()> {
 
 /// Marks a key revoked (and records that in the change log); returns whether it
 /// existed and was live.
-pub fn revoke(conn: &Db, id: &str, at: i64) -> Result<bool> {
+pub(crate) fn revoke(conn: &Db, id: &str, at: i64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, at],
@@ -98,7 +98,7 @@ pub fn revoke(conn: &Db, id: &str, at: i64) -> Result<bool> {
 }
 
 /// Records when keys were last used (batched off the hot path).
-pub fn touch(conn: &Db, uses: &[(String, i64)]) -> Result<()> {
+pub(crate) fn touch(conn: &Db, uses: &[(String, i64)]) -> Result<()> {
     for (id, at) in uses {
         conn.execute(
             "UPDATE api_keys SET last_used_at = ?2
@@ -110,13 +110,13 @@ pub fn touch(conn: &Db, uses: &[(String, i64)]) -> Result<()> {
 }
 
 /// Every key that is neither revoked nor expired at `now`.
-pub fn load_live(conn: &Db, now: i64) -> Result<Vec<ApiKeyRow>> {
+pub(crate) fn load_live(conn: &Db, now: i64) -> Result<Vec<ApiKeyRow>> {
     load(conn, "revoked_at IS NULL AND expires_at > ?1", params![now])
 }
 
 /// One key by id if it is neither revoked nor expired at `now` (a replica loading a
 /// key another made).
-pub fn find_live(conn: &Db, id: &str, now: i64) -> Result<Option<ApiKeyRow>> {
+pub(crate) fn find_live(conn: &Db, id: &str, now: i64) -> Result<Option<ApiKeyRow>> {
     Ok(load(
         conn,
         "id = ?2 AND revoked_at IS NULL AND expires_at > ?1",
@@ -165,7 +165,7 @@ fn rate_limit(r: &Row<'_>, i: usize) -> DbResult<Option<RateLimit>> {
 }
 
 /// Ids of keys revoked before their expiry that have not yet expired at `now`.
-pub fn revoked_unexpired(conn: &Db, now: i64) -> Result<Vec<String>> {
+pub(crate) fn revoked_unexpired(conn: &Db, now: i64) -> Result<Vec<String>> {
     Ok(conn.query_map(
         "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > ?1",
         params![now],
@@ -174,37 +174,37 @@ pub fn revoked_unexpired(conn: &Db, now: i64) -> Result<Vec<String>> {
 }
 
 /// How many keys were ever issued (bootstrap runs only on an empty table).
-pub fn count(conn: &Db) -> Result<i64> {
+pub(crate) fn count(conn: &Db) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM api_keys", params![], |r| r.get(0))?)
 }
 
 /// An API key as an operator sees it: no secret, no hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyListing {
+pub(crate) struct ApiKeyListing {
     /// Public key id.
-    pub id: String,
+    pub(crate) id: String,
     /// Owner.
-    pub owner: String,
+    pub(crate) owner: String,
     /// Service name.
-    pub name: String,
+    pub(crate) name: String,
     /// Environment.
-    pub environment: String,
+    pub(crate) environment: String,
     /// Scopes.
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Exchange audiences.
-    pub exchange_audiences: Vec<String>,
+    pub(crate) exchange_audiences: Vec<String>,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Last flushed use, Unix seconds.
-    pub last_used_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
     /// Unix seconds, if revoked.
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
     /// The key that succeeded it by rotation.
-    pub rotated_to: Option<String>,
+    pub(crate) rotated_to: Option<String>,
     /// Request rate limit, if any.
-    pub rate_limit: Option<RateLimit>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 fn listing(r: &Row<'_>) -> DbResult<ApiKeyListing> {
@@ -226,18 +226,18 @@ fn listing(r: &Row<'_>) -> DbResult<ApiKeyListing> {
 
 /// What `ListApiKeys` filters on; empty strings match everything.
 #[derive(Debug, Clone, Default)]
-pub struct ApiKeyFilter {
+pub(crate) struct ApiKeyFilter {
     /// Only this owner.
-    pub owner: String,
+    pub(crate) owner: String,
     /// Only this environment.
-    pub environment: String,
+    pub(crate) environment: String,
     /// Also revoked and expired keys.
-    pub include_revoked: bool,
+    pub(crate) include_revoked: bool,
 }
 
 /// Up to `limit` keys matching `f`, newest first, strictly after the cursor
 /// `(created_at, id)` in that order. Liveness is judged at `now`.
-pub fn list(
+pub(crate) fn list(
     conn: &Db,
     f: &ApiKeyFilter,
     after: Option<(i64, &str)>,
@@ -267,7 +267,7 @@ pub fn list(
 }
 
 /// One key by id, as an operator sees it (whatever its state).
-pub fn find_listing(conn: &Db, id: &str) -> Result<Option<ApiKeyListing>> {
+pub(crate) fn find_listing(conn: &Db, id: &str) -> Result<Option<ApiKeyListing>> {
     Ok(conn
         .query_row(
             "SELECT id, owner, name, environment, scopes, exchange_audiences, created_at, expires_at,
@@ -282,7 +282,7 @@ pub fn find_listing(conn: &Db, id: &str) -> Result<Option<ApiKeyListing>> {
 /// Ends `old` in favour of `new`: links them and moves the old key's expiry to
 /// `until` if that is sooner. Returns the old key's expiry after the change, or
 /// `None` if it is revoked or unknown.
-pub fn rotate(conn: &Db, old: &str, new: &str, until: i64) -> Result<Option<i64>> {
+pub(crate) fn rotate(conn: &Db, old: &str, new: &str, until: i64) -> Result<Option<i64>> {
     let expires: Option<i64> = conn
         .query_row(
             "UPDATE api_keys SET rotated_to = ?2,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::Result;
 
 /// Every event kind written, so `ListAuditEvents` can refuse a mistyped filter.
-pub const KINDS: &[&str] = &[
+pub(crate) const KINDS: &[&str] = &[
     "api_key.issued",
     "api_key.rotated",
     "api_key.revoked",
@@ -59,20 +59,20 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// Sets the subject concerned.
-    pub fn about(mut self, subject: impl Into<String>) -> Self {
+    pub(crate) fn about(mut self, subject: impl Into<String>) -> Self {
         self.subject = subject.into();
         self
     }
 
     /// Adds one detail.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.detail.insert(key.to_string(), value.into());
         self
     }
 }
 
 /// Appends one record (inside the caller's write, so it commits with the change).
-pub fn append(conn: &Db, e: &AuditEntry) -> Result<()> {
+pub(crate) fn append(conn: &Db, e: &AuditEntry) -> Result<()> {
     let detail = Value::Object(e.detail.clone()).to_string();
     conn.execute(
         "INSERT INTO audit_log (at, request_id, caller, kind, subject, token_id, detail)
@@ -91,7 +91,7 @@ pub fn append(conn: &Db, e: &AuditEntry) -> Result<()> {
 }
 
 /// Deletes up to `limit` of the oldest records written before `before`; returns how many.
-pub fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
+pub(crate) fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM audit_log WHERE id IN
                (SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",

@@ -21,7 +21,7 @@ use crate::error::Result;
 
 /// One change to the revocation state.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// An access token's jti is blocklisted until `expires_at` (its `exp`).
     RevokedJti {
         /// The jti.
@@ -59,14 +59,14 @@ pub enum Change {
 impl Change {
     /// Whether revocation streams carry it: everything but [`Change::ApiKeyLive`],
     /// which only replicas need.
-    pub fn streamed(&self) -> bool {
+    pub(crate) fn streamed(&self) -> bool {
         !matches!(self, Change::ApiKeyLive { .. })
     }
 }
 
 /// A signing key's lifecycle state, as named on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyState {
+pub(crate) enum KeyState {
     /// In the JWKS, not yet signing.
     Published,
     /// Signing new tokens.
@@ -79,7 +79,7 @@ pub enum KeyState {
 
 impl KeyState {
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KeyState::Published => "published",
             KeyState::Active => "active",
@@ -101,16 +101,16 @@ impl KeyState {
 
 /// A change with its position in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Logged {
+pub(crate) struct Logged {
     /// Strictly increasing, never reused.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// What changed.
-    pub change: Change,
+    pub(crate) change: Change,
 }
 
 /// Appends `change` (made at `now`) to the log, inside the caller's transaction.
 /// Returns its sequence number.
-pub fn append(conn: &Db, now: i64, change: &Change) -> Result<u64> {
+pub(crate) fn append(conn: &Db, now: i64, change: &Change) -> Result<u64> {
     let (kind, name, value, state): (&str, &str, i64, Option<&str>) = match change {
         Change::RevokedJti { jti, expires_at } => ("jti", jti, *expires_at, None),
         Change::TokenVersion { subject, version } => (
@@ -154,7 +154,7 @@ fn decode(kind: &str, name: String, value: i64, state: Option<String>) -> Option
 
 /// Every row after `seq`, in order. A row this build cannot decode is skipped (and
 /// logged) rather than stopping the feed: it can only come from a newer version.
-pub fn after(conn: &Db, seq: u64) -> Result<Vec<Logged>> {
+pub(crate) fn after(conn: &Db, seq: u64) -> Result<Vec<Logged>> {
     let mut out = Vec::new();
     conn.for_each(
         "SELECT seq, kind, name, value, state FROM change_log WHERE seq > ?1 ORDER BY seq",
@@ -176,7 +176,7 @@ pub fn after(conn: &Db, seq: u64) -> Result<Vec<Logged>> {
 }
 
 /// The last sequence number ever handed out (rows may since have been compacted).
-pub fn last_seq(conn: &Db) -> Result<u64> {
+pub(crate) fn last_seq(conn: &Db) -> Result<u64> {
     let sql = if conn.is_postgres() {
         "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
          FROM change_log_seq_seq"
@@ -188,14 +188,14 @@ pub fn last_seq(conn: &Db) -> Result<u64> {
 }
 
 /// The oldest retained sequence number, if any row is retained.
-pub fn oldest_seq(conn: &Db) -> Result<Option<u64>> {
+pub(crate) fn oldest_seq(conn: &Db) -> Result<Option<u64>> {
     let v: Option<i64> =
         conn.query_row("SELECT min(seq) FROM change_log", params![], |r| r.get(0))?;
     Ok(v.map(|v| v.max(0) as u64))
 }
 
 /// Deletes up to `limit` rows written before `before`; returns how many.
-pub fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
+pub(crate) fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM change_log WHERE seq IN
            (SELECT seq FROM change_log WHERE at < ?1 ORDER BY seq LIMIT ?2)",
@@ -207,7 +207,7 @@ pub fn purge(conn: &Db, before: i64, limit: i64) -> Result<usize> {
 /// one committed batch. The ring is bounded: a receiver that falls more than its
 /// capacity behind sees `Lagged` and is cut off; sending never waits.
 #[derive(Clone, Debug)]
-pub struct Feed {
+pub(crate) struct Feed {
     tx: broadcast::Sender<Arc<[Logged]>>,
     /// The last sequence number broadcast. The lock also keeps the writer and (on
     /// PostgreSQL) the tail from broadcasting the same rows twice or out of order.
@@ -218,7 +218,7 @@ pub struct Feed {
 
 impl Feed {
     /// A feed keeping at most `capacity` batches for its slowest subscriber.
-    pub fn new(capacity: usize) -> Feed {
+    pub(crate) fn new(capacity: usize) -> Feed {
         Feed {
             tx: broadcast::channel(capacity.max(1)).0,
             published: Arc::new(Mutex::new(0)),
@@ -227,28 +227,23 @@ impl Feed {
     }
 
     /// Becomes `true` when the service is shutting down.
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
     }
 
     /// Tells every live stream to end (the service is shutting down).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.send_replace(true);
     }
 
     /// A new receiver of every batch committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Logged]>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<[Logged]>> {
         self.tx.subscribe()
     }
 
     /// Broadcasting starts after `seq` (the last one committed when the store opened).
     pub(crate) fn start_at(&self, seq: u64) {
         *self.published.lock().unwrap_or_else(|p| p.into_inner()) = seq;
-    }
-
-    /// The last sequence number broadcast.
-    pub fn published(&self) -> u64 {
-        *self.published.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Called by the writer thread after each COMMIT (and on PostgreSQL by the tail,

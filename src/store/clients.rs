@@ -7,23 +7,23 @@ use crate::error::Result;
 
 /// A registered OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRow {
+pub(crate) struct ClientRow {
     /// `client_id`; for a confidential client, also the id of its first secret (API key).
-    pub id: String,
+    pub(crate) id: String,
     /// Human label; also the owner of a confidential client's API key.
-    pub name: String,
+    pub(crate) name: String,
     /// Public clients (no secret) cannot authenticate; confidential ones must.
-    pub public: bool,
+    pub(crate) public: bool,
     /// Redirect URIs, matched exactly.
-    pub redirect_uris: Vec<String>,
+    pub(crate) redirect_uris: Vec<String>,
     /// The most an authorization code for this client may carry.
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
 }
 
 /// Inserts a client.
-pub fn insert(conn: &Db, c: &ClientRow) -> Result<()> {
+pub(crate) fn insert(conn: &Db, c: &ClientRow) -> Result<()> {
     conn.execute(
         "INSERT INTO oauth_clients (id, name, public, redirect_uris, scopes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -52,7 +52,7 @@ fn client_row(r: &Row<'_>) -> DbResult<ClientRow> {
 }
 
 /// Looks a client up by id.
-pub fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
+pub(crate) fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
     Ok(conn
         .query_row(
             "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients WHERE id = ?1",
@@ -63,7 +63,7 @@ pub fn find(conn: &Db, id: &str) -> Result<Option<ClientRow>> {
 }
 
 /// Up to `limit` clients, newest first, strictly after the cursor `(created_at, id)`.
-pub fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<ClientRow>> {
+pub(crate) fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<ClientRow>> {
     let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
     Ok(conn.query_map(
         "SELECT id, name, public, redirect_uris, scopes, created_at FROM oauth_clients
@@ -75,7 +75,7 @@ pub fn list(conn: &Db, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<Cli
 }
 
 /// Records that API key `key_id` is a secret of confidential client `client_id`.
-pub fn add_secret(conn: &Db, key_id: &str, client_id: &str) -> Result<()> {
+pub(crate) fn add_secret(conn: &Db, key_id: &str, client_id: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO client_secrets (key_id, client_id) VALUES (?1, ?2)",
         params![key_id, client_id],
@@ -84,7 +84,7 @@ pub fn add_secret(conn: &Db, key_id: &str, client_id: &str) -> Result<()> {
 }
 
 /// Makes `key_id` the client's current secret (the one the next rotation replaces).
-pub fn set_current_secret(conn: &Db, client_id: &str, key_id: &str) -> Result<()> {
+pub(crate) fn set_current_secret(conn: &Db, client_id: &str, key_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE oauth_clients SET secret_key_id = ?2 WHERE id = ?1",
         params![client_id, key_id],
@@ -94,7 +94,7 @@ pub fn set_current_secret(conn: &Db, client_id: &str, key_id: &str) -> Result<()
 
 /// The id of the client's current secret key: the last rotated-in one, else the
 /// client's own id (its first secret). `None` for an unknown client.
-pub fn current_secret(conn: &Db, client_id: &str) -> Result<Option<String>> {
+pub(crate) fn current_secret(conn: &Db, client_id: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row(
             "SELECT coalesce(secret_key_id, id) FROM oauth_clients WHERE id = ?1",
@@ -105,7 +105,7 @@ pub fn current_secret(conn: &Db, client_id: &str) -> Result<Option<String>> {
 }
 
 /// The client whose secret API key `key_id` is, if it is one.
-pub fn client_of_secret(conn: &Db, key_id: &str) -> Result<Option<String>> {
+pub(crate) fn client_of_secret(conn: &Db, key_id: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row(
             "SELECT client_id FROM client_secrets WHERE key_id = ?1",
@@ -117,7 +117,7 @@ pub fn client_of_secret(conn: &Db, key_id: &str) -> Result<Option<String>> {
 
 /// Every rotated-in secret key whose id differs from its client's id, as
 /// `(key_id, client_id)`: what authentication must map back to the client.
-pub fn rotated_secrets(conn: &Db) -> Result<Vec<(String, String)>> {
+pub(crate) fn rotated_secrets(conn: &Db) -> Result<Vec<(String, String)>> {
     Ok(conn.query_map(
         "SELECT key_id, client_id FROM client_secrets WHERE key_id != client_id",
         params![],

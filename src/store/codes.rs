@@ -8,35 +8,35 @@ use crate::error::Result;
 
 /// One authorization code (only its hash) and what it grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodeRow {
+pub(crate) struct CodeRow {
     /// SHA-256 of the code text.
-    pub code_hash: [u8; 32],
+    pub(crate) code_hash: [u8; 32],
     /// Public id, for the audit log.
-    pub id: String,
+    pub(crate) id: String,
     /// The client it was issued to.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// The redirect URI of the authorization request, to be repeated exactly.
-    pub redirect_uri: String,
+    pub(crate) redirect_uri: String,
     /// The authenticated user.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Granted scopes.
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// PKCE `S256` challenge.
-    pub code_challenge: String,
+    pub(crate) code_challenge: String,
     /// Unix seconds.
-    pub issued_at: i64,
+    pub(crate) issued_at: i64,
     /// Unix seconds; dead from this instant.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Set when redeemed.
-    pub used_at: Option<i64>,
+    pub(crate) used_at: Option<i64>,
     /// The refresh family the redemption started.
-    pub family_id: Option<String>,
+    pub(crate) family_id: Option<String>,
     /// The access token the redemption minted, and its expiry.
-    pub access_jti: Option<(String, i64)>,
+    pub(crate) access_jti: Option<(String, i64)>,
 }
 
 /// Inserts a new code.
-pub fn insert(conn: &Db, c: &CodeRow) -> Result<()> {
+pub(crate) fn insert(conn: &Db, c: &CodeRow) -> Result<()> {
     conn.execute(
             "INSERT INTO authorization_codes
            (code_hash, id, client_id, redirect_uri, subject, scopes, code_challenge, issued_at, expires_at)
@@ -56,7 +56,7 @@ pub fn insert(conn: &Db, c: &CodeRow) -> Result<()> {
 }
 
 /// Looks a code up by hash.
-pub fn find(conn: &Db, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> {
+pub(crate) fn find(conn: &Db, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> {
     Ok(conn
         .query_row(
             "SELECT code_hash, id, client_id, redirect_uri, subject, scopes, code_challenge,
@@ -92,7 +92,7 @@ pub fn find(conn: &Db, code_hash: &[u8; 32]) -> Result<Option<CodeRow>> {
 
 /// Redeems a code: marks it used and records what the redemption issued. False if it
 /// was already used or has expired at `at` (the caller lost a race, or it is a replay).
-pub fn redeem(
+pub(crate) fn redeem(
     conn: &Db,
     code_hash: &[u8; 32],
     at: i64,
@@ -111,7 +111,7 @@ pub fn redeem(
 
 /// Has this PKCE challenge been seen on another code? (A client should make a fresh
 /// verifier for every authorization request.)
-pub fn challenge_seen(conn: &Db, challenge: &str) -> Result<bool> {
+pub(crate) fn challenge_seen(conn: &Db, challenge: &str) -> Result<bool> {
     Ok(conn
         .query_row(
             "SELECT 1 FROM authorization_codes WHERE code_challenge = ?1 LIMIT 1",
@@ -123,7 +123,7 @@ pub fn challenge_seen(conn: &Db, challenge: &str) -> Result<bool> {
 }
 
 /// Deletes codes that expired before `before`; returns how many.
-pub fn purge(conn: &Db, before: i64) -> Result<usize> {
+pub(crate) fn purge(conn: &Db, before: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM authorization_codes WHERE expires_at < ?1",
         params![before],

@@ -9,15 +9,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
 /// The lock file in the data dir; holds the pid of the process that has the dir.
-pub const LOCK_FILE: &str = "tessera.lock";
+pub(crate) const LOCK_FILE: &str = "tessera.lock";
 
 /// Files of the data dir kept private (0600) and never followed if they are symlinks.
-pub const PRIVATE_FILES: &[&str] = &[
+pub(crate) const PRIVATE_FILES: &[&str] = &[
     "tessera.db",
     "tessera.db-wal",
     "tessera.db-shm",
@@ -29,8 +29,7 @@ pub const PRIVATE_FILES: &[&str] = &[
 
 /// A data dir this process holds exclusively; the lock goes when this is dropped.
 #[derive(Debug)]
-pub struct DataDir {
-    path: PathBuf,
+pub(crate) struct DataDir {
     _lock: File,
 }
 
@@ -42,7 +41,7 @@ impl DataDir {
     /// Creates (0700) or checks the data dir, takes its lock, makes its files private,
     /// and creates an empty database file 0600 if there is none, so SQLite's own
     /// files (which copy the database's mode) are private too.
-    pub fn open(path: &Path) -> Result<DataDir> {
+    pub(crate) fn open(path: &Path) -> Result<DataDir> {
         create_private_dir(path)?;
         check_dir(path)?;
         let lock = lock(path)?;
@@ -53,21 +52,13 @@ impl DataDir {
         if !db.exists() {
             create_private_file(&db)?;
         }
-        Ok(DataDir {
-            path: path.to_path_buf(),
-            _lock: lock,
-        })
-    }
-
-    /// The dir's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(DataDir { _lock: lock })
     }
 }
 
 /// The effective uid of this process.
 #[cfg(unix)]
-pub fn effective_uid() -> u32 {
+pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
@@ -133,7 +124,7 @@ fn check_dir(path: &Path) -> Result<()> {
 /// Checks a file whose content the service trusts (a master key): not a symlink, not
 /// writable by group or others, owned by this user (or by root, as a mounted secret is).
 #[cfg(unix)]
-pub fn check_trusted_file(path: &Path, what: &str, root_may_own: bool) -> Result<()> {
+pub(crate) fn check_trusted_file(path: &Path, what: &str, root_may_own: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::symlink_metadata(path)
         .map_err(|e| refuse(format!("cannot read {what} {}: {e}", path.display())))?;
@@ -284,7 +275,7 @@ fn make_private(_: &Path) -> Result<()> {
 
 /// Off Unix there are no owners and modes to check.
 #[cfg(not(unix))]
-pub fn check_trusted_file(_: &Path, _: &str, _: bool) -> Result<()> {
+pub(crate) fn check_trusted_file(_: &Path, _: &str, _: bool) -> Result<()> {
     Ok(())
 }
 

@@ -26,8 +26,8 @@ impl<T: rusqlite::types::FromSql + for<'a> PgFromSql<'a>> Col for T {}
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __db_params {
-    () => { &[] as &[&dyn $crate::store::db::Arg] };
-    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::store::db::Arg),+] as &[&dyn $crate::store::db::Arg] };
+    () => { &[] as &[&dyn $crate::__DbArg] };
+    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::__DbArg),+] as &[&dyn $crate::__DbArg] };
 }
 pub use crate::__db_params as params;
 
@@ -52,7 +52,7 @@ pub enum DbError {
 }
 
 /// A statement's outcome.
-pub type DbResult<T> = std::result::Result<T, DbError>;
+pub(crate) type DbResult<T> = std::result::Result<T, DbError>;
 
 /// `query_row`'s "no row" as `None`, as rusqlite's `OptionalExtension` has it.
 pub trait OptionalExt<T> {
@@ -235,7 +235,7 @@ impl<'a> Db<'a> {
 
     /// Hands every row of a query to `f`, without collecting them (SQLite streams;
     /// PostgreSQL holds one result set).
-    pub fn for_each(
+    pub(crate) fn for_each(
         &self,
         sql: &str,
         params: &[&dyn Arg],
@@ -267,7 +267,7 @@ impl<'a> Db<'a> {
 
     /// Runs `f` inside one read-only transaction, so every statement in it sees the
     /// same committed state.
-    pub fn snapshot<T, E: From<DbError>>(
+    pub(crate) fn snapshot<T, E: From<DbError>>(
         &self,
         f: impl FnOnce(&Db<'a>) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -286,7 +286,7 @@ impl<'a> Db<'a> {
     }
 
     /// The SQLite connection, for what only SQLite has (backups, pragmas).
-    pub fn sqlite(&self) -> Option<&'a rusqlite::Connection> {
+    pub(crate) fn sqlite(&self) -> Option<&'a rusqlite::Connection> {
         match self {
             Db::Sqlite(c) => Some(c),
             Db::Postgres(_) => None,

@@ -15,23 +15,23 @@ use crate::error::Result;
 
 /// One signing key as stored.
 #[derive(Clone)]
-pub struct KeyRow {
+pub(crate) struct KeyRow {
     /// RFC 7638 thumbprint.
-    pub kid: String,
+    pub(crate) kid: String,
     /// JWS algorithm (`EdDSA`, `ES256`).
-    pub alg: String,
+    pub(crate) alg: String,
     /// Raw public key (32-byte Ed25519, 65-byte SEC1 P-256).
-    pub public_key: Vec<u8>,
+    pub(crate) public_key: Vec<u8>,
     /// AEAD-sealed PKCS#8 private key.
-    pub sealed_private: Vec<u8>,
+    pub(crate) sealed_private: Vec<u8>,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// When it starts (or started) signing; it is in the JWKS from `created_at`.
-    pub activates_at: i64,
+    pub(crate) activates_at: i64,
     /// When it stops (or stopped) signing, if scheduled.
-    pub retired_at: Option<i64>,
+    pub(crate) retired_at: Option<i64>,
     /// When it stops verifying and leaves the JWKS, if retired.
-    pub verify_until: Option<i64>,
+    pub(crate) verify_until: Option<i64>,
 }
 
 impl std::fmt::Debug for KeyRow {
@@ -47,7 +47,12 @@ impl std::fmt::Debug for KeyRow {
 }
 
 /// What a key is at `now`, from its timestamps alone.
-pub fn state_at(activates_at: i64, retired_at: Option<i64>, revoked: bool, now: i64) -> KeyState {
+pub(crate) fn state_at(
+    activates_at: i64,
+    retired_at: Option<i64>,
+    revoked: bool,
+    now: i64,
+) -> KeyState {
     if revoked {
         KeyState::Revoked
     } else if retired_at.is_some_and(|r| r <= now) {
@@ -61,7 +66,7 @@ pub fn state_at(activates_at: i64, retired_at: Option<i64>, revoked: bool, now: 
 
 /// Inserts a new key as it is. Its first state reaches the change log through
 /// [`announce`], which every writer of keys calls before committing.
-pub fn insert(conn: &Db, k: &KeyRow) -> Result<()> {
+pub(crate) fn insert(conn: &Db, k: &KeyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO signing_keys (kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -72,7 +77,7 @@ pub fn insert(conn: &Db, k: &KeyRow) -> Result<()> {
 
 /// Schedules every key other than `except` that would still sign at `at` to retire at
 /// `at`, verifying until `verify_until`.
-pub fn retire_others(conn: &Db, except: &str, at: i64, verify_until: i64) -> Result<()> {
+pub(crate) fn retire_others(conn: &Db, except: &str, at: i64, verify_until: i64) -> Result<()> {
     conn.execute(
         "UPDATE signing_keys SET retired_at = ?2, verify_until = ?3
          WHERE kid != ?1 AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > ?2)",
@@ -83,13 +88,13 @@ pub fn retire_others(conn: &Db, except: &str, at: i64, verify_until: i64) -> Res
 
 /// The outcome of [`schedule_successor`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scheduled {
+pub(crate) struct Scheduled {
     /// The key that takes over.
-    pub kid: String,
+    pub(crate) kid: String,
     /// When it signs.
-    pub activates_at: i64,
+    pub(crate) activates_at: i64,
     /// False when a successor was already waiting and was kept instead.
-    pub inserted: bool,
+    pub(crate) inserted: bool,
 }
 
 /// Publishes `successor` to sign from its `activates_at` and hands over to it: the key
@@ -99,7 +104,7 @@ pub struct Scheduled {
 /// the caller's transaction, so concurrent rotations agree on one successor): returned
 /// as it is, or, when `successor.activates_at <= now` (rotate now), moved to sign at
 /// `now` — it has been in the JWKS longer than any fresh key could be.
-pub fn schedule_successor(
+pub(crate) fn schedule_successor(
     conn: &Db,
     successor: &KeyRow,
     now: i64,
@@ -148,7 +153,7 @@ pub fn schedule_successor(
 
 /// Cancels a scheduled hand-over (its successor was revoked while waiting): the key
 /// signing now keeps signing.
-pub fn unschedule(conn: &Db, now: i64) -> Result<()> {
+pub(crate) fn unschedule(conn: &Db, now: i64) -> Result<()> {
     conn.execute(
         "UPDATE signing_keys SET retired_at = NULL, verify_until = NULL
          WHERE revoked_at IS NULL AND retired_at > ?1",
@@ -161,7 +166,7 @@ pub fn unschedule(conn: &Db, now: i64) -> Result<()> {
 /// yet, and remembers it. Idempotent: a second call, here or in another process, finds
 /// nothing to write. Within one call activations come before retirements, so a reader
 /// of the log always knows a signing key.
-pub fn announce(conn: &Db, now: i64) -> Result<usize> {
+pub(crate) fn announce(conn: &Db, now: i64) -> Result<usize> {
     let mut due: Vec<(String, KeyState)> = conn
         .query_map(
             "SELECT kid, activates_at, retired_at, announced FROM signing_keys
@@ -209,7 +214,7 @@ pub fn announce(conn: &Db, now: i64) -> Result<usize> {
 /// Every key with its state at `now`, for a change-feed snapshot: published, active and
 /// retired keys still in the JWKS, and keys revoked in the last [`REVOKED_IN_SNAPSHOT`];
 /// other keys are gone and not listed.
-pub fn states(conn: &Db, now: i64) -> Result<Vec<(String, KeyState)>> {
+pub(crate) fn states(conn: &Db, now: i64) -> Result<Vec<(String, KeyState)>> {
     let mut out: Vec<(String, KeyState)> = load_live(conn, now)?
         .into_iter()
         .map(|k| {
@@ -228,7 +233,7 @@ pub fn states(conn: &Db, now: i64) -> Result<Vec<(String, KeyState)>> {
 
 /// Every key still verifying at `now` (published, active, and retired ones in their
 /// window), oldest first.
-pub fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
+pub(crate) fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
     Ok(conn.query_map("SELECT kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until
          FROM signing_keys WHERE revoked_at IS NULL AND (verify_until IS NULL OR verify_until > ?1)
          ORDER BY activates_at, created_at, kid", params![now], |r| {
@@ -247,27 +252,27 @@ pub fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
 
 /// A signing key as an operator sees it: public facts only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyListing {
+pub(crate) struct KeyListing {
     /// RFC 7638 thumbprint.
-    pub kid: String,
+    pub(crate) kid: String,
     /// JWS algorithm.
-    pub alg: String,
+    pub(crate) alg: String,
     /// Its state when listed.
-    pub state: KeyState,
+    pub(crate) state: KeyState,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// When it starts (or started) signing.
-    pub activates_at: i64,
+    pub(crate) activates_at: i64,
     /// When it stops (or stopped) signing, if scheduled.
-    pub retired_at: Option<i64>,
+    pub(crate) retired_at: Option<i64>,
     /// When it stops (or stopped) verifying, if retired.
-    pub verify_until: Option<i64>,
+    pub(crate) verify_until: Option<i64>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
 }
 
 /// Every key ever held, newest first, with its state at `now`.
-pub fn list(conn: &Db, now: i64) -> Result<Vec<KeyListing>> {
+pub(crate) fn list(conn: &Db, now: i64) -> Result<Vec<KeyListing>> {
     // Insertion order breaks ties: SQLite's rowid, PostgreSQL's identity column.
     let inserted = if conn.is_postgres() { "ord" } else { "rowid" };
     let sql = format!(
@@ -292,7 +297,7 @@ pub fn list(conn: &Db, now: i64) -> Result<Vec<KeyListing>> {
 }
 
 /// What a key is at `now`, or `None` if unknown.
-pub fn state(conn: &Db, kid: &str, now: i64) -> Result<Option<KeyState>> {
+pub(crate) fn state(conn: &Db, kid: &str, now: i64) -> Result<Option<KeyState>> {
     Ok(conn
         .query_row(
             "SELECT activates_at, retired_at, revoked_at IS NOT NULL FROM signing_keys WHERE kid = ?1",
@@ -304,7 +309,7 @@ pub fn state(conn: &Db, kid: &str, now: i64) -> Result<Option<KeyState>> {
 
 /// Revokes a key: it stops signing and verifying at `at` and leaves the JWKS.
 /// Records the revocation in the change log, so watchers and verifiers drop the key too.
-pub fn revoke(conn: &Db, kid: &str, at: i64) -> Result<()> {
+pub(crate) fn revoke(conn: &Db, kid: &str, at: i64) -> Result<()> {
     let changed = conn.execute(
         "UPDATE signing_keys SET revoked_at = ?2,
                 retired_at = CASE WHEN retired_at < ?2 THEN retired_at ELSE ?2 END,
@@ -328,4 +333,4 @@ pub fn revoke(conn: &Db, kid: &str, at: i64) -> Result<()> {
 
 /// How long a revoked key stays in a change-feed snapshot: past any token it could have
 /// signed, so a verifier holding an old JWKS still learns to refuse it.
-pub const REVOKED_IN_SNAPSHOT: i64 = 7 * 86_400;
+pub(crate) const REVOKED_IN_SNAPSHOT: i64 = 7 * 86_400;

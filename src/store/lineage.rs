@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::revocation::cascade;
 
 /// Records that `child_jti` was minted from `parent_jti`.
-pub fn record(conn: &Db, parent_jti: &str, child_jti: &str, child_exp: i64) -> Result<()> {
+pub(crate) fn record(conn: &Db, parent_jti: &str, child_jti: &str, child_exp: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO token_lineage (parent_jti, child_jti, child_expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT DO NOTHING",
@@ -20,7 +20,7 @@ pub fn record(conn: &Db, parent_jti: &str, child_jti: &str, child_exp: i64) -> R
 }
 
 /// The tokens minted directly from `parent_jti`, with their expiry.
-pub fn children(conn: &Db, parent_jti: &str) -> Result<Vec<(String, i64)>> {
+pub(crate) fn children(conn: &Db, parent_jti: &str) -> Result<Vec<(String, i64)>> {
     Ok(conn.query_map(
         "SELECT child_jti, child_expires_at FROM token_lineage WHERE parent_jti = ?1",
         params![parent_jti],
@@ -31,7 +31,7 @@ pub fn children(conn: &Db, parent_jti: &str) -> Result<Vec<(String, i64)>> {
 /// Blocklists `roots` and, transitively, every token derived from them, each until its
 /// own expiry, and records each in the change log (at `now`). Returns everything
 /// blocklisted, for the in-memory blocklist.
-pub fn block_with_descendants(
+pub(crate) fn block_with_descendants(
     conn: &Db,
     roots: Vec<(String, i64)>,
     now: i64,
@@ -55,7 +55,7 @@ pub fn block_with_descendants(
 /// far as the store knows: not blocklisted, not minted from a revoked refresh family,
 /// and its subject's version not bumped past `ver`? Asked inside the write that derives
 /// a token from it, so no revocation can slip between the check and the derivation.
-pub fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Result<bool> {
+pub(crate) fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Result<bool> {
     let blocked = conn
         .query_row(
             "SELECT 1 FROM jti_blocklist WHERE jti = ?1",
@@ -79,7 +79,7 @@ pub fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Result<bool>
 
 /// Drops links whose child expired before `before`: everything below it expired no
 /// later, so nothing live is left to reach through it.
-pub fn purge(conn: &Db, before: i64) -> Result<usize> {
+pub(crate) fn purge(conn: &Db, before: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM token_lineage WHERE child_expires_at < ?1",
         params![before],

@@ -4,17 +4,17 @@
 use super::db::{DbError, DbResult, Row};
 
 /// A list as its column text: a JSON array of strings.
-pub fn encode(items: &[String]) -> String {
+pub(crate) fn encode(items: &[String]) -> String {
     serde_json::Value::from(items).to_string()
 }
 
 /// A list column read back. Anything but a JSON array of strings is a corrupt row.
-pub fn decode(text: &str) -> DbResult<Vec<String>> {
+pub(crate) fn decode(text: &str) -> DbResult<Vec<String>> {
     serde_json::from_str(text).map_err(|e| DbError::Decode(format!("list column: {e}")))
 }
 
 /// Column `idx` of a row, decoded as a list.
-pub fn get(row: &Row<'_>, idx: usize) -> DbResult<Vec<String>> {
+pub(crate) fn get(row: &Row<'_>, idx: usize) -> DbResult<Vec<String>> {
     let text: String = row.get(idx)?;
     decode(&text)
 }

@@ -10,19 +10,19 @@
 //! The store also knows whether storage works (see [`Store::healthy`]): readiness
 //! follows it, so a node whose disk is full or failing is taken out of rotation.
 
-pub mod apikeys;
-pub mod audit;
-pub mod changes;
-pub mod clients;
-pub mod codes;
-pub mod datadir;
-pub mod db;
-pub mod keys;
-pub mod lineage;
-pub mod lists;
+pub(crate) mod apikeys;
+pub(crate) mod audit;
+pub(crate) mod changes;
+pub(crate) mod clients;
+pub(crate) mod codes;
+pub(crate) mod datadir;
+pub(crate) mod db;
+pub(crate) mod keys;
+pub(crate) mod lineage;
+pub(crate) mod lists;
 mod postgres;
-pub mod refresh;
-pub mod revocation;
+pub(crate) mod refresh;
+pub(crate) mod revocation;
 mod sqlite;
 mod writer;
 
@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 use db::{Db, params};
-pub use postgres::Staleness;
+pub(crate) use postgres::Staleness;
 use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Work, writer_loop};
 
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
@@ -79,7 +79,7 @@ pub struct Store {
     path: Option<Arc<PathBuf>>,
     health: Health,
     /// Group-commit batch sizes and storage errors, for `/metrics`.
-    pub stats: Arc<StoreStats>,
+    pub(crate) stats: Arc<StoreStats>,
     feed: changes::Feed,
     /// How long since this replica last caught up with the shared database (never
     /// stale on SQLite, where every change is this process's own).
@@ -120,7 +120,7 @@ impl Store {
     /// file; with SQLite the default database lives in it). PostgreSQL is connected to
     /// and migrated before this returns, so an unreachable database fails the start,
     /// naming the server.
-    pub async fn connect(data_dir: &Path, location: Location<'_>) -> Result<Store> {
+    pub(crate) async fn connect(data_dir: &Path, location: Location<'_>) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;
         let opened = match location {
             Location::Sqlite(path) => Opened::Sqlite(sqlite::open(path)?, path.to_path_buf()),
@@ -201,24 +201,24 @@ impl Store {
     }
 
     /// Path of the SQLite database file (`None` on PostgreSQL).
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
     /// The database, for messages: the SQLite file, or the PostgreSQL server without
     /// its password.
-    pub fn describe(&self) -> &str {
+    pub(crate) fn describe(&self) -> &str {
         &self.describe
     }
 
     /// Whether the state is shared with other replicas (PostgreSQL).
-    pub fn shared(&self) -> bool {
+    pub(crate) fn shared(&self) -> bool {
         self.path.is_none()
     }
 
     /// Whether this process runs the scheduled work (purges, scheduled key rotation)
     /// now: always on SQLite; on PostgreSQL, the one replica holding the scheduler lock.
-    pub async fn leads(&self) -> bool {
+    pub(crate) async fn leads(&self) -> bool {
         match &*self.readers {
             Readers::Sqlite(_) => true,
             Readers::Postgres(pool) => pool.leads().await,
@@ -226,23 +226,25 @@ impl Store {
     }
 
     /// How long since this replica last caught up with the shared database.
-    pub fn staleness(&self) -> &Staleness {
+    pub(crate) fn staleness(&self) -> &Staleness {
         &self.staleness
     }
 
     /// Every change-log row committed from now on, batch by batch, in commit order.
-    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<[changes::Logged]>> {
+    pub(crate) fn subscribe_changes(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<[changes::Logged]>> {
         self.feed.subscribe()
     }
 
     /// Becomes `true` once [`Store::close_feed`] was called.
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.feed.closing()
     }
 
     /// Ends every live change stream (at shutdown, so they do not hold up the drain);
     /// subscribers reconnect and resume elsewhere or later.
-    pub fn close_feed(&self) {
+    pub(crate) fn close_feed(&self) {
         self.feed.close();
     }
 
@@ -250,12 +252,12 @@ impl Store {
     /// (disk full, I/O error, database locked or unreachable, the writer thread gone),
     /// until a later write reaches the database. Readiness (`/readyz`, gRPC health)
     /// follows it.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         *self.health.borrow()
     }
 
     /// Follows [`healthy`](Self::healthy) as it changes.
-    pub fn watch_health(&self) -> watch::Receiver<bool> {
+    pub(crate) fn watch_health(&self) -> watch::Receiver<bool> {
         self.health.subscribe()
     }
 
@@ -263,7 +265,7 @@ impl Store {
     /// (and storage that fails while idle is seen failing) without waiting for a
     /// caller's write. The write rewrites a value in place: it dirties a page, so the
     /// commit must reach the disk, and changes nothing anyone reads.
-    pub async fn probe(&self) -> Result<()> {
+    pub(crate) async fn probe(&self) -> Result<()> {
         let outcome = async {
             self.write(|c| {
                 c.execute(
@@ -289,7 +291,7 @@ impl Store {
 
     /// Runs `f` inside the writer's current transaction (in its own savepoint, so a
     /// failing write does not undo its batch-mates) and returns once it is committed.
-    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
@@ -325,7 +327,7 @@ impl Store {
     /// at most [`writer::BATCH_BUDGET`] before its COMMIT); [`flush`](Self::flush) waits for
     /// it, and shutdown flushes. A crash can lose the records of that window, never a
     /// revocation. Refused while storage is failing, as the durable writes are.
-    pub async fn audit_later(&self, entry: audit::AuditEntry) -> Result<()> {
+    pub(crate) async fn audit_later(&self, entry: audit::AuditEntry) -> Result<()> {
         if !self.healthy() {
             return Err(Error::Unavailable);
         }
@@ -348,7 +350,7 @@ impl Store {
 
     /// Returns once everything queued before it, audit records included, is committed
     /// (the writer works in order, so an empty write is a barrier).
-    pub async fn flush(&self) -> Result<()> {
+    pub(crate) async fn flush(&self) -> Result<()> {
         self.write(|_| Ok(())).await
     }
 

@@ -288,7 +288,7 @@ fn apply_migrations(db: &Db<'_>) -> Result<()> {
 /// How long since this replica last read the shared change log, to bound how stale an
 /// answer from memory may be while the database is unreachable.
 #[derive(Clone, Debug)]
-pub struct Staleness {
+pub(crate) struct Staleness {
     /// Milliseconds since `epoch` of the last successful read; `u64::MAX`: never stale.
     synced_ms: Arc<AtomicU64>,
     epoch: Instant,
@@ -319,7 +319,7 @@ impl Staleness {
     }
 
     /// Whether this replica has gone longer than `max` without reading the log.
-    pub fn exceeds(&self, max: Duration) -> bool {
+    pub(crate) fn exceeds(&self, max: Duration) -> bool {
         let synced = self.synced_ms.load(Ordering::Relaxed);
         if synced == u64::MAX {
             return false;

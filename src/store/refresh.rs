@@ -50,7 +50,7 @@ pub struct TokenRow {
 }
 
 /// Inserts a new family.
-pub fn insert_family(conn: &Db, f: &FamilyRow) -> Result<()> {
+pub(crate) fn insert_family(conn: &Db, f: &FamilyRow) -> Result<()> {
     conn.execute(
         "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -69,7 +69,7 @@ pub fn insert_family(conn: &Db, f: &FamilyRow) -> Result<()> {
 }
 
 /// Inserts a refresh token into its family.
-pub fn insert_token(conn: &Db, t: &TokenRow) -> Result<()> {
+pub(crate) fn insert_token(conn: &Db, t: &TokenRow) -> Result<()> {
     conn.execute(
             "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&t.token_hash[..], t.family_id, t.id, t.issued_at, t.expires_at])?;
@@ -77,7 +77,12 @@ pub fn insert_token(conn: &Db, t: &TokenRow) -> Result<()> {
 }
 
 /// Remembers that `jti` was minted from `family_id`, so revoking the family can blocklist it.
-pub fn record_access_token(conn: &Db, family_id: &str, jti: &str, expires_at: i64) -> Result<()> {
+pub(crate) fn record_access_token(
+    conn: &Db,
+    family_id: &str,
+    jti: &str,
+    expires_at: i64,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES (?1, ?2, ?3)",
         params![family_id, jti, expires_at],
@@ -86,7 +91,7 @@ pub fn record_access_token(conn: &Db, family_id: &str, jti: &str, expires_at: i6
 }
 
 /// Looks a token up by hash, with its family.
-pub fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
+pub(crate) fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
     Ok(conn
         .query_row(
             "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
@@ -128,7 +133,7 @@ pub fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, Family
 }
 
 /// Marks a token used. False if it already was (the caller lost a race or it is a replay).
-pub fn mark_used(conn: &Db, token_hash: &[u8; 32], at: i64) -> Result<bool> {
+pub(crate) fn mark_used(conn: &Db, token_hash: &[u8; 32], at: i64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
         params![&token_hash[..], at],
@@ -137,7 +142,7 @@ pub fn mark_used(conn: &Db, token_hash: &[u8; 32], at: i64) -> Result<bool> {
 }
 
 /// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
-pub fn revoke_family(conn: &Db, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
+pub(crate) fn revoke_family(conn: &Db, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
     conn.execute(
         "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![family_id, at],
@@ -147,7 +152,7 @@ pub fn revoke_family(conn: &Db, family_id: &str, at: i64) -> Result<Vec<(String,
 }
 
 /// Revokes every live family of `subject` ("log out everywhere"); returns their access tokens.
-pub fn revoke_subject(conn: &Db, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
+pub(crate) fn revoke_subject(conn: &Db, subject: &str, at: i64) -> Result<Vec<(String, i64)>> {
     let ids: Vec<String> = conn.query_map(
         "SELECT id FROM refresh_families WHERE subject = ?1 AND revoked_at IS NULL",
         params![subject],
@@ -166,7 +171,7 @@ pub fn revoke_subject(conn: &Db, subject: &str, at: i64) -> Result<Vec<(String, 
 /// `minted_before` (any family: an expired token needs no revoking). Returns how many
 /// families went. A live family keeps every row, so reuse detection still sees its used
 /// tokens; revoked access tokens stay on the separate blocklist until they expire.
-pub fn purge(conn: &Db, dead_before: i64, minted_before: i64, limit: i64) -> Result<usize> {
+pub(crate) fn purge(conn: &Db, dead_before: i64, minted_before: i64, limit: i64) -> Result<usize> {
     conn.execute(
         "DELETE FROM family_access_tokens WHERE (family_id, jti) IN
            (SELECT family_id, jti FROM family_access_tokens WHERE expires_at < ?1 LIMIT ?2)",
@@ -195,7 +200,7 @@ pub fn purge(conn: &Db, dead_before: i64, minted_before: i64, limit: i64) -> Res
 
 /// A used refresh token's successor pair, kept sealed for the grace window.
 #[derive(Clone, PartialEq, Eq)]
-pub struct GraceRow {
+pub(crate) struct GraceRow {
     /// SHA-256 of the used token (also the sealing context).
     pub token_hash: [u8; 32],
     /// Its family.
@@ -229,7 +234,7 @@ fn hash32(v: Vec<u8>) -> [u8; 32] {
 }
 
 /// Stores the sealed successor pair of a token just used.
-pub fn insert_grace(conn: &Db, g: &GraceRow) -> Result<()> {
+pub(crate) fn insert_grace(conn: &Db, g: &GraceRow) -> Result<()> {
     conn.execute(
             "INSERT INTO refresh_grace (token_hash, family_id, presenter, successor_hash, sealed, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -246,7 +251,7 @@ pub fn insert_grace(conn: &Db, g: &GraceRow) -> Result<()> {
 
 /// The sealed successor pair of a used token, with whether that successor has been
 /// used in turn; `None` once housekeeping dropped it (or there never was one).
-pub fn find_grace(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, bool)>> {
+pub(crate) fn find_grace(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, bool)>> {
     Ok(conn
         .query_row(
             "SELECT g.token_hash, g.family_id, g.presenter, g.successor_hash, g.sealed, g.expires_at,
@@ -270,7 +275,7 @@ pub fn find_grace(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(GraceRow, 
 }
 
 /// Drops every sealed pair of a family (it was revoked: nothing of it may be handed out).
-pub fn drop_grace_of_family(conn: &Db, family_id: &str) -> Result<()> {
+pub(crate) fn drop_grace_of_family(conn: &Db, family_id: &str) -> Result<()> {
     conn.execute(
         "DELETE FROM refresh_grace WHERE family_id = ?1",
         params![family_id],
@@ -279,7 +284,7 @@ pub fn drop_grace_of_family(conn: &Db, family_id: &str) -> Result<()> {
 }
 
 /// Drops sealed pairs whose window ended before `now` (housekeeping).
-pub fn purge_grace(conn: &Db, now: i64) -> Result<usize> {
+pub(crate) fn purge_grace(conn: &Db, now: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM refresh_grace WHERE expires_at < ?1",
         params![now],

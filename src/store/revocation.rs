@@ -6,7 +6,7 @@ use super::changes::{self, Change};
 use crate::error::Result;
 
 /// Blocklists `jti` until `expires_at`. Idempotent; keeps the later expiry.
-pub fn block_jti(conn: &Db, jti: &str, expires_at: i64) -> Result<()> {
+pub(crate) fn block_jti(conn: &Db, jti: &str, expires_at: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO jti_blocklist (jti, expires_at) VALUES (?1, ?2)
          ON CONFLICT (jti) DO UPDATE SET expires_at = CASE
@@ -18,7 +18,8 @@ pub fn block_jti(conn: &Db, jti: &str, expires_at: i64) -> Result<()> {
 }
 
 /// Every blocklisted jti still needed at `now`.
-pub fn load_blocklist(conn: &Db, now: i64) -> Result<Vec<(String, i64)>> {
+#[cfg(test)]
+pub(crate) fn load_blocklist(conn: &Db, now: i64) -> Result<Vec<(String, i64)>> {
     Ok(conn.query_map(
         "SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1",
         params![now],
@@ -27,7 +28,7 @@ pub fn load_blocklist(conn: &Db, now: i64) -> Result<Vec<(String, i64)>> {
 }
 
 /// How many blocklisted jtis are still needed at `now` (to size the map up front).
-pub fn count_blocklist(conn: &Db, now: i64) -> Result<usize> {
+pub(crate) fn count_blocklist(conn: &Db, now: i64) -> Result<usize> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM jti_blocklist WHERE expires_at >= ?1",
         params![now],
@@ -38,7 +39,7 @@ pub fn count_blocklist(conn: &Db, now: i64) -> Result<usize> {
 
 /// Hands every blocklisted jti still needed at `now` to `f`, one row at a time: a
 /// million entries are streamed into memory, never collected as strings first.
-pub fn for_each_blocked(conn: &Db, now: i64, mut f: impl FnMut(&str, i64)) -> Result<()> {
+pub(crate) fn for_each_blocked(conn: &Db, now: i64, mut f: impl FnMut(&str, i64)) -> Result<()> {
     Ok(conn.for_each(
         "SELECT jti, expires_at FROM jti_blocklist WHERE expires_at >= ?1",
         params![now],
@@ -51,7 +52,7 @@ pub fn for_each_blocked(conn: &Db, now: i64, mut f: impl FnMut(&str, i64)) -> Re
 }
 
 /// Drops entries whose token has expired before `before`; returns how many.
-pub fn purge_blocklist(conn: &Db, before: i64) -> Result<usize> {
+pub(crate) fn purge_blocklist(conn: &Db, before: i64) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM jti_blocklist WHERE expires_at < ?1",
         params![before],
@@ -60,7 +61,7 @@ pub fn purge_blocklist(conn: &Db, before: i64) -> Result<usize> {
 
 /// Increments `subject`'s token version, records it in the change log, and returns
 /// the new one.
-pub fn bump_version(conn: &Db, subject: &str, now: i64) -> Result<u64> {
+pub(crate) fn bump_version(conn: &Db, subject: &str, now: i64) -> Result<u64> {
     let v: i64 = conn
         .query_row(
             "INSERT INTO token_versions (subject, version, updated_at) VALUES (?1, 1, ?2)
@@ -80,7 +81,7 @@ pub fn bump_version(conn: &Db, subject: &str, now: i64) -> Result<u64> {
 }
 
 /// One subject's current version (0 if never bumped).
-pub fn version(conn: &Db, subject: &str) -> Result<u64> {
+pub(crate) fn version(conn: &Db, subject: &str) -> Result<u64> {
     let v: Option<i64> = conn
         .query_row(
             "SELECT version FROM token_versions WHERE subject = ?1",
@@ -92,7 +93,7 @@ pub fn version(conn: &Db, subject: &str) -> Result<u64> {
 }
 
 /// Every subject's version.
-pub fn load_versions(conn: &Db) -> Result<Vec<(String, u64)>> {
+pub(crate) fn load_versions(conn: &Db) -> Result<Vec<(String, u64)>> {
     Ok(conn.query_map(
         "SELECT subject, version FROM token_versions",
         params![],

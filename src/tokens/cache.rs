@@ -127,27 +127,28 @@ impl VerifiedCache {
     }
 
     /// Lookups answered from the cache.
-    pub fn hits(&self) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
     /// Lookups that had to verify the signature.
-    pub fn misses(&self) -> u64 {
+    pub(crate) fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
 
     /// Cached tokens (approximate while evictions are pending).
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.entries.entry_count()
     }
 
     /// Is the cache empty (approximately, like [`len`](Self::len))?
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Appends the cache's Prometheus lines to `out`.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP tessera_verified_cache_total Introspections of access tokens, by verified-token cache result.\n\

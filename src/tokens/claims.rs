@@ -10,7 +10,7 @@ use super::{Jti, parse_jti, valid_field, valid_list_entry};
 /// Claim names Tessera sets itself or that carry protocol meaning; extra claims may
 /// not use them. The first twelve, in this order, are the members [`AccessClaims`]
 /// reads itself.
-pub const REGISTERED: &[&str] = &[
+pub(crate) const REGISTERED: &[&str] = &[
     "iss",
     "sub",
     "aud",
@@ -36,37 +36,37 @@ pub const REGISTERED: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccessClaims {
     /// Issuer; compared octet for octet.
-    pub iss: String,
+    pub(crate) iss: String,
     /// Subject (user or service).
     pub sub: String,
     /// Audiences (always an array on the wire).
     pub aud: Vec<String>,
     /// Expiry, Unix seconds.
-    pub exp: i64,
+    pub(crate) exp: i64,
     /// Not before, Unix seconds.
-    pub nbf: i64,
+    pub(crate) nbf: i64,
     /// Issued at, Unix seconds.
-    pub iat: i64,
+    pub(crate) iat: i64,
     /// Token id (text form of a [`Jti`]).
     pub jti: String,
     /// Space-separated scopes; omitted when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
     /// The client the token was issued to.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// The subject's token version when this was issued.
     pub ver: u64,
     /// RFC 8693 actor chain, when the token came from a token exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub act: Option<Value>,
+    pub(crate) act: Option<Value>,
     /// Owner of the API key a `client_credentials` token was issued to (its `sub` is
     /// the key id, RFC 9068 §2.2); set by Tessera only, so an app token never passes
     /// for a user's.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     /// Extra, non-registered claims.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// The claims [`AccessClaims`] reads itself, in the order of [`Fields::known`]: the
@@ -182,7 +182,8 @@ impl Fields {
 impl AccessClaims {
     /// Reads claims from a parsed payload, strictly: every registered claim with its
     /// exact JSON type (`exp` as a string or a float is rejected, not coerced).
-    pub fn from_object(mut m: Map<String, Value>) -> Option<(Self, Jti)> {
+    #[cfg(test)]
+    pub(crate) fn from_object(mut m: Map<String, Value>) -> Option<(Self, Jti)> {
         let mut fields = Fields::default();
         for (slot, name) in fields.known.iter_mut().zip(KNOWN) {
             *slot = m.remove(name);
@@ -194,12 +195,12 @@ impl AccessClaims {
     /// Parses a decoded payload and reads its claims: the same as
     /// [`strict_json::parse_object`] then [`from_object`](Self::from_object), with the
     /// same refusals, without building the whole object as a map first.
-    pub fn from_json(bytes: &[u8]) -> Option<(Self, Jti)> {
+    pub(crate) fn from_json(bytes: &[u8]) -> Option<(Self, Jti)> {
         strict_json::parse_members(bytes, Fields::default())?.into_claims()
     }
 
     /// Scopes as a list.
-    pub fn scopes(&self) -> Vec<String> {
+    pub(crate) fn scopes(&self) -> Vec<String> {
         self.scope.split_whitespace().map(str::to_string).collect()
     }
 }

@@ -36,7 +36,7 @@ impl Authority {
     }
 
     /// Verifies an access token fully: signature, claims, blocklist, token version.
-    pub fn check_access_token(
+    pub(crate) fn check_access_token(
         &self,
         token: &str,
     ) -> std::result::Result<(AccessClaims, Jti), Reject> {

@@ -14,7 +14,7 @@ use crate::tokens::claims::{AccessClaims, REGISTERED};
 use crate::tokens::{self, check_field, check_list, normalize_scopes, opaque};
 
 /// Largest serialized extra-claims object.
-pub const MAX_CLAIMS_BYTES: usize = 4096;
+pub(crate) const MAX_CLAIMS_BYTES: usize = 4096;
 
 /// An access token to mint.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ impl Authority {
     }
 
     /// Issues an access token, and a refresh token if asked (caller needs `tessera:issue`).
-    pub async fn issue_access_token(
+    pub(crate) async fn issue_access_token(
         &self,
         caller: &Caller,
         mut req: AccessTokenRequest,

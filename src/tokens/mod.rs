@@ -7,11 +7,11 @@ pub mod claims;
 mod introspect;
 mod issue;
 pub mod opaque;
-pub mod strict_json;
+pub(crate) mod strict_json;
 pub mod verify;
 
 pub use introspect::Introspection;
-pub use issue::{AccessTokenRequest, MAX_CLAIMS_BYTES};
+pub use issue::AccessTokenRequest;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub type Jti = u128;
 
 /// A fresh random jti and its text form (22 base64url characters).
-pub fn new_jti() -> (Jti, String) {
+pub(crate) fn new_jti() -> (Jti, String) {
     let mut b = [0u8; 16];
     SystemRandom::new().fill(&mut b).expect("OS random source");
     (u128::from_be_bytes(b), B64.encode(b))
@@ -40,14 +40,14 @@ pub fn parse_jti(s: &str) -> Option<Jti> {
 }
 
 /// Most scopes a request may carry.
-pub const MAX_SCOPES: usize = 64;
+pub(crate) const MAX_SCOPES: usize = 64;
 /// Longest scope, subject, audience, client id, name or claim key.
-pub const MAX_FIELD_LEN: usize = 256;
+pub(crate) const MAX_FIELD_LEN: usize = 256;
 /// Scopes that govern Tessera itself; never copied into access tokens.
-pub const SERVICE_SCOPE_PREFIX: &str = "tessera:";
+pub(crate) const SERVICE_SCOPE_PREFIX: &str = "tessera:";
 
 /// Validates RFC 6749 §3.3 scope tokens, sorts and de-duplicates them.
-pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
+pub(crate) fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
     if scopes.len() > MAX_SCOPES {
         return Err(Error::InvalidArgument(format!(
             "at most {MAX_SCOPES} scopes"
@@ -71,7 +71,7 @@ pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>> {
 /// Is `c` invisible or text-reordering: a control character, or one of the format,
 /// separator and filler characters that make one identifier look like another
 /// (`admin\u{200b}`, bidi overrides as in "Trojan Source")?
-pub fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -93,24 +93,24 @@ pub fn is_hidden(c: char) -> bool {
 /// Is `v` acceptable as an identifier (subject, audience, client id, ...): at most
 /// [`MAX_FIELD_LEN`] bytes and nothing [hidden](is_hidden). Issuance refuses anything
 /// else, so the verifier refuses it too: such a token was never minted here.
-pub fn valid_field(v: &str) -> bool {
+pub(crate) fn valid_field(v: &str) -> bool {
     v.len() <= MAX_FIELD_LEN && !v.chars().any(is_hidden)
 }
 
 /// Most audiences one token (or one key's `exchange_audiences`) may list.
-pub const MAX_AUDIENCES: usize = 64;
+pub(crate) const MAX_AUDIENCES: usize = 64;
 
 /// Is `v` acceptable as one entry of a list (an audience, an extra-claim name): 1 to
 /// [`MAX_FIELD_LEN`] bytes with no whitespace (any Unicode `White_Space`), control or
 /// [hidden](is_hidden) character. Lists travel space-separated (RFC 6749 §3.3), so an
 /// entry with whitespace in it could not come back as itself.
-pub fn valid_list_entry(v: &str) -> bool {
+pub(crate) fn valid_list_entry(v: &str) -> bool {
     !v.is_empty() && valid_field(v) && !v.chars().any(char::is_whitespace)
 }
 
 /// Checks every entry of a list field and its length (`1..=max` entries, or `0..=max`
 /// when `required` is false). The message names the field, never echoes the value.
-pub fn check_list(what: &str, items: &[String], required: bool, max: usize) -> Result<()> {
+pub(crate) fn check_list(what: &str, items: &[String], required: bool, max: usize) -> Result<()> {
     if (required && items.is_empty()) || items.len() > max {
         let min = usize::from(required);
         return Err(Error::InvalidArgument(format!(
@@ -126,7 +126,7 @@ pub fn check_list(what: &str, items: &[String], required: bool, max: usize) -> R
 }
 
 /// Checks a free-text identifier field (subject, audience, owner, name, client id).
-pub fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
+pub(crate) fn check_field(what: &str, v: &str, required: bool) -> Result<()> {
     if required && v.is_empty() {
         return Err(Error::InvalidArgument(format!("{what} is required")));
     }

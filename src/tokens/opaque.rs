@@ -10,13 +10,13 @@ use zeroize::Zeroizing;
 use crate::secret::Secret;
 
 /// Prefix of refresh tokens.
-pub const REFRESH_PREFIX: &str = "tsr_";
+pub(crate) const REFRESH_PREFIX: &str = "tsr_";
 /// Prefix of authorization codes.
-pub const CODE_PREFIX: &str = "tsc_";
+pub(crate) const CODE_PREFIX: &str = "tsc_";
 const BODY_LEN: usize = 43;
 
 /// Mints a new secret with `prefix`.
-pub fn generate(prefix: &str) -> Secret {
+pub(crate) fn generate(prefix: &str) -> Secret {
     let mut raw = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
         .fill(raw.as_mut())
@@ -28,7 +28,7 @@ pub fn generate(prefix: &str) -> Secret {
 }
 
 /// Is `text` shaped like a secret with `prefix`? (Cheap; says nothing about validity.)
-pub fn well_formed(text: &str, prefix: &str) -> bool {
+pub(crate) fn well_formed(text: &str, prefix: &str) -> bool {
     text.strip_prefix(prefix)
         .is_some_and(|b| b.len() == BODY_LEN && B64.decode(b).is_ok_and(|v| v.len() == 32))
 }
@@ -41,7 +41,7 @@ pub fn hash(text: &str) -> [u8; 32] {
 }
 
 /// A short random public id (for families, refresh-token ids, client ids).
-pub fn public_id() -> String {
+pub(crate) fn public_id() -> String {
     let mut b = [0u8; 12];
     SystemRandom::new().fill(&mut b).expect("OS random source");
     B64.encode(b)

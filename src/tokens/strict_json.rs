@@ -68,7 +68,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 /// Parses `bytes` as a JSON object, rejecting duplicates, invalid UTF-8, a BOM,
 /// trailing data and anything that is not an object.
-pub fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+#[cfg(test)]
+pub(crate) fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice::<Strict>(bytes).ok()?.0 {
         Value::Object(m) => Some(m),
         _ => None,

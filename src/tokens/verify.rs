@@ -42,7 +42,7 @@ impl KeyLookup for Keyring {
 }
 
 /// Longest token accepted; longer input is refused before any decoding.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Why a token was refused. For logs and metrics only — callers see `active: false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,12 +103,12 @@ pub struct Rules<'a> {
 }
 
 /// Verifies signature and claims of an access token.
-pub fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Reject> {
+pub(crate) fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jti), Reject> {
     verify_with_key(token, rules).map(|(claims, jti, _)| (claims, jti))
 }
 
 /// [`verify`], also naming the key that verified the signature.
-pub fn verify_with_key(
+pub(crate) fn verify_with_key(
     token: &str,
     rules: &Rules<'_>,
 ) -> Result<(AccessClaims, Jti, Arc<VerifyingKey>), Reject> {
@@ -204,7 +204,7 @@ impl<'de> Members<'de> for Header<'de> {
 }
 
 /// The claim checks, separate so unit tests can reach them without signing.
-pub fn check_claims(c: &AccessClaims, rules: &Rules<'_>) -> Result<(), Reject> {
+pub(crate) fn check_claims(c: &AccessClaims, rules: &Rules<'_>) -> Result<(), Reject> {
     if c.iss.as_bytes() != rules.issuer.as_bytes() {
         return Err(Reject::Issuer);
     }

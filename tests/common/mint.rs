@@ -12,7 +12,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use serde_json::Value;
 use tessera::keys::seal::MasterKey;
-use tessera::store::db::{OptionalExt, Row, params};
+use tessera::test_support::{OptionalExt, Row, params};
 
 use super::TestServer;
 

@@ -6,7 +6,7 @@
 //! a database this test process creates on the machine's PostgreSQL
 //! (`TESSERA_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod child;
 pub mod grants;
@@ -70,10 +70,10 @@ pub fn test_config(data_dir: &Path) -> Config {
 pub fn with_database<R, F>(data_dir: &Path, f: F) -> R
 where
     R: Send + 'static,
-    F: FnOnce(&tessera::store::db::Db<'_>) -> tessera::error::Result<R> + Send + 'static,
+    F: FnOnce(&tessera::test_support::Db<'_>) -> tessera::test_support::Result<R> + Send + 'static,
 {
     use tessera::config::DatabaseUrl;
-    use tessera::store::{Location, inspect};
+    use tessera::test_support::{Location, inspect};
     match pg::backend_for(data_dir) {
         Some(DatabaseUrl::Postgres(url)) => inspect(Location::Postgres(&url), f),
         _ => inspect(Location::Sqlite(&data_dir.join("tessera.db")), f),

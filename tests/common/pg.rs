@@ -127,7 +127,7 @@ pub fn fresh_schema(name: &str) -> String {
 /// bytes (text as UTF-8), each named `table.column`: what tests that look for secrets
 /// in the SQLite file's bytes look through on PostgreSQL.
 pub fn stored_values(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
-    use tessera::store::db::params;
+    use tessera::test_support::params;
     assert!(enabled(), "stored_values reads a PostgreSQL schema");
     super::with_database(data_dir, |db| {
         let columns = db.query_map(

@@ -84,7 +84,7 @@ fn hmac_key_forms(
 
 /// A2.1–A2.7 for the fixture's key: HS256/384/512 keyed with every public-key form,
 /// under the bare `{"alg":"HSxxx"}` header and under T0's header with only `alg` changed.
-pub async fn hs_confusion_rows(f: &Fixture) -> Vec<Row> {
+pub(crate) async fn hs_confusion_rows(f: &Fixture) -> Vec<Row> {
     let (jwk, jwks_text) = f.published_jwk().await;
     let raw = f.mint.public_key();
     let mut rows = Vec::new();

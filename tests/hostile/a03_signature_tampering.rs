@@ -8,7 +8,7 @@ use crate::forge::*;
 use crate::support::*;
 
 /// Psychic and DER signature rows for T0 under its own header and ES* headers.
-pub fn psychic_rows(f: &Fixture) -> Vec<Row> {
+pub(crate) fn psychic_rows(f: &Fixture) -> Vec<Row> {
     let t0 = &f.t0;
     let mut rows = Vec::new();
     let own = f.mint.alg.clone();

@@ -2,7 +2,7 @@
 
 use ring::signature::KeyPair as _;
 use serde_json::json;
-use tessera::store::db::params;
+use tessera::test_support::params;
 
 use crate::common::{self, TestServer};
 use crate::forge::*;

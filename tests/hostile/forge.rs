@@ -10,26 +10,26 @@ use serde_json::Value;
 
 use crate::common::mint::decode;
 
-pub fn b64(b: impl AsRef<[u8]>) -> String {
+pub(crate) fn b64(b: impl AsRef<[u8]>) -> String {
     B64.encode(b)
 }
 
-pub fn unb64(s: &str) -> Vec<u8> {
+pub(crate) fn unb64(s: &str) -> Vec<u8> {
     B64.decode(s).expect("base64url")
 }
 
-pub fn b64_json(v: &Value) -> String {
+pub(crate) fn b64_json(v: &Value) -> String {
     b64(v.to_string())
 }
 
-pub fn hex(s: &str) -> Vec<u8> {
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
 
-pub fn random_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     SystemRandom::new().fill(&mut b).unwrap();
     b
@@ -37,7 +37,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A compact JWS split into its segments.
 #[derive(Clone)]
-pub struct Jwt {
+pub(crate) struct Jwt {
     pub token: String,
     pub h: String,
     pub p: String,
@@ -45,7 +45,7 @@ pub struct Jwt {
 }
 
 impl Jwt {
-    pub fn new(token: &str) -> Jwt {
+    pub(crate) fn new(token: &str) -> Jwt {
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3, "not a compact JWS");
         Jwt {
@@ -55,31 +55,31 @@ impl Jwt {
             s: parts[2].into(),
         }
     }
-    pub fn sig(&self) -> Vec<u8> {
+    pub(crate) fn sig(&self) -> Vec<u8> {
         unb64(&self.s)
     }
-    pub fn with_sig(&self, s64: &str) -> String {
+    pub(crate) fn with_sig(&self, s64: &str) -> String {
         format!("{}.{}.{s64}", self.h, self.p)
     }
-    pub fn with_sig_bytes(&self, sig: &[u8]) -> String {
+    pub(crate) fn with_sig_bytes(&self, sig: &[u8]) -> String {
         self.with_sig(&b64(sig))
     }
-    pub fn with_header(&self, h64: &str) -> String {
+    pub(crate) fn with_header(&self, h64: &str) -> String {
         format!("{h64}.{}.{}", self.p, self.s)
     }
-    pub fn with_payload(&self, p64: &str) -> String {
+    pub(crate) fn with_payload(&self, p64: &str) -> String {
         format!("{}.{p64}.{}", self.h, self.s)
     }
-    pub fn header(&self) -> Value {
+    pub(crate) fn header(&self) -> Value {
         decode(&self.token).0
     }
-    pub fn payload(&self) -> Value {
+    pub(crate) fn payload(&self) -> Value {
         decode(&self.token).1
     }
 }
 
 /// HMAC-signs `h64.p64` (the HS-confusion forgeries of A2 and A4).
-pub fn hmac_token(alg: &str, key: &[u8], h64: &str, p64: &str) -> String {
+pub(crate) fn hmac_token(alg: &str, key: &[u8], h64: &str, p64: &str) -> String {
     let a = match alg {
         "HS256" => hmac::HMAC_SHA256,
         "HS384" => hmac::HMAC_SHA384,
@@ -92,7 +92,7 @@ pub fn hmac_token(alg: &str, key: &[u8], h64: &str, p64: &str) -> String {
 }
 
 /// `{...}` with one more raw member at the end.
-pub fn splice(obj: &str, member: &str) -> String {
+pub(crate) fn splice(obj: &str, member: &str) -> String {
     assert!(obj.starts_with('{') && obj.ends_with('}'));
     if obj == "{}" {
         return format!("{{{member}}}");
@@ -101,23 +101,23 @@ pub fn splice(obj: &str, member: &str) -> String {
 }
 
 /// `{...}` with one more raw member at the front.
-pub fn splice_front(obj: &str, member: &str) -> String {
+pub(crate) fn splice_front(obj: &str, member: &str) -> String {
     format!("{{{member},{}", &obj[1..])
 }
 
 /// A fresh Ed25519 key pair nobody trusts.
-pub fn attacker_ed25519() -> Ed25519KeyPair {
+pub(crate) fn attacker_ed25519() -> Ed25519KeyPair {
     let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
     Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
 }
 
-pub fn attacker_sign(pair: &Ed25519KeyPair, header: &Value, p64: &str) -> String {
+pub(crate) fn attacker_sign(pair: &Ed25519KeyPair, header: &Value, p64: &str) -> String {
     let input = format!("{}.{p64}", b64_json(header));
     format!("{input}.{}", b64(pair.sign(input.as_bytes())))
 }
 
 /// An OpenSSH public-key line's base64 blob: length-prefixed strings.
-pub fn ssh_blob(parts: &[&[u8]]) -> String {
+pub(crate) fn ssh_blob(parts: &[&[u8]]) -> String {
     let mut out = Vec::new();
     for p in parts {
         out.extend_from_slice(&(p.len() as u32).to_be_bytes());
@@ -126,7 +126,7 @@ pub fn ssh_blob(parts: &[&[u8]]) -> String {
     STANDARD.encode(out)
 }
 
-pub fn pem(der: &[u8], eol: &str, trailing: bool) -> Vec<u8> {
+pub(crate) fn pem(der: &[u8], eol: &str, trailing: bool) -> Vec<u8> {
     let body = STANDARD.encode(der);
     let lines: Vec<&str> = body
         .as_bytes()
@@ -146,13 +146,13 @@ pub fn pem(der: &[u8], eol: &str, trailing: bool) -> Vec<u8> {
 }
 
 /// Ed25519 group order L, little-endian (RFC 8032 §5.1).
-pub const ED25519_L: [u8; 32] = [
+pub(crate) const ED25519_L: [u8; 32] = [
     0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
 /// An Ed25519 signature with `S := S + k·L` (little-endian add; fits for k ≤ 3).
-pub fn ed25519_s_plus_l(sig: &[u8], k: u32) -> Vec<u8> {
+pub(crate) fn ed25519_s_plus_l(sig: &[u8], k: u32) -> Vec<u8> {
     let mut out = sig.to_vec();
     for _ in 0..k {
         let mut carry = 0u16;
@@ -167,10 +167,10 @@ pub fn ed25519_s_plus_l(sig: &[u8], k: u32) -> Vec<u8> {
 }
 
 /// P-256 group order n, big-endian.
-pub const P256_N: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+pub(crate) const P256_N: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
 
 /// `n − s` for 32-byte big-endian numbers.
-pub fn p256_neg(s: &[u8]) -> Vec<u8> {
+pub(crate) fn p256_neg(s: &[u8]) -> Vec<u8> {
     let n = hex(P256_N);
     let mut out = vec![0u8; 32];
     let mut borrow = 0i16;
@@ -188,7 +188,7 @@ pub fn p256_neg(s: &[u8]) -> Vec<u8> {
 }
 
 /// DER `SEQUENCE { INTEGER r, INTEGER s }` of a fixed-width `r‖s`.
-pub fn der_signature(rs: &[u8]) -> Vec<u8> {
+pub(crate) fn der_signature(rs: &[u8]) -> Vec<u8> {
     let int = |b: &[u8]| {
         let b = &b[b.iter().take_while(|&&x| x == 0).count().min(b.len() - 1)..];
         let mut v = vec![0x02];
@@ -209,7 +209,7 @@ pub fn der_signature(rs: &[u8]) -> Vec<u8> {
 
 /// The same text with its last base64url character changed only in its
 /// `unused_bits` low bits: a lenient decoder yields the same bytes.
-pub fn trailing_bit_variants(s: &str, unused_bits: u32) -> Vec<String> {
+pub(crate) fn trailing_bit_variants(s: &str, unused_bits: u32) -> Vec<String> {
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let last = *s.as_bytes().last().unwrap();
     let v = ALPHA.iter().position(|&c| c == last).unwrap();
@@ -228,16 +228,16 @@ pub fn trailing_bit_variants(s: &str, unused_bits: u32) -> Vec<String> {
 }
 
 /// `body` plus the API-key checksum (first 4 bytes of SHA-256, base64url).
-pub fn with_checksum(body: &str) -> String {
+pub(crate) fn with_checksum(body: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
     format!("{body}{}", b64(&d.as_ref()[..4]))
 }
 
 // Published signature vectors used by the A3 and B rows.
-pub const PSYCHIC_DER: &str = "MAYCAQACAQA";
-pub const P256_R_S_N: &str =
+pub(crate) const PSYCHIC_DER: &str = "MAYCAQACAQA";
+pub(crate) const P256_R_S_N: &str =
     "_____wAAAAD__________7zm-q2nF56E87nKwvxjJVH_____AAAAAP__________vOb6racXnoTzucrC_GMlUQ";
-pub const RFC7515_A3_DER: &str = "MEUCIA7RIVN5Y2xIPC9_FVgH1AKjsigDOvl8fheBmsMWnqZlAiEAxQoH04w8cOXY8S2vCEpUgKZlkMXyk1Cajz9_ioOjVNU";
+pub(crate) const RFC7515_A3_DER: &str = "MEUCIA7RIVN5Y2xIPC9_FVgH1AKjsigDOvl8fheBmsMWnqZlAiEAxQoH04w8cOXY8S2vCEpUgKZlkMXyk1Cajz9_ioOjVNU";
 
 /// The forging helpers reproduce the derived vectors published with the catalog
 /// (B12.1, B12.3, B12.4, B12.5), so the rows built with them are the intended bytes.

@@ -22,7 +22,7 @@ use crate::forge::*;
 
 /// What a row must get back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// `OK` with exactly `IntrospectResponse::default()`.
     Inactive,
     /// Inactive, or `INVALID_ARGUMENT` (empty or over-long input, A0).
@@ -34,17 +34,17 @@ pub enum Expect {
     /// Positive control: a genuine, live token is active.
     Active,
 }
-pub use Expect::*;
+pub(crate) use Expect::*;
 
 /// One attack.
-pub struct Row {
+pub(crate) struct Row {
     pub name: String,
     pub token: String,
     pub hint: String,
     pub expect: Expect,
 }
 
-pub fn row(name: impl Into<String>, token: impl Into<String>) -> Row {
+pub(crate) fn row(name: impl Into<String>, token: impl Into<String>) -> Row {
     Row {
         name: name.into(),
         token: token.into(),
@@ -54,22 +54,22 @@ pub fn row(name: impl Into<String>, token: impl Into<String>) -> Row {
 }
 
 impl Row {
-    pub fn expect(mut self, e: Expect) -> Row {
+    pub(crate) fn expect(mut self, e: Expect) -> Row {
         self.expect = e;
         self
     }
-    pub fn hint(mut self, h: &str) -> Row {
+    pub(crate) fn hint(mut self, h: &str) -> Row {
         self.hint = h.into();
         self
     }
 }
 
 /// Every row must answer within this, whatever the input (A0, A4.7).
-pub const ROW_LATENCY_CAP: Duration = Duration::from_secs(2);
+pub(crate) const ROW_LATENCY_CAP: Duration = Duration::from_secs(2);
 /// p99 over a table (A13.5); generous, for debug builds on a busy machine.
-pub const P99_BUDGET: Duration = Duration::from_millis(200);
+pub(crate) const P99_BUDGET: Duration = Duration::from_millis(200);
 
-pub fn judge(
+pub(crate) fn judge(
     expect: Expect,
     got: &Result<IntrospectResponse, Status>,
     token: &str,
@@ -98,7 +98,7 @@ pub fn judge(
 // The fixture
 // ---------------------------------------------------------------------------------
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub s: TestServer,
     pub client: TokenServiceClient<Channel>,
     /// The base token: a freshly issued access token for `alice`.
@@ -106,14 +106,14 @@ pub struct Fixture {
     pub mint: Minter,
 }
 
-pub const ISSUER: &str = "https://tessera.test";
+pub(crate) const ISSUER: &str = "https://tessera.test";
 
 impl Fixture {
-    pub async fn start() -> Fixture {
+    pub(crate) async fn start() -> Fixture {
         Self::on(TestServer::start().await).await
     }
 
-    pub async fn on(s: TestServer) -> Fixture {
+    pub(crate) async fn on(s: TestServer) -> Fixture {
         let client = s.tokens().await;
         let t0 = Jwt::new(&s.access_token("alice").await.token);
         let mint = Minter::active(&s);
@@ -125,52 +125,52 @@ impl Fixture {
         }
     }
 
-    pub fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.s.clock.now()
     }
 
     /// K1: T0 with `change` applied to its decoded header and payload, re-signed.
-    pub fn k1(&self, change: impl FnOnce(&mut Value, &mut Value)) -> String {
+    pub(crate) fn k1(&self, change: impl FnOnce(&mut Value, &mut Value)) -> String {
         self.mint.tweak(&self.t0.token, change)
     }
 
     /// K1: T0 with one claim set to `value` (removed for `None`).
-    pub fn k1_claim(&self, name: &str, value: Option<Value>) -> String {
+    pub(crate) fn k1_claim(&self, name: &str, value: Option<Value>) -> String {
         self.k1(|_, p| set(p, name, value))
     }
 
     /// K1: T0 with one header member set to `value` (removed for `None`).
-    pub fn k1_header(&self, name: &str, value: Option<Value>) -> String {
+    pub(crate) fn k1_header(&self, name: &str, value: Option<Value>) -> String {
         self.k1(|h, _| set(h, name, value))
     }
 
     /// K1: T0's header bytes over arbitrary payload bytes.
-    pub fn k1_payload_bytes(&self, payload: &[u8]) -> String {
+    pub(crate) fn k1_payload_bytes(&self, payload: &[u8]) -> String {
         self.mint
             .sign_input(&format!("{}.{}", self.t0.h, b64(payload)))
     }
 
     /// K1: T0's payload over arbitrary header bytes.
-    pub fn k1_header_bytes(&self, header: &[u8]) -> String {
+    pub(crate) fn k1_header_bytes(&self, header: &[u8]) -> String {
         self.mint
             .sign_input(&format!("{}.{}", b64(header), self.t0.p))
     }
 
     /// K1: T0 with claim `name` replaced by raw JSON text (numbers serde cannot hold).
-    pub fn k1_raw_claim(&self, name: &str, raw: &str) -> String {
+    pub(crate) fn k1_raw_claim(&self, name: &str, raw: &str) -> String {
         let mut p = self.t0.payload();
         p.as_object_mut().unwrap().remove(name);
         self.k1_payload_bytes(splice(&p.to_string(), &format!("\"{name}\":{raw}")).as_bytes())
     }
 
     /// T0's header as compact JSON text with one member replaced by raw JSON text.
-    pub fn header_text_with(&self, name: &str, raw: &str) -> String {
+    pub(crate) fn header_text_with(&self, name: &str, raw: &str) -> String {
         let mut h = self.t0.header();
         h.as_object_mut().unwrap().remove(name);
         splice(&h.to_string(), &format!("\"{name}\":{raw}"))
     }
 
-    pub async fn introspect(
+    pub(crate) async fn introspect(
         &self,
         token: &str,
         hint: &str,
@@ -187,14 +187,14 @@ impl Fixture {
             .map(|r| r.into_inner())
     }
 
-    pub async fn active(&self, token: &str) -> bool {
+    pub(crate) async fn active(&self, token: &str) -> bool {
         self.introspect(token, "", &self.s.admin_key)
             .await
             .unwrap()
             .active
     }
 
-    pub async fn issue(&self, req: IssueRequest) -> IssueResponse {
+    pub(crate) async fn issue(&self, req: IssueRequest) -> IssueResponse {
         self.client
             .clone()
             .issue(authed(req, &self.s.admin_key))
@@ -204,7 +204,7 @@ impl Fixture {
     }
 
     /// An access token (and refresh token) for `subject`.
-    pub async fn issue_with_refresh(&self, subject: &str) -> IssueResponse {
+    pub(crate) async fn issue_with_refresh(&self, subject: &str) -> IssueResponse {
         let mut req = access_spec(subject);
         if let Some(Credential::AccessToken(spec)) = &mut req.credential {
             spec.refresh_token = true;
@@ -213,7 +213,7 @@ impl Fixture {
     }
 
     /// Issues access tokens for `alice` until one satisfies `pred` (bounded).
-    pub async fn issue_until(&self, pred: impl Fn(&Jwt) -> bool) -> Jwt {
+    pub(crate) async fn issue_until(&self, pred: impl Fn(&Jwt) -> bool) -> Jwt {
         for _ in 0..64 {
             let t = Jwt::new(&self.s.access_token("alice").await.token);
             if pred(&t) {
@@ -223,7 +223,7 @@ impl Fixture {
         panic!("no token with the wanted shape in 64 tries");
     }
 
-    pub async fn revoke_as(&self, token: &str, hint: &str, key: &str) -> Result<(), Status> {
+    pub(crate) async fn revoke_as(&self, token: &str, hint: &str, key: &str) -> Result<(), Status> {
         let req = RevokeRequest {
             token: token.into(),
             token_type_hint: hint.into(),
@@ -236,12 +236,12 @@ impl Fixture {
             .map(|_| ())
     }
 
-    pub async fn revoke(&self, token: &str) {
+    pub(crate) async fn revoke(&self, token: &str) {
         self.revoke_as(token, "", &self.s.admin_key).await.unwrap();
     }
 
     /// The published Ed25519/P-256 JWK of T0's key, fetched over HTTP.
-    pub async fn published_jwk(&self) -> (Value, String) {
+    pub(crate) async fn published_jwk(&self) -> (Value, String) {
         let (status, _, body) = self.s.http_get("/.well-known/jwks.json").await;
         assert_eq!(status, 200);
         let jwks: Value = serde_json::from_str(&body).unwrap();
@@ -255,7 +255,7 @@ impl Fixture {
         (jwk, body)
     }
 
-    pub async fn assert_healthy(&self) {
+    pub(crate) async fn assert_healthy(&self) {
         use tonic_health::pb::health_check_response::ServingStatus;
         let mut h = tonic_health::pb::health_client::HealthClient::new(self.s.channel().await);
         for service in ["", "tessera.v1.TokenService"] {
@@ -275,7 +275,7 @@ impl Fixture {
     }
 
     /// Does `Authorization/Check` (Envoy ext_authz) let a request bearing `token` through?
-    pub async fn check_allows(&self, token: &str) -> bool {
+    pub(crate) async fn check_allows(&self, token: &str) -> bool {
         use envoy_types::ext_authz::v3::pb::CheckRequest;
         use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
         use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
@@ -303,7 +303,7 @@ impl Fixture {
     }
 
     /// Runs a table: each row, then the persistence check; then health and latency.
-    pub async fn run(&self, table: &str, rows: Vec<Row>) {
+    pub(crate) async fn run(&self, table: &str, rows: Vec<Row>) {
         assert!(!rows.is_empty());
         let n = rows.len();
         let mut failures = Vec::new();
@@ -366,7 +366,7 @@ impl Fixture {
     }
 }
 
-pub fn set(obj: &mut Value, name: &str, value: Option<Value>) {
+pub(crate) fn set(obj: &mut Value, name: &str, value: Option<Value>) {
     let m = obj.as_object_mut().expect("JSON object");
     match value {
         Some(v) => {
@@ -379,7 +379,7 @@ pub fn set(obj: &mut Value, name: &str, value: Option<Value>) {
 }
 
 /// Checks that a catalog vector decodes to the JSON its row name claims.
-pub fn check_vector(b64_text: &str, json_text: &str) {
+pub(crate) fn check_vector(b64_text: &str, json_text: &str) {
     assert_eq!(
         String::from_utf8(unb64(b64_text)).unwrap(),
         json_text,

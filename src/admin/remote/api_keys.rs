@@ -42,7 +42,7 @@ impl Remote {
     }
 
     /// `keys list`.
-    pub async fn keys_list(
+    pub(crate) async fn keys_list(
         &self,
         owner: &str,
         environment: &str,
@@ -60,7 +60,7 @@ impl Remote {
 
     /// `keys show KEY_ID`: the List RPC has no id filter, so this pages through every
     /// key (revoked ones included) until it meets the id.
-    pub async fn keys_show(&self, key_id: &str, now: i64) -> Result<Output, Failure> {
+    pub(crate) async fn keys_show(&self, key_id: &str, now: i64) -> Result<Output, Failure> {
         let keys = self.all_api_keys("", "", true).await?;
         let key = keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| {
             Failure::new(
@@ -75,7 +75,7 @@ impl Remote {
     }
 
     /// `keys revoke KEY_ID`: RFC 7009 semantics, so an unknown id succeeds too.
-    pub async fn keys_revoke(&self, key_id: &str) -> Result<Output, Failure> {
+    pub(crate) async fn keys_revoke(&self, key_id: &str) -> Result<Output, Failure> {
         let req = RevokeRequest {
             token_id: key_id.into(),
             ..RevokeRequest::default()
@@ -89,7 +89,7 @@ impl Remote {
 
     /// `keys rotate KEY_ID`: the new key goes to stdout alone (so it can be piped into
     /// a secret store); what happened goes to stderr.
-    pub async fn keys_rotate(
+    pub(crate) async fn keys_rotate(
         &self,
         key_id: &str,
         overlap: Option<Duration>,

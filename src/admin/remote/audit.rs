@@ -33,7 +33,7 @@ impl Remote {
     }
 
     /// The newest `n` events, oldest first (as `tail` prints them).
-    pub async fn audit_newest(
+    pub(crate) async fn audit_newest(
         &self,
         filter: &AuditFilter,
         n: u32,
@@ -56,7 +56,7 @@ impl Remote {
 
     /// Every event with an id above `after_id` (oldest first). `since` (the instant of
     /// that event) narrows the query; ids are what decide.
-    pub async fn audit_after(
+    pub(crate) async fn audit_after(
         &self,
         filter: &AuditFilter,
         after_id: u64,
@@ -80,11 +80,11 @@ impl Remote {
 
 /// The filters `audit tail` passes to ListAuditEvents.
 #[derive(Debug, Default, Clone)]
-pub struct AuditFilter {
+pub(crate) struct AuditFilter {
     /// Only events about this subject.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Only events by this caller key id.
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Only this kind.
-    pub kind: String,
+    pub(crate) kind: String,
 }

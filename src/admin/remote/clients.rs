@@ -8,7 +8,7 @@ use crate::proto::{ClientInfo, ListClientsRequest};
 
 impl Remote {
     /// `clients list`.
-    pub async fn clients_list(&self) -> Result<Output, Failure> {
+    pub(crate) async fn clients_list(&self) -> Result<Output, Failure> {
         let mut clients: Vec<ClientInfo> = Vec::new();
         let mut page_token = String::new();
         loop {

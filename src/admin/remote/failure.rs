@@ -4,37 +4,37 @@
 use tonic::{Code, Status};
 
 /// Exit codes (sysexits.h), documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     /// Anything else: an internal error, a limit hit, an offline task that failed.
-    pub const FAILURE: u8 = 1;
+    pub(crate) const FAILURE: u8 = 1;
     /// EX_USAGE: bad command line, no API key, a malformed address.
-    pub const USAGE: u8 = 64;
+    pub(crate) const USAGE: u8 = 64;
     /// EX_DATAERR: the server refused the request as invalid (INVALID_ARGUMENT,
     /// FAILED_PRECONDITION, OUT_OF_RANGE, ALREADY_EXISTS).
-    pub const DATA: u8 = 65;
+    pub(crate) const DATA: u8 = 65;
     /// EX_NOINPUT: NOT_FOUND.
-    pub const NOT_FOUND: u8 = 66;
+    pub(crate) const NOT_FOUND: u8 = 66;
     /// EX_UNAVAILABLE: the server cannot be reached, is not serving, or does not
     /// offer the RPC (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED).
-    pub const UNAVAILABLE: u8 = 69;
+    pub(crate) const UNAVAILABLE: u8 = 69;
     /// EX_CANTCREAT: a file to write already exists or cannot be created.
-    pub const CANT_CREATE: u8 = 73;
+    pub(crate) const CANT_CREATE: u8 = 73;
     /// EX_NOPERM: UNAUTHENTICATED or PERMISSION_DENIED.
-    pub const NO_PERMISSION: u8 = 77;
+    pub(crate) const NO_PERMISSION: u8 = 77;
 }
 
 /// A command that did not succeed: what to tell the operator, and the exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Process exit code (see [`exit`]).
-    pub code: u8,
+    pub(crate) code: u8,
     /// One line for stderr.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Failure {
     /// A usage error (exit 64).
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             code: exit::USAGE,
             message: message.into(),
@@ -42,7 +42,7 @@ impl Failure {
     }
 
     /// A failure with an explicit exit code.
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -50,7 +50,7 @@ impl Failure {
     }
 
     /// A gRPC status: its code name and message, and the matching exit code.
-    pub fn from_status(s: &Status) -> Self {
+    pub(crate) fn from_status(s: &Status) -> Self {
         let code = match s.code() {
             Code::InvalidArgument
             | Code::FailedPrecondition
@@ -75,7 +75,7 @@ impl From<Status> for Failure {
 }
 
 /// The canonical upper-case name of a gRPC code (`PERMISSION_DENIED`).
-pub fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -30,22 +30,22 @@ mod failure;
 mod signing_keys;
 mod status;
 
-pub use audit::AuditFilter;
-pub use failure::{Failure, code_name, exit};
+pub(crate) use audit::AuditFilter;
+pub(crate) use failure::{Failure, code_name, exit};
 
 /// What a command prints: `text` for people, `json` with `--json`; `note` goes to
 /// stderr in either mode (context that must not mix with a secret on stdout).
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     /// Human-readable stdout.
-    pub text: String,
+    pub(crate) text: String,
     /// The one JSON document for `--json`.
-    pub json: Value,
+    pub(crate) json: Value,
     /// Extra lines for stderr.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
     /// Exit code when the command ran but the answer is bad news (`status` of a
     /// server that is not serving).
-    pub code: u8,
+    pub(crate) code: u8,
 }
 
 impl Output {
@@ -60,7 +60,7 @@ impl Output {
 }
 
 /// A connection to a running server, with the caller's API key if one was given.
-pub struct Remote {
+pub(crate) struct Remote {
     channel: Channel,
     addr: String,
     key: Option<Zeroizing<String>>,
@@ -79,7 +79,7 @@ impl std::fmt::Debug for Remote {
 const PAGE: u32 = 500;
 
 /// Accepts `http://host:port` or a bare `host:port`. TLS is not spoken by this client.
-pub fn normalize_addr(addr: &str) -> Result<String, Failure> {
+pub(crate) fn normalize_addr(addr: &str) -> Result<String, Failure> {
     let addr = addr.trim();
     if addr.is_empty() {
         return Err(Failure::usage("--addr is empty"));
@@ -108,7 +108,10 @@ pub fn normalize_addr(addr: &str) -> Result<String, Failure> {
 
 impl Remote {
     /// Connects to `addr` (already normalized), failing with exit 69 naming it.
-    pub async fn connect(addr: &str, key: Option<Zeroizing<String>>) -> Result<Self, Failure> {
+    pub(crate) async fn connect(
+        addr: &str,
+        key: Option<Zeroizing<String>>,
+    ) -> Result<Self, Failure> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Failure::new(
                 exit::UNAVAILABLE,

@@ -8,7 +8,7 @@ use crate::proto::{ListSigningKeysRequest, RevokeSigningKeyRequest, RotateSignin
 
 impl Remote {
     /// `signing-keys list`.
-    pub async fn signing_keys_list(&self) -> Result<Output, Failure> {
+    pub(crate) async fn signing_keys_list(&self) -> Result<Output, Failure> {
         let keys = self
             .keys()
             .list_signing_keys(self.authed(ListSigningKeysRequest {})?)
@@ -20,7 +20,7 @@ impl Remote {
     }
 
     /// `signing-keys rotate [--now]`.
-    pub async fn signing_keys_rotate(&self, now: bool) -> Result<Output, Failure> {
+    pub(crate) async fn signing_keys_rotate(&self, now: bool) -> Result<Output, Failure> {
         let r = self
             .keys()
             .rotate_signing_key(self.authed(RotateSigningKeyRequest { rotate_now: now })?)
@@ -38,7 +38,7 @@ impl Remote {
     }
 
     /// `signing-keys revoke KID`.
-    pub async fn signing_keys_revoke(&self, kid: &str) -> Result<Output, Failure> {
+    pub(crate) async fn signing_keys_revoke(&self, kid: &str) -> Result<Output, Failure> {
         let active = self
             .keys()
             .revoke_signing_key(self.authed(RevokeSigningKeyRequest { kid: kid.into() })?)

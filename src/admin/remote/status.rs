@@ -12,7 +12,7 @@ use crate::proto::{GetJwksRequest, ListSigningKeysRequest};
 
 impl Remote {
     /// `status`: health (open), the JWKS (open), and with a key, the signing keys.
-    pub async fn status(&self) -> Result<Output, Failure> {
+    pub(crate) async fn status(&self) -> Result<Output, Failure> {
         let mut health = HealthClient::new(self.channel.clone());
         let mut services = Vec::new();
         let mut serving = true;
