@@ -16,6 +16,7 @@
 pub(crate) mod backup;
 pub mod cli;
 pub(crate) mod import;
+mod offline;
 pub(crate) mod recover;
 pub(crate) mod remote;
 pub(crate) mod render;

@@ -20,22 +20,21 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result, new_error};
-use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::digest;
 use ring::rand::SystemRandom;
-use ring::signature::{self as sig, KeyPair as _};
+use ring::signature as sig;
 
 /// The *ring*-backed provider; install it with [`install`] before any JWT work.
 pub(crate) static RING_PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: new_signer,
     verifier_factory: new_verifier,
     key_utils: KeyUtils {
-        rsa_pub_components_from_private_key: rsa_components_from_private_key,
-        rsa_pub_components_from_public_key: rsa_components_from_public_key,
-        ec_pub_components_from_private_key: ec_components_from_private_key,
-        ed_pub_components_from_private_key: ed_public_from_private_key,
-        compute_digest,
+        rsa_pub_components_from_private_key: key_utils::rsa_components_from_private_key,
+        rsa_pub_components_from_public_key: key_utils::rsa_components_from_public_key,
+        ec_pub_components_from_private_key: key_utils::ec_components_from_private_key,
+        ed_pub_components_from_private_key: key_utils::ed_public_from_private_key,
+        compute_digest: key_utils::compute_digest,
     },
 };
 
@@ -474,57 +473,7 @@ pub(crate) fn verify_jws(
     material.verify(message, &decoded[..len]).is_ok()
 }
 
-fn rsa_components_from_private_key(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-    let pair = parse_rsa(der).map_err(|_| KeyClass::Rsa.invalid_key())?;
-    let components: sig::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
-    Ok((components.n, components.e))
-}
-
-/// ring has no public parser for a bare `RSAPublicKey`: [`super::jwk`] has the one
-/// the JWKS needs for imported keys.
-fn rsa_components_from_public_key(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-    super::jwk::parse_rsa_public_key(der).ok_or_else(|| {
-        new_error(ErrorKind::InvalidRsaKey(
-            "not a DER PKCS#1 RSAPublicKey".to_owned(),
-        ))
-    })
-}
-
-fn ec_components_from_private_key(
-    der: &[u8],
-    alg: Algorithm,
-) -> Result<(EllipticCurve, Vec<u8>, Vec<u8>)> {
-    if alg != Algorithm::ES256 {
-        return Err(new_error(ErrorKind::InvalidEcdsaKey));
-    }
-    let pair = parse_p256(der).map_err(|_| new_error(ErrorKind::InvalidEcdsaKey))?;
-    match pair.public_key().as_ref().split_first() {
-        Some((0x04, xy)) if xy.len() == 64 => {
-            let (x, y) = xy.split_at(32);
-            Ok((EllipticCurve::P256, x.to_vec(), y.to_vec()))
-        }
-        _ => Err(new_error(ErrorKind::InvalidEcdsaKey)),
-    }
-}
-
-fn ed_public_from_private_key(der: &[u8], curve: &EllipticCurve) -> Result<Vec<u8>> {
-    match curve {
-        EllipticCurve::Ed25519 => sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map(|pair| pair.public_key().as_ref().to_vec())
-            .map_err(|_| new_error(ErrorKind::InvalidEddsaKey)),
-        _ => Err(new_error(ErrorKind::InvalidAlgorithm)),
-    }
-}
-
-fn compute_digest(data: &[u8], hash: ThumbprintHash) -> Result<Vec<u8>> {
-    let alg = match hash {
-        ThumbprintHash::SHA256 => &digest::SHA256,
-        ThumbprintHash::SHA384 => &digest::SHA384,
-        ThumbprintHash::SHA512 => &digest::SHA512,
-        _ => return Err(new_error(ErrorKind::UnsupportedAlgorithm)),
-    };
-    Ok(digest::digest(alg, data).as_ref().to_vec())
-}
+mod key_utils;
 
 #[cfg(test)]
 mod test_counters {

@@ -4,9 +4,12 @@
 //! families: algorithms never used, key/algorithm mismatches, garbage input, the
 //! parsed-key cache, `install` and `verify_jws`.
 
+use super::key_utils::*;
 use super::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::{sign, verify};
+use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
+use ring::signature::KeyPair as _;
 
 mod ecdsa;
 mod eddsa;
