@@ -31,6 +31,11 @@ pub mod audit {
     pub use crate::store::audit::{AuditEntry, AuditFilter, list, recent};
 }
 
+/// The stored signing keys (sealed), for fuzz targets that sign with the service's own key.
+pub mod signing_keys {
+    pub use crate::store::keys::{KeyRow, load_live};
+}
+
 /// The OAuth form decoding of the HTTP endpoints, for the fuzz targets.
 pub mod oauth_form {
     pub use crate::service::oauth::{Form, client_key};

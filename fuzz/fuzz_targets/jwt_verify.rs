@@ -65,7 +65,7 @@ fn world() -> &'static World {
         // Unseal the key the keyring generated, as tests/common/mint.rs does.
         let active = keys.current().active.kid.clone();
         let row = rt
-            .block_on(store.read(|c| tessera::test_support::keys::load_live(c, NOW)))
+            .block_on(store.read(|c| tessera::test_support::signing_keys::load_live(c, NOW)))
             .expect("key rows")
             .into_iter()
             .find(|r| r.kid == active)

@@ -47,7 +47,7 @@ pub(crate) const JWKS_MAX_AGE_SECS: u64 = 60;
 pub(crate) const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// Signing and verification keys, loaded from and persisted to the store.
-pub(crate) struct Keyring {
+pub struct Keyring {
     set: ArcSwap<KeySet>,
     master: MasterKey,
     store: Store,
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// Loads the keys from the store, generating the first one if there is none.
-    pub(crate) async fn open(
+    pub async fn open(
         store: Store,
         master: MasterKey,
         alg: SigningAlg,
@@ -121,7 +121,7 @@ impl Keyring {
     }
 
     /// The current key set (cheap; lock-free).
-    pub(crate) fn current(&self) -> Arc<KeySet> {
+    pub fn current(&self) -> Arc<KeySet> {
         self.set.load_full()
     }
 

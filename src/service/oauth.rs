@@ -87,7 +87,7 @@ pub struct Form(Vec<(String, String)>);
 
 impl Form {
     /// Parses a body; repeated parameters are an error (RFC 6749 §3.2).
-    pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -116,7 +116,7 @@ impl Form {
     }
 
     /// A parameter's value, empty when absent.
-    pub(crate) fn get(&self, k: &str) -> &str {
+    pub fn get(&self, k: &str) -> &str {
         self.0
             .iter()
             .find(|(k2, _)| k2 == k)
@@ -134,7 +134,7 @@ impl Form {
     /// whitespace (a tab, a no-break space) or a control character: it is not a list
     /// separator, and no token could carry such an entry. A bad `scope` is
     /// `invalid_scope`; a bad `audience` is `invalid_request`.
-    pub(crate) fn list(&self, k: &str) -> Result<Vec<String>, Error> {
+    pub fn list(&self, k: &str) -> Result<Vec<String>, Error> {
         let v = self.get(k);
         if v.is_empty() {
             return Ok(Vec::new());

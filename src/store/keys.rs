@@ -15,23 +15,23 @@ use crate::error::Result;
 
 /// One signing key as stored.
 #[derive(Clone)]
-pub(crate) struct KeyRow {
+pub struct KeyRow {
     /// RFC 7638 thumbprint.
-    pub(crate) kid: String,
+    pub kid: String,
     /// JWS algorithm (`EdDSA`, `ES256`).
-    pub(crate) alg: String,
+    pub alg: String,
     /// Raw public key (32-byte Ed25519, 65-byte SEC1 P-256).
-    pub(crate) public_key: Vec<u8>,
+    pub public_key: Vec<u8>,
     /// AEAD-sealed PKCS#8 private key.
-    pub(crate) sealed_private: Vec<u8>,
+    pub sealed_private: Vec<u8>,
     /// Unix seconds.
-    pub(crate) created_at: i64,
+    pub created_at: i64,
     /// When it starts (or started) signing; it is in the JWKS from `created_at`.
-    pub(crate) activates_at: i64,
+    pub activates_at: i64,
     /// When it stops (or stopped) signing, if scheduled.
-    pub(crate) retired_at: Option<i64>,
+    pub retired_at: Option<i64>,
     /// When it stops verifying and leaves the JWKS, if retired.
-    pub(crate) verify_until: Option<i64>,
+    pub verify_until: Option<i64>,
 }
 
 impl std::fmt::Debug for KeyRow {
@@ -233,7 +233,7 @@ pub(crate) fn states(conn: &Db, now: i64) -> Result<Vec<(String, KeyState)>> {
 
 /// Every key still verifying at `now` (published, active, and retired ones in their
 /// window), oldest first.
-pub(crate) fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
+pub fn load_live(conn: &Db, now: i64) -> Result<Vec<KeyRow>> {
     Ok(conn.query_map("SELECT kid, alg, public_key, sealed_private, created_at, activates_at, retired_at, verify_until
          FROM signing_keys WHERE revoked_at IS NULL AND (verify_until IS NULL OR verify_until > ?1)
          ORDER BY activates_at, created_at, kid", params![now], |r| {

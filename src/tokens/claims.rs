@@ -36,37 +36,37 @@ pub(crate) const REGISTERED: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccessClaims {
     /// Issuer; compared octet for octet.
-    pub(crate) iss: String,
+    pub iss: String,
     /// Subject (user or service).
     pub sub: String,
     /// Audiences (always an array on the wire).
     pub aud: Vec<String>,
     /// Expiry, Unix seconds.
-    pub(crate) exp: i64,
+    pub exp: i64,
     /// Not before, Unix seconds.
-    pub(crate) nbf: i64,
+    pub nbf: i64,
     /// Issued at, Unix seconds.
-    pub(crate) iat: i64,
+    pub iat: i64,
     /// Token id (text form of a [`Jti`]).
     pub jti: String,
     /// Space-separated scopes; omitted when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
     /// The client the token was issued to.
-    pub(crate) client_id: String,
+    pub client_id: String,
     /// The subject's token version when this was issued.
     pub ver: u64,
     /// RFC 8693 actor chain, when the token came from a token exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) act: Option<Value>,
+    pub act: Option<Value>,
     /// Owner of the API key a `client_credentials` token was issued to (its `sub` is
     /// the key id, RFC 9068 §2.2); set by Tessera only, so an app token never passes
     /// for a user's.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) owner: Option<String>,
+    pub owner: Option<String>,
     /// Extra, non-registered claims.
     #[serde(flatten)]
-    pub(crate) extra: Map<String, Value>,
+    pub extra: Map<String, Value>,
 }
 
 /// The claims [`AccessClaims`] reads itself, in the order of [`Fields::known`]: the

@@ -108,7 +108,7 @@ pub(crate) fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jt
 }
 
 /// [`verify`], also naming the key that verified the signature.
-pub(crate) fn verify_with_key(
+pub fn verify_with_key(
     token: &str,
     rules: &Rules<'_>,
 ) -> Result<(AccessClaims, Jti, Arc<VerifyingKey>), Reject> {
