@@ -90,45 +90,45 @@ pub(crate) fn record_access_token(
     Ok(())
 }
 
+/// [`find`]'s statement.
+pub(super) const FIND: &str =
+    "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
+            f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
+            f.absolute_expires_at, f.revoked_at
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+     WHERE t.token_hash = ?1";
+
 /// Looks a token up by hash, with its family.
 pub(crate) fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
     Ok(conn
-        .query_row(
-            "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
-                    f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
-                    f.absolute_expires_at, f.revoked_at
-             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-             WHERE t.token_hash = ?1",
-            params![&token_hash[..]],
-            |r| {
-                let h: Vec<u8> = r.get(0)?;
-                let mut token_hash = [0u8; 32];
-                if h.len() == 32 {
-                    token_hash.copy_from_slice(&h);
-                }
-                Ok((
-                    TokenRow {
-                        token_hash,
-                        family_id: r.get(1)?,
-                        id: r.get(2)?,
-                        issued_at: r.get(3)?,
-                        expires_at: r.get(4)?,
-                        used_at: r.get(5)?,
-                    },
-                    FamilyRow {
-                        id: r.get(6)?,
-                        subject: r.get(7)?,
-                        client_id: r.get(8)?,
-                        audience: lists::get(r, 9)?,
-                        scopes: lists::get(r, 10)?,
-                        claims: r.get(11)?,
-                        created_at: r.get(12)?,
-                        absolute_expires_at: r.get(13)?,
-                        revoked_at: r.get(14)?,
-                    },
-                ))
-            },
-        )
+        .query_row(FIND, params![&token_hash[..]], |r| {
+            let h: Vec<u8> = r.get(0)?;
+            let mut token_hash = [0u8; 32];
+            if h.len() == 32 {
+                token_hash.copy_from_slice(&h);
+            }
+            Ok((
+                TokenRow {
+                    token_hash,
+                    family_id: r.get(1)?,
+                    id: r.get(2)?,
+                    issued_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    used_at: r.get(5)?,
+                },
+                FamilyRow {
+                    id: r.get(6)?,
+                    subject: r.get(7)?,
+                    client_id: r.get(8)?,
+                    audience: lists::get(r, 9)?,
+                    scopes: lists::get(r, 10)?,
+                    claims: r.get(11)?,
+                    created_at: r.get(12)?,
+                    absolute_expires_at: r.get(13)?,
+                    revoked_at: r.get(14)?,
+                },
+            ))
+        })
         .optional()?)
 }
 

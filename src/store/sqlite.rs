@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::thread;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use super::lists;
@@ -47,6 +48,11 @@ pub(super) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;",
     )?;
+    // The query planner must not look at bound values. When it may, a statement whose
+    // plan consulted one (a join with `refresh_families`, whose partial index makes the
+    // planner ask) is marked for re-preparation, and the statement cache's clearing of
+    // bindings expires it: every use of a cached statement would parse and plan it again.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -116,5 +122,42 @@ impl SqliteReaders {
                 .map_err(|_| Error::internal("reader lock poisoned"))?,
         };
         f(&conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::store::db::Db;
+    use crate::store::refresh;
+
+    #[test]
+    fn cached_statements_are_not_prepared_again_on_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("tessera.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
+             VALUES ('f', 's', 'c', '[]', '[]', '{}', 0, 99)",
+        )
+        .unwrap();
+        for i in 0..10u8 {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at)
+                 VALUES (?1, 'f', 't', 0, 99)",
+                [vec![i; 32]],
+            )
+            .unwrap();
+        }
+        let db = Db::Sqlite(&conn);
+        for i in 0..10u8 {
+            assert!(refresh::find(&db, &[i; 32]).unwrap().is_some());
+        }
+        let again = conn
+            .prepare_cached(refresh::FIND)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare);
+        assert_eq!(again, 0, "refresh::find was prepared again on its uses");
     }
 }
