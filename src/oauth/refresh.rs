@@ -171,14 +171,23 @@ impl Authority {
             }
             _ => None,
         };
-        let successor = minted
+        let rotation = minted
             .as_ref()
-            .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
+            .map(|(_, jti, exp, _, row)| refresh::Rotation {
+                used: hash,
+                successor: row.clone(),
+                jti: jti.clone(),
+                access_expires_at: *exp,
+                grace: kept,
+            });
         let rotated = audit_entry(caller, now, "refresh.rotated", &family.id)
             .about(family.subject.clone())
             .with("used", token.id.clone())
-            .with("new", successor.as_ref().map_or("", |s| s.0.id.as_str()))
-            .with("jti", successor.as_ref().map_or("", |s| s.1.as_str()))
+            .with(
+                "new",
+                rotation.as_ref().map_or("", |r| r.successor.id.as_str()),
+            )
+            .with("jti", rotation.as_ref().map_or("", |r| r.jti.as_str()))
             .with("scopes", scopes.clone());
         let retried = audit_entry(caller, now, "refresh.grace_retry", &family.id)
             .about(family.subject.clone())
@@ -190,25 +199,18 @@ impl Authority {
         let spent = self
             .store
             .write(move |c| {
+                if let Some(r) = &rotation
+                    && refresh::rotate(c, r, now)?
+                {
+                    audit::append(c, &rotated)?;
+                    return Ok(Spent::Fresh);
+                }
                 let Some((t, f)) = refresh::find(c, &hash)? else {
                     return Ok(Spent::Dead);
                 };
-                if f.revoked_at.is_some() {
+                // `rotate` takes every unused token of a live family before its expiry.
+                if f.revoked_at.is_some() || t.used_at.is_none() {
                     return Ok(Spent::Dead);
-                }
-                if t.used_at.is_none() && (now >= t.expires_at || now >= f.absolute_expires_at) {
-                    return Ok(Spent::Dead);
-                }
-                if let Some((row, jti, exp)) = successor
-                    && refresh::mark_used(c, &hash, now)?
-                {
-                    refresh::insert_token(c, &row)?;
-                    refresh::record_access_token(c, &f.id, &jti, exp)?;
-                    if let Some(g) = &kept {
-                        refresh::insert_grace(c, g)?;
-                    }
-                    audit::append(c, &rotated)?;
-                    return Ok(Spent::Fresh);
                 }
                 // Used before: a retry inside the grace period, or a replay (or the
                 // loser of a race from another client) that revokes the grant.
