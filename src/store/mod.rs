@@ -4,8 +4,9 @@
 //! fsync per batch, not per call); callers are answered only after their batch's
 //! COMMIT. The one exception is the issuance audit record
 //! ([`Store::audit_later`]): it joins the next batch without its caller waiting.
-//! Reads at start-up rebuild the in-memory caches; every read runs on the blocking
-//! pool, never on an async runtime thread.
+//! Reads at start-up rebuild the in-memory caches; every read runs off the async
+//! runtime's threads (SQLite's on reader threads of their own, PostgreSQL's on the
+//! blocking pool).
 //!
 //! The store also knows whether storage works (see [`Store::healthy`]): readiness
 //! follows it, so a node whose disk is full or failing is taken out of rotation.
@@ -147,9 +148,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (backend, readers, describe, path, staleness) = match opened {
             Opened::Sqlite(writer_conn, path) => {
-                let readers = sqlite::SqliteReaders::open(&path).map_err(|e| {
-                    Error::internal(format!("cannot open database {}: {e}", path.display()))
-                })?;
+                let readers = sqlite::SqliteReaders::open(&path)?;
                 feed.start_at(changes::last_seq(&Db::Sqlite(&writer_conn))?);
                 (
                     Backend::Sqlite(writer_conn),
@@ -354,17 +353,26 @@ impl Store {
         self.write(|_| Ok(())).await
     }
 
-    /// Runs a read on a reader connection, off the async executor.
+    /// Runs a read on a reader connection, off the async executor: on SQLite one of the
+    /// reader threads, on PostgreSQL the blocking pool.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
     {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let readers = self.readers.clone();
-        let out = tokio::task::spawn_blocking(move || readers.with(f))
-            .await
-            .map_err(Error::internal)?;
+        let out = match &*self.readers {
+            Readers::Sqlite(r) => r
+                .run(move |c| f(&Db::Sqlite(c)))?
+                .await
+                .unwrap_or_else(|_| Err(Error::internal("a read panicked"))),
+            Readers::Postgres(pool) => {
+                let pool = pool.clone();
+                tokio::task::spawn_blocking(move || pool.with(f))
+                    .await
+                    .map_err(Error::internal)?
+            }
+        };
         if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -376,17 +384,26 @@ impl Store {
         out
     }
 
-    /// Runs a read on the calling thread, for tests outside any async runtime. Not
-    /// for the service: a SQLite read blocks, and on a runtime thread it would stall
+    /// Runs a read and blocks the calling thread until it is done, for tests outside
+    /// any async runtime. Not for the service: on a runtime thread the wait would stall
     /// every task queued behind it.
     #[cfg(test)]
-    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn read_now<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         debug_assert!(
             tokio::runtime::Handle::try_current().is_err(),
             "Store::read_now inside an async runtime: use Store::read"
         );
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        self.readers.with(f)
+        match &*self.readers {
+            Readers::Sqlite(r) => r
+                .run(move |c| f(&Db::Sqlite(c)))?
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(Error::internal("a read panicked"))),
+            Readers::Postgres(pool) => pool.with(f),
+        }
     }
 }
 
@@ -438,15 +455,6 @@ enum Opened {
 enum Readers {
     Sqlite(sqlite::SqliteReaders),
     Postgres(postgres::Pool),
-}
-
-impl Readers {
-    fn with<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
-        match self {
-            Readers::Sqlite(r) => r.with(|c| f(&Db::Sqlite(c))),
-            Readers::Postgres(pool) => pool.with(f),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! The SQLite backend: the file's connections (WAL, `synchronous = FULL`), its numbered
 //! migrations, and the pool of reader connections.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::thread;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
 
 use super::lists;
 use crate::error::{Error, Result};
@@ -88,40 +88,62 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Reader connections: in WAL mode readers neither block the writer nor each other, so
-/// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
-/// instead of queueing behind a single connection.
+/// A read for a reader thread, run against its connection.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Reader connections, each on a thread of its own that takes reads from one shared
+/// queue. In WAL mode readers neither block the writer nor each other, so concurrent
+/// reads (a refresh rotation's lookup, a listing) run side by side; and a read is one
+/// hand-over to a reader thread and one back, with no lock for the two to contend on
+/// (a thread that is busy takes the next read from the queue without sleeping).
 pub(super) struct SqliteReaders {
-    conns: Vec<Mutex<Connection>>,
-    next: std::sync::atomic::AtomicUsize,
+    queue: crossbeam_channel::Sender<ReadJob>,
 }
 
 impl SqliteReaders {
-    pub(super) fn open(path: &Path) -> rusqlite::Result<SqliteReaders> {
+    /// Opens the connections and starts their threads, which end once every handle on
+    /// the store is dropped.
+    pub(super) fn open(path: &Path) -> Result<SqliteReaders> {
         let n = thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 4);
-        Ok(SqliteReaders {
-            conns: (0..n)
-                .map(|_| open_conn(path).map(Mutex::new))
-                .collect::<rusqlite::Result<_>>()?,
-            next: Default::default(),
-        })
+        let (queue, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        for i in 0..n {
+            let conn = open_conn(path).map_err(|e| {
+                Error::internal(format!("cannot open database {}: {e}", path.display()))
+            })?;
+            let jobs = jobs.clone();
+            thread::Builder::new()
+                .name(format!("tessera-store-reader-{i}"))
+                .spawn(move || serve_reads(&conn, &jobs))
+                .map_err(Error::internal)?;
+        }
+        Ok(SqliteReaders { queue })
     }
 
-    /// Runs `f` on the first free connection, starting from a rotating index; waits for
-    /// that one if all are busy.
-    pub(super) fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.conns.len();
-        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
-        let conn = match free {
-            Some(c) => c,
-            None => self.conns[start % n]
-                .lock()
-                .map_err(|_| Error::internal("reader lock poisoned"))?,
-        };
-        f(&conn)
+    /// Queues `f` for the next free reader; its result arrives on the receiver (which
+    /// closes without one if `f` panicked).
+    pub(super) fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R>>> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.queue.send(job).map_err(|_| Error::Unavailable)?;
+        Ok(rx)
+    }
+}
+
+/// A reader thread: runs reads until the queue closes. A read that panics is reported
+/// to its caller as a failure (its result channel closes) and leaves the connection as
+/// it found it, outside any transaction, for the next.
+fn serve_reads(conn: &Connection, jobs: &crossbeam_channel::Receiver<ReadJob>) {
+    for job in jobs {
+        if panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Tests of the store handle: batched writes that fail alone, migrations (old
-//! schemas brought forward, a newer database refused, idempotence, WAL).
+//! Tests of the store handle: batched writes and reads that fail alone, migrations
+//! (old schemas brought forward, a newer database refused, idempotence, WAL).
 
 use super::*;
 
@@ -34,6 +34,32 @@ async fn a_failing_write_leaves_no_trace_and_spares_its_batch() {
         .unwrap();
     assert_eq!(rows.len(), 180);
     assert!(!rows.iter().any(|(j, _)| j == "jti-0" || j == "jti-10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_panics_fails_alone_and_leaves_its_connection_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // More panics than there are reader connections, each inside a read transaction.
+    for _ in 0..8 {
+        let failed = store
+            .read(|c| c.snapshot(|_| -> Result<()> { panic!("a bug in a read") }))
+            .await;
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+    }
+    store
+        .write(|c| revocation::block_jti(c, "after", i64::MAX))
+        .await
+        .unwrap();
+    // Every reader still works and sees the latest commit (none was left inside
+    // the transaction the panic interrupted).
+    for _ in 0..8 {
+        let rows = store
+            .read(|c| revocation::load_blocklist(c, 0))
+            .await
+            .unwrap();
+        assert!(rows.iter().any(|(j, _)| j == "after"));
+    }
 }
 
 #[test]
