@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 use db::{Db, params};
 pub(crate) use postgres::Staleness;
-use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Work, writer_loop};
+use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Rotate, Work, writer_loop};
 
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
@@ -315,6 +315,34 @@ impl Store {
             Error::Unavailable
         };
         self.writer.send(Work::Job(job)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// A refresh rotation's decisive write (see [`refresh::rotate`]), with the audit
+    /// record appended if it wins, in the writer's next batch. Returns once committed:
+    /// true if the token was rotated, false if it could not be (unknown, used, expired,
+    /// or its family revoked), in which case nothing was written. Cheaper than the same
+    /// in a [`write`](Self::write): the writer runs rotations as data, ahead of the
+    /// batch's other writes and without a savepoint each.
+    pub(crate) async fn rotate_refresh(
+        &self,
+        rotation: refresh::Rotation,
+        audit: audit::AuditEntry,
+        now: i64,
+    ) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        let work = Work::Rotate(Box::new(Rotate {
+            rotation,
+            audit,
+            now,
+            reply,
+        }));
+        // Either failure means the write never ran (see `write`).
+        let gone = || {
+            set_health(&self.health, false);
+            Error::Unavailable
+        };
+        self.writer.send(work).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 

@@ -37,6 +37,94 @@ async fn a_failing_write_leaves_no_trace_and_spares_its_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rotation_leaves_no_trace_and_spares_its_batch() {
+    use refresh::{FamilyRow, Rotation, TokenRow};
+    let token = |n: u8, expires_at: i64| TokenRow {
+        token_hash: [n; 32],
+        family_id: "f".into(),
+        id: format!("rt-{n}"),
+        issued_at: 0,
+        expires_at,
+        used_at: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write(move |c| {
+            refresh::insert_family(
+                c,
+                &FamilyRow {
+                    id: "f".into(),
+                    subject: "s".into(),
+                    client_id: "c".into(),
+                    audience: vec![],
+                    scopes: vec![],
+                    claims: "{}".into(),
+                    created_at: 0,
+                    absolute_expires_at: 1_000,
+                    revoked_at: None,
+                },
+            )?;
+            (1..=9).try_for_each(|n| refresh::insert_token(c, &token(n, 1_000)))
+        })
+        .await
+        .unwrap();
+    // The writer is kept busy, so that every rotation below waits for the same batch.
+    let busy = store.clone();
+    let busy = tokio::spawn(async move {
+        busy.write(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut rotations = Vec::new();
+    for n in 1..=8u8 {
+        // Token 5's successor would take token 9's hash: its insert fails after its
+        // token was marked used.
+        let successor = if n == 5 { 9 } else { 10 + n };
+        let rotation = Rotation {
+            used: [n; 32],
+            successor: token(successor, 1_000),
+            jti: format!("jti-{n}"),
+            access_expires_at: 500,
+            grace: None,
+        };
+        let entry = audit::AuditEntry {
+            kind: "refresh.rotated".into(),
+            token_id: format!("rt-{n}"),
+            ..Default::default()
+        };
+        let s = store.clone();
+        rotations.push(tokio::spawn(async move {
+            s.rotate_refresh(rotation, entry, 100).await
+        }));
+    }
+    busy.await.unwrap().unwrap();
+    for (n, r) in (1..=8u8).zip(rotations) {
+        match (n, r.await.unwrap()) {
+            (5, Err(Error::Internal(_))) => {}
+            (5, other) => panic!("token 5: {other:?}"),
+            (_, won) => assert!(won.unwrap(), "token {n}"),
+        }
+    }
+    store
+        .read(|c| {
+            for n in 1..=8u8 {
+                let (t, _) = refresh::find(c, &[n; 32])?.unwrap();
+                assert_eq!(t.used_at.is_some(), n != 5, "token {n} used");
+            }
+            let audited = audit::recent(c, 100)?;
+            assert_eq!(audited.len(), 7);
+            assert!(audited.iter().all(|e| e.token_id != "rt-5"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_panics_fails_alone_and_leaves_its_connection_usable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -9,10 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::db::{Db, PgConn};
-use super::{Health, audit, changes, postgres, set_health};
+use super::{Health, audit, changes, postgres, refresh, set_health};
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 
@@ -113,6 +113,31 @@ pub(super) enum Work {
     /// An audit record nobody waits for; the permit holds its place in the queue until
     /// its batch has committed.
     Audit(Box<audit::AuditEntry>, OwnedSemaphorePermit),
+    /// A refresh rotation's decisive write, whose caller waits for its commit.
+    Rotate(Box<Rotate>),
+}
+
+impl Work {
+    /// Whether a caller waits for this work's commit.
+    fn awaited(&self) -> bool {
+        !matches!(self, Work::Audit(..))
+    }
+}
+
+/// A refresh rotation's decisive write (see [`refresh::rotate`]) with its audit record.
+/// It is data, not a closure, so the writer can run it again: the rotations waiting
+/// when a batch begins run first, before anything else has touched the transaction,
+/// and without a savepoint each (a savepoint copies every page a write touches). If one
+/// fails, the transaction is rolled back and begun again, and they run once more, each
+/// in a savepoint of its own.
+pub(super) struct Rotate {
+    pub(super) rotation: refresh::Rotation,
+    /// Appended if the rotation wins.
+    pub(super) audit: audit::AuditEntry,
+    /// Unix seconds.
+    pub(super) now: i64,
+    /// Whether it won, once committed.
+    pub(super) reply: oneshot::Sender<Result<bool>>,
 }
 
 /// How one write went.
@@ -157,32 +182,47 @@ pub(super) fn writer_loop(
             Err(_) => Err(Error::Unavailable),
         };
         if let Err(e) = begun {
-            // Nothing ran: dropping the work closes its channel, so the caller sees
-            // Unavailable.
-            tracing::error!(error = %e, "store: cannot begin transaction");
-            set_health(&health, false);
-            failed();
-            // What queued up while BEGIN waited out the busy timeout would only wait
-            // out its own in turn: it hears now, with the rest.
-            let late = std::iter::from_fn(|| rx.try_recv().ok());
-            let lost = waiting
-                .into_iter()
-                .chain(late)
-                .filter(|w| matches!(w, Work::Audit(..)))
-                .count();
-            if lost > 0 {
-                tracing::error!(records = lost, "store: audit records lost");
-            }
+            abandon(&e, waiting, &rx, &health, &failed);
             continue;
         }
         let Ok(session) = session else { continue };
         let conn = session.db();
         let mut done = Vec::new();
         let mut audits = Vec::new();
+        let mut rotated = Vec::new();
         let mut storage_failed = false;
+        let (rotations, waiting): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|w| matches!(w, Work::Rotate(_)));
+        let mut taken = rotations.len();
+        let rotations = rotations.into_iter().filter_map(|w| match w {
+            Work::Rotate(r) => Some(r),
+            _ => None,
+        });
+        let rotations: Vec<_> = rotations.collect();
+        match rotations
+            .iter()
+            .map(|r| rotate(&conn, r))
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(wins) => rotated.extend(rotations.into_iter().zip(wins.into_iter().map(Ok))),
+            Err(e) => {
+                tracing::warn!(error = %e, "store: a refresh rotation failed; its batch begins again");
+                let _ = conn.execute_batch("ROLLBACK");
+                if let Err(e) = backend.begin(&conn) {
+                    let waiting = rotations.into_iter().map(Work::Rotate).chain(waiting);
+                    abandon(&e, waiting, &rx, &health, &failed);
+                    continue;
+                }
+                for r in rotations {
+                    let (failed_storage, won) = rotate_in_savepoint(&conn, &r, &failed);
+                    storage_failed |= failed_storage;
+                    rotated.push((r, won));
+                }
+            }
+        }
         let mut waiting = waiting.into_iter();
         let mut next = waiting.next();
-        let mut taken = 0;
         while let Some(work) = next.take() {
             match work {
                 Work::Job(job) => {
@@ -191,6 +231,13 @@ pub(super) fn writer_loop(
                     done.push(finish);
                 }
                 Work::Audit(entry, permit) => audits.push((entry, permit)),
+                // One that arrived after the batch began: other writes may have run,
+                // so it takes a savepoint.
+                Work::Rotate(r) => {
+                    let (failed_storage, won) = rotate_in_savepoint(&conn, &r, &failed);
+                    storage_failed |= failed_storage;
+                    rotated.push((r, won));
+                }
             }
             taken += 1;
             next = waiting.next();
@@ -243,8 +290,38 @@ pub(super) fn writer_loop(
                 Err(_) => Err(Error::Unavailable),
             });
         }
+        for (r, won) in rotated {
+            let _ = r
+                .reply
+                .send(committed.as_ref().map_err(|_| Error::Unavailable).and(won));
+        }
         // Frees the audit records' places in the queue only now they are committed.
         drop(audits);
+    }
+}
+
+/// A batch whose transaction could not begin: nothing in it ran. Dropping the work
+/// closes its channels, so the callers see Unavailable.
+fn abandon(
+    e: &Error,
+    waiting: impl IntoIterator<Item = Work>,
+    rx: &mpsc::Receiver<Work>,
+    health: &Health,
+    failed: &impl Fn() -> u64,
+) {
+    tracing::error!(error = %e, "store: cannot begin transaction");
+    set_health(health, false);
+    failed();
+    // What queued up while BEGIN waited out the busy timeout would only wait out its
+    // own in turn: it hears now, with the rest.
+    let late = std::iter::from_fn(|| rx.try_recv().ok());
+    let lost = waiting
+        .into_iter()
+        .chain(late)
+        .filter(|w| !w.awaited())
+        .count();
+    if lost > 0 {
+        tracing::error!(records = lost, "store: audit records lost");
     }
 }
 
@@ -257,7 +334,7 @@ fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>, pace: &mut 
         match rx.recv_timeout(left) {
             Ok(w) => {
                 pace.received(&w);
-                let awaited = matches!(w, Work::Job(_));
+                let awaited = w.awaited();
                 waiting.push(w);
                 if awaited {
                     return;
@@ -288,7 +365,7 @@ fn gather_jobs(
                 Err(_) => break,
             }
         }
-        if !waiting.iter().any(|w| matches!(w, Work::Job(_))) {
+        if !waiting.iter().any(Work::awaited) {
             return;
         }
         let Some(wait) = hold_for(pace.gap, opened.elapsed(), waiting.len()) else {
@@ -336,7 +413,7 @@ impl Default for Pace {
 
 impl Pace {
     fn received(&mut self, work: &Work) {
-        if !matches!(work, Work::Job(_)) {
+        if !work.awaited() {
             return;
         }
         let now = Instant::now();
@@ -368,6 +445,40 @@ fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish)
         failed();
     }
     (outcome == Outcome::StorageFailed, finish)
+}
+
+/// Runs a rotation's decisive write and, if it wins, appends its audit record.
+fn rotate(conn: &Db<'_>, r: &Rotate) -> Result<bool> {
+    let won = refresh::rotate(conn, &r.rotation, r.now)?;
+    if won {
+        audit::append(conn, &r.audit)?;
+    }
+    Ok(won)
+}
+
+/// Runs a rotation in its own savepoint, so that if it fails it leaves no trace and
+/// spares its batch-mates; says whether storage failed under it, and how it went.
+fn rotate_in_savepoint(
+    conn: &Db<'_>,
+    r: &Rotate,
+    failed: &impl Fn() -> u64,
+) -> (bool, Result<bool>) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        tracing::error!(error = %e, "store: cannot open savepoint");
+        failed();
+        return (true, Err(Error::Unavailable));
+    }
+    let won = rotate(conn, r);
+    let end = if won.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    if let Err(e) = conn.execute_batch(end) {
+        tracing::error!(error = %e, "store: cannot close savepoint");
+        failed();
+    }
+    (matches!(won, Err(Error::Unavailable)), won)
 }
 
 /// Appends a batch's queued audit records together, in their own savepoint: if
