@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 use db::{Db, params};
 pub(crate) use postgres::Staleness;
-use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Rotate, Work, writer_loop};
+use writer::{AUDIT_QUEUE, AuditBuffer, Backend, Finish, Job, Outcome, Rotate, Work, writer_loop};
 
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
@@ -74,6 +74,8 @@ pub enum Location<'a> {
 pub struct Store {
     writer: mpsc::Sender<Work>,
     audit_queue: Arc<Semaphore>,
+    /// Audit records queued for the writer's next batch (see `audit_later`).
+    audits: Arc<AuditBuffer>,
     readers: Arc<Readers>,
     /// The SQLite file, or the PostgreSQL server (never its password), for messages.
     describe: Arc<str>,
@@ -181,13 +183,25 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Work>();
         let writer_health = health.clone();
         let writer_stats = stats.clone();
+        let audits = Arc::new(AuditBuffer::default());
+        let writer_audits = audits.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(backend, rx, writer_health, &writer_stats, writer_feed))
+            .spawn(move || {
+                writer_loop(
+                    backend,
+                    rx,
+                    &writer_audits,
+                    writer_health,
+                    &writer_stats,
+                    writer_feed,
+                )
+            })
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             audit_queue: Arc::new(Semaphore::new(AUDIT_QUEUE)),
+            audits,
             readers: Arc::new(readers),
             describe: describe.into(),
             path,
@@ -367,12 +381,14 @@ impl Store {
                 .await
                 .map_err(|_| Error::Unavailable)?,
         };
-        self.writer
-            .send(Work::Audit(Box::new(entry), permit))
-            .map_err(|_| {
+        // Only the first record into an empty buffer wakes the writer.
+        if self.audits.push((Box::new(entry), permit)) {
+            self.writer.send(Work::AuditsWaiting).map_err(|_| {
                 set_health(&self.health, false);
                 Error::Unavailable
-            })
+            })?;
+        }
+        Ok(())
     }
 
     /// Returns once everything queued before it, audit records included, is committed

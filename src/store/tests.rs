@@ -125,6 +125,38 @@ async fn a_failing_rotation_leaves_no_trace_and_spares_its_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audit_record_queued_behind_answers_is_committed_by_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                let entry = audit::AuditEntry {
+                    kind: "token.issued".into(),
+                    token_id: format!("jti-{i}-{j}"),
+                    ..Default::default()
+                };
+                s.audit_later(entry).await.unwrap();
+                // Durable writes in between, so records are queued while batches run.
+                if j % 7 == 0 {
+                    s.write(move |c| revocation::block_jti(c, &format!("r-{i}-{j}"), 99))
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let recorded = store.read(|c| audit::recent(c, 5_000)).await.unwrap();
+    assert_eq!(recorded.len(), 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_panics_fails_alone_and_leaves_its_connection_usable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

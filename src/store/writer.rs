@@ -5,7 +5,7 @@
 //! without anyone waiting on them.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -110,9 +110,9 @@ impl Backend {
 pub(super) enum Work {
     /// A write whose caller waits for its commit.
     Job(Job),
-    /// An audit record nobody waits for; the permit holds its place in the queue until
-    /// its batch has committed.
-    Audit(Box<audit::AuditEntry>, OwnedSemaphorePermit),
+    /// Audit records nobody waits for are in the [`AuditBuffer`], which was empty
+    /// before the first of them: they are what this batch is for, if nothing else is.
+    AuditsWaiting,
     /// A refresh rotation's decisive write, whose caller waits for its commit.
     Rotate(Box<Rotate>),
 }
@@ -120,7 +120,32 @@ pub(super) enum Work {
 impl Work {
     /// Whether a caller waits for this work's commit.
     fn awaited(&self) -> bool {
-        !matches!(self, Work::Audit(..))
+        !matches!(self, Work::AuditsWaiting)
+    }
+}
+
+/// An audit record queued by [`Store::audit_later`](super::Store::audit_later), with
+/// the permit that holds its place in the queue until its batch has committed.
+pub(super) type QueuedAudit = (Box<audit::AuditEntry>, OwnedSemaphorePermit);
+
+/// The audit records queued for the writer's next batch. They wait here rather than in
+/// the writer's channel so that queueing one does not wake the writer: only the first
+/// into an empty buffer does (with [`Work::AuditsWaiting`]), and the writer then lets
+/// the batch fill for [`AUDIT_WINDOW`] without being woken by each record after it.
+#[derive(Default)]
+pub(super) struct AuditBuffer(Mutex<Vec<QueuedAudit>>);
+
+impl AuditBuffer {
+    /// Adds a record; true if the buffer was empty, so the writer must be told.
+    pub(super) fn push(&self, record: QueuedAudit) -> bool {
+        let mut waiting = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.push(record);
+        waiting.len() == 1
+    }
+
+    /// Every record waiting.
+    fn take(&self) -> Vec<QueuedAudit> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -157,6 +182,7 @@ pub(super) enum Outcome {
 pub(super) fn writer_loop(
     backend: Backend,
     rx: mpsc::Receiver<Work>,
+    queued: &AuditBuffer,
     health: Health,
     stats: &StoreStats,
     feed: changes::Feed,
@@ -167,13 +193,19 @@ pub(super) fn writer_loop(
         let opened = Instant::now();
         pace.received(&first);
         let mut waiting = vec![first];
-        if matches!(waiting[0], Work::Audit(..)) {
+        if !waiting[0].awaited() {
             gather_audits(&rx, &mut waiting, &mut pace);
         }
         // Everything already queued joins before BEGIN: if BEGIN fails (storage locked
         // or failing, after the busy timeout), all of it hears so at once instead of
         // each write waiting out its own timeout in turn.
         gather_jobs(&rx, &mut waiting, &mut pace, opened);
+        waiting.retain(Work::awaited);
+        let audits = queued.take();
+        if waiting.is_empty() && audits.is_empty() {
+            // Its records went with an earlier batch.
+            continue;
+        }
         let started = Instant::now();
         let changes_before = backend.changes();
         let session = backend.session();
@@ -182,19 +214,18 @@ pub(super) fn writer_loop(
             Err(_) => Err(Error::Unavailable),
         };
         if let Err(e) = begun {
-            abandon(&e, waiting, &rx, &health, &failed);
+            abandon(&e, waiting, audits, &rx, &health, &failed);
             continue;
         }
         let Ok(session) = session else { continue };
         let conn = session.db();
         let mut done = Vec::new();
-        let mut audits = Vec::new();
         let mut rotated = Vec::new();
         let mut storage_failed = false;
         let (rotations, waiting): (Vec<_>, Vec<_>) = waiting
             .into_iter()
             .partition(|w| matches!(w, Work::Rotate(_)));
-        let mut taken = rotations.len();
+        let mut taken = rotations.len() + audits.len();
         let rotations = rotations.into_iter().filter_map(|w| match w {
             Work::Rotate(r) => Some(r),
             _ => None,
@@ -211,7 +242,7 @@ pub(super) fn writer_loop(
                 let _ = conn.execute_batch("ROLLBACK");
                 if let Err(e) = backend.begin(&conn) {
                     let waiting = rotations.into_iter().map(Work::Rotate).chain(waiting);
-                    abandon(&e, waiting, &rx, &health, &failed);
+                    abandon(&e, waiting, audits, &rx, &health, &failed);
                     continue;
                 }
                 for r in rotations {
@@ -224,13 +255,14 @@ pub(super) fn writer_loop(
         let mut waiting = waiting.into_iter();
         let mut next = waiting.next();
         while let Some(work) = next.take() {
+            let work_awaited = work.awaited();
             match work {
                 Work::Job(job) => {
                     let (failed_storage, finish) = run_job(&conn, job, &failed);
                     storage_failed |= failed_storage;
                     done.push(finish);
                 }
-                Work::Audit(entry, permit) => audits.push((entry, permit)),
+                Work::AuditsWaiting => {}
                 // One that arrived after the batch began: other writes may have run,
                 // so it takes a savepoint.
                 Work::Rotate(r) => {
@@ -239,7 +271,7 @@ pub(super) fn writer_loop(
                     rotated.push((r, won));
                 }
             }
-            taken += 1;
+            taken += usize::from(work_awaited);
             next = waiting.next();
             if next.is_none() && taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
                 next = rx.try_recv().ok();
@@ -248,6 +280,10 @@ pub(super) fn writer_loop(
                 }
             }
         }
+        // And the records queued while the batch ran (a marker for them may have been
+        // taken above with nothing else to show for it).
+        let mut audits = audits;
+        audits.extend(queued.take());
         if !audits.is_empty() {
             storage_failed |= !append_audits(&conn, &audits, &failed);
         }
@@ -301,10 +337,11 @@ pub(super) fn writer_loop(
 }
 
 /// A batch whose transaction could not begin: nothing in it ran. Dropping the work
-/// closes its channels, so the callers see Unavailable.
+/// closes its channels, so the callers see Unavailable; its audit records are lost.
 fn abandon(
     e: &Error,
     waiting: impl IntoIterator<Item = Work>,
+    audits: Vec<QueuedAudit>,
     rx: &mpsc::Receiver<Work>,
     health: &Health,
     failed: &impl Fn() -> u64,
@@ -315,13 +352,9 @@ fn abandon(
     // What queued up while BEGIN waited out the busy timeout would only wait out its
     // own in turn: it hears now, with the rest.
     let late = std::iter::from_fn(|| rx.try_recv().ok());
-    let lost = waiting
-        .into_iter()
-        .chain(late)
-        .filter(|w| !w.awaited())
-        .count();
-    if lost > 0 {
-        tracing::error!(records = lost, "store: audit records lost");
+    waiting.into_iter().chain(late).for_each(drop);
+    if !audits.is_empty() {
+        tracing::error!(records = audits.len(), "store: audit records lost");
     }
 }
 
@@ -483,11 +516,7 @@ fn rotate_in_savepoint(
 
 /// Appends a batch's queued audit records together, in their own savepoint: if
 /// storage fails under them the rest of the batch still commits. False if they failed.
-fn append_audits(
-    conn: &Db<'_>,
-    audits: &[(Box<audit::AuditEntry>, OwnedSemaphorePermit)],
-    failed: &impl Fn() -> u64,
-) -> bool {
+fn append_audits(conn: &Db<'_>, audits: &[QueuedAudit], failed: &impl Fn() -> u64) -> bool {
     let appended = conn
         .execute_batch("SAVEPOINT audits")
         .map_err(Error::from)
