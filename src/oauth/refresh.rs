@@ -12,7 +12,7 @@ use crate::oauth::rules::{self, GraceRecord, RefreshUse};
 use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::clients;
-use crate::store::refresh::{self, GraceRow, TokenRow};
+use crate::store::refresh::{self, FamilyRow, GraceRow, TokenRow};
 use crate::tokens::AccessTokenRequest;
 use crate::tokens::opaque;
 
@@ -171,68 +171,34 @@ impl Authority {
             }
             _ => None,
         };
-        let successor = minted
+        let rotation = minted
             .as_ref()
-            .map(|(_, jti, exp, _, row)| (row.clone(), jti.clone(), *exp));
+            .map(|(_, jti, exp, _, row)| refresh::Rotation {
+                used: hash,
+                successor: row.clone(),
+                jti: jti.clone(),
+                access_expires_at: *exp,
+                grace: kept,
+            });
         let rotated = audit_entry(caller, now, "refresh.rotated", &family.id)
             .about(family.subject.clone())
             .with("used", token.id.clone())
-            .with("new", successor.as_ref().map_or("", |s| s.0.id.as_str()))
-            .with("jti", successor.as_ref().map_or("", |s| s.1.as_str()))
+            .with(
+                "new",
+                rotation.as_ref().map_or("", |r| r.successor.id.as_str()),
+            )
+            .with("jti", rotation.as_ref().map_or("", |r| r.jti.as_str()))
             .with("scopes", scopes.clone());
-        let retried = audit_entry(caller, now, "refresh.grace_retry", &family.id)
-            .about(family.subject.clone())
-            .with("used", token.id.clone());
-        let reuse = audit_entry(caller, now, "refresh.reuse_detected", &family.id)
-            .about(family.subject.clone())
-            .with("used", token.id.clone())
-            .with("family_revoked", true);
-        let spent = self
-            .store
-            .write(move |c| {
-                let Some((t, f)) = refresh::find(c, &hash)? else {
-                    return Ok(Spent::Dead);
-                };
-                if f.revoked_at.is_some() {
-                    return Ok(Spent::Dead);
-                }
-                if t.used_at.is_none() && (now >= t.expires_at || now >= f.absolute_expires_at) {
-                    return Ok(Spent::Dead);
-                }
-                if let Some((row, jti, exp)) = successor
-                    && refresh::mark_used(c, &hash, now)?
-                {
-                    refresh::insert_token(c, &row)?;
-                    refresh::record_access_token(c, &f.id, &jti, exp)?;
-                    if let Some(g) = &kept {
-                        refresh::insert_grace(c, g)?;
-                    }
-                    audit::append(c, &rotated)?;
-                    return Ok(Spent::Fresh);
-                }
-                // Used before: a retry inside the grace period, or a replay (or the
-                // loser of a race from another client) that revokes the grant.
-                let record = refresh::find_grace(c, &hash)?;
-                let decision = rules::refresh_use(
-                    t.used_at,
-                    t.expires_at.min(f.absolute_expires_at),
-                    now,
-                    record.as_ref().map(|(g, successor_used)| GraceRecord {
-                        presenter: &g.presenter,
-                        until: g.expires_at,
-                        successor_used: *successor_used,
-                    }),
-                    &presenter,
-                );
-                if let (RefreshUse::GraceRetry, Some((g, _))) = (decision, record) {
-                    audit::append(c, &retried)?;
-                    return Ok(Spent::Replayed(g.sealed));
-                }
-                let blocked = revoke_family_in(c, &f.id, now)?;
-                audit::append(c, &reuse)?;
-                Ok(Spent::Reused(blocked))
-            })
-            .await?;
+        let rotated = match rotation {
+            Some(r) => self.store.rotate_refresh(r, rotated, now).await?,
+            None => false,
+        };
+        let spent = if rotated {
+            Spent::Fresh
+        } else {
+            self.refresh_not_rotated(caller, &family, &token.id, hash, presenter, now)
+                .await?
+        };
         match spent {
             Spent::Fresh => {}
             Spent::Dead => {
@@ -273,5 +239,61 @@ impl Authority {
             refresh_expires_at: row.expires_at,
             ..Granted::bearer(jwt, jti, now, exp, scopes)
         })
+    }
+
+    /// The write for a refresh token that [`Store::rotate_refresh`] could not rotate:
+    /// it looks at the token again to say why. Gone, revoked or expired is
+    /// [`Spent::Dead`]; a used one is a retry inside the grace period (the first use's
+    /// sealed successor pair) or a replay, which revokes the family.
+    ///
+    /// [`Store::rotate_refresh`]: crate::store::Store::rotate_refresh
+    async fn refresh_not_rotated(
+        &self,
+        caller: &Caller,
+        family: &FamilyRow,
+        used: &str,
+        hash: [u8; 32],
+        presenter: String,
+        now: i64,
+    ) -> Result<Spent> {
+        let retried = audit_entry(caller, now, "refresh.grace_retry", &family.id)
+            .about(family.subject.clone())
+            .with("used", used);
+        let reuse = audit_entry(caller, now, "refresh.reuse_detected", &family.id)
+            .about(family.subject.clone())
+            .with("used", used)
+            .with("family_revoked", true);
+        self.store
+            .write(move |c| {
+                let Some((t, f)) = refresh::find(c, &hash)? else {
+                    return Ok(Spent::Dead);
+                };
+                // `rotate` takes every unused token of a live family before its expiry.
+                if f.revoked_at.is_some() || t.used_at.is_none() {
+                    return Ok(Spent::Dead);
+                }
+                // Used before: a retry inside the grace period, or a replay (or the
+                // loser of a race from another client) that revokes the grant.
+                let record = refresh::find_grace(c, &hash)?;
+                let decision = rules::refresh_use(
+                    t.used_at,
+                    t.expires_at.min(f.absolute_expires_at),
+                    now,
+                    record.as_ref().map(|(g, successor_used)| GraceRecord {
+                        presenter: &g.presenter,
+                        until: g.expires_at,
+                        successor_used: *successor_used,
+                    }),
+                    &presenter,
+                );
+                if let (RefreshUse::GraceRetry, Some((g, _))) = (decision, record) {
+                    audit::append(c, &retried)?;
+                    return Ok(Spent::Replayed(g.sealed));
+                }
+                let blocked = revoke_family_in(c, &f.id, now)?;
+                audit::append(c, &reuse)?;
+                Ok(Spent::Reused(blocked))
+            })
+            .await
     }
 }

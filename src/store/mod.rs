@@ -4,8 +4,9 @@
 //! fsync per batch, not per call); callers are answered only after their batch's
 //! COMMIT. The one exception is the issuance audit record
 //! ([`Store::audit_later`]): it joins the next batch without its caller waiting.
-//! Reads at start-up rebuild the in-memory caches; every read runs on the blocking
-//! pool, never on an async runtime thread.
+//! Reads at start-up rebuild the in-memory caches; every read runs off the async
+//! runtime's threads (SQLite's on reader threads of their own, PostgreSQL's on the
+//! blocking pool).
 //!
 //! The store also knows whether storage works (see [`Store::healthy`]): readiness
 //! follows it, so a node whose disk is full or failing is taken out of rotation.
@@ -38,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 use db::{Db, params};
 pub(crate) use postgres::Staleness;
-use writer::{AUDIT_QUEUE, Backend, Finish, Job, Outcome, Work, writer_loop};
+use writer::{AUDIT_QUEUE, AuditBuffer, Backend, Finish, Job, Outcome, Rotate, Work, writer_loop};
 
 /// Committed batches the change feed keeps for a lagging subscriber task. Each
 /// subscriber also has its own bounded queue (see `watch`); this ring only has to
@@ -73,6 +74,8 @@ pub enum Location<'a> {
 pub struct Store {
     writer: mpsc::Sender<Work>,
     audit_queue: Arc<Semaphore>,
+    /// Audit records queued for the writer's next batch (see `audit_later`).
+    audits: Arc<AuditBuffer>,
     readers: Arc<Readers>,
     /// The SQLite file, or the PostgreSQL server (never its password), for messages.
     describe: Arc<str>,
@@ -147,9 +150,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (backend, readers, describe, path, staleness) = match opened {
             Opened::Sqlite(writer_conn, path) => {
-                let readers = sqlite::SqliteReaders::open(&path).map_err(|e| {
-                    Error::internal(format!("cannot open database {}: {e}", path.display()))
-                })?;
+                let readers = sqlite::SqliteReaders::open(&path)?;
                 feed.start_at(changes::last_seq(&Db::Sqlite(&writer_conn))?);
                 (
                     Backend::Sqlite(writer_conn),
@@ -182,13 +183,25 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Work>();
         let writer_health = health.clone();
         let writer_stats = stats.clone();
+        let audits = Arc::new(AuditBuffer::default());
+        let writer_audits = audits.clone();
         thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(backend, rx, writer_health, &writer_stats, writer_feed))
+            .spawn(move || {
+                writer_loop(
+                    backend,
+                    rx,
+                    &writer_audits,
+                    writer_health,
+                    &writer_stats,
+                    writer_feed,
+                )
+            })
             .map_err(Error::internal)?;
         Ok(Store {
             writer: tx,
             audit_queue: Arc::new(Semaphore::new(AUDIT_QUEUE)),
+            audits,
             readers: Arc::new(readers),
             describe: describe.into(),
             path,
@@ -319,6 +332,34 @@ impl Store {
         rx.await.map_err(|_| gone())?
     }
 
+    /// A refresh rotation's decisive write (see [`refresh::rotate`]), with the audit
+    /// record appended if it wins, in the writer's next batch. Returns once committed:
+    /// true if the token was rotated, false if it could not be (unknown, used, expired,
+    /// or its family revoked), in which case nothing was written. Cheaper than the same
+    /// in a [`write`](Self::write): the writer runs rotations as data, ahead of the
+    /// batch's other writes and without a savepoint each.
+    pub(crate) async fn rotate_refresh(
+        &self,
+        rotation: refresh::Rotation,
+        audit: audit::AuditEntry,
+        now: i64,
+    ) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        let work = Work::Rotate(Box::new(Rotate {
+            rotation,
+            audit,
+            now,
+            reply,
+        }));
+        // Either failure means the write never ran (see `write`).
+        let gone = || {
+            set_health(&self.health, false);
+            Error::Unavailable
+        };
+        self.writer.send(work).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Queues an audit record for the writer's next group commit and returns without
     /// waiting for it. Only for records of credentials that need no durable state of
     /// their own (a plain access token): revocations, bumps, rotations, refresh
@@ -340,12 +381,14 @@ impl Store {
                 .await
                 .map_err(|_| Error::Unavailable)?,
         };
-        self.writer
-            .send(Work::Audit(Box::new(entry), permit))
-            .map_err(|_| {
+        // Only the first record into an empty buffer wakes the writer.
+        if self.audits.push((Box::new(entry), permit)) {
+            self.writer.send(Work::AuditsWaiting).map_err(|_| {
                 set_health(&self.health, false);
                 Error::Unavailable
-            })
+            })?;
+        }
+        Ok(())
     }
 
     /// Returns once everything queued before it, audit records included, is committed
@@ -354,17 +397,26 @@ impl Store {
         self.write(|_| Ok(())).await
     }
 
-    /// Runs a read on a reader connection, off the async executor.
+    /// Runs a read on a reader connection, off the async executor: on SQLite one of the
+    /// reader threads, on PostgreSQL the blocking pool.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
     {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let readers = self.readers.clone();
-        let out = tokio::task::spawn_blocking(move || readers.with(f))
-            .await
-            .map_err(Error::internal)?;
+        let out = match &*self.readers {
+            Readers::Sqlite(r) => r
+                .run(move |c| f(&Db::Sqlite(c)))?
+                .await
+                .unwrap_or_else(|_| Err(Error::internal("a read panicked"))),
+            Readers::Postgres(pool) => {
+                let pool = pool.clone();
+                tokio::task::spawn_blocking(move || pool.with(f))
+                    .await
+                    .map_err(Error::internal)?
+            }
+        };
         if matches!(out, Err(Error::Unavailable | Error::Internal(_))) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -376,17 +428,26 @@ impl Store {
         out
     }
 
-    /// Runs a read on the calling thread, for tests outside any async runtime. Not
-    /// for the service: a SQLite read blocks, and on a runtime thread it would stall
+    /// Runs a read and blocks the calling thread until it is done, for tests outside
+    /// any async runtime. Not for the service: on a runtime thread the wait would stall
     /// every task queued behind it.
     #[cfg(test)]
-    pub(crate) fn read_now<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn read_now<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         debug_assert!(
             tokio::runtime::Handle::try_current().is_err(),
             "Store::read_now inside an async runtime: use Store::read"
         );
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        self.readers.with(f)
+        match &*self.readers {
+            Readers::Sqlite(r) => r
+                .run(move |c| f(&Db::Sqlite(c)))?
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(Error::internal("a read panicked"))),
+            Readers::Postgres(pool) => pool.with(f),
+        }
     }
 }
 
@@ -438,15 +499,6 @@ enum Opened {
 enum Readers {
     Sqlite(sqlite::SqliteReaders),
     Postgres(postgres::Pool),
-}
-
-impl Readers {
-    fn with<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
-        match self {
-            Readers::Sqlite(r) => r.with(|c| f(&Db::Sqlite(c))),
-            Readers::Postgres(pool) => pool.with(f),
-        }
-    }
 }
 
 #[cfg(test)]

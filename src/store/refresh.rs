@@ -90,55 +90,88 @@ pub(crate) fn record_access_token(
     Ok(())
 }
 
+/// [`find`]'s statement.
+pub(super) const FIND: &str =
+    "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
+            f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
+            f.absolute_expires_at, f.revoked_at
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+     WHERE t.token_hash = ?1";
+
 /// Looks a token up by hash, with its family.
 pub(crate) fn find(conn: &Db, token_hash: &[u8; 32]) -> Result<Option<(TokenRow, FamilyRow)>> {
     Ok(conn
-        .query_row(
-            "SELECT t.token_hash, t.family_id, t.id, t.issued_at, t.expires_at, t.used_at,
-                    f.id, f.subject, f.client_id, f.audience, f.scopes, f.claims, f.created_at,
-                    f.absolute_expires_at, f.revoked_at
-             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-             WHERE t.token_hash = ?1",
-            params![&token_hash[..]],
-            |r| {
-                let h: Vec<u8> = r.get(0)?;
-                let mut token_hash = [0u8; 32];
-                if h.len() == 32 {
-                    token_hash.copy_from_slice(&h);
-                }
-                Ok((
-                    TokenRow {
-                        token_hash,
-                        family_id: r.get(1)?,
-                        id: r.get(2)?,
-                        issued_at: r.get(3)?,
-                        expires_at: r.get(4)?,
-                        used_at: r.get(5)?,
-                    },
-                    FamilyRow {
-                        id: r.get(6)?,
-                        subject: r.get(7)?,
-                        client_id: r.get(8)?,
-                        audience: lists::get(r, 9)?,
-                        scopes: lists::get(r, 10)?,
-                        claims: r.get(11)?,
-                        created_at: r.get(12)?,
-                        absolute_expires_at: r.get(13)?,
-                        revoked_at: r.get(14)?,
-                    },
-                ))
-            },
-        )
+        .query_row(FIND, params![&token_hash[..]], |r| {
+            let h: Vec<u8> = r.get(0)?;
+            let mut token_hash = [0u8; 32];
+            if h.len() == 32 {
+                token_hash.copy_from_slice(&h);
+            }
+            Ok((
+                TokenRow {
+                    token_hash,
+                    family_id: r.get(1)?,
+                    id: r.get(2)?,
+                    issued_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    used_at: r.get(5)?,
+                },
+                FamilyRow {
+                    id: r.get(6)?,
+                    subject: r.get(7)?,
+                    client_id: r.get(8)?,
+                    audience: lists::get(r, 9)?,
+                    scopes: lists::get(r, 10)?,
+                    claims: r.get(11)?,
+                    created_at: r.get(12)?,
+                    absolute_expires_at: r.get(13)?,
+                    revoked_at: r.get(14)?,
+                },
+            ))
+        })
         .optional()?)
 }
 
-/// Marks a token used. False if it already was (the caller lost a race or it is a replay).
-pub(crate) fn mark_used(conn: &Db, token_hash: &[u8; 32], at: i64) -> Result<bool> {
-    let n = conn.execute(
-        "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
-        params![&token_hash[..], at],
-    )?;
-    Ok(n == 1)
+/// What a refresh rotation writes if it wins: the presented token is marked used, its
+/// successor stored, the new access token recorded on the family, and (with a grace
+/// period) the sealed successor pair kept.
+#[derive(Debug, Clone)]
+pub(crate) struct Rotation {
+    /// SHA-256 of the presented token.
+    pub(crate) used: [u8; 32],
+    /// The successor refresh token.
+    pub(crate) successor: TokenRow,
+    /// The access token minted with it: its jti and expiry.
+    pub(crate) jti: String,
+    /// Unix seconds.
+    pub(crate) access_expires_at: i64,
+    /// The successor pair, sealed for a retry inside the grace period.
+    pub(crate) grace: Option<GraceRow>,
+}
+
+/// A rotation's decisive write, for the common case: marks the presented token used at
+/// `now` only if it is unused and unexpired and its family is live and within its
+/// absolute expiry, then stores what the rotation issued. One statement decides, so of
+/// concurrent rotations of one token exactly one wins; nothing is read back. False (and
+/// nothing written) when the token is unknown, used, expired or its family revoked: the
+/// caller then looks at the token to say which, and whether it is a retry or a reuse.
+pub(crate) fn rotate(conn: &Db, r: &Rotation, now: i64) -> Result<bool> {
+    let won = conn.execute(
+        "UPDATE refresh_tokens SET used_at = ?2
+         WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2
+           AND family_id = ?3
+           AND EXISTS (SELECT 1 FROM refresh_families f
+                       WHERE f.id = ?3 AND f.revoked_at IS NULL AND f.absolute_expires_at > ?2)",
+        params![&r.used[..], now, r.successor.family_id],
+    )? == 1;
+    if won {
+        insert_token(conn, &r.successor)?;
+        record_access_token(conn, &r.successor.family_id, &r.jti, r.access_expires_at)?;
+        if let Some(g) = &r.grace {
+            insert_grace(conn, g)?;
+        }
+    }
+    Ok(won)
 }
 
 /// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
@@ -289,4 +322,86 @@ pub(crate) fn purge_grace(conn: &Db, now: i64) -> Result<usize> {
         "DELETE FROM refresh_grace WHERE expires_at < ?1",
         params![now],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    const NOW: i64 = 1_000;
+
+    fn family(id: &str, absolute_expires_at: i64) -> FamilyRow {
+        FamilyRow {
+            id: id.into(),
+            subject: "alice".into(),
+            client_id: "app".into(),
+            audience: vec!["api".into()],
+            scopes: vec!["read".into()],
+            claims: "{}".into(),
+            created_at: 0,
+            absolute_expires_at,
+            revoked_at: None,
+        }
+    }
+
+    fn token(n: u8, family_id: &str, expires_at: i64) -> TokenRow {
+        TokenRow {
+            token_hash: [n; 32],
+            family_id: family_id.into(),
+            id: format!("rt-{n}"),
+            issued_at: 0,
+            expires_at,
+            used_at: None,
+        }
+    }
+
+    fn rotation(used: u8, successor: u8, family_id: &str) -> Rotation {
+        Rotation {
+            used: [used; 32],
+            successor: token(successor, family_id, NOW + 100),
+            jti: format!("jti-{successor}"),
+            access_expires_at: NOW + 60,
+            grace: None,
+        }
+    }
+
+    #[test]
+    fn rotate_takes_only_a_live_unused_token_and_writes_nothing_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .read_now(|c| {
+                insert_family(c, &family("live", NOW + 1_000))?;
+                insert_family(c, &family("old", NOW))?;
+                insert_family(c, &family("revoked", NOW + 1_000))?;
+                revoke_family(c, "revoked", NOW - 1)?;
+                insert_token(c, &token(1, "live", NOW + 10))?;
+                insert_token(c, &token(2, "live", NOW))?;
+                insert_token(c, &token(3, "old", NOW + 10))?;
+                insert_token(c, &token(4, "revoked", NOW + 10))?;
+                // (name, rotation, wins)
+                let cases = [
+                    ("unknown token", rotation(9, 19, "live"), false),
+                    ("idle expiry reached", rotation(2, 12, "live"), false),
+                    ("absolute expiry reached", rotation(3, 13, "old"), false),
+                    ("family revoked", rotation(4, 14, "revoked"), false),
+                    ("another family named", rotation(1, 15, "old"), false),
+                    ("live and unused", rotation(1, 11, "live"), true),
+                    ("used just now", rotation(1, 16, "live"), false),
+                ];
+                for (name, r, wins) in cases {
+                    assert_eq!(rotate(c, &r, NOW)?, wins, "{name}");
+                    let stored = find(c, &r.successor.token_hash)?.is_some();
+                    assert_eq!(stored, wins, "{name}: successor stored");
+                }
+                let (used, _) = find(c, &[1; 32])?.unwrap();
+                assert_eq!(used.used_at, Some(NOW));
+                assert_eq!(find(c, &[2; 32])?.unwrap().0.used_at, None);
+                let minted = revoke_family(c, "live", NOW)?;
+                assert_eq!(minted, vec![("jti-11".to_string(), NOW + 60)]);
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -1,12 +1,13 @@
 //! The SQLite backend: the file's connections (WAL, `synchronous = FULL`), its numbered
 //! migrations, and the pool of reader connections.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::thread;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
 
 use super::lists;
 use crate::error::{Error, Result};
@@ -47,6 +48,11 @@ pub(super) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;",
     )?;
+    // The query planner must not look at bound values. When it may, a statement whose
+    // plan consulted one (a join with `refresh_families`, whose partial index makes the
+    // planner ask) is marked for re-preparation, and the statement cache's clearing of
+    // bindings expires it: every use of a cached statement would parse and plan it again.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -82,39 +88,98 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Reader connections: in WAL mode readers neither block the writer nor each other, so
-/// concurrent reads (a refresh rotation's lookup, a listing) each take a free one
-/// instead of queueing behind a single connection.
+/// A read for a reader thread, run against its connection.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Reader connections, each on a thread of its own that takes reads from one shared
+/// queue. In WAL mode readers neither block the writer nor each other, so concurrent
+/// reads (a refresh rotation's lookup, a listing) run side by side; and a read is one
+/// hand-over to a reader thread and one back, with no lock for the two to contend on
+/// (a thread that is busy takes the next read from the queue without sleeping).
 pub(super) struct SqliteReaders {
-    conns: Vec<Mutex<Connection>>,
-    next: std::sync::atomic::AtomicUsize,
+    queue: crossbeam_channel::Sender<ReadJob>,
 }
 
 impl SqliteReaders {
-    pub(super) fn open(path: &Path) -> rusqlite::Result<SqliteReaders> {
+    /// Opens the connections and starts their threads, which end once every handle on
+    /// the store is dropped.
+    pub(super) fn open(path: &Path) -> Result<SqliteReaders> {
         let n = thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 4);
-        Ok(SqliteReaders {
-            conns: (0..n)
-                .map(|_| open_conn(path).map(Mutex::new))
-                .collect::<rusqlite::Result<_>>()?,
-            next: Default::default(),
-        })
+        let (queue, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        for i in 0..n {
+            let conn = open_conn(path).map_err(|e| {
+                Error::internal(format!("cannot open database {}: {e}", path.display()))
+            })?;
+            let jobs = jobs.clone();
+            thread::Builder::new()
+                .name(format!("tessera-store-reader-{i}"))
+                .spawn(move || serve_reads(&conn, &jobs))
+                .map_err(Error::internal)?;
+        }
+        Ok(SqliteReaders { queue })
     }
 
-    /// Runs `f` on the first free connection, starting from a rotating index; waits for
-    /// that one if all are busy.
-    pub(super) fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.conns.len();
-        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
-        let conn = match free {
-            Some(c) => c,
-            None => self.conns[start % n]
-                .lock()
-                .map_err(|_| Error::internal("reader lock poisoned"))?,
-        };
-        f(&conn)
+    /// Queues `f` for the next free reader; its result arrives on the receiver (which
+    /// closes without one if `f` panicked).
+    pub(super) fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R>>> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.queue.send(job).map_err(|_| Error::Unavailable)?;
+        Ok(rx)
+    }
+}
+
+/// A reader thread: runs reads until the queue closes. A read that panics is reported
+/// to its caller as a failure (its result channel closes) and leaves the connection as
+/// it found it, outside any transaction, for the next.
+fn serve_reads(conn: &Connection, jobs: &crossbeam_channel::Receiver<ReadJob>) {
+    for job in jobs {
+        if panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::store::db::Db;
+    use crate::store::refresh;
+
+    #[test]
+    fn cached_statements_are_not_prepared_again_on_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("tessera.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at)
+             VALUES ('f', 's', 'c', '[]', '[]', '{}', 0, 99)",
+        )
+        .unwrap();
+        for i in 0..10u8 {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, id, issued_at, expires_at)
+                 VALUES (?1, 'f', 't', 0, 99)",
+                [vec![i; 32]],
+            )
+            .unwrap();
+        }
+        let db = Db::Sqlite(&conn);
+        for i in 0..10u8 {
+            assert!(refresh::find(&db, &[i; 32]).unwrap().is_some());
+        }
+        let again = conn
+            .prepare_cached(refresh::FIND)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare);
+        assert_eq!(again, 0, "refresh::find was prepared again on its uses");
     }
 }

@@ -1,5 +1,5 @@
-//! Tests of the store handle: batched writes that fail alone, migrations (old
-//! schemas brought forward, a newer database refused, idempotence, WAL).
+//! Tests of the store handle: batched writes and reads that fail alone, migrations
+//! (old schemas brought forward, a newer database refused, idempotence, WAL).
 
 use super::*;
 
@@ -34,6 +34,152 @@ async fn a_failing_write_leaves_no_trace_and_spares_its_batch() {
         .unwrap();
     assert_eq!(rows.len(), 180);
     assert!(!rows.iter().any(|(j, _)| j == "jti-0" || j == "jti-10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rotation_leaves_no_trace_and_spares_its_batch() {
+    use refresh::{FamilyRow, Rotation, TokenRow};
+    let token = |n: u8, expires_at: i64| TokenRow {
+        token_hash: [n; 32],
+        family_id: "f".into(),
+        id: format!("rt-{n}"),
+        issued_at: 0,
+        expires_at,
+        used_at: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write(move |c| {
+            refresh::insert_family(
+                c,
+                &FamilyRow {
+                    id: "f".into(),
+                    subject: "s".into(),
+                    client_id: "c".into(),
+                    audience: vec![],
+                    scopes: vec![],
+                    claims: "{}".into(),
+                    created_at: 0,
+                    absolute_expires_at: 1_000,
+                    revoked_at: None,
+                },
+            )?;
+            (1..=9).try_for_each(|n| refresh::insert_token(c, &token(n, 1_000)))
+        })
+        .await
+        .unwrap();
+    // The writer is kept busy, so that every rotation below waits for the same batch.
+    let busy = store.clone();
+    let busy = tokio::spawn(async move {
+        busy.write(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut rotations = Vec::new();
+    for n in 1..=8u8 {
+        // Token 5's successor would take token 9's hash: its insert fails after its
+        // token was marked used.
+        let successor = if n == 5 { 9 } else { 10 + n };
+        let rotation = Rotation {
+            used: [n; 32],
+            successor: token(successor, 1_000),
+            jti: format!("jti-{n}"),
+            access_expires_at: 500,
+            grace: None,
+        };
+        let entry = audit::AuditEntry {
+            kind: "refresh.rotated".into(),
+            token_id: format!("rt-{n}"),
+            ..Default::default()
+        };
+        let s = store.clone();
+        rotations.push(tokio::spawn(async move {
+            s.rotate_refresh(rotation, entry, 100).await
+        }));
+    }
+    busy.await.unwrap().unwrap();
+    for (n, r) in (1..=8u8).zip(rotations) {
+        match (n, r.await.unwrap()) {
+            (5, Err(Error::Internal(_))) => {}
+            (5, other) => panic!("token 5: {other:?}"),
+            (_, won) => assert!(won.unwrap(), "token {n}"),
+        }
+    }
+    store
+        .read(|c| {
+            for n in 1..=8u8 {
+                let (t, _) = refresh::find(c, &[n; 32])?.unwrap();
+                assert_eq!(t.used_at.is_some(), n != 5, "token {n} used");
+            }
+            let audited = audit::recent(c, 100)?;
+            assert_eq!(audited.len(), 7);
+            assert!(audited.iter().all(|e| e.token_id != "rt-5"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audit_record_queued_behind_answers_is_committed_by_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                let entry = audit::AuditEntry {
+                    kind: "token.issued".into(),
+                    token_id: format!("jti-{i}-{j}"),
+                    ..Default::default()
+                };
+                s.audit_later(entry).await.unwrap();
+                // Durable writes in between, so records are queued while batches run.
+                if j % 7 == 0 {
+                    s.write(move |c| revocation::block_jti(c, &format!("r-{i}-{j}"), 99))
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let recorded = store.read(|c| audit::recent(c, 5_000)).await.unwrap();
+    assert_eq!(recorded.len(), 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_panics_fails_alone_and_leaves_its_connection_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // More panics than there are reader connections, each inside a read transaction.
+    for _ in 0..8 {
+        let failed = store
+            .read(|c| c.snapshot(|_| -> Result<()> { panic!("a bug in a read") }))
+            .await;
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
+    }
+    store
+        .write(|c| revocation::block_jti(c, "after", i64::MAX))
+        .await
+        .unwrap();
+    // Every reader still works and sees the latest commit (none was left inside
+    // the transaction the panic interrupted).
+    for _ in 0..8 {
+        let rows = store
+            .read(|c| revocation::load_blocklist(c, 0))
+            .await
+            .unwrap();
+        assert!(rows.iter().any(|(j, _)| j == "after"));
+    }
 }
 
 #[test]

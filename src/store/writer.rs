@@ -1,17 +1,18 @@
-//! The writer thread: takes the writes waiting, runs them in one transaction (each in
-//! its own savepoint), commits once, then answers; and the issuance audit records
+//! The writer thread: takes the writes waiting (holding the batch open a moment while
+//! more arrive close behind, see [`GAP`]), runs them in one transaction (each in its
+//! own savepoint), commits once, then answers; and the issuance audit records
 //! queued by [`Store::audit_later`](super::Store::audit_later), which join a batch
 //! without anyone waiting on them.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::db::{Db, PgConn};
-use super::{Health, audit, changes, postgres, set_health};
+use super::{Health, audit, changes, postgres, refresh, set_health};
 use crate::error::{Error, Result};
 use crate::metrics::StoreStats;
 
@@ -28,6 +29,18 @@ pub(super) const BATCH_BUDGET: Duration = Duration::from_millis(8);
 /// each. With [`BATCH_BUDGET`] and the COMMIT this keeps a record in memory for
 /// ~20 ms at most in normal operation.
 const AUDIT_WINDOW: Duration = Duration::from_millis(5);
+
+/// How long the writer holds a batch open for one more durable write, while such writes
+/// have lately been arriving closer together than this: one COMMIT (one `fsync`) for
+/// the writes of many concurrent callers instead of one each, when they come fast
+/// enough to share it. Writes that arrive further apart (a lone caller, a quiet
+/// service) begin at once and wait for nothing.
+const GAP: Duration = Duration::from_micros(500);
+
+/// The longest a batch is held open for more durable writes before it begins, from
+/// the moment it took its first work: what the gathering may add to a write's latency.
+/// Shorter than [`AUDIT_WINDOW`], so it never lengthens an audit record's stay.
+const JOB_WINDOW: Duration = Duration::from_millis(2);
 
 /// Audit records queued and not yet committed before `audit_later` makes its caller
 /// wait: a writer that falls behind slows issuance instead of growing memory.
@@ -97,9 +110,59 @@ impl Backend {
 pub(super) enum Work {
     /// A write whose caller waits for its commit.
     Job(Job),
-    /// An audit record nobody waits for; the permit holds its place in the queue until
-    /// its batch has committed.
-    Audit(Box<audit::AuditEntry>, OwnedSemaphorePermit),
+    /// Audit records nobody waits for are in the [`AuditBuffer`], which was empty
+    /// before the first of them: they are what this batch is for, if nothing else is.
+    AuditsWaiting,
+    /// A refresh rotation's decisive write, whose caller waits for its commit.
+    Rotate(Box<Rotate>),
+}
+
+impl Work {
+    /// Whether a caller waits for this work's commit.
+    fn awaited(&self) -> bool {
+        !matches!(self, Work::AuditsWaiting)
+    }
+}
+
+/// An audit record queued by [`Store::audit_later`](super::Store::audit_later), with
+/// the permit that holds its place in the queue until its batch has committed.
+pub(super) type QueuedAudit = (Box<audit::AuditEntry>, OwnedSemaphorePermit);
+
+/// The audit records queued for the writer's next batch. They wait here rather than in
+/// the writer's channel so that queueing one does not wake the writer: only the first
+/// into an empty buffer does (with [`Work::AuditsWaiting`]), and the writer then lets
+/// the batch fill for [`AUDIT_WINDOW`] without being woken by each record after it.
+#[derive(Default)]
+pub(super) struct AuditBuffer(Mutex<Vec<QueuedAudit>>);
+
+impl AuditBuffer {
+    /// Adds a record; true if the buffer was empty, so the writer must be told.
+    pub(super) fn push(&self, record: QueuedAudit) -> bool {
+        let mut waiting = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.push(record);
+        waiting.len() == 1
+    }
+
+    /// Every record waiting.
+    fn take(&self) -> Vec<QueuedAudit> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A refresh rotation's decisive write (see [`refresh::rotate`]) with its audit record.
+/// It is data, not a closure, so the writer can run it again: the rotations waiting
+/// when a batch begins run first, before anything else has touched the transaction,
+/// and without a savepoint each (a savepoint copies every page a write touches). If one
+/// fails, the transaction is rolled back and begun again, and they run once more, each
+/// in a savepoint of its own.
+pub(super) struct Rotate {
+    pub(super) rotation: refresh::Rotation,
+    /// Appended if the rotation wins.
+    pub(super) audit: audit::AuditEntry,
+    /// Unix seconds.
+    pub(super) now: i64,
+    /// Whether it won, once committed.
+    pub(super) reply: oneshot::Sender<Result<bool>>,
 }
 
 /// How one write went.
@@ -119,24 +182,29 @@ pub(super) enum Outcome {
 pub(super) fn writer_loop(
     backend: Backend,
     rx: mpsc::Receiver<Work>,
+    queued: &AuditBuffer,
     health: Health,
     stats: &StoreStats,
     feed: changes::Feed,
 ) {
     let failed = || stats.errors.fetch_add(1, Ordering::Relaxed);
+    let mut pace = Pace::default();
     while let Ok(first) = rx.recv() {
+        let opened = Instant::now();
+        pace.received(&first);
         let mut waiting = vec![first];
-        if matches!(waiting[0], Work::Audit(..)) {
-            gather_audits(&rx, &mut waiting);
+        if !waiting[0].awaited() {
+            gather_audits(&rx, &mut waiting, &mut pace);
         }
         // Everything already queued joins before BEGIN: if BEGIN fails (storage locked
         // or failing, after the busy timeout), all of it hears so at once instead of
         // each write waiting out its own timeout in turn.
-        while waiting.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => waiting.push(w),
-                Err(_) => break,
-            }
+        gather_jobs(&rx, &mut waiting, &mut pace, opened);
+        waiting.retain(Work::awaited);
+        let audits = queued.take();
+        if waiting.is_empty() && audits.is_empty() {
+            // Its records went with an earlier batch.
+            continue;
         }
         let started = Instant::now();
         let changes_before = backend.changes();
@@ -146,47 +214,76 @@ pub(super) fn writer_loop(
             Err(_) => Err(Error::Unavailable),
         };
         if let Err(e) = begun {
-            // Nothing ran: dropping the work closes its channel, so the caller sees
-            // Unavailable.
-            tracing::error!(error = %e, "store: cannot begin transaction");
-            set_health(&health, false);
-            failed();
-            // What queued up while BEGIN waited out the busy timeout would only wait
-            // out its own in turn: it hears now, with the rest.
-            let late = std::iter::from_fn(|| rx.try_recv().ok());
-            let lost = waiting
-                .into_iter()
-                .chain(late)
-                .filter(|w| matches!(w, Work::Audit(..)))
-                .count();
-            if lost > 0 {
-                tracing::error!(records = lost, "store: audit records lost");
-            }
+            abandon(&e, waiting, audits, &rx, &health, &failed);
             continue;
         }
         let Ok(session) = session else { continue };
         let conn = session.db();
         let mut done = Vec::new();
-        let mut audits = Vec::new();
+        let mut rotated = Vec::new();
         let mut storage_failed = false;
+        let (rotations, waiting): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|w| matches!(w, Work::Rotate(_)));
+        let mut taken = rotations.len() + audits.len();
+        let rotations = rotations.into_iter().filter_map(|w| match w {
+            Work::Rotate(r) => Some(r),
+            _ => None,
+        });
+        let rotations: Vec<_> = rotations.collect();
+        match rotations
+            .iter()
+            .map(|r| rotate(&conn, r))
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(wins) => rotated.extend(rotations.into_iter().zip(wins.into_iter().map(Ok))),
+            Err(e) => {
+                tracing::warn!(error = %e, "store: a refresh rotation failed; its batch begins again");
+                let _ = conn.execute_batch("ROLLBACK");
+                if let Err(e) = backend.begin(&conn) {
+                    let waiting = rotations.into_iter().map(Work::Rotate).chain(waiting);
+                    abandon(&e, waiting, audits, &rx, &health, &failed);
+                    continue;
+                }
+                for r in rotations {
+                    let (failed_storage, won) = rotate_in_savepoint(&conn, &r, &failed);
+                    storage_failed |= failed_storage;
+                    rotated.push((r, won));
+                }
+            }
+        }
         let mut waiting = waiting.into_iter();
         let mut next = waiting.next();
-        let mut taken = 0;
         while let Some(work) = next.take() {
+            let work_awaited = work.awaited();
             match work {
                 Work::Job(job) => {
                     let (failed_storage, finish) = run_job(&conn, job, &failed);
                     storage_failed |= failed_storage;
                     done.push(finish);
                 }
-                Work::Audit(entry, permit) => audits.push((entry, permit)),
+                Work::AuditsWaiting => {}
+                // One that arrived after the batch began: other writes may have run,
+                // so it takes a savepoint.
+                Work::Rotate(r) => {
+                    let (failed_storage, won) = rotate_in_savepoint(&conn, &r, &failed);
+                    storage_failed |= failed_storage;
+                    rotated.push((r, won));
+                }
             }
-            taken += 1;
+            taken += usize::from(work_awaited);
             next = waiting.next();
             if next.is_none() && taken < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
                 next = rx.try_recv().ok();
+                if let Some(w) = &next {
+                    pace.received(w);
+                }
             }
         }
+        // And the records queued while the batch ran (a marker for them may have been
+        // taken above with nothing else to show for it).
+        let mut audits = audits;
+        audits.extend(queued.take());
         if !audits.is_empty() {
             storage_failed |= !append_audits(&conn, &audits, &failed);
         }
@@ -229,26 +326,133 @@ pub(super) fn writer_loop(
                 Err(_) => Err(Error::Unavailable),
             });
         }
+        for (r, won) in rotated {
+            let _ = r
+                .reply
+                .send(committed.as_ref().map_err(|_| Error::Unavailable).and(won));
+        }
         // Frees the audit records' places in the queue only now they are committed.
         drop(audits);
     }
 }
 
+/// A batch whose transaction could not begin: nothing in it ran. Dropping the work
+/// closes its channels, so the callers see Unavailable; its audit records are lost.
+fn abandon(
+    e: &Error,
+    waiting: impl IntoIterator<Item = Work>,
+    audits: Vec<QueuedAudit>,
+    rx: &mpsc::Receiver<Work>,
+    health: &Health,
+    failed: &impl Fn() -> u64,
+) {
+    tracing::error!(error = %e, "store: cannot begin transaction");
+    set_health(health, false);
+    failed();
+    // What queued up while BEGIN waited out the busy timeout would only wait out its
+    // own in turn: it hears now, with the rest.
+    let late = std::iter::from_fn(|| rx.try_recv().ok());
+    waiting.into_iter().chain(late).for_each(drop);
+    if !audits.is_empty() {
+        tracing::error!(records = audits.len(), "store: audit records lost");
+    }
+}
+
 /// Waits up to [`AUDIT_WINDOW`] for more audit records to join the batch; stops at
 /// once when a write whose caller waits arrives (it joins the batch too).
-fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>) {
+fn gather_audits(rx: &mpsc::Receiver<Work>, waiting: &mut Vec<Work>, pace: &mut Pace) {
     let deadline = Instant::now() + AUDIT_WINDOW;
     while waiting.len() < MAX_BATCH {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(w) => {
-                let awaited = matches!(w, Work::Job(_));
+                pace.received(&w);
+                let awaited = w.awaited();
                 waiting.push(w);
                 if awaited {
                     return;
                 }
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// Takes everything already queued, then, if the batch holds a durable write and such
+/// writes have lately been coming fast, holds it open for more (see [`hold_for`]).
+/// `opened` is when the batch took its first work: a batch an audit record opened (and
+/// held for [`AUDIT_WINDOW`]) is not held longer for a write that joined it late.
+fn gather_jobs(
+    rx: &mpsc::Receiver<Work>,
+    waiting: &mut Vec<Work>,
+    pace: &mut Pace,
+    opened: Instant,
+) {
+    loop {
+        while waiting.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => {
+                    pace.received(&w);
+                    waiting.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        if !waiting.iter().any(Work::awaited) {
+            return;
+        }
+        let Some(wait) = hold_for(pace.gap, opened.elapsed(), waiting.len()) else {
+            return;
+        };
+        match rx.recv_timeout(wait) {
+            Ok(w) => {
+                pace.received(&w);
+                waiting.push(w);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long a batch holding `len` writes, open for `open_for`, waits for one more
+/// before it begins; `None` to begin now. It waits only while durable writes have
+/// lately come less than [`GAP`] apart (`recent_gap`), at most `GAP` for each next one
+/// and [`JOB_WINDOW`] in all, and never once the batch is full.
+fn hold_for(recent_gap: Duration, open_for: Duration, len: usize) -> Option<Duration> {
+    if len >= MAX_BATCH || recent_gap >= GAP {
+        return None;
+    }
+    let left = JOB_WINDOW.checked_sub(open_for)?;
+    (!left.is_zero()).then(|| left.min(GAP))
+}
+
+/// The recent spacing of durable writes as the writer receives them: a moving average
+/// of the time between one and the next (each gap counted as at most [`JOB_WINDOW`], so
+/// one quiet spell is forgotten after a few writes).
+struct Pace {
+    last: Option<Instant>,
+    gap: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        // Until writes are seen coming fast, none waits.
+        Pace {
+            last: None,
+            gap: JOB_WINDOW,
+        }
+    }
+}
+
+impl Pace {
+    fn received(&mut self, work: &Work) {
+        if !work.awaited() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last.replace(now) {
+            let gap = now.duration_since(last).min(JOB_WINDOW);
+            self.gap = (self.gap * 7 + gap) / 8;
         }
     }
 }
@@ -276,13 +480,43 @@ fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish)
     (outcome == Outcome::StorageFailed, finish)
 }
 
+/// Runs a rotation's decisive write and, if it wins, appends its audit record.
+fn rotate(conn: &Db<'_>, r: &Rotate) -> Result<bool> {
+    let won = refresh::rotate(conn, &r.rotation, r.now)?;
+    if won {
+        audit::append(conn, &r.audit)?;
+    }
+    Ok(won)
+}
+
+/// Runs a rotation in its own savepoint, so that if it fails it leaves no trace and
+/// spares its batch-mates; says whether storage failed under it, and how it went.
+fn rotate_in_savepoint(
+    conn: &Db<'_>,
+    r: &Rotate,
+    failed: &impl Fn() -> u64,
+) -> (bool, Result<bool>) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        tracing::error!(error = %e, "store: cannot open savepoint");
+        failed();
+        return (true, Err(Error::Unavailable));
+    }
+    let won = rotate(conn, r);
+    let end = if won.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    if let Err(e) = conn.execute_batch(end) {
+        tracing::error!(error = %e, "store: cannot close savepoint");
+        failed();
+    }
+    (matches!(won, Err(Error::Unavailable)), won)
+}
+
 /// Appends a batch's queued audit records together, in their own savepoint: if
 /// storage fails under them the rest of the batch still commits. False if they failed.
-fn append_audits(
-    conn: &Db<'_>,
-    audits: &[(Box<audit::AuditEntry>, OwnedSemaphorePermit)],
-    failed: &impl Fn() -> u64,
-) -> bool {
+fn append_audits(conn: &Db<'_>, audits: &[QueuedAudit], failed: &impl Fn() -> u64) -> bool {
     let appended = conn
         .execute_batch("SAVEPOINT audits")
         .map_err(Error::from)
@@ -295,5 +529,59 @@ fn append_audits(
             let _ = conn.execute_batch("ROLLBACK TO audits; RELEASE audits");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_held_open_only_while_writes_come_fast_and_not_for_long() {
+        let us = Duration::from_micros;
+        // (name, recent gap, open for, writes in the batch, expected wait)
+        let cases = [
+            ("writes far apart: begin now", GAP, us(0), 1, None),
+            ("writes further apart still", us(5_000), us(0), 1, None),
+            ("writes close: wait one gap", us(100), us(0), 1, Some(GAP)),
+            (
+                "close, window nearly spent",
+                us(100),
+                JOB_WINDOW - us(50),
+                3,
+                Some(us(50)),
+            ),
+            ("close, window spent", us(100), JOB_WINDOW, 3, None),
+            (
+                "close, past the window",
+                us(100),
+                JOB_WINDOW + us(1),
+                3,
+                None,
+            ),
+            ("close, batch full", us(100), us(0), MAX_BATCH, None),
+        ];
+        for (name, gap, open_for, len, want) in cases {
+            assert_eq!(hold_for(gap, open_for, len), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn pace_follows_the_spacing_of_durable_writes_only() {
+        let job = || Work::Job(Box::new(|_| (Outcome::Ok, Box::new(|_| ()))));
+        let mut pace = Pace::default();
+        assert_eq!(pace.gap, JOB_WINDOW, "nothing seen: no write waits");
+        for _ in 0..64 {
+            pace.received(&job());
+        }
+        assert!(pace.gap < GAP, "a burst of writes: {:?}", pace.gap);
+        // A quiet spell counts as one long gap, soon forgotten.
+        pace.last = Some(Instant::now() - Duration::from_secs(60));
+        pace.received(&job());
+        assert!(pace.gap <= JOB_WINDOW, "{:?}", pace.gap);
+        for _ in 0..32 {
+            pace.received(&job());
+        }
+        assert!(pace.gap < GAP, "{:?}", pace.gap);
     }
 }
