@@ -12,7 +12,7 @@ use crate::oauth::rules::{self, GraceRecord, RefreshUse};
 use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::clients;
-use crate::store::refresh::{self, FamilyRow, GraceRow, TokenRow};
+use crate::store::refresh::{self, FamilyRow, GraceRow};
 use crate::tokens::AccessTokenRequest;
 use crate::tokens::opaque;
 
@@ -131,16 +131,7 @@ impl Authority {
             };
             let lifetime = self.access_lifetime(None, &scopes)?;
             let (jwt, jti, exp) = self.mint(&at, &scopes, lifetime, None, now)?;
-            let rt = opaque::generate(opaque::REFRESH_PREFIX);
-            let row = TokenRow {
-                token_hash: opaque::hash(rt.expose()),
-                family_id: family.id.clone(),
-                id: opaque::public_id(),
-                issued_at: now,
-                expires_at: (now + self.config.refresh_token_ttl.as_secs() as i64)
-                    .min(family.absolute_expires_at),
-                used_at: None,
-            };
+            let (rt, row) = self.new_refresh_token(&family, now);
             minted = Some((jwt, jti, exp, rt, row));
         }
         // The first use's successor pair, sealed now (off the writer thread) in case
