@@ -73,7 +73,7 @@ impl AuditEntry {
 
 /// Appends one record (inside the caller's write, so it commits with the change).
 pub(crate) fn append(conn: &Db, e: &AuditEntry) -> Result<()> {
-    let detail = Value::Object(e.detail.clone()).to_string();
+    let detail = serde_json::to_string(&e.detail).map_err(crate::error::Error::internal)?;
     conn.execute(
         "INSERT INTO audit_log (at, request_id, caller, kind, subject, token_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
