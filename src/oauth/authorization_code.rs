@@ -171,14 +171,13 @@ impl Authority {
                 ));
             }
         }
-        let Some((jwt, jti, exp, rt, row, _)) = minted else {
+        let Some((jwt, _, exp, rt, _, _)) = minted else {
             return Err(Error::internal("code redeemed without tokens"));
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
             refresh_token: Secret(rt.expose().to_string()),
-            refresh_expires_at: row.expires_at,
-            ..Granted::bearer(jwt, jti, now, exp, code.scopes)
+            ..Granted::bearer(jwt, now, exp, code.scopes)
         })
     }
 }

@@ -82,6 +82,6 @@ impl Authority {
         // is group-committed behind the answer.
         self.store.audit_later(entry).await?;
         Metrics::inc(&self.metrics.issued);
-        Ok(Granted::bearer(jwt, jti, now, exp, scopes))
+        Ok(Granted::bearer(jwt, now, exp, scopes))
     }
 }

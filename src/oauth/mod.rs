@@ -58,8 +58,6 @@ use crate::tokens::check_field;
 pub struct Granted {
     /// The access token (JWT).
     pub access_token: Secret,
-    /// Its jti.
-    pub jti: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
     /// Unix seconds (`expires_in` = `expires_at − issued_at`).
@@ -68,8 +66,6 @@ pub struct Granted {
     pub expires_at: i64,
     /// A new refresh token (authorization_code and refresh_token grants), else empty.
     pub refresh_token: Secret,
-    /// Unix seconds, 0 without a refresh token.
-    pub refresh_expires_at: i64,
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// RFC 8693 `issued_token_type`; empty except for token exchange.
@@ -78,10 +74,9 @@ pub struct Granted {
 
 impl Granted {
     /// A bearer access token and nothing else; grants add what they issue besides.
-    fn bearer(jwt: String, jti: String, now: i64, exp: i64, scopes: Vec<String>) -> Self {
+    fn bearer(jwt: String, now: i64, exp: i64, scopes: Vec<String>) -> Self {
         Granted {
             access_token: Secret(jwt),
-            jti,
             token_type: "Bearer",
             issued_at: now,
             expires_at: exp,

@@ -28,7 +28,9 @@ pub struct RefreshRequest {
 }
 
 /// A refresh token's successor pair as sealed for the grace period. Zeroized
-/// plaintext only; what is stored is its AES-256-GCM sealing.
+/// plaintext only; what is stored is its AES-256-GCM sealing. `jti` and
+/// `refresh_expires_at` are not answered any more but stay in the sealed format, so
+/// pairs sealed by an earlier build and by this one read alike.
 #[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct SuccessorPair {
     access_token: String,
@@ -210,10 +212,8 @@ impl Authority {
                 tracing::info!(family = %family.id, used = %token.id, "refresh token retried inside the grace period: same successor pair");
                 return Ok(Granted {
                     refresh_token: Secret(take(&mut pair.refresh_token)),
-                    refresh_expires_at: pair.refresh_expires_at,
                     ..Granted::bearer(
                         take(&mut pair.access_token),
-                        take(&mut pair.jti),
                         pair.issued_at,
                         pair.expires_at,
                         std::mem::take(&mut pair.scopes),
@@ -221,14 +221,13 @@ impl Authority {
                 });
             }
         }
-        let Some((jwt, jti, exp, rt, row)) = minted else {
+        let Some((jwt, _, exp, rt, _)) = minted else {
             return Err(Error::internal("refresh rotated without a successor"));
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
             refresh_token: Secret(rt.expose().to_string()),
-            refresh_expires_at: row.expires_at,
-            ..Granted::bearer(jwt, jti, now, exp, scopes)
+            ..Granted::bearer(jwt, now, exp, scopes)
         })
     }
 

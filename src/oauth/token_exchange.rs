@@ -133,7 +133,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
             issued_token_type: ACCESS_TOKEN_TYPE,
-            ..Granted::bearer(jwt, jti, now, exp, scopes)
+            ..Granted::bearer(jwt, now, exp, scopes)
         })
     }
 }
