@@ -186,14 +186,14 @@ impl Authority {
         let now = self.clock.now();
         let (id, text, env, source) = match &self.config.bootstrap_admin_key {
             Some(secret) => {
-                let p = apikeys::parse(&secret.0).ok_or_else(|| {
+                let p = apikeys::parse(secret.expose()).ok_or_else(|| {
                     Error::InvalidArgument(
                         "TESSERA_BOOTSTRAP_ADMIN_KEY is not a well-formed Tessera API key".into(),
                     )
                 })?;
                 (
                     p.id.to_string(),
-                    secret.0.clone(),
+                    secret.expose().to_owned(),
                     p.environment.to_string(),
                     "env",
                 )

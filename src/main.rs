@@ -77,7 +77,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
         http_addr: args.http_addr,
         metrics_addr: args.metrics_addr,
         data_dir: args.data_dir,
-        database_url: args.database_url.map(tessera::config::Secret),
+        database_url: args.database_url.map(tessera::config::Secret::from),
         issuer: args.issuer,
         signing_alg: args.signing_alg,
         log_format: args.log_format,

@@ -10,12 +10,23 @@ use serde::Deserialize;
 /// process (an answer to its owner, a request to check it), nowhere else.
 #[derive(Clone, Default, Deserialize, zeroize::ZeroizeOnDrop)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(String);
 
 impl Secret {
+    /// Takes `text` as a secret. A `String` is moved in, not copied.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
     /// The secret text.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Self(text)
     }
 }
 
@@ -31,7 +42,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_text() {
-        let s = Secret("tsk_live_0123456789abcdef_hunter2".into());
+        let s = Secret::new("tsk_live_0123456789abcdef_hunter2");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&s)), "Some([redacted])");
         assert_eq!(s.expose(), "tsk_live_0123456789abcdef_hunter2");

@@ -64,8 +64,8 @@ async fn client(f: &Fixture, public: bool) -> (String, String) {
         redirect_uris: strings(&[REDIRECT]),
         scopes: strings(&["read", "write"]),
     };
-    let mut issued = f.authority.register_client(&f.admin, reg).await.unwrap();
-    (issued.token_id.clone(), std::mem::take(&mut issued.token.0))
+    let issued = f.authority.register_client(&f.admin, reg).await.unwrap();
+    (issued.token_id.clone(), issued.token.expose().to_owned())
 }
 
 async fn code(f: &Fixture, client_id: &str) -> String {
@@ -77,19 +77,19 @@ async fn code(f: &Fixture, client_id: &str) -> String {
         code_challenge: CHALLENGE.into(),
         code_challenge_method: "S256".into(),
     };
-    let mut issued = f
+    let issued = f
         .authority
         .issue_authorization_code(&f.admin, req)
         .await
         .unwrap();
-    std::mem::take(&mut issued.token.0)
+    issued.token.expose().to_owned()
 }
 
 fn redemption(client_id: &str, code: &str) -> CodeRedemption {
     CodeRedemption {
         client_id: client_id.into(),
-        code: Secret(code.into()),
-        code_verifier: Secret(VERIFIER.into()),
+        code: Secret::new(code),
+        code_verifier: Secret::new(VERIFIER),
         redirect_uri: REDIRECT.into(),
     }
 }
@@ -145,7 +145,7 @@ async fn client_secret_authentication() {
     // Refresh with the client_id parameter: it must be the token's client.
     let r = |client_id: &str| RefreshRequest {
         client_id: client_id.into(),
-        refresh_token: Secret(t.refresh_token.0.clone()),
+        refresh_token: t.refresh_token.clone(),
         scopes: vec![],
     };
     let e = f
@@ -191,7 +191,7 @@ async fn public_client_refresh_is_bound_by_client_id() {
         .unwrap();
     let r = |client_id: &str| RefreshRequest {
         client_id: client_id.into(),
-        refresh_token: Secret(t.refresh_token.0.clone()),
+        refresh_token: t.refresh_token.clone(),
         scopes: vec![],
     };
     let e = f.authority.grant_refresh_token(&anonymous, r(&other)).await;
@@ -264,7 +264,7 @@ async fn public_clients_cannot_use_client_credentials() {
 #[tokio::test]
 async fn token_exchange_errors_follow_rfc8693() {
     let f = fixture().await;
-    let mut issued = f
+    let issued = f
         .authority
         .issue_api_key(
             &f.admin,
@@ -278,14 +278,14 @@ async fn token_exchange_errors_follow_rfc8693() {
         )
         .await
         .unwrap();
-    let key = std::mem::take(&mut issued.token.0);
+    let key = issued.token.expose().to_owned();
     let svc = caller(Some(
         f.authority
             .authenticate_client(&issued.token_id, &key)
             .unwrap(),
     ));
     let req = |token: &str, ty: &str| TokenExchangeRequest {
-        subject_token: Secret(token.into()),
+        subject_token: Secret::new(token),
         subject_token_type: ty.into(),
         ..Default::default()
     };

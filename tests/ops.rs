@@ -69,7 +69,7 @@ async fn bootstrap_key_from_env_is_installed_and_no_file_written() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, key) = tessera::apikeys::generate("ops");
     let mut cfg = test_config(tmp.path());
-    cfg.bootstrap_admin_key = Some(Secret(key.expose().to_string()));
+    cfg.bootstrap_admin_key = Some(Secret::new(key.expose().to_string()));
     let mut s = TestServer::start_with(cfg, Clock::system()).await;
     assert!(
         !tmp.path().join("admin.key").exists(),
@@ -117,7 +117,7 @@ async fn bootstrap_runs_once_and_the_key_file_is_private() {
 async fn malformed_bootstrap_key_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = test_config(tmp.path());
-    cfg.bootstrap_admin_key = Some(Secret("not-a-key".into()));
+    cfg.bootstrap_admin_key = Some(Secret::new("not-a-key"));
     let listeners = tessera::server::Listeners::bind(&cfg).await.unwrap();
     let err = tessera::server::run(cfg, Clock::system(), listeners, async {})
         .await

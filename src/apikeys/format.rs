@@ -53,17 +53,18 @@ pub fn generate(environment: &str) -> (String, Secret) {
     rng.fill(&mut id).expect("OS random source");
     rng.fill(secret.as_mut()).expect("OS random source");
     let id_hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let mut key = Secret(String::with_capacity(MAX_LEN));
-    let text = &mut key.0;
+    // Written in place at its full length, then moved into the Secret: no copy of the
+    // text is left behind unzeroized.
+    let mut text = String::with_capacity(MAX_LEN);
     text.push_str(PREFIX);
     text.push_str(environment);
     text.push('_');
     text.push_str(&id_hex);
     text.push('_');
-    B64.encode_string(secret.as_ref(), text);
-    let check = checksum(text);
+    B64.encode_string(secret.as_ref(), &mut text);
+    let check = checksum(&text);
     text.push_str(&check);
-    (id_hex, key)
+    (id_hex, Secret::new(text))
 }
 
 fn checksum(body: &str) -> String {

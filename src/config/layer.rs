@@ -110,7 +110,7 @@ impl Layer {
             idle_timeout: get("IDLE_TIMEOUT"),
             max_connections: number("MAX_CONNECTIONS")?,
             data_dir: get("DATA_DIR"),
-            database_url: get("DATABASE_URL").map(Secret),
+            database_url: get("DATABASE_URL").map(Secret::from),
             max_staleness: get("MAX_STALENESS"),
             issuer: get("ISSUER"),
             authorization_endpoint: get("AUTHORIZATION_ENDPOINT"),

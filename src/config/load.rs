@@ -66,7 +66,11 @@ impl Config {
         }
         if let Some(v) = merged.database_url {
             // Never echo the value: it may carry a password.
-            c.database_url = Some(v.0.parse().map_err(|e| format!("database_url: {e}"))?);
+            c.database_url = Some(
+                v.expose()
+                    .parse()
+                    .map_err(|e| format!("database_url: {e}"))?,
+            );
         }
         if let Some(v) = merged.max_staleness {
             c.max_staleness = dur("max_staleness", v)?;
@@ -210,18 +214,20 @@ impl Config {
                 c.spiffe_callers.insert(id, scopes);
             }
         }
-        c.master_key = env.get("TESSERA_MASTER_KEY").map(|s| Secret(s.clone()));
+        c.master_key = env
+            .get("TESSERA_MASTER_KEY")
+            .map(|s| Secret::new(s.clone()));
         if let Some(k) = &c.master_key {
             // Checked here so a malformed key is a configuration error (exit 64), like
             // any other value that does not parse. The value itself is never echoed.
-            crate::keys::seal::MasterKey::from_text(&k.0)
+            crate::keys::seal::MasterKey::from_text(k.expose())
                 .map_err(|e| format!("TESSERA_MASTER_KEY: {e}"))?;
         }
         c.bootstrap_admin_key = env
             .get("TESSERA_BOOTSTRAP_ADMIN_KEY")
-            .map(|s| Secret(s.clone()));
+            .map(|s| Secret::new(s.clone()));
         if let Some(k) = &c.bootstrap_admin_key
-            && crate::apikeys::parse(&k.0).is_none()
+            && crate::apikeys::parse(k.expose()).is_none()
         {
             return Err(
                 "TESSERA_BOOTSTRAP_ADMIN_KEY: not a well-formed Tessera API key (make one with \

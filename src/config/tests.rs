@@ -298,7 +298,7 @@ fn database_url_from_toml_env_and_flag() {
     assert_eq!(c.max_staleness, Duration::from_secs(120));
 
     let flags = Layer {
-        database_url: Some(Secret("postgresql://flag.test/t".into())),
+        database_url: Some(Secret::new("postgresql://flag.test/t")),
         ..Layer::default()
     };
     let c = Config::from_layers(flags.or(Layer::from_env(&env).unwrap()), &env).unwrap();
@@ -360,7 +360,7 @@ fn max_staleness_defaults_to_30s_and_is_capped_at_an_hour() {
 
 #[test]
 fn secrets_do_not_print() {
-    assert_eq!(format!("{:?}", Secret("hunter2".into())), "[redacted]");
+    assert_eq!(format!("{:?}", Secret::new("hunter2")), "[redacted]");
 }
 
 #[test]

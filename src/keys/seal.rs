@@ -60,7 +60,7 @@ impl MasterKey {
     pub(crate) fn load_existing(config: &Config) -> Result<Self> {
         match MasterKeySource::of(config) {
             MasterKeySource::Env => {
-                let secret = config.master_key.as_ref().map(|s| s.0.as_str());
+                let secret = config.master_key.as_ref().map(|s| s.expose());
                 Self::from_text(secret.unwrap_or_default())
                     .map_err(|e| Error::InvalidArgument(format!("TESSERA_MASTER_KEY: {e}")))
             }

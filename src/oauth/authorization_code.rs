@@ -42,14 +42,14 @@ impl Authority {
     ) -> Result<Granted> {
         let authenticated = self.authenticated_client(caller);
         let client_id = requesting_client(authenticated.as_deref(), &req.client_id)?;
-        if req.code.0.is_empty() {
+        if req.code.expose().is_empty() {
             return Err(Error::InvalidArgument("code is required".into()));
         }
         if req.redirect_uri.is_empty() {
             return Err(Error::InvalidArgument("redirect_uri is required".into()));
         }
-        let hash = opaque::hash(&req.code.0);
-        let well_formed = opaque::well_formed(&req.code.0, opaque::CODE_PREFIX);
+        let hash = opaque::hash(req.code.expose());
+        let well_formed = opaque::well_formed(req.code.expose(), opaque::CODE_PREFIX);
         let (client, code) = self
             .store
             .read(move |c| {
@@ -74,7 +74,7 @@ impl Authority {
                 "redirect_uri differs from the authorization request's",
             ));
         }
-        rules::verify_pkce(&req.code_verifier.0, &code.code_challenge)?;
+        rules::verify_pkce(req.code_verifier.expose(), &code.code_challenge)?;
         let now = self.clock.now();
         let first = match rules::code_use(code.used_at, code.expires_at, now) {
             CodeUse::Expired => return Err(Error::InvalidGrant("authorization code has expired")),
@@ -176,7 +176,7 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            refresh_token: Secret(rt.expose().to_string()),
+            refresh_token: Secret::new(rt.expose().to_string()),
             ..Granted::bearer(jwt, now, exp, code.scopes)
         })
     }

@@ -152,7 +152,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(client_id = %id, public = reg.public, "OAuth client registered");
         Ok(Issued {
-            token: Secret(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
+            token: Secret::new(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
             token_id: id,
             token_type: "client",
             expires_at,

@@ -100,7 +100,7 @@ impl Authority {
         }
         Metrics::inc(&self.metrics.issued);
         Ok(Issued {
-            token: Secret(code.expose().to_string()),
+            token: Secret::new(code.expose().to_string()),
             token_id: code_id,
             token_type: "authorization_code",
             expires_at,

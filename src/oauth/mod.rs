@@ -76,7 +76,7 @@ impl Granted {
     /// A bearer access token and nothing else; grants add what they issue besides.
     fn bearer(jwt: String, now: i64, exp: i64, scopes: Vec<String>) -> Self {
         Granted {
-            access_token: Secret(jwt),
+            access_token: Secret::new(jwt),
             token_type: "Bearer",
             issued_at: now,
             expires_at: exp,

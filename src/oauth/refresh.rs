@@ -66,7 +66,7 @@ impl Authority {
         caller: &Caller,
         req: RefreshRequest,
     ) -> Result<Granted> {
-        let text = req.refresh_token.0.as_str();
+        let text = req.refresh_token.expose();
         if text.is_empty() {
             return Err(Error::InvalidArgument("refresh_token is required".into()));
         }
@@ -211,7 +211,7 @@ impl Authority {
                 let take = std::mem::take::<String>;
                 tracing::info!(family = %family.id, used = %token.id, "refresh token retried inside the grace period: same successor pair");
                 return Ok(Granted {
-                    refresh_token: Secret(take(&mut pair.refresh_token)),
+                    refresh_token: Secret::new(take(&mut pair.refresh_token)),
                     ..Granted::bearer(
                         take(&mut pair.access_token),
                         pair.issued_at,
@@ -226,7 +226,7 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            refresh_token: Secret(rt.expose().to_string()),
+            refresh_token: Secret::new(rt.expose().to_string()),
             ..Granted::bearer(jwt, now, exp, scopes)
         })
     }

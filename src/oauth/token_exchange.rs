@@ -50,7 +50,7 @@ impl Authority {
                 "token exchange needs the acting service's API key: authorization: Bearer <api key>",
             ));
         };
-        if req.subject_token.0.is_empty() {
+        if req.subject_token.expose().is_empty() {
             return Err(Error::InvalidArgument("subject_token is required".into()));
         }
         if req.subject_token_type != ACCESS_TOKEN_TYPE {
@@ -58,7 +58,7 @@ impl Authority {
                 "subject_token_type must be {ACCESS_TOKEN_TYPE}"
             )));
         }
-        if req.subject_token.0.len() > MAX_TOKEN_LEN {
+        if req.subject_token.expose().len() > MAX_TOKEN_LEN {
             return Err(Error::InvalidArgument(format!(
                 "subject_token longer than {MAX_TOKEN_LEN} bytes"
             )));
@@ -74,11 +74,13 @@ impl Authority {
         }
         let audience =
             rules::exchange_audience(&req.audience, &key.row.id, &key.row.exchange_audiences)?;
-        let (subject, _) = self.check_access_token(&req.subject_token.0).map_err(|r| {
-            self.metrics.inactive(r);
-            tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
-            Error::InactiveSubjectToken
-        })?;
+        let (subject, _) = self
+            .check_access_token(req.subject_token.expose())
+            .map_err(|r| {
+                self.metrics.inactive(r);
+                tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
+                Error::InactiveSubjectToken
+            })?;
         if !rules::is_audience(&subject.aud, &key.row.id, &key.row.name) {
             return Err(Error::InvalidTarget(
                 "the calling service is not an audience of the subject token: only a service \

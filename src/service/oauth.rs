@@ -416,7 +416,7 @@ pub(crate) async fn token(
 ) -> Result<Response, Error> {
     let form = Form::parse(&headers, &body)?;
     let caller = caller(&a, &headers, &form, peer_ip(peer))?;
-    let secret = |k: &str| Secret(form.get(k).to_string());
+    let secret = |k: &str| Secret::new(form.get(k).to_string());
     let granted = match form.get("grant_type") {
         "" => return Err(Error::InvalidArgument("grant_type is required".into())),
         "client_credentials" => {
@@ -472,13 +472,13 @@ pub(crate) async fn token(
         }
     };
     let mut body = json!({
-        "access_token": granted.access_token.0.as_str(),
+        "access_token": granted.access_token.expose(),
         "token_type": granted.token_type,
         "expires_in": granted.expires_at - granted.issued_at,
         "scope": granted.scopes.join(" "),
     });
-    if !granted.refresh_token.0.is_empty() {
-        body["refresh_token"] = json!(granted.refresh_token.0.as_str());
+    if !granted.refresh_token.expose().is_empty() {
+        body["refresh_token"] = json!(granted.refresh_token.expose());
     }
     if !granted.issued_token_type.is_empty() {
         body["issued_token_type"] = json!(granted.issued_token_type);

@@ -55,11 +55,11 @@ fn rate_limit(l: Option<RateLimit>) -> Result<Option<crate::ratelimit::RateLimit
 
 fn issue_response(mut i: Issued) -> IssueResponse {
     IssueResponse {
-        token: std::mem::take(&mut i.token.0),
+        token: i.token.expose().to_owned(),
         token_id: std::mem::take(&mut i.token_id),
         token_type: i.token_type.to_string(),
         expires_at: (i.expires_at > 0).then(|| ts(i.expires_at)).flatten(),
-        refresh_token: std::mem::take(&mut i.refresh_token.0),
+        refresh_token: i.refresh_token.expose().to_owned(),
         refresh_expires_at: (i.refresh_expires_at > 0)
             .then(|| ts(i.refresh_expires_at))
             .flatten(),
@@ -69,10 +69,10 @@ fn issue_response(mut i: Issued) -> IssueResponse {
 
 fn exchange_response(mut g: Granted) -> ExchangeResponse {
     ExchangeResponse {
-        access_token: std::mem::take(&mut g.access_token.0),
+        access_token: g.access_token.expose().to_owned(),
         token_type: g.token_type.to_string(),
         expires_at: ts(g.expires_at),
-        refresh_token: std::mem::take(&mut g.refresh_token.0),
+        refresh_token: g.refresh_token.expose().to_owned(),
         scopes: std::mem::take(&mut g.scopes),
         issued_token_type: g.issued_token_type.to_string(),
     }
@@ -224,7 +224,7 @@ impl TokenService for TokenHandlers {
             Some(Grant::RefreshToken(g)) => {
                 let req = RefreshRequest {
                     client_id: String::new(),
-                    refresh_token: Secret(g.refresh_token),
+                    refresh_token: Secret::new(g.refresh_token),
                     scopes: g.scopes,
                 };
                 self.0.grant_refresh_token(&caller, req).await?
@@ -232,15 +232,15 @@ impl TokenService for TokenHandlers {
             Some(Grant::AuthorizationCode(g)) => {
                 let req = CodeRedemption {
                     client_id: g.client_id,
-                    code: Secret(g.code),
-                    code_verifier: Secret(g.code_verifier),
+                    code: Secret::new(g.code),
+                    code_verifier: Secret::new(g.code_verifier),
                     redirect_uri: g.redirect_uri,
                 };
                 self.0.grant_authorization_code(&caller, req).await?
             }
             Some(Grant::TokenExchange(g)) => {
                 let req = TokenExchangeRequest {
-                    subject_token: Secret(g.subject_token),
+                    subject_token: Secret::new(g.subject_token),
                     subject_token_type: g.subject_token_type,
                     audience: g.audience,
                     scopes: g.scopes,

@@ -101,7 +101,7 @@ impl Authority {
         let lifetime = self.access_lifetime(req.ttl, &scopes)?;
         let (jwt, jti, exp) = self.mint(&req, &scopes, lifetime, None, now)?;
         let mut issued = Issued {
-            token: Secret(jwt),
+            token: Secret::new(jwt),
             token_id: jti.clone(),
             token_type: "Bearer",
             expires_at: exp,
@@ -133,7 +133,7 @@ impl Authority {
                     audit::append(c, &entry)
                 })
                 .await?;
-            issued.refresh_token = Secret(rt.expose().to_string());
+            issued.refresh_token = Secret::new(rt.expose().to_string());
             issued.refresh_expires_at = rt_exp;
         } else {
             // A plain access token has no durable state: only its audit record, which

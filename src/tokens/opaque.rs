@@ -21,10 +21,11 @@ pub(crate) fn generate(prefix: &str) -> Secret {
     SystemRandom::new()
         .fill(raw.as_mut())
         .expect("OS random source");
-    let mut s = Secret(String::with_capacity(prefix.len() + BODY_LEN));
-    s.0.push_str(prefix);
-    B64.encode_string(raw.as_ref(), &mut s.0);
-    s
+    // At its full length from the start and moved, not copied, into the Secret.
+    let mut s = String::with_capacity(prefix.len() + BODY_LEN);
+    s.push_str(prefix);
+    B64.encode_string(raw.as_ref(), &mut s);
+    Secret::new(s)
 }
 
 /// Is `text` shaped like a secret with `prefix`? (Cheap; says nothing about validity.)
