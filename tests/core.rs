@@ -4,7 +4,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::{TestServer, access_spec, authed};
+use common::{TestServer, access_spec, authed, string_claims};
 use tessera::proto::issue_request::Credential;
 use tessera::proto::{
     AccessTokenSpec, ApiKeySpec, BumpTokenVersionRequest, ExchangeRequest, GetJwksRequest,
@@ -74,13 +74,7 @@ async fn api_key_issue_introspect_revoke() {
 #[tokio::test]
 async fn access_token_carries_every_claim() {
     let s = TestServer::start().await;
-    let mut claims = prost_types::Struct::default();
-    claims.fields.insert(
-        "role".into(),
-        prost_types::Value {
-            kind: Some(prost_types::value::Kind::StringValue("admin".into())),
-        },
-    );
+    let claims = string_claims(&[("role", "admin")]);
     let req = IssueRequest {
         credential: Some(Credential::AccessToken(AccessTokenSpec {
             subject: "alice".into(),
@@ -567,16 +561,7 @@ async fn bad_issue_requests_are_invalid_argument() {
         ),
         (
             "registered claim",
-            spec(&|a| {
-                let mut c = prost_types::Struct::default();
-                c.fields.insert(
-                    "sub".into(),
-                    prost_types::Value {
-                        kind: Some(prost_types::value::Kind::StringValue("root".into())),
-                    },
-                );
-                a.claims = Some(c);
-            }),
+            spec(&|a| a.claims = Some(string_claims(&[("sub", "root")]))),
         ),
         ("huge subject", spec(&|a| a.subject = "x".repeat(10_000))),
         (

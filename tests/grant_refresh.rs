@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::grants::*;
-use common::{TestServer, authed, test_config};
+use common::{TestServer, authed, string_claims, test_config};
 use serde_json::json;
 use tessera::clock::Clock;
 use tessera::proto::issue_request::Credential;
@@ -20,19 +20,12 @@ use tonic::{Code, Request};
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
     let s = TestServer::start().await;
-    let mut role = prost_types::Struct::default();
-    role.fields.insert(
-        "role".into(),
-        prost_types::Value {
-            kind: Some(prost_types::value::Kind::StringValue("admin".into())),
-        },
-    );
     let req = IssueRequest {
         credential: Some(Credential::AccessToken(AccessTokenSpec {
             subject: "dana".into(),
             audience: strings(&["payments-api"]),
             scopes: strings(&["read:payments", "write:payments"]),
-            claims: Some(role),
+            claims: Some(string_claims(&[("role", "admin")])),
             client_id: "web-app".into(),
             refresh_token: true,
             ..Default::default()

@@ -4,7 +4,7 @@ mod common;
 
 use base64::Engine;
 use common::grants::*;
-use common::{TestServer, authed};
+use common::{TestServer, authed, string_claims};
 use serde_json::{Value, json};
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
@@ -20,13 +20,6 @@ use tonic::Code;
 #[tokio::test]
 async fn token_exchange_downscopes_and_names_the_actor() {
     let s = TestServer::start().await;
-    let mut claims_struct = prost_types::Struct::default();
-    claims_struct.fields.insert(
-        "role".into(),
-        prost_types::Value {
-            kind: Some(prost_types::value::Kind::StringValue("admin".into())),
-        },
-    );
     let req = IssueRequest {
         credential: Some(Credential::AccessToken(AccessTokenSpec {
             subject: "alice".into(),
@@ -36,7 +29,7 @@ async fn token_exchange_downscopes_and_names_the_actor() {
                 seconds: 120,
                 nanos: 0,
             }),
-            claims: Some(claims_struct),
+            claims: Some(string_claims(&[("role", "admin")])),
             ..Default::default()
         })),
     };

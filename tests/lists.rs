@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestServer, authed};
+use common::{TestServer, authed, string_claims};
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
 use tessera::proto::{
@@ -173,22 +173,13 @@ async fn a_refresh_family_round_trips_its_audience_list_exactly() {
 async fn extra_claim_names_are_list_entries_and_owner_is_reserved() {
     let s = TestServer::start().await;
     let mut tk = s.tokens().await;
-    let with_claim = |name: &str| {
-        let mut claims = prost_types::Struct::default();
-        claims.fields.insert(
-            name.into(),
-            prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue("v".into())),
-            },
-        );
-        IssueRequest {
-            credential: Some(Credential::AccessToken(AccessTokenSpec {
-                subject: "alice".into(),
-                audience: strings(&["api"]),
-                claims: Some(claims),
-                ..AccessTokenSpec::default()
-            })),
-        }
+    let with_claim = |name: &str| IssueRequest {
+        credential: Some(Credential::AccessToken(AccessTokenSpec {
+            subject: "alice".into(),
+            audience: strings(&["api"]),
+            claims: Some(string_claims(&[(name, "v")])),
+            ..AccessTokenSpec::default()
+        })),
     };
     for (name, claim) in [
         ("space", "my role"),

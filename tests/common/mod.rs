@@ -356,6 +356,16 @@ pub fn access_spec(subject: &str) -> IssueRequest {
     }
 }
 
+/// An access token's custom claims, each `(name, value)` a string claim.
+pub fn string_claims(claims: &[(&str, &str)]) -> prost_types::Struct {
+    let string = |v: &str| prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(v.into())),
+    };
+    prost_types::Struct {
+        fields: claims.iter().map(|&(k, v)| (k.into(), string(v))).collect(),
+    }
+}
+
 /// Wraps `msg` with `authorization: Bearer <key>`.
 pub fn authed<T>(msg: T, key: &str) -> Request<T> {
     let mut r = Request::new(msg);
