@@ -329,9 +329,7 @@ impl Authority {
         self.keys.settle(now).await
     }
 
-    /// The public JWK Set, from memory (see [`KeySet::jwks_at`]).
-    ///
-    /// [`KeySet::jwks_at`]: crate::keys::KeySet::jwks_at
+    /// The public JWK Set, from memory (see `KeySet::jwks_at`).
     pub fn jwks_json(&self) -> Arc<str> {
         self.keys.current().jwks_at(self.clock.now())
     }

@@ -2,27 +2,27 @@
 //!
 //! - [`config`]     plain-data `Config`: defaults < TOML file < `TESSERA_*` env < flags
 //! - [`server`]     composes everything, serves gRPC, HTTP and metrics, drains on SIGTERM
-//! - [`authority`]  the service's state, composed from the domains below; start-up, signing-key rotation, housekeeping
+//! - `authority`    the service's state, composed from the domains below; start-up, signing-key rotation, housekeeping
 //! - [`apikeys`]    API keys: the key format (no I/O), the live keys in memory (the hot-path check), issue and rotation
 //! - [`tokens`]     access tokens: claims, minting, the strict verifier and its cache, introspection, opaque tokens
 //! - [`revocation`] the jti blocklist and token versions in memory; revoke, family revocation, bumps
-//! - [`oauth`]      OAuth clients, authorization codes and one file per grant; `rules` holds the pure checks (PKCE, redirect URIs, scopes, `act`, refresh reuse)
+//! - `oauth`        OAuth clients, authorization codes and one file per grant; `rules` holds the pure checks (PKCE, redirect URIs, scopes, `act`, refresh reuse)
 //! - [`keys`]       ring `CryptoProvider`, sealed signing keys, rotation, JWKS
-//! - [`listing`]    the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
-//! - [`auth`]       caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
-//! - [`ratelimit`]  per-key request rates (lock-free GCRA) and the failed-authentication throttle
-//! - [`watch`]      `WatchRevocations`: snapshot or replay from the change log, then live deltas
-//! - [`store`]      SQLite (WAL) or PostgreSQL behind one SQL surface: the private, locked data dir, migrations, group-committing writer, one file per table family
-//! - [`replication`] applies other replicas' change-log rows to this one's memory (PostgreSQL)
-//! - [`service`]    tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
-//! - [`metrics`]    counters, histograms and process metrics for `/metrics`
-//! - [`observe`]    per-request middleware: request id, SERVER spans, request metrics
-//! - [`net`]        listener defences: connection caps, header/request/idle timeouts, their counters
-//! - [`tls`]        rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
+//! - `listing`      the List RPCs (paged, newest first, no secrets) and emergency signing-key revocation
+//! - `auth`         caller → `Principal` (API key in `authorization`, or a SPIFFE client certificate), scope checks
+//! - `ratelimit`    per-key request rates (lock-free GCRA) and the failed-authentication throttle
+//! - `watch`        `WatchRevocations`: snapshot or replay from the change log, then live deltas
+//! - `store`        SQLite (WAL) or PostgreSQL behind one SQL surface: the private, locked data dir, migrations, group-committing writer, one file per table family
+//! - `replication`  applies other replicas' change-log rows to this one's memory (PostgreSQL)
+//! - `service`      tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
+//! - `metrics`      counters, histograms and process metrics for `/metrics`
+//! - `observe`      per-request middleware: request id, SERVER spans, request metrics
+//! - `net`          listener defences: connection caps, header/request/idle timeouts, their counters
+//! - `tls`          rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
 //! - [`secret`]     the one type for secret text: zeroized on drop, `[redacted]` in `Debug`
 //! - [`clock`]      the one source of time
-//! - [`error`]      the error enum and its one mapping to `tonic::Status`
+//! - `error`        the error enum and its one mapping to `tonic::Status`
 //! - [`test_support`] what the integration tests and benchmarks may see of the internals
 //! - [`admin`]      `tessera admin`: the CLI over gRPC, and offline recover, import-key, reseal, backup
 

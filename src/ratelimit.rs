@@ -74,8 +74,9 @@ impl Limiter {
         }
     }
 
-    /// As [`acquire`](Self::acquire), at `now`: a caller that has read the clock
-    /// already passes it on, since the read costs more than the rest of the limiter.
+    /// Takes one request at `now`: `Ok` if within the limit, else how long until one
+    /// would be. The caller passes the clock it has read already, since the read costs
+    /// more than the rest of the limiter.
     pub(crate) fn acquire_at_instant(&self, now: Instant) -> Result<(), Duration> {
         self.acquire_at(nanos_between(self.epoch, now))
     }

@@ -1,6 +1,6 @@
 //! The `tessera admin` command tree and its dispatch: parse, run one command, print
 //! its output (table, or one JSON document with `--json`), exit with a code from
-//! [`exit`](super::remote::exit).
+//! `remote::exit`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,6 +36,9 @@ pub struct AdminArgs {
     json: bool,
 }
 
+// The doc comments are clap's help text: `[tessera:admin]` is the scope the commands
+// need, as `tessera admin --help` prints it, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
     /// API keys: list, show, revoke, rotate [tessera:admin].

@@ -1,6 +1,6 @@
 //! API keys, the credential that says which application calls:
-//! - [`format`]: the key text — generate, parse, checksum, hash (pure, no I/O);
-//! - [`live`]: the live keys in memory, the hot-path check of every call;
+//! - `format`: the key text — generate, parse, checksum, hash (pure, no I/O);
+//! - `live`: the live keys in memory, the hot-path check of every call;
 //! - `check`: the hot-path check of a presented key (throttle, live set, rate limit);
 //! - `issue`: issuing and rotating keys ([`Authority`](crate::authority::Authority) methods).
 

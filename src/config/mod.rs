@@ -78,7 +78,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the state lives: `sqlite://PATH` (the SQLite database file) or a
     /// `postgres://` URL. Defaults to none: `data_dir`/`tessera.db` (see
-    /// [`Config::database`]).
+    /// `Config::database`).
     pub database_url: Option<DatabaseUrl>,
     /// With PostgreSQL, how long introspection keeps answering from memory while the
     /// database cannot be reached, before it fails closed. Defaults to 30 s; at most 1 h.

@@ -1,6 +1,6 @@
 //! Signing keys: the ring-backed `jsonwebtoken` provider ([`provider`]), sealed
 //! storage ([`seal`]), the in-memory key set and its JWKS (`set`), rotation and
-//! revocation (`lifecycle`), and RSA key import ([`import`]).
+//! revocation (`lifecycle`), and RSA key import (`import`).
 //!
 //! The [`Keyring`] holds the signing key, its published successor if one is waiting,
 //! and every key still allowed to verify, in one immutable [`KeySet`] swapped

@@ -5,7 +5,7 @@
 //! audited crypto library in the binary.
 //!
 //! It knows only the algorithms Tessera signs or verifies with: EdDSA and ES256
-//! (generated keys) and RS256/PS256 (imported keys, see [`super::import`]). Every
+//! (generated keys) and RS256/PS256 (imported keys, see `super::import`). Every
 //! other algorithm is refused for signing and verifying alike: code that is never
 //! used is never reviewed, and a `Validation` that lists some other algorithm by
 //! mistake then fails closed. HS256/384/512 get their own refusal, so a JWKS public
@@ -43,7 +43,7 @@ pub(crate) static RING_PROVIDER: CryptoProvider = CryptoProvider {
 const HMAC_REFUSED: &str = "tessera ring provider: HMAC algorithms (HS256/HS384/HS512) are \
                             refused; this service signs and verifies with asymmetric keys only";
 
-/// Installs [`RING_PROVIDER`] as the process-wide jsonwebtoken provider.
+/// Installs `RING_PROVIDER` as the process-wide jsonwebtoken provider.
 ///
 /// Idempotent and safe to race (tests call it from many threads).
 ///

@@ -117,7 +117,7 @@ impl MasterKey {
         Ok(out)
     }
 
-    /// Opens what [`seal`](Self::seal) made for the same `context`.
+    /// Opens what `seal` made for the same `context`.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if sealed.len() < NONCE_LEN {
             return Err(Error::internal("sealed key too short"));

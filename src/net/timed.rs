@@ -13,8 +13,9 @@ use super::{NetMetrics, Port, Timeout};
 /// A connection's stream under a deadline: when it passes while the server waits on
 /// the socket, reads and writes fail with `TimedOut`, the close is counted and logged,
 /// and the connection's owner drops the stream. `D` says which deadline and whose
-/// connection it is: [`Accepted`](super::Accepted) (the idle deadline, on the TCP
-/// stream) or [`Preface`](super::Preface) (the HTTP/2 preface, above TLS).
+/// connection it is: [`Accepted`](super::accept::Accepted) (the idle deadline, on
+/// the TCP stream) or [`Preface`](super::grpc::Preface) (the HTTP/2 preface, above
+/// TLS).
 #[derive(Debug)]
 pub(crate) struct Timed<IO, D> {
     pub(super) io: IO,

@@ -32,7 +32,7 @@ impl Authority {
     /// `authorization_code` with PKCE: the client must be the code's (and authenticate
     /// if confidential), the verifier must match the `S256` challenge, the redirect URI
     /// must repeat the authorization request's exactly, and the code must be unused and
-    /// younger than [`CODE_TTL`](rules::CODE_TTL). Issues an access token (`aud` = the client id, the
+    /// younger than `CODE_TTL`. Issues an access token (`aud` = the client id, the
     /// RFC 9068 §3 default resource) and a refresh token in a new family. A second
     /// redemption with otherwise valid parameters revokes what the first one issued.
     pub async fn grant_authorization_code(

@@ -35,7 +35,7 @@ pub struct CodeRequest {
 impl Authority {
     /// Mints an authorization code (caller needs `tessera:issue`: the login front end,
     /// after it authenticated the user). Bound to client, redirect URI, subject, scopes
-    /// and PKCE challenge; lives [`CODE_TTL`] seconds; single use.
+    /// and PKCE challenge; lives `CODE_TTL` seconds; single use.
     pub async fn issue_authorization_code(
         &self,
         caller: &Caller,

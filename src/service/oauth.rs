@@ -32,7 +32,7 @@ use crate::tokens::{normalize_scopes, valid_list_entry};
 pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// An error as an OAuth HTTP answer: the status and RFC 6749 §5.2 JSON body of
-/// [`Error::mapping`], never cached. A 401 carries the challenge RFC 6749 §5.2 asks
+/// `Error::mapping`, never cached. A 401 carries the challenge RFC 6749 §5.2 asks
 /// for; a rate limit, `Retry-After`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

@@ -47,7 +47,7 @@ pub struct AuditEntry {
     /// The caller's API-key id, or `-` when unauthenticated, `system` for the service
     /// itself, `offline` for an operator's command on the data dir.
     pub caller: String,
-    /// What happened: one of [`KINDS`].
+    /// What happened: one of `KINDS`.
     pub kind: String,
     /// The subject concerned, if any.
     pub subject: String,

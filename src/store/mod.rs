@@ -111,7 +111,7 @@ fn newer_than_binary(found: i64, known: usize) -> Option<Error> {
 
 impl Store {
     /// Opens (creating and migrating if needed) `tessera.db` in `data_dir`, after
-    /// checking that the dir is private and taking its lock (see [`datadir`]): fails,
+    /// checking that the dir is private and taking its lock (see `datadir`): fails,
     /// naming the path, when the dir is not to be trusted or another process has it.
     pub fn open(data_dir: &Path) -> Result<Store> {
         let dir = datadir::DataDir::open(data_dir)?;

@@ -20,8 +20,9 @@ use crate::metrics::StoreStats;
 const MAX_BATCH: usize = 512;
 
 /// Work one batch may run before it commits, however many writes are waiting: what
-/// bounds how long an audit record queued by [`Store::audit_later`] stays in memory
-/// (the batch running when it arrives, then its own, each this long plus a COMMIT).
+/// bounds how long an audit record queued by
+/// [`Store::audit_later`](super::Store::audit_later) stays in memory (the batch
+/// running when it arrives, then its own, each this long plus a COMMIT).
 pub(super) const BATCH_BUDGET: Duration = Duration::from_millis(8);
 
 /// How long the writer lets a batch that holds only queued audit records (nobody

@@ -7,15 +7,13 @@
 //!
 //! - here: the claim times against the clock (which tests, and NTP, may move), and
 //!   that the key is still in its verification window;
-//! - by the caller ([`Authority::check_access_token`]): the blocklist and the
+//! - by the caller (`Authority::check_access_token`): the blocklist and the
 //!   subject's token version.
 //!
 //! So a cached token that is revoked, bumped, expired, or whose key has left the set
 //! is inactive on the very next call. Entries are keyed by the SHA-256 of the whole
 //! token (no token text is kept), leave at the token's own `exp`, and are bounded
 //! both in number and in bytes.
-//!
-//! [`Authority::check_access_token`]: crate::authority::Authority::check_access_token
 
 use std::fmt::Write;
 use std::sync::Arc;

@@ -98,8 +98,8 @@ impl<'de> strict_json::Members<'de> for Fields {
 }
 
 impl Fields {
-    /// The strict reading shared by [`AccessClaims::from_object`] and
-    /// [`AccessClaims::from_json`].
+    /// The strict reading shared by [`AccessClaims::from_json`] and the tests'
+    /// `AccessClaims::from_object`.
     fn into_claims(self) -> Option<(AccessClaims, Jti)> {
         let Fields { known, extra: m } = self;
         let [
@@ -193,7 +193,7 @@ impl AccessClaims {
     }
 
     /// Parses a decoded payload and reads its claims: the same as
-    /// [`strict_json::parse_object`] then [`from_object`](Self::from_object), with the
+    /// `strict_json::parse_object` then `from_object` (both kept for tests), with the
     /// same refusals, without building the whole object as a map first.
     pub(crate) fn from_json(bytes: &[u8]) -> Option<(Self, Jti)> {
         strict_json::parse_members(bytes, Fields::default())?.into_claims()

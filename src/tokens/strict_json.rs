@@ -179,8 +179,8 @@ impl<'de, T: Members<'de>> Visitor<'de> for ObjectSeed<T> {
     }
 }
 
-/// Parses `bytes` as [`parse_object`] does (same refusals, same depth bound), handing
-/// each top-level member to `into` instead of collecting a [`Map`].
+/// Parses `bytes` as the tests' `parse_object` does (same refusals, same depth
+/// bound), handing each top-level member to `into` instead of collecting a [`Map`].
 pub(crate) fn parse_members<'de, T: Members<'de>>(bytes: &'de [u8], into: T) -> Option<T> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let out = ObjectSeed(into).deserialize(&mut de).ok()?;

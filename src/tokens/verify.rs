@@ -1,7 +1,7 @@
 //! The one strict access-token verification. Every check the `jsonwebtoken` crate
 //! leaves to its user is made here, in this order:
 //!
-//! 1. size and shape: at most [`MAX_TOKEN_LEN`] ASCII bytes, exactly three segments;
+//! 1. size and shape: at most `MAX_TOKEN_LEN` ASCII bytes, exactly three segments;
 //! 2. header: strict base64url, a JSON object without duplicates, *only* `alg`, `typ`
 //!    and `kid` (so `crit`, `jwk`, `jku`, `x5u`, `x5c`, `b64`, `zip`, `enc`, ... are all
 //!    refused rather than half-understood), `typ` = `at+jwt`;
@@ -107,7 +107,7 @@ pub(crate) fn verify(token: &str, rules: &Rules<'_>) -> Result<(AccessClaims, Jt
     verify_with_key(token, rules).map(|(claims, jti, _)| (claims, jti))
 }
 
-/// [`verify`], also naming the key that verified the signature.
+/// `verify`, also naming the key that verified the signature.
 pub fn verify_with_key(
     token: &str,
     rules: &Rules<'_>,
