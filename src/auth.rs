@@ -248,7 +248,10 @@ pub(crate) fn interceptor(
                     })
                     .ok_or_else(|| refused(&authority, None, AuthFailure::Malformed))?
                     .trim();
-                let peer = req.remote_addr().map(|a| a.ip());
+                let peer = req
+                    .extensions()
+                    .get::<crate::net::PeerInfo>()
+                    .map(|p| p.remote_addr.ip());
                 let c = authority
                     .authenticate_api_key(key, peer)
                     .map_err(|r| match r {

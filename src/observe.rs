@@ -94,8 +94,10 @@ fn link(span: &Span, headers: &HeaderMap, export: bool) {
 #[derive(Clone)]
 pub(crate) struct Observer {
     authority: Arc<Authority>,
-    /// The server's per-call limit: a call dropped after it is counted as
-    /// `DEADLINE_EXCEEDED`, one dropped sooner as `CANCELLED`.
+    /// The server's per-call limit (`request_timeout`), enforced here: a call still
+    /// without an answer when it passes is answered `DEADLINE_EXCEEDED`. A call the
+    /// client drops after it is counted as `DEADLINE_EXCEEDED` too, one dropped sooner
+    /// as `CANCELLED`.
     timeout: Duration,
     export: bool,
 }
@@ -296,8 +298,17 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
+        let deadline = tokio::time::Instant::from_std(finish.start) + self.observer.timeout;
         Box::pin(async move {
-            let mut res = tracing::Instrument::instrument(fut, span).await?;
+            let fut = tracing::Instrument::instrument(fut, span);
+            let mut res = match within(deadline, fut).await {
+                Some(res) => res?,
+                None => tonic::Status::deadline_exceeded(format!(
+                    "no answer within the server's per-call limit of {:?}",
+                    finish.observer.timeout
+                ))
+                .into_http(),
+            };
             res.headers_mut().insert(REQUEST_ID, rid);
             finish.code = grpc_status(res.headers());
             if row == GRPC_OTHER && finish.code.is_none() {
@@ -310,6 +321,18 @@ where
                 })
             }))
         })
+    }
+}
+
+/// `fut`'s output, or `None` once `deadline` has passed without it. Most calls (a
+/// health check, a cached introspection, an API-key check) are answered in their first
+/// poll: only a call that has to wait builds and arms a timer.
+async fn within<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => tokio::time::timeout_at(deadline, fut).await.ok(),
     }
 }
 

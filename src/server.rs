@@ -77,6 +77,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Calls in flight on one gRPC connection.
+const MAX_CALLS_PER_CONNECTION: u32 = 256;
+
 /// How often housekeeping runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
@@ -193,15 +196,16 @@ pub async fn run(
 
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
-        .timeout(config.request_timeout)
-        .concurrency_limit_per_connection(256)
+        // What bounds a connection's calls in flight: a client may not open more
+        // streams (HTTP/2 SETTINGS), so no per-call semaphore is needed on top.
+        .max_concurrent_streams(MAX_CALLS_PER_CONNECTION)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
-        // Outermost: the request id, span and metrics see every answer, the size
-        // limit's and the interceptor's refusals included. Ids only, never metadata.
+        // Outermost: the request id, span, metrics and the per-call deadline
+        // (`request_timeout`) see every answer, the size limit's and the
+        // interceptor's refusals included. Ids only, never metadata.
         .layer(crate::observe::GrpcLayer(observer.clone()))
         .layer(crate::service::codec::limit_messages(limit))
-        .layer(tower::util::MapRequestLayer::new(net::tcp_connect_info))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -382,3 +382,44 @@ async fn an_oversized_oauth_body_is_an_rfc6749_json_413_not_cached() {
         }
     }
 }
+
+/// A call the server cannot answer within `request_timeout` (here a revocation whose
+/// write waits on a database lock held elsewhere) is answered `DEADLINE_EXCEEDED`, as
+/// the README promises, once the limit has passed; calls answered at once are not
+/// held to it. (tonic's own timeout answered `CANCELLED`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_unanswered_within_request_timeout_gets_deadline_exceeded() {
+    let (s, _tmp) = start(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let token = s.access_token("dora").await.token;
+    assert!(s.introspect(&token).await.unwrap().active);
+
+    let (release, lock) = common::hold_write_lock(&s.data_dir, false).await;
+    let t = Instant::now();
+    let revoke = tessera::proto::RevokeRequest {
+        token: token.clone(),
+        ..Default::default()
+    };
+    let status = s
+        .tokens()
+        .await
+        .revoke(authed(revoke, &s.admin_key))
+        .await
+        .expect_err("the write cannot commit while the lock is held");
+    let took = t.elapsed();
+    release.send(()).unwrap();
+    lock.join().unwrap();
+
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "tessera_grpc_requests_total{method=\"tessera.v1.TokenService/Revoke\",code=\"DEADLINE_EXCEEDED\"} "
+        )
+        .await,
+        1
+    );
+}

@@ -3,15 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::TestServer;
 use serde_json::Value;
-use tessera::test_support::params;
 
 fn basic(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
@@ -357,54 +352,6 @@ async fn token_endpoint_grants_and_errors() {
     }
 }
 
-/// Holds the write lock of the server's database on a connection of its own until the
-/// returned sender is used (or dropped), so every write the server tries fails as in a
-/// storage outage: on SQLite once its busy timeout runs out; on PostgreSQL, which
-/// would wait for the lock indefinitely, each statement left waiting on it is
-/// cancelled, as a statement timeout would. Resolves once the lock is held.
-async fn hold_write_lock(
-    data_dir: &Path,
-) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    const CANCEL_WAITERS: &str = "SELECT pg_cancel_backend(l.pid) FROM pg_locks l
-         JOIN pg_class c ON c.oid = l.relation
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE NOT l.granted AND n.nspname = current_schema()
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let dir = data_dir.to_path_buf();
-    let holder = std::thread::spawn(move || {
-        common::with_database(&dir, move |db| {
-            if db.is_postgres() {
-                // Reads go on; every write waits.
-                let tables = db.query_map(
-                    "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
-                    params![],
-                    |r| r.get::<String>(0),
-                )?;
-                db.execute_batch(&format!(
-                    "BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE",
-                    tables.join(", ")
-                ))?;
-            } else {
-                db.execute_batch("BEGIN IMMEDIATE")?;
-            }
-            held_tx.send(()).unwrap();
-            while let Err(RecvTimeoutError::Timeout) =
-                release_rx.recv_timeout(Duration::from_millis(20))
-            {
-                if db.is_postgres() {
-                    db.query_map(CANCEL_WAITERS, params![], |r| r.get::<bool>(0))?;
-                }
-            }
-            db.execute_batch("ROLLBACK")?;
-            Ok(())
-        })
-    });
-    held_rx.await.expect("the write lock is held");
-    (release_tx, holder)
-}
-
 /// A storage outage is one error, so every endpoint and both ports word it alike:
 /// 503 `temporarily_unavailable` over HTTP (RFC 7009 §2.2.1: the token may still be
 /// live, retry later), `UNAVAILABLE` over gRPC, and the same message. The token and
@@ -433,7 +380,7 @@ async fn a_storage_outage_reads_the_same_on_every_endpoint_and_port() {
     );
 
     // Another connection holds the write lock: every write the service tries fails.
-    let (release, lock) = hold_write_lock(&s.data_dir).await;
+    let (release, lock) = common::hold_write_lock(&s.data_dir, true).await;
     let bump = tessera::proto::BumpTokenVersionRequest {
         subject: "alice".into(),
         reason: "outage".into(),

@@ -25,8 +25,6 @@ const H2_PREFACE_LEN: usize = 24;
 pub(crate) struct PeerInfo {
     /// The client's address.
     pub(crate) remote_addr: SocketAddr,
-    /// The listener's address.
-    pub(crate) local_addr: Option<SocketAddr>,
     /// The SPIFFE id of the client's verified certificate, if it has one (mTLS only).
     pub(crate) spiffe_id: Option<Arc<str>>,
 }
@@ -54,7 +52,6 @@ impl GrpcConn {
         let g = io.guarded();
         let info = PeerInfo {
             remote_addr: g.state.peer,
-            local_addr: g.io.local_addr().ok(),
             spiffe_id,
         };
         let (port, metrics) = (g.state.slot.port, g.state.slot.metrics.clone());
@@ -102,19 +99,6 @@ impl tonic::transport::server::Connected for GrpcConn {
     fn connect_info(&self) -> Self::ConnectInfo {
         self.state.info.clone()
     }
-}
-
-/// Copies the client's address where tonic's `Request::remote_addr` looks for it,
-/// since the connection's own info is a [`PeerInfo`].
-pub(crate) fn tcp_connect_info<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
-    if let Some(p) = req.extensions().get::<PeerInfo>() {
-        let info = tonic::transport::server::TcpConnectInfo {
-            local_addr: p.local_addr,
-            remote_addr: Some(p.remote_addr),
-        };
-        req.extensions_mut().insert(info);
-    }
-    req
 }
 
 /// The gRPC listener's connections, capped, TLS-terminated when TLS is on, and

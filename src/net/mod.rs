@@ -24,7 +24,7 @@ mod timed;
 
 pub(crate) use accept::Guarded;
 pub(crate) use counters::NetMetrics;
-pub(crate) use grpc::{GrpcIncoming, PeerInfo, tcp_connect_info};
+pub(crate) use grpc::{GrpcIncoming, PeerInfo};
 pub(crate) use handshake::MaybeTls;
 pub(crate) use http::serve_http;
 pub(crate) use timed::{Deadline, Timed};

@@ -375,3 +375,55 @@ pub fn authed<T>(msg: T, key: &str) -> Request<T> {
     );
     r
 }
+
+/// Holds the write lock of the server's database on a connection of its own until the
+/// returned sender is used (or dropped), so every write the server tries waits for it:
+/// on SQLite until its busy timeout runs out, then fails as in a storage outage; on
+/// PostgreSQL indefinitely, unless `cancel_waiters`, when each statement left waiting
+/// on it is cancelled, as a statement timeout would, and fails the same way.
+/// Resolves once the lock is held.
+pub async fn hold_write_lock(
+    data_dir: &Path,
+    cancel_waiters: bool,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    const CANCEL_WAITERS: &str = "SELECT pg_cancel_backend(l.pid) FROM pg_locks l
+         JOIN pg_class c ON c.oid = l.relation
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT l.granted AND n.nspname = current_schema()
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let dir = data_dir.to_path_buf();
+    let holder = std::thread::spawn(move || {
+        with_database(&dir, move |db| {
+            if db.is_postgres() {
+                // Reads go on; every write waits.
+                let tables = db.query_map(
+                    "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
+                    tessera::test_support::params![],
+                    |r| r.get::<String>(0),
+                )?;
+                db.execute_batch(&format!(
+                    "BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE",
+                    tables.join(", ")
+                ))?;
+            } else {
+                db.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            held_tx.send(()).unwrap();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                release_rx.recv_timeout(Duration::from_millis(20))
+            {
+                if cancel_waiters && db.is_postgres() {
+                    db.query_map(CANCEL_WAITERS, tessera::test_support::params![], |r| {
+                        r.get::<bool>(0)
+                    })?;
+                }
+            }
+            db.execute_batch("ROLLBACK")?;
+            Ok(())
+        })
+    });
+    held_rx.await.expect("the write lock is held");
+    (release_tx, holder)
+}
