@@ -458,18 +458,22 @@ impl Pace {
     }
 }
 
-/// Runs one job in its own savepoint, so a failing write leaves no trace and spares its
-/// batch-mates; says whether storage failed under it.
-fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-        tracing::error!(error = %e, "store: cannot open savepoint");
-        failed();
-        // Run nothing: the caller hears Unavailable.
-        let finish: Finish = Box::new(move |_| drop(job));
-        return (true, finish);
+/// Opens the savepoint one write runs in, so a write that fails leaves no trace and
+/// spares its batch-mates. False (counted and logged) if storage would not open it.
+fn open_savepoint(conn: &Db<'_>, failed: &impl Fn() -> u64) -> bool {
+    match conn.execute_batch("SAVEPOINT job") {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot open savepoint");
+            failed();
+            false
+        }
     }
-    let (outcome, finish) = job(conn);
-    let end = if outcome == Outcome::Ok {
+}
+
+/// Closes the savepoint [`open_savepoint`] opened, keeping the write or undoing it.
+fn close_savepoint(conn: &Db<'_>, keep: bool, failed: &impl Fn() -> u64) {
+    let end = if keep {
         "RELEASE job"
     } else {
         "ROLLBACK TO job; RELEASE job"
@@ -478,6 +482,17 @@ fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish)
         tracing::error!(error = %e, "store: cannot close savepoint");
         failed();
     }
+}
+
+/// Runs one job in its own savepoint; says whether storage failed under it.
+fn run_job(conn: &Db<'_>, job: Job, failed: &impl Fn() -> u64) -> (bool, Finish) {
+    if !open_savepoint(conn, failed) {
+        // Run nothing: the caller hears Unavailable.
+        let finish: Finish = Box::new(move |_| drop(job));
+        return (true, finish);
+    }
+    let (outcome, finish) = job(conn);
+    close_savepoint(conn, outcome == Outcome::Ok, failed);
     (outcome == Outcome::StorageFailed, finish)
 }
 
@@ -490,28 +505,18 @@ fn rotate(conn: &Db<'_>, r: &Rotate) -> Result<bool> {
     Ok(won)
 }
 
-/// Runs a rotation in its own savepoint, so that if it fails it leaves no trace and
-/// spares its batch-mates; says whether storage failed under it, and how it went.
+/// Runs a rotation in its own savepoint; says whether storage failed under it, and
+/// how it went.
 fn rotate_in_savepoint(
     conn: &Db<'_>,
     r: &Rotate,
     failed: &impl Fn() -> u64,
 ) -> (bool, Result<bool>) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-        tracing::error!(error = %e, "store: cannot open savepoint");
-        failed();
+    if !open_savepoint(conn, failed) {
         return (true, Err(Error::Unavailable));
     }
     let won = rotate(conn, r);
-    let end = if won.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    if let Err(e) = conn.execute_batch(end) {
-        tracing::error!(error = %e, "store: cannot close savepoint");
-        failed();
-    }
+    close_savepoint(conn, won.is_ok(), failed);
     (matches!(won, Err(Error::Unavailable)), won)
 }
 
