@@ -160,7 +160,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, "API key issued");
         Ok(Issued {
-            token: Secret::new(key.expose().to_string()),
+            token: key,
             token_id: id,
             token_type: "api_key",
             expires_at,
@@ -307,7 +307,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(key_id = %id, rotated_from = %from, old_expires_at, "API key rotated");
         Ok(Issued {
-            token: Secret::new(key.expose().to_string()),
+            token: key,
             token_id: id,
             token_type: "api_key",
             expires_at,

@@ -176,7 +176,7 @@ impl Authority {
         };
         Metrics::inc(&self.metrics.issued);
         Ok(Granted {
-            refresh_token: Secret::new(rt.expose().to_string()),
+            refresh_token: rt,
             ..Granted::bearer(jwt, now, exp, code.scopes)
         })
     }

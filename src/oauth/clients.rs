@@ -7,7 +7,6 @@ use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules;
-use crate::secret::Secret;
 use crate::store::apikeys as apikey_rows;
 use crate::store::audit;
 use crate::store::clients::{self, ClientRow};
@@ -152,7 +151,7 @@ impl Authority {
         Metrics::inc(&self.metrics.issued);
         tracing::info!(client_id = %id, public = reg.public, "OAuth client registered");
         Ok(Issued {
-            token: Secret::new(secret.map(|k| k.expose().to_string()).unwrap_or_default()),
+            token: secret.unwrap_or_default(),
             token_id: id,
             token_type: "client",
             expires_at,

@@ -5,7 +5,6 @@ use crate::authority::{Authority, Issued, audit_entry};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oauth::rules::{self, CODE_TTL};
-use crate::secret::Secret;
 use crate::store::audit;
 use crate::store::codes::{self, CodeRow};
 use crate::tokens::{check_field, opaque};
@@ -100,7 +99,7 @@ impl Authority {
         }
         Metrics::inc(&self.metrics.issued);
         Ok(Issued {
-            token: Secret::new(code.expose().to_string()),
+            token: code,
             token_id: code_id,
             token_type: "authorization_code",
             expires_at,

@@ -133,7 +133,7 @@ impl Authority {
                     audit::append(c, &entry)
                 })
                 .await?;
-            issued.refresh_token = Secret::new(rt.expose().to_string());
+            issued.refresh_token = rt;
             issued.refresh_expires_at = rt_exp;
         } else {
             // A plain access token has no durable state: only its audit record, which
