@@ -52,9 +52,11 @@ pub(crate) fn block_with_descendants(
 }
 
 /// Is the access token `jti` of `subject`, stamped with version `ver`, still live as
-/// far as the store knows: not blocklisted, not minted from a revoked refresh family,
-/// and its subject's version not bumped past `ver`? Asked inside the write that derives
-/// a token from it, so no revocation can slip between the check and the derivation.
+/// far as the store knows: not blocklisted and its subject's version not bumped past
+/// `ver`? Asked inside the write that derives a token from it, so no revocation can
+/// slip between the check and the derivation. A token minted from a since-revoked
+/// refresh family is on the blocklist: the family's revocation put it there in the
+/// same write (see [`refresh::revoke_family`](super::refresh::revoke_family)).
 pub(crate) fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Result<bool> {
     let blocked = conn
         .query_row(
@@ -64,17 +66,8 @@ pub(crate) fn still_live(conn: &Db, jti: &str, subject: &str, ver: u64) -> Resul
         )
         .optional()?
         .is_some();
-    let family_revoked = conn
-        .query_row(
-            "SELECT 1 FROM family_access_tokens a JOIN refresh_families f ON f.id = a.family_id
-             WHERE a.jti = ?1 AND f.revoked_at IS NOT NULL LIMIT 1",
-            params![jti],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
     let bumped = revocation_rows::version(conn, subject)? > ver;
-    Ok(!blocked && !family_revoked && !bumped)
+    Ok(!blocked && !bumped)
 }
 
 /// Drops links whose child expired before `before`: everything below it expired no
@@ -91,14 +84,11 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
 
+    use crate::store::refresh;
+
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
-        for sql in [
-            include_str!("migrations/0001_init.sql"),
-            include_str!("migrations/0002_oauth.sql"),
-            include_str!("migrations/0003_lists_lineage.sql"),
-            include_str!("migrations/0006_change_log.sql"),
-        ] {
+        for sql in crate::store::sqlite::MIGRATIONS {
             c.execute_batch(sql).unwrap();
         }
         c
@@ -127,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn still_live_sees_blocklist_family_and_version() {
+    fn still_live_sees_blocklist_revoked_family_and_version() {
         let c_conn = db();
         let c = Db::Sqlite(&c_conn);
         assert!(still_live(&c, "j", "alice", 0).unwrap());
@@ -136,12 +126,25 @@ mod tests {
         assert!(still_live(&c, "j", "alice", 1).unwrap());
         revocation_rows::block_jti(&c, "j", 10).unwrap();
         assert!(!still_live(&c, "j", "alice", 1).unwrap());
-        c.execute_batch(
-            "INSERT INTO refresh_families (id, subject, client_id, audience, scopes, claims, created_at, absolute_expires_at, revoked_at)
-             VALUES ('f', 'bo', 'c', '[]', '[]', '{}', 0, 99, 5);
-             INSERT INTO family_access_tokens (family_id, jti, expires_at) VALUES ('f', 'k', 99);",
-        )
-        .unwrap();
+
+        // A token minted from a family, then the family revoked as every revocation
+        // does it: the family's live tokens blocklisted in the same write.
+        let family = refresh::FamilyRow {
+            id: "f".into(),
+            subject: "bo".into(),
+            client_id: "c".into(),
+            audience: vec![],
+            scopes: vec![],
+            claims: "{}".into(),
+            created_at: 0,
+            absolute_expires_at: 99,
+            revoked_at: None,
+        };
+        refresh::insert_family(&c, &family).unwrap();
+        refresh::record_access_token(&c, "f", "k", 99).unwrap();
+        assert!(still_live(&c, "k", "bo", 0).unwrap());
+        let minted = refresh::revoke_family(&c, "f", 5).unwrap();
+        block_with_descendants(&c, minted, 5).unwrap();
         assert!(!still_live(&c, "k", "bo", 0).unwrap());
     }
 }

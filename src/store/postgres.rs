@@ -73,7 +73,10 @@ pub(super) const NOTIFY: &str = "NOTIFY tessera_changes";
 const POLL: Duration = Duration::from_millis(250);
 
 /// Numbered migrations; the version applied is kept in `schema_version`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_drop_family_jti_index.sql"),
+];
 
 /// Connections per replica: the writer's, a few readers', and room for bursts.
 const POOL_SIZE: usize = 8;

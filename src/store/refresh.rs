@@ -174,7 +174,11 @@ pub(crate) fn rotate(conn: &Db, r: &Rotation, now: i64) -> Result<bool> {
     Ok(won)
 }
 
-/// Revokes a family; returns the (jti, exp) of access tokens it minted that are still alive.
+/// Revokes a family; returns the (jti, exp) of access tokens it minted that are still
+/// alive. The caller blocklists them in the same write (with what was derived from
+/// them, [`lineage::block_with_descendants`](super::lineage::block_with_descendants)):
+/// the blocklist is what says a token from a revoked family is dead, in memory and in
+/// [`lineage::still_live`](super::lineage::still_live).
 pub(crate) fn revoke_family(conn: &Db, family_id: &str, at: i64) -> Result<Vec<(String, i64)>> {
     conn.execute(
         "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",

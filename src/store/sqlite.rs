@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_key_lifecycle.sql"),
     include_str!("migrations/0008_refresh_grace_client_secrets.sql"),
     include_str!("migrations/0009_rate_limits.sql"),
+    include_str!("migrations/0010_drop_family_jti_index.sql"),
 ];
 
 /// Data rewrites SQL cannot express, run right after the migration to `version`.
