@@ -13,6 +13,9 @@ WORKDIR /src
 # cargo the targets the manifest declares; build.rs is a stub too, so a proto change
 # does not invalidate this layer (the build-dependencies still get compiled here).
 COPY Cargo.toml Cargo.lock ./
+# The build flags (tokio's unstable runtime API, see src/main.rs): the dependencies are
+# compiled with them too.
+COPY .cargo ./.cargo
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs benches/hot_path.rs \
