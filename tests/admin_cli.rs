@@ -159,17 +159,12 @@ async fn keys_list_filters_and_includes_revoked_only_when_asked() {
     let s = TestServer::start().await;
     let live = s.api_key(&["read:payments"]).await;
     let gone = s.api_key(&["read:payments"]).await;
-    s.tokens()
-        .await
-        .revoke(authed(
-            RevokeRequest {
-                token_id: gone.token_id.clone(),
-                ..RevokeRequest::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.revoke(RevokeRequest {
+        token_id: gone.token_id.clone(),
+        ..RevokeRequest::default()
+    })
+    .await
+    .unwrap();
 
     let default = admin(&s, &["keys", "list", "--owner", "team-test"]).await;
     assert_ok(&default);
@@ -317,23 +312,17 @@ async fn exit_codes_say_who_is_at_fault() {
 async fn clients_list_shows_registered_clients() {
     let s = TestServer::start().await;
     let client = s
-        .tokens()
+        .issue(IssueRequest {
+            credential: Some(Credential::Client(ClientSpec {
+                name: "web-spa".into(),
+                public: true,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                scopes: vec!["read:payments".into()],
+                ..Default::default()
+            })),
+        })
         .await
-        .issue(authed(
-            IssueRequest {
-                credential: Some(Credential::Client(ClientSpec {
-                    name: "web-spa".into(),
-                    public: true,
-                    redirect_uris: vec!["https://app.example/cb".into()],
-                    scopes: vec!["read:payments".into()],
-                    ..Default::default()
-                })),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
 
     let run = admin(&s, &["clients", "list"]).await;
     assert_ok(&run);
@@ -587,17 +576,12 @@ async fn backup_while_serving_and_writing_restores_keys_and_revocations() {
     let s = TestServer::start().await;
     let kept = s.api_key(&["tessera:introspect"]).await;
     let revoked = s.api_key(&["tessera:introspect"]).await;
-    s.tokens()
-        .await
-        .revoke(authed(
-            RevokeRequest {
-                token_id: revoked.token_id.clone(),
-                ..RevokeRequest::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.revoke(RevokeRequest {
+        token_id: revoked.token_id.clone(),
+        ..RevokeRequest::default()
+    })
+    .await
+    .unwrap();
 
     // Keep the server writing through the backup.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

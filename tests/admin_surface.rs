@@ -31,33 +31,7 @@ async fn issue(
     let req = IssueRequest {
         credential: Some(Credential::ApiKey(spec)),
     };
-    s.tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn list_keys(
-    s: &TestServer,
-    req: ListApiKeysRequest,
-) -> Result<tessera::proto::ListApiKeysResponse, tonic::Status> {
-    s.tokens()
-        .await
-        .list_api_keys(authed(req, &s.admin_key))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn audit(
-    s: &TestServer,
-    req: ListAuditEventsRequest,
-) -> Result<tessera::proto::ListAuditEventsResponse, tonic::Status> {
-    s.tokens()
-        .await
-        .list_audit_events(authed(req, &s.admin_key))
-        .await
-        .map(|r| r.into_inner())
+    s.issue(req).await
 }
 
 #[tokio::test]
@@ -86,17 +60,15 @@ async fn list_api_keys_filters_pages_newest_first_and_refuses_forged_page_tokens
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = list_keys(
-            &s,
-            ListApiKeysRequest {
+        let page = s
+            .list_api_keys(ListApiKeysRequest {
                 owner: "team-a".into(),
                 page_size: 2,
                 page_token: token.clone(),
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap();
         pages += 1;
         assert!(page.api_keys.len() <= 2);
         seen.extend(page.api_keys.iter().map(|k| k.key_id.clone()));
@@ -118,15 +90,13 @@ async fn list_api_keys_filters_pages_newest_first_and_refuses_forged_page_tokens
     assert_eq!(sorted.len(), 5);
 
     // Environment filter.
-    let test_env = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let test_env = s
+        .list_api_keys(ListApiKeysRequest {
             environment: "test".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(test_env.api_keys.len(), 1);
     assert_eq!(test_env.api_keys[0].key_id, other.token_id);
     assert_eq!(test_env.api_keys[0].owner, "team-b");
@@ -144,40 +114,34 @@ async fn list_api_keys_filters_pages_newest_first_and_refuses_forged_page_tokens
         ))
         .await
         .unwrap();
-    let without = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let without = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-b".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert!(without.api_keys.is_empty());
-    let with = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let with = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-b".into(),
             include_revoked: true,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(with.api_keys.len(), 1);
     assert!(with.api_keys[0].revoked);
 
     // A page token that was tampered with, is garbage, or belongs to other filters.
-    let first = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let first = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-a".into(),
             page_size: 1,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     let good = first.next_page_token.clone();
     let (cursor, tag) = good.split_once('.').unwrap();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -193,29 +157,25 @@ async fn list_api_keys_filters_pages_newest_first_and_refuses_forged_page_tokens
         ("other filters", good.clone(), "team-b"),
     ];
     for (name, page_token, owner) in cases {
-        let err = list_keys(
-            &s,
-            ListApiKeysRequest {
+        let err = s
+            .list_api_keys(ListApiKeysRequest {
                 owner: owner.into(),
                 page_size: 1,
                 page_token,
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}");
     }
     // Over the maximum page size is clamped, not refused.
-    let big = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let big = s
+        .list_api_keys(ListApiKeysRequest {
             page_size: 100_000,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(
         big.api_keys.len(),
         6,
@@ -277,13 +237,7 @@ async fn list_clients_pages_newest_first() {
                 ..Default::default()
             })),
         };
-        let r = s
-            .tokens()
-            .await
-            .issue(authed(req, &s.admin_key))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = s.issue(req).await.unwrap();
         ids.push(r.token_id);
         s.clock.advance(1);
     }
@@ -343,15 +297,13 @@ async fn list_audit_events_filters_by_subject_caller_kind_and_time() {
         .await
         .unwrap();
 
-    let all_alice = audit(
-        &s,
-        ListAuditEventsRequest {
+    let all_alice = s
+        .list_audit_events(ListAuditEventsRequest {
             subject: "alice".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(all_alice.events.len(), 3);
     assert!(
         all_alice.events.windows(2).all(|w| w[0].id > w[1].id),
@@ -364,9 +316,8 @@ async fn list_audit_events_filters_by_subject_caller_kind_and_time() {
         let d = e.detail.as_ref().unwrap();
         assert!(d.fields.contains_key("scopes"), "{d:?}");
     }
-    let by_time = audit(
-        &s,
-        ListAuditEventsRequest {
+    let by_time = s
+        .list_audit_events(ListAuditEventsRequest {
             subject: "alice".into(),
             since: Some(Timestamp {
                 seconds: t0 + 5,
@@ -377,72 +328,61 @@ async fn list_audit_events_filters_by_subject_caller_kind_and_time() {
                 nanos: 0,
             }),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(by_time.events.len(), 2);
-    let by_caller = audit(
-        &s,
-        ListAuditEventsRequest {
+    let by_caller = s
+        .list_audit_events(ListAuditEventsRequest {
             key_id: issuer.token_id.clone(),
             page_size: 3,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(by_caller.events.len(), 3);
-    let rest = audit(
-        &s,
-        ListAuditEventsRequest {
+    let rest = s
+        .list_audit_events(ListAuditEventsRequest {
             key_id: issuer.token_id.clone(),
             page_size: 3,
             page_token: by_caller.next_page_token.clone(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(rest.events.len(), 1);
     assert!(rest.next_page_token.is_empty());
     assert!(rest.events[0].id < by_caller.events[2].id);
-    let issued_keys = audit(
-        &s,
-        ListAuditEventsRequest {
+    let issued_keys = s
+        .list_audit_events(ListAuditEventsRequest {
             kind: "api_key.issued".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(issued_keys.events.len(), 2, "bootstrap and the issuer key");
     assert_eq!(issued_keys.events[0].token_id, issuer.token_id);
-    let typo = audit(
-        &s,
-        ListAuditEventsRequest {
+    let typo = s
+        .list_audit_events(ListAuditEventsRequest {
             kind: "token.isued".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap_err();
+        })
+        .await
+        .unwrap_err();
     assert_eq!(typo.code(), Code::InvalidArgument);
     assert!(
         typo.message().contains("token.issued"),
         "{}",
         typo.message()
     );
-    let other_filter = audit(
-        &s,
-        ListAuditEventsRequest {
+    let other_filter = s
+        .list_audit_events(ListAuditEventsRequest {
             kind: "token.issued".into(),
             page_token: by_caller.next_page_token,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap_err();
+        })
+        .await
+        .unwrap_err();
     assert_eq!(other_filter.code(), Code::InvalidArgument);
 }
 
@@ -537,29 +477,25 @@ async fn list_rpcs_never_return_a_secret_or_a_hash() {
         assert!(secret.len() >= 43, "{secret:?} is not the whole secret");
         secrets.push(secret.to_string());
     }
-    let keys = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let keys = s
+        .list_api_keys(ListApiKeysRequest {
             include_revoked: true,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     let clients = t
         .list_clients(authed(ListClientsRequest::default(), &s.admin_key))
         .await
         .unwrap()
         .into_inner();
-    let events = audit(
-        &s,
-        ListAuditEventsRequest {
+    let events = s
+        .list_audit_events(ListAuditEventsRequest {
             page_size: 500,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     let signing = s
         .keys()
         .await
@@ -620,15 +556,13 @@ async fn unknown_service_scopes_are_refused_on_new_keys() {
 async fn last_used_at_is_listed_once_flushed() {
     let s = TestServer::start().await;
     let k = s.api_key(&["tessera:introspect"]).await;
-    let before = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let before = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-test".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert!(before.api_keys[0].last_used_at.is_none());
     let mut t = s.tokens().await;
     t.introspect(authed(
@@ -642,15 +576,13 @@ async fn last_used_at_is_listed_once_flushed() {
     .unwrap();
     // A graceful stop flushes use times.
     let s = s.restart().await;
-    let after = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let after = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-test".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert!(after.api_keys[0].last_used_at.is_some());
 }
 
@@ -724,16 +656,14 @@ async fn revoking_the_active_signing_key_kills_its_tokens_and_signing_goes_on() 
             .all(|k| k.alg == "EdDSA" && k.created_at.is_some())
     );
 
-    let events = audit(
-        &s,
-        ListAuditEventsRequest {
+    let events = s
+        .list_audit_events(ListAuditEventsRequest {
             kind: "key.revoked".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .events;
+        })
+        .await
+        .unwrap()
+        .events;
     assert_eq!(
         events.len(),
         1,
@@ -816,16 +746,14 @@ async fn a_rotated_api_key_works_through_the_overlap_then_only_its_successor() {
     assert_ne!(new.token_id, old.token_id);
     assert!(new.token.starts_with("tsk_prod_"), "environment inherited");
     assert_eq!(new.scopes, vec!["read", "tessera:introspect"]);
-    let listed = list_keys(
-        &s,
-        ListApiKeysRequest {
+    let listed = s
+        .list_api_keys(ListApiKeysRequest {
             owner: "team-a".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .api_keys;
+        })
+        .await
+        .unwrap()
+        .api_keys;
     let info = |id: &str| listed.iter().find(|k| k.key_id == id).unwrap().clone();
     assert_eq!(info(&old.token_id).rotated_to, new.token_id);
     assert_eq!(info(&new.token_id).name, "svc");
@@ -860,16 +788,14 @@ async fn a_rotated_api_key_works_through_the_overlap_then_only_its_successor() {
     assert_eq!(works(new.token.clone()).await, Ok(()));
     assert!(!s.introspect(&old.token).await.unwrap().active);
 
-    let events = audit(
-        &s,
-        ListAuditEventsRequest {
+    let events = s
+        .list_audit_events(ListAuditEventsRequest {
             kind: "api_key.rotated".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .events;
+        })
+        .await
+        .unwrap()
+        .events;
     assert_eq!(events[0].token_id, new.token_id);
     let d = events[0].detail.as_ref().unwrap();
     assert!(format!("{d:?}").contains(&old.token_id));
@@ -930,17 +856,12 @@ async fn api_key_rotation_refuses_bad_requests() {
     s.clock.advance(20);
     assert!(!s.introspect(&k.token).await.unwrap().active);
     // A revoked key cannot be rotated.
-    s.tokens()
-        .await
-        .revoke(authed(
-            tessera::proto::RevokeRequest {
-                token_id: next.token_id.clone(),
-                ..Default::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.revoke(tessera::proto::RevokeRequest {
+        token_id: next.token_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         code(issue(&s, rot(&next.token_id, None)).await),
         Err(Code::FailedPrecondition)

@@ -53,17 +53,12 @@ async fn revoked_cached_token_is_inactive_on_the_next_call() {
     let s = TestServer::start().await;
     let t = cached_token(&s, "alice").await;
     let other = cached_token(&s, "alice").await;
-    s.tokens()
-        .await
-        .revoke(authed(
-            RevokeRequest {
-                token: t.clone(),
-                ..RevokeRequest::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .expect("revoke");
+    s.revoke(RevokeRequest {
+        token: t.clone(),
+        ..RevokeRequest::default()
+    })
+    .await
+    .expect("revoke");
     assert!(!active_from_cache(&s, &t).await);
     assert!(active_from_cache(&s, &other).await, "only that token");
 }
@@ -73,17 +68,12 @@ async fn bumped_cached_token_is_inactive_on_the_next_call() {
     let s = TestServer::start().await;
     let t = cached_token(&s, "bob").await;
     let bystander = cached_token(&s, "carol").await;
-    s.tokens()
-        .await
-        .bump_token_version(authed(
-            BumpTokenVersionRequest {
-                subject: "bob".into(),
-                reason: "test".into(),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .expect("bump");
+    s.bump(BumpTokenVersionRequest {
+        subject: "bob".into(),
+        reason: "test".into(),
+    })
+    .await
+    .expect("bump");
     assert!(!active_from_cache(&s, &t).await);
     assert!(active_from_cache(&s, &bystander).await, "only that subject");
     // A token minted after the bump is live.

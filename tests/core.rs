@@ -50,11 +50,7 @@ async fn api_key_issue_introspect_revoke() {
             .active
     );
 
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&key.token), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke_token(&key.token)).await.unwrap();
     let r = s.introspect(&key.token).await.unwrap();
     assert_eq!(r, Default::default(), "inactive carries nothing else");
     // ... and it stops working as a credential at once.
@@ -89,13 +85,7 @@ async fn access_token_carries_every_claim() {
             refresh_token: false,
         })),
     };
-    let t = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = s.issue(req).await.unwrap();
     assert_eq!(t.token_type, "Bearer");
     assert_eq!(t.token.split('.').count(), 3);
     let header: serde_json::Value =
@@ -127,11 +117,7 @@ async fn revoke_by_token_and_by_jti() {
     let b = s.access_token("alice").await;
     assert!(s.introspect(&a.token).await.unwrap().active);
 
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&a.token), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke_token(&a.token)).await.unwrap();
     assert!(!s.introspect(&a.token).await.unwrap().active);
     assert!(
         s.introspect(&b.token).await.unwrap().active,
@@ -142,36 +128,15 @@ async fn revoke_by_token_and_by_jti() {
         token_id: b.token_id.clone(),
         ..RevokeRequest::default()
     };
-    s.tokens()
-        .await
-        .revoke(authed(by_id.clone(), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(by_id.clone()).await.unwrap();
     assert!(!s.introspect(&b.token).await.unwrap().active);
 
     // Idempotent, and unknown tokens succeed (RFC 7009 §2.2).
-    s.tokens()
-        .await
-        .revoke(authed(by_id, &s.admin_key))
-        .await
-        .unwrap();
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&a.token), &s.admin_key))
-        .await
-        .unwrap();
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token("garbage"), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(by_id).await.unwrap();
+    s.revoke(revoke_token(&a.token)).await.unwrap();
+    s.revoke(revoke_token("garbage")).await.unwrap();
     let both_empty = RevokeRequest::default();
-    let e = s
-        .tokens()
-        .await
-        .revoke(authed(both_empty, &s.admin_key))
-        .await
-        .unwrap_err();
+    let e = s.revoke(both_empty).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
@@ -184,13 +149,7 @@ async fn bump_token_version_logs_out_everywhere() {
         subject: "bob".into(),
         reason: "password changed".into(),
     };
-    let v = s
-        .tokens()
-        .await
-        .bump_token_version(authed(bump, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let v = s.bump(bump).await.unwrap();
     assert_eq!(v.token_version, 1);
     assert!(
         !s.introspect(&old.token).await.unwrap().active,
@@ -213,13 +172,7 @@ async fn refresh_token_issue_introspect_revoke_kills_family() {
     if let Some(Credential::AccessToken(spec)) = &mut req.credential {
         spec.refresh_token = true;
     }
-    let t = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = s.issue(req).await.unwrap();
     assert!(t.refresh_token.starts_with("tsr_"));
     assert!(t.refresh_expires_at.unwrap().seconds > t.expires_at.unwrap().seconds);
     let r = s.introspect(&t.refresh_token).await.unwrap();
@@ -228,11 +181,7 @@ async fn refresh_token_issue_introspect_revoke_kills_family() {
     assert_eq!(r.subject, "dana");
     assert_eq!(r.audience, vec!["payments-api"]);
 
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&t.refresh_token), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke_token(&t.refresh_token)).await.unwrap();
     assert!(!s.introspect(&t.refresh_token).await.unwrap().active);
     assert!(
         !s.introspect(&t.token).await.unwrap().active,
@@ -247,22 +196,12 @@ async fn bump_revokes_refresh_families() {
     if let Some(Credential::AccessToken(spec)) = &mut req.credential {
         spec.refresh_token = true;
     }
-    let t = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = s.issue(req).await.unwrap();
     let bump = BumpTokenVersionRequest {
         subject: "erin".into(),
         reason: String::new(),
     };
-    s.tokens()
-        .await
-        .bump_token_version(authed(bump, &s.admin_key))
-        .await
-        .unwrap();
+    s.bump(bump).await.unwrap();
     assert!(!s.introspect(&t.refresh_token).await.unwrap().active);
 }
 
@@ -371,27 +310,15 @@ async fn restart_keeps_keys_revocations_versions_and_api_keys() {
     let key = s.api_key(&["tessera:introspect"]).await;
     let live = s.access_token("henry").await;
     let revoked = s.access_token("henry").await;
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&revoked.token), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke_token(&revoked.token)).await.unwrap();
     let old_ver = s.access_token("ivy").await;
     let bump = BumpTokenVersionRequest {
         subject: "ivy".into(),
         reason: String::new(),
     };
-    s.tokens()
-        .await
-        .bump_token_version(authed(bump, &s.admin_key))
-        .await
-        .unwrap();
+    s.bump(bump).await.unwrap();
     let revoked_key = s.api_key(&[]).await;
-    s.tokens()
-        .await
-        .revoke(authed(revoke_token(&revoked_key.token), &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke_token(&revoked_key.token)).await.unwrap();
 
     let s = s.restart().await;
     assert!(
@@ -660,13 +587,7 @@ async fn secrets_are_not_stored_in_clear() {
     if let Some(Credential::AccessToken(spec)) = &mut req.credential {
         spec.refresh_token = true;
     }
-    let t = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = s.issue(req).await.unwrap();
     let mut s = s;
     s.stop().await;
     let mut db = Vec::new();

@@ -219,17 +219,12 @@ async fn revoking_any_token_of_a_chain_or_bumping_kills_the_chain() {
     let t2 = exchange(&s, refresh(&t1.refresh_token, &[]), None)
         .await
         .unwrap();
-    s.tokens()
-        .await
-        .revoke(authed(
-            RevokeRequest {
-                token: t1.refresh_token.clone(),
-                ..Default::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.revoke(RevokeRequest {
+        token: t1.refresh_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert!(!active(&s, &t2.refresh_token).await);
     assert!(!active(&s, &t2.access_token).await);
     assert_eq!(
@@ -239,17 +234,12 @@ async fn revoking_any_token_of_a_chain_or_bumping_kills_the_chain() {
 
     // C4.9: "log out everywhere" ends every refresh family of the subject.
     let t = with_refresh(&s, "lou").await;
-    s.tokens()
-        .await
-        .bump_token_version(authed(
-            BumpTokenVersionRequest {
-                subject: "lou".into(),
-                reason: "password changed".into(),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.bump(BumpTokenVersionRequest {
+        subject: "lou".into(),
+        reason: "password changed".into(),
+    })
+    .await
+    .unwrap();
     assert_eq!(
         code_of(exchange(&s, refresh(&t.refresh_token, &[]), None).await),
         Code::Unauthenticated

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::grants::*;
-use common::{TestServer, authed, string_claims, test_config};
+use common::{TestServer, string_claims, test_config};
 use serde_json::json;
 use tessera::clock::Clock;
 use tessera::proto::issue_request::Credential;
@@ -31,13 +31,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
             ..Default::default()
         })),
     };
-    let first = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = s.issue(req).await.unwrap();
     let second = exchange(&s, refresh(&first.refresh_token, &[]), None)
         .await
         .unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use base64::Engine;
 use common::grants::*;
-use common::{TestServer, authed, string_claims};
+use common::{TestServer, string_claims};
 use serde_json::{Value, json};
 use tessera::proto::exchange_request::Grant;
 use tessera::proto::issue_request::Credential;
@@ -33,13 +33,7 @@ async fn token_exchange_downscopes_and_names_the_actor() {
             ..Default::default()
         })),
     };
-    let subject = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let subject = s.issue(req).await.unwrap();
     // The gateway is an audience of alice's token (by its service name) and may
     // exchange it for the payments API.
     let gateway = s.exchanger("gateway", &["payments-api"]).await;
@@ -118,17 +112,12 @@ async fn token_exchange_refusals() {
     let svc = s.exchanger("payments-api", &["ledger"]).await.token;
     let subject = s.access_token("alice").await.token;
     let revoked = s.access_token("alice").await.token;
-    s.tokens()
-        .await
-        .revoke(authed(
-            RevokeRequest {
-                token: revoked.clone(),
-                ..Default::default()
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.revoke(RevokeRequest {
+        token: revoked.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let with_refresh_token = with_refresh(&s, "alice").await;
     // Not an audience of the subject token, though it may exchange in general.
     let stranger = s.exchanger("stranger", &["ledger"]).await.token;
@@ -261,17 +250,12 @@ async fn token_exchange_refusals() {
         assert_eq!(code_of(exchange(&s, grant, key).await), want, "{name}");
     }
     // "Log out everywhere" reaches tokens not yet exchanged.
-    s.tokens()
-        .await
-        .bump_token_version(authed(
-            BumpTokenVersionRequest {
-                subject: "alice".into(),
-                reason: String::new(),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap();
+    s.bump(BumpTokenVersionRequest {
+        subject: "alice".into(),
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
     assert_eq!(
         code_of(exchange(&s, token_exchange(&subject, &[], &[]), Some(&svc)).await),
         Code::Unauthenticated
@@ -368,13 +352,7 @@ async fn token_exchange_expiry_is_bounded_by_the_subject() {
             ..Default::default()
         })),
     };
-    let subject = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let subject = s.issue(req).await.unwrap();
     let svc = s.exchanger("a", &["b"]).await.token;
     s.clock.advance(10);
     let t = exchange(&s, token_exchange(&subject.token, &[], &[]), Some(&svc))

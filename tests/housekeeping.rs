@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, access_spec, authed, test_config};
+use common::{TestServer, access_spec, test_config};
 use tessera::clock::Clock;
 use tessera::config::Config;
 use tessera::proto::exchange_request::Grant;
@@ -36,12 +36,7 @@ async fn with_refresh(s: &TestServer, subject: &str) -> IssueResponse {
     if let Some(Credential::AccessToken(spec)) = &mut req.credential {
         spec.refresh_token = true;
     }
-    s.tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
+    s.issue(req).await.unwrap()
 }
 
 async fn refresh(s: &TestServer, rt: &str) -> Result<ExchangeResponse, Status> {
@@ -119,11 +114,7 @@ async fn dead_refresh_families_are_purged_once_nothing_in_them_matters() {
         token: gone2.refresh_token.clone(),
         ..RevokeRequest::default()
     };
-    s.tokens()
-        .await
-        .revoke(authed(revoke, &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(revoke).await.unwrap();
     assert!(!s.introspect(&gone.token).await.unwrap().active);
 
     // t0+95m: the revoked family's access tokens still live (until t0+105m), so it is

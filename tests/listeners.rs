@@ -400,9 +400,7 @@ async fn a_call_unanswered_within_request_timeout_gets_deadline_exceeded() {
         ..Default::default()
     };
     let status = s
-        .tokens()
-        .await
-        .revoke(authed(revoke, &s.admin_key))
+        .revoke(revoke)
         .await
         .expect_err("the write cannot commit while the lock is held");
     let took = t.elapsed();

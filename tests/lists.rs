@@ -292,23 +292,17 @@ async fn http_splits_scope_and_audience_on_single_spaces_only() {
 
     // A malformed scope on a refresh request is refused before the token is touched.
     let t = s
-        .tokens()
+        .issue(IssueRequest {
+            credential: Some(Credential::AccessToken(AccessTokenSpec {
+                subject: "alice".into(),
+                audience: strings(&["api"]),
+                scopes: strings(&["read", "write"]),
+                refresh_token: true,
+                ..AccessTokenSpec::default()
+            })),
+        })
         .await
-        .issue(authed(
-            IssueRequest {
-                credential: Some(Credential::AccessToken(AccessTokenSpec {
-                    subject: "alice".into(),
-                    audience: strings(&["api"]),
-                    scopes: strings(&["read", "write"]),
-                    refresh_token: true,
-                    ..AccessTokenSpec::default()
-                })),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let form = format!(
         "grant_type=refresh_token&refresh_token={}&scope=read%09write",
         t.refresh_token

@@ -38,12 +38,7 @@ async fn with_refresh(s: &TestServer, subject: &str) -> IssueResponse {
         spec.refresh_token = true;
         spec.client_id = "web-app".into();
     }
-    s.tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
+    s.issue(req).await.unwrap()
 }
 
 fn grant(rt: &str) -> ExchangeRequest {
@@ -80,14 +75,7 @@ async fn audit_count(s: &TestServer, kind: &str) -> usize {
         kind: kind.into(),
         ..Default::default()
     };
-    s.tokens()
-        .await
-        .list_audit_events(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .len()
+    s.list_audit_events(req).await.unwrap().events.len()
 }
 
 fn same_pair(a: &ExchangeResponse, b: &ExchangeResponse) {

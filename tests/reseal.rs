@@ -223,13 +223,7 @@ async fn with_refresh(s: &TestServer) -> (String, String) {
         spec.refresh_token = true;
         spec.client_id = "web-app".into();
     }
-    let r = s
-        .tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = s.issue(req).await.unwrap();
     (r.token, r.refresh_token)
 }
 

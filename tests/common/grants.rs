@@ -176,12 +176,7 @@ pub async fn with_refresh(s: &TestServer, subject: &str) -> IssueResponse {
     if let Some(Credential::AccessToken(spec)) = &mut req.credential {
         spec.refresh_token = true;
     }
-    s.tokens()
-        .await
-        .issue(authed(req, &s.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
+    s.issue(req).await.unwrap()
 }
 
 pub async fn active(s: &TestServer, token: &str) -> bool {

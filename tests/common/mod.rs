@@ -22,8 +22,10 @@ use tessera::config::Config;
 use tessera::proto::key_service_client::KeyServiceClient;
 use tessera::proto::token_service_client::TokenServiceClient;
 use tessera::proto::{
-    AccessTokenSpec, ApiKeySpec, IntrospectRequest, IntrospectResponse, IssueRequest,
-    IssueResponse, issue_request::Credential,
+    AccessTokenSpec, ApiKeySpec, BumpTokenVersionRequest, BumpTokenVersionResponse,
+    IntrospectRequest, IntrospectResponse, IssueRequest, IssueResponse, ListApiKeysRequest,
+    ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse, RevokeRequest,
+    RevokeResponse, issue_request::Credential,
 };
 use tessera::server::{self, Listeners};
 use tokio::sync::oneshot;
@@ -194,6 +196,52 @@ impl TestServer {
         KeyServiceClient::new(self.channel().await)
     }
 
+    /// `Issue` with the admin key.
+    pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, Status> {
+        let req = authed(req, &self.admin_key);
+        self.tokens().await.issue(req).await.map(|r| r.into_inner())
+    }
+
+    /// `Revoke` with the admin key.
+    pub async fn revoke(&self, req: RevokeRequest) -> Result<RevokeResponse, Status> {
+        let req = authed(req, &self.admin_key);
+        self.tokens()
+            .await
+            .revoke(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `BumpTokenVersion` with the admin key.
+    pub async fn bump(
+        &self,
+        req: BumpTokenVersionRequest,
+    ) -> Result<BumpTokenVersionResponse, Status> {
+        let req = authed(req, &self.admin_key);
+        let mut tokens = self.tokens().await;
+        tokens.bump_token_version(req).await.map(|r| r.into_inner())
+    }
+
+    /// `ListAuditEvents` with the admin key.
+    pub async fn list_audit_events(
+        &self,
+        req: ListAuditEventsRequest,
+    ) -> Result<ListAuditEventsResponse, Status> {
+        let req = authed(req, &self.admin_key);
+        let mut tokens = self.tokens().await;
+        tokens.list_audit_events(req).await.map(|r| r.into_inner())
+    }
+
+    /// `ListApiKeys` with the admin key.
+    pub async fn list_api_keys(
+        &self,
+        req: ListApiKeysRequest,
+    ) -> Result<ListApiKeysResponse, Status> {
+        let req = authed(req, &self.admin_key);
+        let mut tokens = self.tokens().await;
+        tokens.list_api_keys(req).await.map(|r| r.into_inner())
+    }
+
     /// Issues an API key with `scopes` using the admin key.
     pub async fn api_key(&self, scopes: &[&str]) -> IssueResponse {
         let req = IssueRequest {
@@ -205,12 +253,7 @@ impl TestServer {
                 ..ApiKeySpec::default()
             })),
         };
-        self.tokens()
-            .await
-            .issue(authed(req, &self.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
+        self.issue(req).await.unwrap()
     }
 
     /// Issues an API key for the service `name` that may exchange tokens issued to it
@@ -236,22 +279,12 @@ impl TestServer {
         let req = IssueRequest {
             credential: Some(Credential::ApiKey(spec)),
         };
-        self.tokens()
-            .await
-            .issue(authed(req, &self.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
+        self.issue(req).await.unwrap()
     }
 
     /// Issues a plain access token for `subject` with the admin key.
     pub async fn access_token(&self, subject: &str) -> IssueResponse {
-        self.tokens()
-            .await
-            .issue(authed(access_spec(subject), &self.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
+        self.issue(access_spec(subject)).await.unwrap()
     }
 
     /// Introspects with the admin key.
@@ -263,11 +296,7 @@ impl TestServer {
             page_size: 1,
             ..Default::default()
         };
-        self.tokens()
-            .await
-            .list_audit_events(authed(req, &self.admin_key))
-            .await
-            .expect("ListAuditEvents");
+        self.list_audit_events(req).await.expect("ListAuditEvents");
     }
 
     pub async fn introspect(&self, token: &str) -> Result<IntrospectResponse, Status> {

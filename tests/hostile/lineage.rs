@@ -31,17 +31,11 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 async fn issue(s: &TestServer, c: Credential) -> IssueResponse {
-    s.tokens()
-        .await
-        .issue(authed(
-            IssueRequest {
-                credential: Some(c),
-            },
-            &s.admin_key,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
+    s.issue(IssueRequest {
+        credential: Some(c),
+    })
+    .await
+    .unwrap()
 }
 
 async fn exchange(
@@ -99,11 +93,7 @@ async fn revoke(s: &TestServer, token: &str, token_id: &str) {
         token_id: token_id.into(),
         token_type_hint: String::new(),
     };
-    s.tokens()
-        .await
-        .revoke(authed(req, &s.admin_key))
-        .await
-        .unwrap();
+    s.revoke(req).await.unwrap();
 }
 
 async fn bump(s: &TestServer, subject: &str) {
@@ -111,11 +101,7 @@ async fn bump(s: &TestServer, subject: &str) {
         subject: subject.into(),
         reason: "lineage test".into(),
     };
-    s.tokens()
-        .await
-        .bump_token_version(authed(req, &s.admin_key))
-        .await
-        .unwrap();
+    s.bump(req).await.unwrap();
 }
 
 /// How the ancestor token was born.
