@@ -15,7 +15,6 @@ pub use issue::AccessTokenRequest;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Error, Result};
 
@@ -23,10 +22,13 @@ use crate::error::{Error, Result};
 /// every encoding of one token (ECDSA `(r, n−s)`, say) is revoked together.
 pub type Jti = u128;
 
-/// A fresh random jti and its text form (22 base64url characters).
+/// A fresh random jti and its text form (22 base64url characters). Its bits come from
+/// the thread's CSPRNG (ChaCha12, seeded and reseeded from the OS): a jti is public
+/// and has only to be unique and unguessable, and asking the OS for every one cost a
+/// system call per token (~0.4 µs, a sixth of what issuing spends around the
+/// signature). Secrets (API keys, refresh tokens, codes) still come from the OS.
 pub(crate) fn new_jti() -> (Jti, String) {
-    let mut b = [0u8; 16];
-    SystemRandom::new().fill(&mut b).expect("OS random source");
+    let b: [u8; 16] = rand::random();
     (u128::from_be_bytes(b), B64.encode(b))
 }
 
@@ -149,6 +151,22 @@ mod tests {
         assert_eq!(parse_jti(""), None);
         assert_eq!(parse_jti(&format!("{s}=")), None);
         assert_eq!(parse_jti("' OR '1'='1 ----------"), None);
+    }
+
+    #[test]
+    fn jtis_do_not_repeat_across_threads() {
+        // Each thread has its own generator: seeded apart, they must not meet.
+        let per_thread = || (0..5_000).map(|_| new_jti().0).collect::<Vec<_>>();
+        let handles: Vec<_> = (0..4).map(|_| std::thread::spawn(per_thread)).collect();
+        let mut all: Vec<Jti> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.extend(per_thread());
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
     }
 
     #[test]
