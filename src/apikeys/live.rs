@@ -114,15 +114,21 @@ impl Callers {
     /// As [`Callers::check`], saying why a key is refused. A revoked key is no longer
     /// in memory, so it is `UnknownKey`.
     pub(crate) fn verify(&self, key: &str, now: i64) -> Result<Arc<Caller>, AuthFailure> {
-        let parsed = apikeys::parse(key).ok_or(AuthFailure::Malformed)?;
+        // The structure finds the key; the stored hash vouches for the rest. Only a
+        // refusal pays for the checksum, to tell a mistyped key from a wrong one.
+        let parsed = apikeys::split(key).ok_or(AuthFailure::Malformed)?;
+        let refused = |reason| match apikeys::parse(key) {
+            None => AuthFailure::Malformed,
+            Some(_) => reason,
+        };
         let caller = self
             .keys
             .pin()
             .get(parsed.id)
             .cloned()
-            .ok_or(AuthFailure::UnknownKey)?;
+            .ok_or_else(|| refused(AuthFailure::UnknownKey))?;
         if !apikeys::verify(key, &caller.row.secret_hash) {
-            return Err(AuthFailure::BadSecret);
+            return Err(refused(AuthFailure::BadSecret));
         }
         if caller.row.environment != parsed.environment {
             return Err(AuthFailure::WrongEnvironment);
@@ -149,5 +155,85 @@ impl Callers {
     /// Drops keys that expired before `now`.
     pub(crate) fn purge(&self, now: i64) {
         self.keys.pin().retain(|_, c| c.row.expires_at > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, key: &str) -> ApiKeyRow {
+        ApiKeyRow {
+            id: id.into(),
+            secret_hash: apikeys::hash(key),
+            owner: "o".into(),
+            name: "n".into(),
+            environment: "prod".into(),
+            scopes: vec!["s".into()],
+            exchange_audiences: vec![],
+            created_at: 0,
+            expires_at: 100,
+            revoked_at: None,
+            rate_limit: None,
+        }
+    }
+
+    /// Changes one character in the middle of the secret part.
+    fn mistype(key: &str) -> String {
+        let at = key.len() - 20;
+        let c = if &key[at..=at] == "A" { "B" } else { "A" };
+        format!("{}{c}{}", &key[..at], &key[at + 1..])
+    }
+
+    #[test]
+    fn a_refusal_says_why_though_only_refusals_check_the_checksum() {
+        let callers = Callers::default();
+        let (id, key) = apikeys::generate("prod");
+        callers.insert(row(&id, key.expose()));
+        let key = key.expose();
+        assert!(callers.verify(key, 1).is_ok());
+
+        // Same id and structure, a typo: the checksum catches it before the hash.
+        assert!(matches!(
+            callers.verify(&mistype(key), 1),
+            Err(AuthFailure::Malformed)
+        ));
+        // Well formed, same id, another secret.
+        let (_, other) = apikeys::generate("prod");
+        let other = other
+            .expose()
+            .replacen(apikeys::split(other.expose()).unwrap().id, &id, 1);
+        let wrong = format!("{}{}", &other[..other.len() - 6], checksum_of(&other));
+        assert!(apikeys::parse(&wrong).is_some());
+        assert!(matches!(
+            callers.verify(&wrong, 1),
+            Err(AuthFailure::BadSecret)
+        ));
+        // Well formed, unknown id; and the same with a typo.
+        let (_, stranger) = apikeys::generate("prod");
+        assert!(matches!(
+            callers.verify(stranger.expose(), 1),
+            Err(AuthFailure::UnknownKey)
+        ));
+        assert!(matches!(
+            callers.verify(&mistype(stranger.expose()), 1),
+            Err(AuthFailure::Malformed)
+        ));
+        assert!(matches!(
+            callers.verify("tsk_prod_x", 1),
+            Err(AuthFailure::Malformed)
+        ));
+        assert!(matches!(
+            callers.verify(key, 100),
+            Err(AuthFailure::Expired)
+        ));
+    }
+
+    /// The checksum `generate` would append to `key`'s body.
+    fn checksum_of(key: &str) -> String {
+        use base64::Engine;
+        let body = &key[..key.len() - 6];
+        let d = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..4])
     }
 }

@@ -10,6 +10,7 @@ mod issue;
 pub(crate) mod live;
 
 pub use check::Refusal;
+pub(crate) use format::split;
 pub use format::{MAX_LEN, Parsed, generate, hash, parse, valid_environment, verify};
 pub use issue::NewApiKey;
 pub(crate) use issue::last_live_admin;
