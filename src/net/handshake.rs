@@ -41,6 +41,12 @@ impl AsyncRead for MaybeTls {
     }
 }
 
+/// Not vectored, on purpose, though both streams could be: told that writes are
+/// vectored, h2 sends every DATA frame over 256 bytes (the answer to an Issue, say) in a
+/// system call of its own rather than copy it beside the other answers ready to go;
+/// told they are not, it copies frames of up to 1 KiB into its buffer and flushes them
+/// together (hyper's HTTP/1 likewise copies a body after its head). On one core, Issue
+/// runs 10-20 % faster so, and nothing else slower (BENCHMARKS.md, "Writes").
 impl AsyncWrite for MaybeTls {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -50,24 +56,6 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(g) => Pin::new(g).poll_write(cx, data),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(g) => Pin::new(g).poll_write_vectored(cx, bufs),
-            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTls::Plain(g) => g.is_write_vectored(),
-            MaybeTls::Tls(t) => t.is_write_vectored(),
         }
     }
 
