@@ -167,6 +167,29 @@ async fn client_authentication_errors_follow_rfc6749() {
             );
         }
     }
+    // RFC 6749 §5.2: the challenge is in the scheme the client used; a client that
+    // sent a Bearer key is not told to try Basic.
+    let unknown = format!(
+        "Bearer {}",
+        narrow.token.replace(&narrow.token_id, "0123456789abcdef")
+    );
+    for path in ["/oauth2/introspect", "/oauth2/revoke", "/oauth2/token"] {
+        for bad in [unknown.as_str(), "Bearer nonsense", "bearer nonsense"] {
+            let form = if path == "/oauth2/token" {
+                "grant_type=client_credentials"
+            } else {
+                "token=x"
+            };
+            let (code, head, body) = s.http_post(path, &[("Authorization", bad)], form).await;
+            assert_eq!(code, 401, "{path} {bad}: {body}");
+            assert_eq!(json(&body)["error"], "invalid_client", "{path}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer realm=\"tessera\""),
+                "{path} {bad}: {head}"
+            );
+        }
+    }
     // Wrong content type.
     let req = "POST /oauth2/introspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     let (code, _, body) = s.http_raw(req).await;

@@ -98,4 +98,7 @@ fn oauth_routes(authority: Arc<Authority>) -> Router {
         .layer(axum::middleware::map_response(
             oauth::body_too_large_as_json,
         ))
+        .layer(axum::middleware::from_fn(
+            oauth::challenge_in_clients_scheme,
+        ))
 }

@@ -57,6 +57,29 @@ impl IntoResponse for Error {
     }
 }
 
+/// RFC 6749 §5.2: a 401 challenges with the scheme the client authenticated with.
+/// An [`Error`] knows nothing of the request, so its answer says Basic (right for a
+/// client that sent its secret in the body, or nothing); a client that sent a Bearer
+/// key is told Bearer (RFC 6750 §3).
+pub(crate) async fn challenge_in_clients_scheme(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+    let mut r = next.run(req).await;
+    if bearer && r.status() == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
+        );
+    }
+    r
+}
+
 fn body_too_large() -> Error {
     Error::TooLarge(format!("request body larger than {MAX_FORM_BYTES} bytes"))
 }
