@@ -1,20 +1,38 @@
-//! The protobuf codec of Tessera's services: tonic-prost's, except that a request that
-//! does not decode (a `string` field holding invalid UTF-8, a truncated field) is the
-//! caller's fault — `INVALID_ARGUMENT` — rather than `INTERNAL`; and the request-size
-//! limit, enforced on the framing before any message is buffered (`RESOURCE_EXHAUSTED`).
+//! The protobuf codec of Tessera's services: tonic-prost's, with smaller buffers, except
+//! that a request that does not decode (a `string` field holding invalid UTF-8, a
+//! truncated field) is the caller's fault — `INVALID_ARGUMENT` — rather than
+//! `INTERNAL`; and the request-size limit, enforced on the framing before any message
+//! is buffered (`RESOURCE_EXHAUSTED`).
+
+use std::marker::PhantomData;
 
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
-/// Wraps [`ProstCodec`], re-coding decode errors.
-#[derive(Debug, Clone)]
-pub(crate) struct StrictCodec<T, U>(ProstCodec<T, U>);
+/// tonic-prost's codec, re-coding decode errors, with smaller buffers.
+#[derive(Debug)]
+pub(crate) struct StrictCodec<T, U>(PhantomData<fn(T) -> U>);
 
 impl<T, U> Default for StrictCodec<T, U> {
     fn default() -> Self {
-        StrictCodec(ProstCodec::default())
+        StrictCodec(PhantomData)
     }
+}
+
+impl<T, U> Clone for StrictCodec<T, U> {
+    fn clone(&self) -> Self {
+        StrictCodec(PhantomData)
+    }
+}
+
+/// Each call's encode and decode buffers start at 1 KiB, not tonic's 8 KiB. Tessera's
+/// messages are a few hundred bytes (a larger one grows its buffer), and glibc serves
+/// up to 1 KiB from the thread's cache; each of the two 8 KiB buffers of every call
+/// went to the main allocator, which first merged the small free chunks it held
+/// (`malloc_consolidate`: 2.2 % of the server's time in an Introspect run, 1.2 % after).
+fn buffers() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
 }
 
 impl<T, U> Codec for StrictCodec<T, U>
@@ -28,11 +46,11 @@ where
     type Decoder = StrictDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        ProstEncoder::new(buffers())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        StrictDecoder(self.0.decoder())
+        StrictDecoder(ProstDecoder::new(buffers()))
     }
 }
 
