@@ -6,6 +6,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -31,7 +32,7 @@ impl Drop for Telemetry {
 /// Installs the global subscriber (once; later calls are no-ops, as in tests). Must run
 /// inside a Tokio runtime when an OTLP endpoint is set: the exporter's channel lives there.
 pub fn init(config: &Config) -> Telemetry {
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (spans, targets) = filter(&config.log_filter);
     // Colour only for a terminal: escape codes in a log file are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let text = (config.log_format == LogFormat::Text)
@@ -52,12 +53,27 @@ pub fn init(config: &Config) -> Telemetry {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("tessera")));
     let _ = tracing_subscriber::registry()
-        .with(filter)
+        .with(spans)
+        .with(targets)
         .with(text)
         .with(json)
         .with(otel)
         .try_init();
     Telemetry { provider }
+}
+
+/// The log filter: a [`Targets`] for a plain list of `target=level` directives, decided
+/// once per call site. [`EnvFilter`] only when a directive names a span or a field
+/// (`[grpc{method=...}]`): to follow those, it takes a read lock on every span's enter,
+/// exit and close, on every call.
+fn filter(directives: &str) -> (Option<EnvFilter>, Option<Targets>) {
+    if !directives.contains(['[', '{'])
+        && let Ok(targets) = directives.parse::<Targets>()
+    {
+        return (None, Some(targets));
+    }
+    let env = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    (Some(env), None)
 }
 
 fn exporter(endpoint: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
@@ -69,4 +85,26 @@ fn exporter(endpoint: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::Exp
         .with_resource(Resource::builder().with_service_name("tessera").build())
         .with_batch_exporter(exporter)
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn only_span_directives_need_an_env_filter() {
+        for plain in [
+            "info",
+            "info,tessera=debug",
+            "warn,tessera::store=trace",
+            "off",
+        ] {
+            let (env, targets) = filter(plain);
+            assert!(env.is_none() && targets.is_some(), "{plain}");
+        }
+        for spans in ["info,[grpc]=debug", "[grpc{method=x}]=trace"] {
+            let (env, targets) = filter(spans);
+            assert!(env.is_some() && targets.is_none(), "{spans}");
+        }
+    }
 }
