@@ -67,7 +67,8 @@ pub fn generate(environment: &str) -> (String, Secret) {
     (id_hex, Secret::new(text))
 }
 
-fn checksum(body: &str) -> String {
+/// The check characters of a key whose text before them is `body`.
+pub(super) fn checksum(body: &str) -> String {
     B64.encode(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
 }
 
