@@ -74,13 +74,14 @@ impl Authority {
         }
         let audience =
             rules::exchange_audience(&req.audience, &key.row.id, &key.row.exchange_audiences)?;
-        let (subject, _) = self
+        let found = self
             .check_access_token(req.subject_token.expose())
             .map_err(|r| {
                 self.metrics.inactive(r);
                 tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
                 Error::InactiveSubjectToken
             })?;
+        let subject = &found.claims;
         if !rules::is_audience(&subject.aud, &key.row.id, &key.row.name) {
             return Err(Error::InvalidTarget(
                 "the calling service is not an audience of the subject token: only a service \

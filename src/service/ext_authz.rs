@@ -128,20 +128,26 @@ pub(crate) fn decide(found: Option<Identity>, settings: &[Entry]) -> Decision {
 
 fn identity(found: Introspection) -> Option<Identity> {
     match found {
-        Introspection::AccessToken(c) => Some(Identity {
-            scopes: c.scope,
-            subject: c.sub,
-            client_id: c.client_id,
-            token_id: c.jti,
-            audience: c.aud,
-        }),
-        Introspection::ApiKey(k) => Some(Identity {
-            subject: k.owner.clone(),
-            client_id: k.id.clone(),
-            scopes: k.scopes.join(" "),
-            token_id: k.id.clone(),
-            audience: Vec::new(),
-        }),
+        Introspection::AccessToken(found) => {
+            let c = &found.claims;
+            Some(Identity {
+                scopes: c.scope.clone(),
+                subject: c.sub.clone(),
+                client_id: c.client_id.clone(),
+                token_id: c.jti.clone(),
+                audience: c.aud.clone(),
+            })
+        }
+        Introspection::ApiKey(key) => {
+            let k = &key.row;
+            Some(Identity {
+                subject: k.owner.clone(),
+                client_id: k.id.clone(),
+                scopes: k.scopes.join(" "),
+                token_id: k.id.clone(),
+                audience: Vec::new(),
+            })
+        }
         // A refresh token is for the token endpoint only, never a bearer credential.
         Introspection::RefreshToken(_) | Introspection::Inactive => None,
     }
@@ -221,8 +227,11 @@ fn allowed(id: Identity, incoming: &[Entry]) -> CheckResponse {
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthzHandler {
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let caller = super::caller(&req)?;
+    async fn check(
+        &self,
+        mut req: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let caller = super::caller(&mut req)?;
         let check = req.into_inner();
         let attributes = check.attributes.as_ref();
         let headers: &[Entry] = attributes

@@ -29,9 +29,9 @@ impl KeyService for KeyHandlers {
 
     async fn rotate_signing_key(
         &self,
-        req: Request<RotateSigningKeyRequest>,
+        mut req: Request<RotateSigningKeyRequest>,
     ) -> Result<Response<RotateSigningKeyResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let rotation = self
             .0
             .rotate_signing_key(&caller, req.get_ref().rotate_now)
@@ -44,9 +44,9 @@ impl KeyService for KeyHandlers {
 
     async fn list_signing_keys(
         &self,
-        req: Request<ListSigningKeysRequest>,
+        mut req: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let keys = self
             .0
             .list_signing_keys(&caller)
@@ -66,9 +66,9 @@ impl KeyService for KeyHandlers {
 
     async fn revoke_signing_key(
         &self,
-        req: Request<RevokeSigningKeyRequest>,
+        mut req: Request<RevokeSigningKeyRequest>,
     ) -> Result<Response<RevokeSigningKeyResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let active_kid = self
             .0
             .revoke_signing_key(&caller, &req.get_ref().kid)

@@ -319,7 +319,8 @@ pub(crate) async fn introspect(
     let token = form.get("token");
     let body = match a.introspect(&caller, token).await? {
         Introspection::Inactive => json!({ "active": false }),
-        Introspection::AccessToken(c) => {
+        Introspection::AccessToken(found) => {
+            let c = &found.claims;
             let mut m = c.extra.clone();
             let mut put = |k: &str, v: Value| {
                 m.insert(k.into(), v);
@@ -346,11 +347,14 @@ pub(crate) async fn introspect(
             }
             Value::Object(m)
         }
-        Introspection::ApiKey(k) => json!({
+        Introspection::ApiKey(key) => {
+            let k = &key.row;
+            json!({
             "active": true, "token_type": "api_key", "scope": k.scopes.join(" "), "client_id": k.id,
             "sub": k.owner, "iss": a.config().issuer, "iat": k.created_at, "exp": k.expires_at,
             "jti": k.id, "owner": k.owner, "environment": k.environment,
-        }),
+            })
+        }
         Introspection::RefreshToken(pair) => {
             let (t, f) = &*pair;
             json!({

@@ -109,8 +109,11 @@ fn revocation_event(ev: Event) -> RevocationEvent {
 
 #[tonic::async_trait]
 impl TokenService for TokenHandlers {
-    async fn issue(&self, req: Request<IssueRequest>) -> Result<Response<IssueResponse>, Status> {
-        let caller = super::caller(&req)?;
+    async fn issue(
+        &self,
+        mut req: Request<IssueRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
+        let caller = super::caller(&mut req)?;
         let issued = match req.into_inner().credential {
             None => {
                 return Err(Status::invalid_argument(
@@ -204,9 +207,9 @@ impl TokenService for TokenHandlers {
 
     async fn exchange(
         &self,
-        req: Request<ExchangeRequest>,
+        mut req: Request<ExchangeRequest>,
     ) -> Result<Response<ExchangeResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let granted = match req.into_inner().grant {
             None => {
                 return Err(Status::invalid_argument(
@@ -253,53 +256,58 @@ impl TokenService for TokenHandlers {
 
     async fn introspect(
         &self,
-        req: Request<IntrospectRequest>,
+        mut req: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         let out = match self.0.introspect(&caller, &r.token).await? {
             Introspection::Inactive => IntrospectResponse::default(),
-            Introspection::AccessToken(c) => {
-                let scopes = c.scopes();
+            Introspection::AccessToken(found) => {
+                let c = &found.claims;
                 IntrospectResponse {
                     active: true,
                     token_kind: "access_token".into(),
-                    subject: c.sub,
-                    scopes,
-                    audience: c.aud,
-                    client_id: c.client_id,
-                    issuer: c.iss,
-                    token_id: c.jti,
+                    subject: c.sub.clone(),
+                    scopes: c.scopes(),
+                    audience: c.aud.clone(),
+                    client_id: c.client_id.clone(),
+                    issuer: c.iss.clone(),
+                    token_id: c.jti.clone(),
                     issued_at: ts(c.iat),
                     not_before: ts(c.nbf),
                     expires_at: ts(c.exp),
                     token_version: c.ver,
-                    owner: c.owner.unwrap_or_default(),
-                    claims: {
-                        let mut extra = c.extra;
-                        if let Some(act) = c.act {
-                            extra.insert("act".into(), act);
+                    owner: c.owner.clone().unwrap_or_default(),
+                    claims: match &c.act {
+                        None if c.extra.is_empty() => None,
+                        None => Some(json_to_struct(&c.extra)),
+                        Some(act) => {
+                            let mut extra = c.extra.clone();
+                            extra.insert("act".into(), act.clone());
+                            Some(json_to_struct(&extra))
                         }
-                        (!extra.is_empty()).then(|| json_to_struct(&extra))
                     },
                     ..IntrospectResponse::default()
                 }
             }
-            Introspection::ApiKey(k) => IntrospectResponse {
-                active: true,
-                token_kind: "api_key".into(),
-                subject: k.owner.clone(),
-                scopes: k.scopes,
-                client_id: k.id.clone(),
-                issuer: self.0.config.issuer.clone(),
-                token_id: k.id,
-                issued_at: ts(k.created_at),
-                not_before: ts(k.created_at),
-                expires_at: ts(k.expires_at),
-                owner: k.owner,
-                environment: k.environment,
-                ..IntrospectResponse::default()
-            },
+            Introspection::ApiKey(key) => {
+                let k = &key.row;
+                IntrospectResponse {
+                    active: true,
+                    token_kind: "api_key".into(),
+                    subject: k.owner.clone(),
+                    scopes: k.scopes.clone(),
+                    client_id: k.id.clone(),
+                    issuer: self.0.config.issuer.clone(),
+                    token_id: k.id.clone(),
+                    issued_at: ts(k.created_at),
+                    not_before: ts(k.created_at),
+                    expires_at: ts(k.expires_at),
+                    owner: k.owner.clone(),
+                    environment: k.environment.clone(),
+                    ..IntrospectResponse::default()
+                }
+            }
             Introspection::RefreshToken(pair) => {
                 let (t, f) = *pair;
                 IntrospectResponse {
@@ -323,9 +331,9 @@ impl TokenService for TokenHandlers {
 
     async fn revoke(
         &self,
-        req: Request<RevokeRequest>,
+        mut req: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         self.0.revoke(&caller, &r.token, &r.token_id).await?;
         Ok(Response::new(RevokeResponse {}))
@@ -333,9 +341,9 @@ impl TokenService for TokenHandlers {
 
     async fn bump_token_version(
         &self,
-        req: Request<BumpTokenVersionRequest>,
+        mut req: Request<BumpTokenVersionRequest>,
     ) -> Result<Response<BumpTokenVersionResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         let token_version = self
             .0
@@ -348,9 +356,9 @@ impl TokenService for TokenHandlers {
 
     async fn watch_revocations(
         &self,
-        req: Request<WatchRevocationsRequest>,
+        mut req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let after = req.into_inner().after_sequence;
         let sub = self.0.watch_revocations(&caller, after).await?;
         let stream = tokio_stream::StreamExt::map(sub, |item| {
@@ -361,9 +369,9 @@ impl TokenService for TokenHandlers {
 
     async fn list_api_keys(
         &self,
-        req: Request<ListApiKeysRequest>,
+        mut req: Request<ListApiKeysRequest>,
     ) -> Result<Response<ListApiKeysResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         let filter = ApiKeyFilter {
             owner: r.owner,
@@ -402,9 +410,9 @@ impl TokenService for TokenHandlers {
 
     async fn list_clients(
         &self,
-        req: Request<ListClientsRequest>,
+        mut req: Request<ListClientsRequest>,
     ) -> Result<Response<ListClientsResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         let (rows, next_page_token) = self
             .0
@@ -429,9 +437,9 @@ impl TokenService for TokenHandlers {
 
     async fn list_audit_events(
         &self,
-        req: Request<ListAuditEventsRequest>,
+        mut req: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        let caller = super::caller(&req)?;
+        let caller = super::caller(&mut req)?;
         let r = req.into_inner();
         let filter = AuditFilter {
             subject: r.subject,

@@ -1,25 +1,29 @@
 //! RFC 7662 introspection and the one strict check of an access token, as
 //! [`Authority`] methods. Memory only, except for a refresh token's row.
 
+use std::sync::Arc;
+
+use crate::apikeys;
 use crate::auth::{self, Caller};
 use crate::authority::Authority;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::apikeys::ApiKeyRow;
 use crate::store::refresh::{self, FamilyRow, TokenRow};
-use crate::tokens::claims::AccessClaims;
+use crate::tokens::cache::Verified;
+use crate::tokens::opaque;
 use crate::tokens::verify::{MAX_TOKEN_LEN, Reject, Rules};
-use crate::tokens::{Jti, opaque};
 
-/// What introspection found. `Inactive` carries nothing on purpose.
-#[derive(Debug, Clone, PartialEq)]
+/// What introspection found. `Inactive` carries nothing on purpose. A live access
+/// token or API key is the shared record itself, not a copy: the answer is built
+/// straight from it, once per call.
+#[derive(Debug, Clone)]
 pub enum Introspection {
     /// Unknown, malformed, forged, expired, revoked, ... — no reason given.
     Inactive,
-    /// A live access token.
-    AccessToken(Box<AccessClaims>),
-    /// A live API key.
-    ApiKey(Box<ApiKeyRow>),
+    /// A live access token, as the verified-token cache holds it.
+    AccessToken(Arc<Verified>),
+    /// A live API key, as the live key set holds it.
+    ApiKey(Arc<apikeys::Caller>),
     /// A live refresh token.
     RefreshToken(Box<(TokenRow, FamilyRow)>),
 }
@@ -39,17 +43,16 @@ impl Authority {
     pub(crate) fn check_access_token(
         &self,
         token: &str,
-    ) -> std::result::Result<(AccessClaims, Jti), Reject> {
+    ) -> std::result::Result<Arc<Verified>, Reject> {
         let rules = self.rules(self.clock.now());
         let found = self.verified.verify(token, &rules)?;
-        let (claims, jti) = (found.claims.clone(), found.jti);
-        if self.revocations.is_blocked(jti) {
+        if self.revocations.is_blocked(found.jti) {
             return Err(Reject::Revoked);
         }
-        if claims.ver < self.revocations.version(&claims.sub) {
+        if found.claims.ver < self.revocations.version(&found.claims.sub) {
             return Err(Reject::OldVersion);
         }
-        Ok((claims, jti))
+        Ok(found)
     }
 
     /// RFC 7662 introspection (caller needs `tessera:introspect`). Every kind of bad
@@ -76,7 +79,7 @@ impl Authority {
             return Ok(match self.callers.check(token, now) {
                 Some(c) => {
                     Metrics::inc(&self.metrics.introspect_active);
-                    Introspection::ApiKey(Box::new(c.row.clone()))
+                    Introspection::ApiKey(c)
                 }
                 None => {
                     Metrics::inc(&self.metrics.introspect_inactive_opaque);
@@ -98,9 +101,9 @@ impl Authority {
             });
         }
         Ok(match self.check_access_token(token) {
-            Ok((claims, _)) => {
+            Ok(found) => {
                 Metrics::inc(&self.metrics.introspect_active);
-                Introspection::AccessToken(Box::new(claims))
+                Introspection::AccessToken(found)
             }
             Err(reason) => {
                 self.metrics.inactive(reason);
