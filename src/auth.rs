@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::http::header::AUTHORIZATION;
 use tonic::{Request, Status};
 
 use crate::apikeys::Refusal;
@@ -24,9 +25,10 @@ pub const SCOPE_ADMIN: &str = "tessera:admin";
 #[derive(Clone, Debug)]
 pub struct Principal {
     /// The caller's API-key id, or its SPIFFE id (logged and audited; not secret).
-    pub key_id: String,
+    /// Shared with the live key set, like the rest: a principal costs no copy per call.
+    pub key_id: Arc<str>,
     /// Owner of the calling application.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// Scopes of the caller's key.
     pub scopes: Arc<[String]>,
 }
@@ -69,7 +71,7 @@ impl Caller {
 
     /// Key id for audit records (`-` when anonymous).
     pub(crate) fn audit_id(&self) -> &str {
-        self.principal.as_ref().map_or("-", |p| p.key_id.as_str())
+        self.principal.as_ref().map_or("-", |p| &*p.key_id)
     }
 }
 
@@ -140,16 +142,6 @@ fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Sta
     .into()
 }
 
-impl From<&crate::apikeys::Caller> for Principal {
-    fn from(c: &crate::apikeys::Caller) -> Self {
-        Principal {
-            key_id: c.row.id.clone(),
-            owner: c.row.owner.clone(),
-            scopes: c.scopes.clone(),
-        }
-    }
-}
-
 /// A request id from the caller, if sane, else a fresh one.
 pub(crate) fn request_id(given: Option<&str>) -> String {
     given
@@ -197,8 +189,8 @@ fn spiffe_principal(
         return None;
     };
     Some(Principal {
-        key_id: id.to_string(),
-        owner: id.to_string(),
+        key_id: id.into(),
+        owner: id.into(),
         scopes: scopes.clone(),
     })
 }
@@ -219,23 +211,21 @@ pub(crate) fn interceptor(
             .collect(),
     );
     move |mut req: Request<()>| {
+        // By the headers' static names: looking one up by `&str` parses the name first.
+        let headers: &axum::http::HeaderMap = req.metadata().as_ref();
         let request_id = request_id(
-            req.metadata()
-                .get("x-request-id")
+            headers
+                .get(&crate::observe::REQUEST_ID)
                 .and_then(|v| v.to_str().ok()),
         );
         // Two credentials in one call would let a proxy and the service disagree on
         // which one counts: refuse instead of silently taking the first.
-        if req
-            .metadata()
-            .get_all("authorization")
-            .iter()
-            .nth(1)
-            .is_some()
-        {
+        let mut credentials = headers.get_all(AUTHORIZATION).iter();
+        let credential = credentials.next();
+        if credentials.next().is_some() {
             return Err(refused(&authority, None, AuthFailure::Duplicate));
         }
-        let principal = match req.metadata().get("authorization") {
+        let principal = match credential {
             None if spiffe.is_empty() => None,
             None => spiffe_principal(&spiffe, &req),
             Some(v) => {
@@ -258,7 +248,7 @@ pub(crate) fn interceptor(
                         Refusal::Failed(reason) => refused(&authority, Some(key), reason),
                         Refusal::Limited(e) => Status::from(e),
                     })?;
-                Some(Principal::from(&*c))
+                Some(c.principal.clone())
             }
         };
         req.extensions_mut().insert(Caller {

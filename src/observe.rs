@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request as AxumRequest, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use axum::middleware::Next;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -29,6 +30,10 @@ use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
 
 /// The request-id header, in both directions.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context. Headers are looked up by static name: by `&str`, the name is
+/// parsed on every lookup.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 const OK: i32 = 0;
 const CANCELLED: i32 = 1;
@@ -77,7 +82,7 @@ impl Extractor for Headers<'_> {
 /// the logs carry: the span's own when spans are exported, else the caller's.
 fn link(span: &Span, headers: &HeaderMap, export: bool) {
     let remote = headers
-        .contains_key("traceparent")
+        .contains_key(&TRACEPARENT)
         .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
         .filter(|cx| cx.span().span_context().is_valid());
     let mut trace_id = remote
@@ -254,7 +259,7 @@ fn anonymous_method(row: usize) -> bool {
 
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
@@ -296,7 +301,7 @@ where
             row,
             start: Instant::now(),
             span: span.clone(),
-            had_credential: req.headers().contains_key("authorization"),
+            had_credential: req.headers().contains_key(AUTHORIZATION),
             code: None,
             ended: false,
         };

@@ -99,8 +99,8 @@ async fn client_secret_authentication() {
     let f = fixture().await;
     let (id, secret) = client(&f, false).await;
     let p = f.authority.authenticate_client(&id, &secret).unwrap();
-    assert_eq!(p.key_id, id);
-    assert_eq!(p.owner, "app");
+    assert_eq!(&*p.key_id, id);
+    assert_eq!(&*p.owner, "app");
     for (name, cid, sec) in [
         ("wrong id", "0123456789abcdef", secret.as_str()),
         ("wrong secret", id.as_str(), "tsk_oauth_0123456789abcdef_x"),

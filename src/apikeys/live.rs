@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::apikeys;
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, Principal};
 use crate::ratelimit::Limiter;
 use crate::store::apikeys::ApiKeyRow;
 
@@ -19,8 +19,8 @@ use crate::store::apikeys::ApiKeyRow;
 pub struct Caller {
     /// Stored record (hash, owner, scopes, expiry).
     pub(crate) row: ApiKeyRow,
-    /// The row's scopes, shared, so a principal costs no copy per call.
-    pub(crate) scopes: Arc<[String]>,
+    /// The caller this key authenticates, built once: a call clones three `Arc`s.
+    pub(crate) principal: Principal,
     /// Last use in Unix seconds, not yet flushed when > `flushed`.
     last_used: AtomicI64,
     flushed: AtomicI64,
@@ -62,7 +62,11 @@ impl Callers {
         self.keys.pin().insert(
             id,
             Arc::new(Caller {
-                scopes: row.scopes.clone().into(),
+                principal: Principal {
+                    key_id: row.id.as_str().into(),
+                    owner: row.owner.as_str().into(),
+                    scopes: row.scopes.clone().into(),
+                },
                 limiter: row.rate_limit.map(|l| Arc::new(Limiter::new(l))),
                 row,
                 last_used: AtomicI64::new(0),
@@ -80,7 +84,7 @@ impl Callers {
             keys.insert(
                 id.to_string(),
                 Arc::new(Caller {
-                    scopes: old.scopes.clone(),
+                    principal: old.principal.clone(),
                     row,
                     last_used: AtomicI64::new(old.last_used.load(Ordering::Relaxed)),
                     flushed: AtomicI64::new(old.flushed.load(Ordering::Relaxed)),

@@ -65,7 +65,7 @@ impl Authority {
             audience,
             scopes,
             client_id: me,
-            owner: Some(p.owner.clone()),
+            owner: Some(p.owner.to_string()),
             ..AccessTokenRequest::default()
         };
         let scopes = self.check_access_request(&at)?;
@@ -75,7 +75,7 @@ impl Authority {
         let entry = audit_entry(caller, now, "token.exchanged", &jti)
             .about(at.subject.clone())
             .with("grant", "client_credentials")
-            .with("owner", p.owner.clone())
+            .with("owner", &*p.owner)
             .with("audience", at.audience.clone())
             .with("scopes", scopes.clone());
         // As for Issue: the token has no durable state of its own, so its audit record

@@ -68,7 +68,7 @@ impl Authority {
             .check(secret, self.clock.now())
             .filter(|c| self.client_keys.client_of(&c.row.id) == client_id)
             .ok_or(Error::Unauthenticated("client authentication failed"))?;
-        Ok(Principal::from(&*c))
+        Ok(c.principal.clone())
     }
 
     /// Registers an OAuth client (admin only). A confidential client also gets an API

@@ -96,7 +96,7 @@ impl Authority {
             audience,
             scopes,
             claims: subject.extra.clone(),
-            client_id: p.key_id.clone(),
+            client_id: p.key_id.to_string(),
             owner: subject.owner.clone(),
             ver: Some(subject.ver),
             ..AccessTokenRequest::default()

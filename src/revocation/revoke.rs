@@ -145,12 +145,12 @@ impl Authority {
         // in memory is revoked already and revoking it again changes nothing.
         let target_is_admin = match self.callers.get(id) {
             Some(target) => {
-                if let Some(missing) = target.scopes.iter().find(|s| !principal.has(s)) {
+                if let Some(missing) = target.row.scopes.iter().find(|s| !principal.has(s)) {
                     return Err(Error::PermissionDenied(format!(
                         "revoking API key {id} needs every scope it holds, and this API key lacks {missing}"
                     )));
                 }
-                target.scopes.iter().any(|s| s == auth::SCOPE_ADMIN)
+                target.row.scopes.iter().any(|s| s == auth::SCOPE_ADMIN)
             }
             None => false,
         };

@@ -273,7 +273,7 @@ pub(crate) fn caller(
                 bind_client_id(authority, &id, &key)?;
             }
             match authority.authenticate_api_key(&key, peer) {
-                Ok(c) => auth::Principal::from(&*c),
+                Ok(c) => c.principal.clone(),
                 Err(crate::apikeys::Refusal::Failed(_)) => {
                     return Err(Error::Unauthenticated("client authentication failed"));
                 }

@@ -95,7 +95,7 @@ impl Authority {
         let principal = caller.require(auth::SCOPE_ISSUE)?;
         let scopes = self.check_access_request(&req)?;
         if req.client_id.is_empty() {
-            req.client_id = principal.key_id.clone();
+            req.client_id = principal.key_id.to_string();
         }
         let now = self.clock.now();
         let lifetime = self.access_lifetime(req.ttl, &scopes)?;
