@@ -142,6 +142,16 @@ fn refused(authority: &Authority, key: Option<&str>, reason: AuthFailure) -> Sta
     .into()
 }
 
+/// The API key of an `authorization` value in the `Bearer` scheme (`Bearer` or
+/// `bearer`), trimmed; `None` for any other scheme. One reading for the gRPC interceptor
+/// and the OAuth endpoints alike.
+pub(crate) fn bearer_key(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 /// A request id from the caller, if sane, else a fresh one.
 pub(crate) fn request_id(given: Option<&str>) -> String {
     given
@@ -232,12 +242,8 @@ pub(crate) fn interceptor(
                 let key = v
                     .to_str()
                     .ok()
-                    .and_then(|s| {
-                        s.strip_prefix("Bearer ")
-                            .or_else(|| s.strip_prefix("bearer "))
-                    })
-                    .ok_or_else(|| refused(&authority, None, AuthFailure::Malformed))?
-                    .trim();
+                    .and_then(bearer_key)
+                    .ok_or_else(|| refused(&authority, None, AuthFailure::Malformed))?;
                 let peer = req
                     .extensions()
                     .get::<crate::net::PeerInfo>()
@@ -262,6 +268,15 @@ pub(crate) fn interceptor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_key_is_read_in_either_case_of_the_scheme_and_trimmed() {
+        assert_eq!(bearer_key("Bearer tsk_a"), Some("tsk_a"));
+        assert_eq!(bearer_key("bearer  tsk_a "), Some("tsk_a"));
+        assert_eq!(bearer_key("BEARER tsk_a"), None);
+        assert_eq!(bearer_key("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_key("Bearer"), None);
+    }
 
     #[test]
     fn fresh_request_ids_are_distinct_and_header_safe() {

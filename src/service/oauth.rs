@@ -68,8 +68,8 @@ pub(crate) async fn challenge_in_clients_scheme(
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().get(..7))
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| auth::bearer_key(v).is_some());
     let mut r = next.run(req).await;
     if bearer && r.status() == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
@@ -231,11 +231,8 @@ pub fn client_key(
             );
             return Ok(Some((secret, Some(id))));
         }
-        if let Some(k) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Ok(Some((k.trim().to_string(), None)));
+        if let Some(k) = auth::bearer_key(v) {
+            return Ok(Some((k.to_string(), None)));
         }
         return Err(Error::Unauthenticated("unsupported authorization scheme"));
     }
@@ -350,9 +347,9 @@ pub(crate) async fn introspect(
         Introspection::ApiKey(key) => {
             let k = &key.row;
             json!({
-            "active": true, "token_type": "api_key", "scope": k.scopes.join(" "), "client_id": k.id,
-            "sub": k.owner, "iss": a.config().issuer, "iat": k.created_at, "exp": k.expires_at,
-            "jti": k.id, "owner": k.owner, "environment": k.environment,
+                "active": true, "token_type": "api_key", "scope": k.scopes.join(" "), "client_id": k.id,
+                "sub": k.owner, "iss": a.config().issuer, "iat": k.created_at, "exp": k.expires_at,
+                "jti": k.id, "owner": k.owner, "environment": k.environment,
             })
         }
         Introspection::RefreshToken(pair) => {

@@ -239,6 +239,14 @@ mod tests {
             .expect("keyring")
     }
 
+    /// A key ring in a fresh store, and an empty cache of `max_entries` tokens.
+    async fn setup(max_entries: u64) -> (tempfile::TempDir, Keyring, VerifiedCache) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let keys = keyring(tmp.path()).await;
+        let cache = VerifiedCache::new(max_entries, 1 << 20, clock_at_now());
+        (tmp, keys, cache)
+    }
+
     fn token(keys: &Keyring, exp: i64) -> String {
         let (_, jti) = crate::tokens::new_jti();
         let claims = AccessClaims {
@@ -277,9 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn second_verify_is_a_hit_and_still_checks_time_and_key() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let keys = keyring(tmp.path()).await;
-        let cache = VerifiedCache::new(1_000, 1 << 20, clock_at_now());
+        let (_tmp, keys, cache) = setup(1_000).await;
         let t = token(&keys, NOW + 600);
 
         let first = cache.verify(&t, &rules(&keys, NOW)).expect("verifies");
@@ -312,9 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let keys = keyring(tmp.path()).await;
-        let cache = VerifiedCache::new(1_000, 1 << 20, clock_at_now());
+        let (_tmp, keys, cache) = setup(1_000).await;
         let t = token(&keys, NOW + 600);
         let mut forged = t.clone();
         forged.pop();
@@ -329,9 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_entries() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let keys = keyring(tmp.path()).await;
-        let cache = VerifiedCache::new(8, 1 << 20, clock_at_now());
+        let (_tmp, keys, cache) = setup(8).await;
         for _ in 0..50 {
             let t = token(&keys, NOW + 600);
             cache.verify(&t, &rules(&keys, NOW)).expect("verifies");
@@ -348,9 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cached_signature_under_another_payload_is_a_miss_and_refused() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let keys = keyring(tmp.path()).await;
-        let cache = VerifiedCache::new(1_000, 1 << 20, clock_at_now());
+        let (_tmp, keys, cache) = setup(1_000).await;
         let t = token(&keys, NOW + 600);
         let other = token(&keys, NOW + 600);
         let genuine = cache.verify(&t, &rules(&keys, NOW)).expect("verifies");
