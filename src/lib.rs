@@ -59,6 +59,13 @@ pub(crate) mod watch;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("tessera.v1");
+
+    /// The gRPC servers of `tessera.v1` (build.rs): crate-private, as one of them
+    /// answers with a type of the crate's own.
+    #[allow(missing_docs, unreachable_pub, clippy::all)]
+    pub(crate) mod servers {
+        include!(concat!(env!("OUT_DIR"), "/servers/tessera.v1.rs"));
+    }
     /// Encoded descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("tessera_descriptor");

@@ -730,6 +730,10 @@ async fn a_rotated_api_key_works_through_the_overlap_then_only_its_successor() {
     )
     .await
     .unwrap();
+    // Introspected now, the old key's answer is made and kept; the rotation must not
+    // leave it stale.
+    let before = s.introspect(&old.token).await.unwrap();
+    assert!(before.active);
     let new = issue(
         &s,
         ApiKeySpec {
@@ -763,6 +767,13 @@ async fn a_rotated_api_key_works_through_the_overlap_then_only_its_successor() {
         (old_exp - s.clock.now() - 3600).abs() <= 2,
         "old key ends with the overlap"
     );
+    let after = s.introspect(&old.token).await.unwrap();
+    assert_eq!(
+        after.expires_at.unwrap().seconds,
+        old_exp,
+        "answer follows the rotation"
+    );
+    assert_ne!(before.expires_at, after.expires_at);
 
     let works = |key: String| {
         let s = &s;

@@ -20,7 +20,6 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, params};
 
 use crate::store::db::Db;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
@@ -239,7 +238,7 @@ fn reseal_one(
     let again: Zeroizing<Vec<u8>> = new
         .open(context, &resealed)
         .map_err(|_| Error::internal(format!("{what} does not open under the new master key")))?;
-    if !bool::from(again.as_slice().ct_eq(plain.as_slice())) {
+    if !crate::secret::same_bytes(&again, &plain) {
         return Err(Error::internal(format!(
             "{what} opens under the new master key to different bytes"
         )));

@@ -8,7 +8,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::digest::{SHA256, digest};
 use serde_json::{Map, Value};
-use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 use crate::tokens::{MAX_AUDIENCES, SERVICE_SCOPE_PREFIX, check_list, normalize_scopes};
@@ -90,7 +89,7 @@ pub(crate) fn verify_pkce(verifier: &str, challenge: &str) -> Result<()> {
             "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
         ));
     }
-    if bool::from(s256(verifier).as_bytes().ct_eq(challenge.as_bytes())) {
+    if crate::secret::same_bytes(s256(verifier).as_bytes(), challenge.as_bytes()) {
         Ok(())
     } else {
         Err(Error::InvalidGrant(

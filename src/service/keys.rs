@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::ts;
 use crate::authority::Authority;
-use crate::proto::key_service_server::KeyService;
+use crate::proto::servers::key_service_server::KeyService;
 use crate::proto::{
     GetJwksRequest, GetJwksResponse, ListSigningKeysRequest, ListSigningKeysResponse,
     RevokeSigningKeyRequest, RevokeSigningKeyResponse, RotateSigningKeyRequest,

@@ -1,6 +1,7 @@
 //! Transport adapters: tonic handlers (one file per service) and the HTTP listener.
 //! They decode, call the [`Authority`](crate::authority::Authority), encode. No SQL, no crypto.
 
+pub(crate) mod answer;
 pub(crate) mod codec;
 pub(crate) mod convert;
 pub(crate) mod ext_authz;

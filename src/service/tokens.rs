@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::answer::Answer;
 use super::convert::{json_to_struct, struct_to_json, ts, ttl};
 use crate::apikeys::NewApiKey;
 use crate::authority::{Authority, Issued};
@@ -13,13 +14,13 @@ use crate::oauth::{
 };
 use crate::proto::exchange_request::Grant;
 use crate::proto::issue_request::Credential;
-use crate::proto::token_service_server::TokenService;
+use crate::proto::servers::token_service_server::TokenService;
 use crate::proto::{
     ApiKeyInfo, AuditEvent, BumpTokenVersionRequest, BumpTokenVersionResponse, ClientInfo,
-    ExchangeRequest, ExchangeResponse, IntrospectRequest, IntrospectResponse, IssueRequest,
-    IssueResponse, ListApiKeysRequest, ListApiKeysResponse, ListAuditEventsRequest,
-    ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, RevocationEvent,
-    RevokeRequest, RevokeResponse, WatchRevocationsRequest,
+    ExchangeRequest, ExchangeResponse, IntrospectRequest, IssueRequest, IssueResponse,
+    ListApiKeysRequest, ListApiKeysResponse, ListAuditEventsRequest, ListAuditEventsResponse,
+    ListClientsRequest, ListClientsResponse, RevocationEvent, RevokeRequest, RevokeResponse,
+    WatchRevocationsRequest,
 };
 use crate::proto::{
     Heartbeat, RateLimit, RevokedTokenId, SigningKeyEvent, SnapshotDone, TokenVersion,
@@ -28,7 +29,7 @@ use crate::secret::Secret;
 use crate::store::apikeys::ApiKeyFilter;
 use crate::store::audit::AuditFilter;
 use crate::store::changes::Change;
-use crate::tokens::{AccessTokenRequest, Introspection};
+use crate::tokens::AccessTokenRequest;
 use crate::watch::{Event, EventKind};
 
 /// gRPC handlers for the token lifecycle.
@@ -257,76 +258,10 @@ impl TokenService for TokenHandlers {
     async fn introspect(
         &self,
         mut req: Request<IntrospectRequest>,
-    ) -> Result<Response<IntrospectResponse>, Status> {
+    ) -> Result<Response<Answer>, Status> {
         let caller = super::caller(&mut req)?;
-        let r = req.into_inner();
-        let out = match self.0.introspect(&caller, &r.token).await? {
-            Introspection::Inactive => IntrospectResponse::default(),
-            Introspection::AccessToken(found) => {
-                let c = &found.claims;
-                IntrospectResponse {
-                    active: true,
-                    token_kind: "access_token".into(),
-                    subject: c.sub.clone(),
-                    scopes: c.scopes(),
-                    audience: c.aud.clone(),
-                    client_id: c.client_id.clone(),
-                    issuer: c.iss.clone(),
-                    token_id: c.jti.clone(),
-                    issued_at: ts(c.iat),
-                    not_before: ts(c.nbf),
-                    expires_at: ts(c.exp),
-                    token_version: c.ver,
-                    owner: c.owner.clone().unwrap_or_default(),
-                    claims: match &c.act {
-                        None if c.extra.is_empty() => None,
-                        None => Some(json_to_struct(&c.extra)),
-                        Some(act) => {
-                            let mut extra = c.extra.clone();
-                            extra.insert("act".into(), act.clone());
-                            Some(json_to_struct(&extra))
-                        }
-                    },
-                    ..IntrospectResponse::default()
-                }
-            }
-            Introspection::ApiKey(key) => {
-                let k = &key.row;
-                IntrospectResponse {
-                    active: true,
-                    token_kind: "api_key".into(),
-                    subject: k.owner.clone(),
-                    scopes: k.scopes.clone(),
-                    client_id: k.id.clone(),
-                    issuer: self.0.config.issuer.clone(),
-                    token_id: k.id.clone(),
-                    issued_at: ts(k.created_at),
-                    not_before: ts(k.created_at),
-                    expires_at: ts(k.expires_at),
-                    owner: k.owner.clone(),
-                    environment: k.environment.clone(),
-                    ..IntrospectResponse::default()
-                }
-            }
-            Introspection::RefreshToken(pair) => {
-                let (t, f) = *pair;
-                IntrospectResponse {
-                    active: true,
-                    token_kind: "refresh_token".into(),
-                    subject: f.subject,
-                    scopes: f.scopes,
-                    audience: f.audience,
-                    client_id: f.client_id,
-                    issuer: self.0.config.issuer.clone(),
-                    token_id: t.id,
-                    issued_at: ts(t.issued_at),
-                    not_before: ts(t.issued_at),
-                    expires_at: ts(t.expires_at.min(f.absolute_expires_at)),
-                    ..IntrospectResponse::default()
-                }
-            }
-        };
-        Ok(Response::new(out))
+        let found = self.0.introspect(&caller, &req.get_ref().token).await?;
+        Ok(Response::new(Answer::new(found, &self.0.config.issuer)))
     }
 
     async fn revoke(

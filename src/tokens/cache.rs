@@ -24,20 +24,21 @@
 //! displaces the genuine entry.
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::sync::Cache;
+use prost::bytes::Bytes;
 use ring::digest;
-use subtle::ConstantTimeEq;
 
 use super::Jti;
 use super::claims::AccessClaims;
 use super::verify::{self, Reject, Rules};
 use crate::clock::Clock;
 use crate::keys::VerifyingKey;
+use crate::secret::same_bytes;
 
 /// Default bound on the number of cached tokens.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -63,6 +64,8 @@ pub struct Verified {
     pub key: Arc<VerifyingKey>,
     /// The token's `header.payload`, which a lookup must match.
     signed: Box<[u8]>,
+    /// The gRPC Introspect answer about this token, encoded by the service on first use.
+    answer: OnceLock<Bytes>,
     /// Estimated size, for the byte bound.
     weight: u32,
 }
@@ -73,6 +76,14 @@ impl std::fmt::Debug for Verified {
             .field("claims", &self.claims)
             .field("kid", &self.key.kid)
             .finish_non_exhaustive()
+    }
+}
+
+impl Verified {
+    /// The Introspect answer about this token: made by `encode` on first use, shared
+    /// afterwards. The claims never change, so neither does the answer.
+    pub(crate) fn answer(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        self.answer.get_or_init(|| encode(self)).clone()
     }
 }
 
@@ -138,12 +149,15 @@ impl VerifiedCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let (claims, jti, key_used) = verify::verify_with_key(token, rules)?;
-        let weight = u32::try_from(ENTRY_OVERHEAD + token.len() + signed.len()).unwrap_or(u32::MAX);
+        // The answer, once made, is shorter than `header.payload` (its base64 JSON).
+        let weight =
+            u32::try_from(ENTRY_OVERHEAD + token.len() + 2 * signed.len()).unwrap_or(u32::MAX);
         let found = Arc::new(Verified {
             claims,
             jti,
             key: key_used,
             signed: signed.as_bytes().into(),
+            answer: OnceLock::new(),
             weight,
         });
         self.entries.insert(key, found.clone());
@@ -196,18 +210,6 @@ fn cache_key(signature: &str) -> Key {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
-}
-
-/// `a == b`, in time that depends on the lengths only. `subtle`'s slice comparison
-/// costs about twelve instructions a byte (a barrier per byte), five thousand for a
-/// token's header and payload: more than the hashing this comparison saves. This
-/// fold has no early exit for the compiler to find, and vectorizes.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
-    diff.ct_eq(&0).into()
 }
 
 /// What a cached verification cannot vouch for: the key may have left its window and
@@ -369,19 +371,6 @@ mod tests {
         let again = cache.verify(&t, &rules(&keys, NOW)).expect("cached");
         assert!(Arc::ptr_eq(&genuine, &again));
         assert_eq!(cache.hits(), 1);
-    }
-
-    #[test]
-    fn same_bytes_is_equality() {
-        let a = b"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9".to_vec();
-        assert!(same_bytes(&a, &a.clone()));
-        assert!(same_bytes(b"", b""));
-        for i in [0, a.len() / 2, a.len() - 1] {
-            let mut b = a.clone();
-            b[i] ^= 1;
-            assert!(!same_bytes(&a, &b), "byte {i}");
-        }
-        assert!(!same_bytes(&a, &a[..a.len() - 1]));
     }
 
     #[test]
