@@ -14,13 +14,13 @@
 //! - `watch`        `WatchRevocations`: snapshot or replay from the change log, then live deltas
 //! - `store`        SQLite (WAL) or PostgreSQL behind one SQL surface: the private, locked data dir, migrations, group-committing writer, one file per table family
 //! - `replication`  applies other replicas' change-log rows to this one's memory (PostgreSQL)
-//! - `service`      tonic handlers, the codec and size limit, the HTTP listener and OAuth endpoints: translate only
+//! - `service`      tonic handlers, the codec and size limit, Introspect's answer encoded once per live token, the HTTP listener and OAuth endpoints: translate only
 //! - `metrics`      counters, histograms and process metrics for `/metrics`
 //! - `observe`      per-request middleware: request id, SERVER spans, request metrics
 //! - `net`          listener defences: connection caps, header/request/idle timeouts, their counters
 //! - `tls`          rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export
-//! - [`secret`]     the one type for secret text: zeroized on drop, `[redacted]` in `Debug`
+//! - [`secret`]     the one type for secret text: zeroized on drop, `[redacted]` in `Debug`; the one constant-time comparison
 //! - [`clock`]      the one source of time
 //! - `error`        the error enum and its one mapping to `tonic::Status`
 //! - [`test_support`] what the integration tests and benchmarks may see of the internals

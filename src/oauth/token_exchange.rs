@@ -74,8 +74,9 @@ impl Authority {
         }
         let audience =
             rules::exchange_audience(&req.audience, &key.row.id, &key.row.exchange_audiences)?;
+        let now = self.clock.now();
         let found = self
-            .check_access_token(req.subject_token.expose())
+            .check_access_token(req.subject_token.expose(), now)
             .map_err(|r| {
                 self.metrics.inactive(r);
                 tracing::debug!(reason = r.label(), "token exchange: inactive subject token");
@@ -102,7 +103,6 @@ impl Authority {
             ..AccessTokenRequest::default()
         };
         let scopes = self.check_access_request(&at)?;
-        let now = self.clock.now();
         let lifetime = self.access_lifetime(None, &scopes)?.min(subject.exp - now);
         if lifetime <= 0 {
             return Err(Error::InactiveSubjectToken);

@@ -39,12 +39,14 @@ impl Authority {
         }
     }
 
-    /// Verifies an access token fully: signature, claims, blocklist, token version.
+    /// Verifies an access token fully at `now`: signature, claims, blocklist, token
+    /// version.
     pub(crate) fn check_access_token(
         &self,
         token: &str,
+        now: i64,
     ) -> std::result::Result<Arc<Verified>, Reject> {
-        let rules = self.rules(self.clock.now());
+        let rules = self.rules(now);
         let found = self.verified.verify(token, &rules)?;
         if self.revocations.is_blocked(found.jti) {
             return Err(Reject::Revoked);
@@ -100,7 +102,7 @@ impl Authority {
                 }
             });
         }
-        Ok(match self.check_access_token(token) {
+        Ok(match self.check_access_token(token, now) {
             Ok(found) => {
                 Metrics::inc(&self.metrics.introspect_active);
                 Introspection::AccessToken(found)
