@@ -66,6 +66,7 @@ pub mod proto {
     pub(crate) mod servers {
         include!(concat!(env!("OUT_DIR"), "/servers/tessera.v1.rs"));
     }
+
     /// Encoded descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("tessera_descriptor");

@@ -3,7 +3,7 @@
 //! drop and `[redacted]` in `Debug`, so neither a forgotten buffer nor a log line of a
 //! struct that holds one gives it away. (The master key is bytes, with a type of its
 //! own: [`MasterKey`](crate::keys::seal::MasterKey).) And the one constant-time
-//! comparison of secret bytes, [`same_bytes`].
+//! comparison of secret bytes, `same_bytes`.
 
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
