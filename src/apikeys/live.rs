@@ -6,15 +6,14 @@
 //! rate limit carries its limiter here, one atomic per key, so admitting a call takes
 //! no lock either.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use prost::bytes::Bytes;
 
 use crate::apikeys;
 use crate::auth::{AuthFailure, Principal};
 use crate::ratelimit::Limiter;
 use crate::store::apikeys::ApiKeyRow;
+use crate::tokens::EncodedOnce;
 
 /// A live API key as the hot path sees it.
 #[derive(Debug)]
@@ -30,9 +29,9 @@ pub struct Caller {
     /// the record that replaces this one after a rotation, so a rotation does not
     /// refill the bucket.
     limiter: Option<Arc<Limiter>>,
-    /// The gRPC Introspect answer about this key, encoded by the service on first
-    /// use. A changed record is a new `Caller`, with an answer of its own.
-    answer: OnceLock<Bytes>,
+    /// The gRPC Introspect answer about this key. A changed record is a new `Caller`,
+    /// with an answer of its own.
+    pub(crate) answer: EncodedOnce,
 }
 
 impl Caller {
@@ -43,12 +42,6 @@ impl Caller {
             None => Ok(()),
             Some(l) => l.acquire_at_instant(now.unwrap_or_else(std::time::Instant::now)),
         }
-    }
-
-    /// The Introspect answer about this key: made by `encode` on first use, shared
-    /// afterwards.
-    pub(crate) fn answer(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
-        self.answer.get_or_init(|| encode(self)).clone()
     }
 }
 
@@ -82,7 +75,7 @@ impl Callers {
                 row,
                 last_used: AtomicI64::new(0),
                 flushed: AtomicI64::new(0),
-                answer: OnceLock::new(),
+                answer: EncodedOnce::default(),
             }),
         );
     }
@@ -101,7 +94,7 @@ impl Callers {
                     last_used: AtomicI64::new(old.last_used.load(Ordering::Relaxed)),
                     flushed: AtomicI64::new(old.flushed.load(Ordering::Relaxed)),
                     limiter: old.limiter.clone(),
-                    answer: OnceLock::new(),
+                    answer: EncodedOnce::default(),
                 }),
             );
         }

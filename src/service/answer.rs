@@ -37,8 +37,12 @@ impl Answer {
         match found {
             // The default message encodes to nothing.
             Introspection::Inactive => Answer::default(),
-            Introspection::AccessToken(t) => Answer(t.answer(|t| encode(&access_token(t)))),
-            Introspection::ApiKey(k) => Answer(k.answer(|k| encode(&api_key(k, issuer)))),
+            Introspection::AccessToken(t) => {
+                Answer(t.answer.get_or_encode(|| encode(&access_token(&t))))
+            }
+            Introspection::ApiKey(k) => {
+                Answer(k.answer.get_or_encode(|| encode(&api_key(&k, issuer))))
+            }
             Introspection::RefreshToken(pair) => {
                 let (t, f) = *pair;
                 Answer(encode(&refresh_token(t, f, issuer)))

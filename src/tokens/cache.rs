@@ -24,17 +24,17 @@
 //! displaces the genuine entry.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::sync::Cache;
-use prost::bytes::Bytes;
 use ring::digest;
 
 use super::Jti;
 use super::claims::AccessClaims;
+use super::introspect::EncodedOnce;
 use super::verify::{self, Reject, Rules};
 use crate::clock::Clock;
 use crate::keys::VerifyingKey;
@@ -65,8 +65,8 @@ pub struct Verified {
     pub key: Arc<VerifyingKey>,
     /// The token's `header.payload`, which a lookup must match.
     signed: Box<[u8]>,
-    /// The gRPC Introspect answer about this token, encoded by the service on first use.
-    answer: OnceLock<Bytes>,
+    /// The gRPC Introspect answer about this token.
+    pub(crate) answer: EncodedOnce,
     /// Estimated size, for the byte bound.
     weight: u32,
 }
@@ -77,14 +77,6 @@ impl std::fmt::Debug for Verified {
             .field("claims", &self.claims)
             .field("kid", &self.key.kid)
             .finish_non_exhaustive()
-    }
-}
-
-impl Verified {
-    /// The Introspect answer about this token: made by `encode` on first use, shared
-    /// afterwards. The claims never change, so neither does the answer.
-    pub(crate) fn answer(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
-        self.answer.get_or_init(|| encode(self)).clone()
     }
 }
 
@@ -158,7 +150,7 @@ impl VerifiedCache {
             jti,
             key: key_used,
             signed: signed.as_bytes().into(),
-            answer: OnceLock::new(),
+            answer: EncodedOnce::default(),
             weight,
         });
         self.entries.insert(key, found.clone());

@@ -1,7 +1,9 @@
 //! RFC 7662 introspection and the one strict check of an access token, as
 //! [`Authority`] methods. Memory only, except for a refresh token's row.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use prost::bytes::Bytes;
 
 use crate::apikeys;
 use crate::auth::{self, Caller};
@@ -15,7 +17,7 @@ use crate::tokens::verify::{MAX_TOKEN_LEN, Reject, Rules};
 
 /// What introspection found. `Inactive` carries nothing on purpose. A live access
 /// token or API key is the shared record itself, not a copy: the answer is built
-/// straight from it, once per call.
+/// straight from it, once per record (`EncodedOnce`).
 #[derive(Debug, Clone)]
 pub enum Introspection {
     /// Unknown, malformed, forged, expired, revoked, ... — no reason given.
@@ -26,6 +28,28 @@ pub enum Introspection {
     ApiKey(Arc<apikeys::Caller>),
     /// A live refresh token.
     RefreshToken(Box<(TokenRow, FamilyRow)>),
+}
+
+/// The wire answer to an Introspect about one live token or key, encoded by the
+/// service on first use and shared afterwards. What it says never changes for the
+/// record that holds it: a key whose record changes is a new record, with a new answer.
+#[derive(Default)]
+pub(crate) struct EncodedOnce(OnceLock<Bytes>);
+
+impl EncodedOnce {
+    /// The answer, made by `encode` if this is the first call.
+    pub(crate) fn get_or_encode(&self, encode: impl FnOnce() -> Bytes) -> Bytes {
+        self.0.get_or_init(encode).clone()
+    }
+}
+
+impl std::fmt::Debug for EncodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(b) => write!(f, "EncodedOnce({} bytes)", b.len()),
+            None => f.write_str("EncodedOnce(not yet)"),
+        }
+    }
 }
 
 impl Authority {
@@ -128,5 +152,26 @@ impl Authority {
                 && now < t.expires_at
                 && now < f.absolute_expires_at
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_encoded_once_and_shown_only_by_length() {
+        let slot = EncodedOnce::default();
+        assert_eq!(format!("{slot:?}"), "EncodedOnce(not yet)");
+        let mut made = 0;
+        for _ in 0..3 {
+            let got = slot.get_or_encode(|| {
+                made += 1;
+                Bytes::from_static(b"\x08\x01")
+            });
+            assert_eq!(&got[..], b"\x08\x01");
+        }
+        assert_eq!(made, 1);
+        assert_eq!(format!("{slot:?}"), "EncodedOnce(2 bytes)");
     }
 }

@@ -10,6 +10,7 @@ pub mod opaque;
 pub(crate) mod strict_json;
 pub mod verify;
 
+pub(crate) use introspect::EncodedOnce;
 pub use introspect::Introspection;
 pub use issue::AccessTokenRequest;
 
