@@ -16,7 +16,7 @@
 //! - `replication`  applies other replicas' change-log rows to this one's memory (PostgreSQL)
 //! - `service`      tonic handlers, the codec and size limit, Introspect's answer encoded once per live token, the HTTP listener and OAuth endpoints: translate only
 //! - `metrics`      counters, histograms and process metrics for `/metrics`
-//! - `observe`      per-request middleware: request id, SERVER spans, request metrics
+//! - `observe`      per-request middleware: request id, log context or SERVER span, metrics
 //! - `net`          listener defences: connection caps, header/request/idle timeouts, their counters
 //! - `tls`          rustls for the public listeners: certificate reload, mTLS, SPIFFE ids of client certificates
 //! - [`telemetry`]  `tracing` logs and opt-in OpenTelemetry (OTLP) span export

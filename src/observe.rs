@@ -1,8 +1,9 @@
 //! Per-request observation, as middleware around every gRPC call and HTTP request: the
 //! request id (taken from `x-request-id` or generated, echoed in the response), the
-//! OpenTelemetry SERVER span (child of an incoming W3C `traceparent`), the request
-//! counters and latency histograms, and the counting and logging of callers refused
-//! for want of a credential or a scope.
+//! log context — the OpenTelemetry SERVER span (child of an incoming W3C
+//! `traceparent`), or for a gRPC call under the default text logs its fields alone
+//! (`telemetry::CallFields`) — the request counters and latency histograms, and the
+//! counting and logging of callers refused for want of a credential or a scope.
 //!
 //! Health and reflection calls get no span: a probe every few seconds would drown the
 //! traces. Health calls are still counted; reflection calls are not.
@@ -18,7 +19,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use axum::middleware::Next;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing::field::Empty;
@@ -27,6 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::AuthFailure;
 use crate::authority::Authority;
 use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
+use crate::telemetry::{self, CallFields};
 
 /// The request-id header, in both directions.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,13 +52,15 @@ const UNAUTHENTICATED: i32 = 16;
 /// later answer could have used, and the encoder first compared it with every earlier
 /// id it still held: about 7 % of the instructions of a health check.
 fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let given = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
-    let id = crate::auth::request_id(given);
-    let mut v = match headers.get(&REQUEST_ID) {
-        Some(v) if given == Some(id.as_str()) => v.clone(),
-        _ => {
-            // A generated id is base64url/hex: always a valid header value.
-            let v = HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"));
+    let given = headers
+        .get(&REQUEST_ID)
+        .filter(|v| v.to_str().is_ok_and(crate::auth::sane_request_id));
+    let mut v = match given {
+        Some(v) => v.clone(),
+        None => {
+            // A generated id is base64url: always a valid header value.
+            let id = crate::auth::fresh_request_id();
+            let v = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"));
             headers.insert(REQUEST_ID, v.clone());
             v
         }
@@ -78,22 +82,29 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// The caller's trace context, from a valid `traceparent`.
+fn remote(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    headers
+        .contains_key(&TRACEPARENT)
+        .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
+        .filter(|cx| cx.span().span_context().is_valid())
+}
+
+fn trace_id(cx: &opentelemetry::Context) -> TraceId {
+    cx.span().span_context().trace_id()
+}
+
 /// Makes `span` a child of the caller's `traceparent`, if any, and records the trace id
 /// the logs carry: the span's own when spans are exported, else the caller's.
 fn link(span: &Span, headers: &HeaderMap, export: bool) {
-    let remote = headers
-        .contains_key(&TRACEPARENT)
-        .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
-        .filter(|cx| cx.span().span_context().is_valid());
-    let mut trace_id = remote
-        .as_ref()
-        .map(|cx| cx.span().span_context().trace_id());
+    let remote = remote(headers);
+    let mut trace_id = remote.as_ref().map(trace_id);
     if export {
         if let Some(cx) = remote {
             let _ = span.set_parent(cx);
         }
-        let own = span.context().span().span_context().trace_id();
-        if own != opentelemetry::trace::TraceId::INVALID {
+        let own = self::trace_id(&span.context());
+        if own != TraceId::INVALID {
             trace_id = Some(own);
         }
     }
@@ -112,6 +123,8 @@ pub(crate) struct Observer {
     /// as `CANCELLED`.
     timeout: Duration,
     export: bool,
+    /// A call's log context rides with its task, not in a span (see `telemetry`).
+    in_task: bool,
 }
 
 impl Observer {
@@ -122,6 +135,7 @@ impl Observer {
             authority,
             timeout,
             export,
+            in_task: !export && telemetry::calls_in_task(),
         }
     }
 }
@@ -169,8 +183,31 @@ fn classify(path: &str) -> Kind {
     Kind::Method { row, traced }
 }
 
+fn method_name(row: usize) -> &'static str {
+    GRPC_METHODS.get(row).copied().unwrap_or("_OTHER")
+}
+
+/// Where a call's log context lives: nowhere (health checks), in a span, or beside the
+/// call's task (its fields, swapped in while the call runs).
+enum LogContext {
+    None,
+    Span(Span),
+    Task(Option<CallFields>),
+}
+
+impl LogContext {
+    /// `f`'s result, with this context on every line it logs.
+    fn in_scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        match self {
+            LogContext::None => f(),
+            LogContext::Span(span) => span.in_scope(f),
+            LogContext::Task(fields) => CallFields::in_scope(fields, f),
+        }
+    }
+}
+
 fn grpc_span(row: usize, request_id: &HeaderValue, export: bool) -> Span {
-    let name = GRPC_METHODS.get(row).copied().unwrap_or("_OTHER");
+    let name = method_name(row);
     if !export {
         // Display (`%`), not Debug: a `&str` field is written escaped, char by char,
         // which was 2.4k of the 3.4k instructions that formatting these fields took.
@@ -204,7 +241,7 @@ struct Finish {
     observer: Observer,
     row: usize,
     start: Instant,
-    span: Span,
+    context: LogContext,
     had_credential: bool,
     /// From the response headers (trailers-only answers) or the trailers.
     code: Option<i32>,
@@ -222,8 +259,9 @@ impl Drop for Finish {
         };
         let m = &self.observer.authority.metrics();
         m.grpc_call(self.row, code, took);
-        let span = &self.span;
-        if self.observer.export {
+        if self.observer.export
+            && let LogContext::Span(span) = &self.context
+        {
             span.record("rpc.grpc.status_code", code);
             if code != OK {
                 span.record("otel.status_code", "error");
@@ -241,12 +279,14 @@ impl Drop for Finish {
         };
         if let Some(reason) = refused {
             m.auth_failure(reason);
-            let _entered = span.enter();
-            if reason == AuthFailure::Missing {
-                tracing::info!(reason = %reason.label(), "authentication failed");
-            } else {
-                tracing::info!(reason = %reason.label(), "permission denied");
-            }
+            let context = &mut self.context;
+            context.in_scope(|| {
+                if reason == AuthFailure::Missing {
+                    tracing::info!(reason = %reason.label(), "authentication failed");
+                } else {
+                    tracing::info!(reason = %reason.label(), "permission denied");
+                }
+            });
         }
     }
 }
@@ -266,20 +306,14 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
         .and_then(|v| v.parse().ok())
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S> tower::Service<Request<tonic::body::Body>> for Grpc<S>
 where
-    S: tower::Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>,
+    S::Future: Unpin,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = Answering<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -287,66 +321,113 @@ where
 
     fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
         let Kind::Method { row, traced } = classify(req.uri().path()) else {
-            return Box::pin(self.inner.call(req));
+            return Answering {
+                inner: self.inner.call(req),
+                call: None,
+                timer: None,
+            };
         };
-        let rid = request_id(req.headers_mut());
+        let request_id = request_id(req.headers_mut());
         let export = self.observer.export;
-        let span = if traced {
-            let span = grpc_span(row, &rid, export);
-            link(&span, req.headers(), export);
-            span
+        let context = if !traced {
+            LogContext::None
+        } else if self.observer.in_task {
+            LogContext::Task(Some(CallFields {
+                method: method_name(row),
+                request_id: request_id.clone(),
+                trace_id: remote(req.headers()).as_ref().map(trace_id),
+            }))
         } else {
-            Span::none()
+            let span = grpc_span(row, &request_id, export);
+            link(&span, req.headers(), export);
+            LogContext::Span(span)
         };
         let mut finish = Finish {
             observer: self.observer.clone(),
             row,
             start: Instant::now(),
-            span: span.clone(),
+            context,
             had_credential: req.headers().contains_key(AUTHORIZATION),
             code: None,
             ended: false,
         };
-        // The auth interceptor runs inside `call`: enter the span so its lines carry it.
-        let fut = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        let deadline = tokio::time::Instant::from_std(finish.start) + self.observer.timeout;
-        Box::pin(async move {
-            let fut = tracing::Instrument::instrument(fut, span);
-            let mut res = match within(deadline, fut).await {
-                Some(res) => res?,
-                None => tonic::Status::deadline_exceeded(format!(
-                    "no answer within the server's per-call limit of {:?}",
-                    finish.observer.timeout
-                ))
-                .into_http(),
-            };
-            res.headers_mut().insert(REQUEST_ID, rid);
-            finish.code = grpc_status(res.headers());
-            if row == GRPC_OTHER && finish.code.is_none() {
-                finish.code = Some(UNKNOWN);
-            }
-            Ok(res.map(|body| {
-                tonic::body::Body::new(Observed {
-                    inner: body,
-                    finish: Some(finish),
-                })
-            }))
-        })
+        // The auth interceptor runs inside `call`: its lines carry the context too.
+        let inner = &mut self.inner;
+        let inner = finish.context.in_scope(|| inner.call(req));
+        Answering {
+            inner,
+            call: Some(Observing { request_id, finish }),
+            timer: None,
+        }
     }
 }
 
-/// `fut`'s output, or `None` once `deadline` has passed without it. Most calls (a
-/// health check, a cached introspection, an API-key check) are answered in their first
-/// poll: only a call that has to wait builds and arms a timer.
-async fn within<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => tokio::time::timeout_at(deadline, fut).await.ok(),
+/// A call being answered: the inner service's future, polled in the call's log context
+/// and cut off at the per-call limit. A future of its own rather than an `async` block
+/// around the inner one: nesting futures copies the inner one into each layer, and
+/// boxing it allocates, on every call.
+pub(crate) struct Answering<F> {
+    inner: F,
+    /// `None` for a call that is not observed (reflection), and once answered.
+    call: Option<Observing>,
+    /// Armed only when the call has to wait: most calls (a health check, a cached
+    /// introspection, an API-key check) are answered in their first poll.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+struct Observing {
+    /// For the answer's headers.
+    request_id: HeaderValue,
+    finish: Finish,
+}
+
+impl<F, E> Future for Answering<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let inner = &mut this.inner;
+        let Some(mut call) = this.call.take() else {
+            return Pin::new(inner).poll(cx);
+        };
+        let mut res = match call.finish.context.in_scope(|| Pin::new(inner).poll(cx)) {
+            Poll::Ready(Ok(res)) => res,
+            // Dropping the call records it, as cancelled.
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let limit = call.finish.observer.timeout;
+                let deadline = tokio::time::Instant::from_std(call.finish.start) + limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    this.call = Some(call);
+                    return Poll::Pending;
+                }
+                tonic::Status::deadline_exceeded(format!(
+                    "no answer within the server's per-call limit of {limit:?}"
+                ))
+                .into_http()
+            }
+        };
+        let Observing {
+            request_id,
+            mut finish,
+        } = call;
+        res.headers_mut().insert(REQUEST_ID, request_id);
+        finish.code = grpc_status(res.headers());
+        if finish.row == GRPC_OTHER && finish.code.is_none() {
+            finish.code = Some(UNKNOWN);
+        }
+        Poll::Ready(Ok(res.map(|body| {
+            tonic::body::Body::new(Observed {
+                inner: body,
+                finish: Some(finish),
+            })
+        })))
     }
 }
 

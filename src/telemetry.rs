@@ -2,11 +2,16 @@
 //! configured — the same spans exported to OpenTelemetry over gRPC. Log ids (key id,
 //! jti, sub), never token text.
 
+mod call_context;
+
+pub(crate) use call_context::CallFields;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::filter::Targets;
@@ -50,7 +55,20 @@ pub fn init(config: &Config) -> Telemetry {
     let mut outputs: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = Vec::with_capacity(2);
     // Colour only for a terminal: escape codes in a log file are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // Calls keep their log context beside their task rather than in a span unless a
+    // span is needed: for export, for a filter that names spans, for the JSON format
+    // (which writes spans as objects), or for colours (which only that format paints).
+    let in_task = config.log_format == LogFormat::Text
+        && !ansi
+        && config.otlp_endpoint.is_none()
+        && plain_targets(&config.log_filter).is_some();
     outputs.push(match config.log_format {
+        LogFormat::Text if in_task => Box::new(
+            fmt::layer()
+                .with_ansi(false)
+                .fmt_fields(PlainFields)
+                .event_format(call_context::CallLines { time: true }),
+        ),
         LogFormat::Text => Box::new(
             fmt::layer()
                 .with_target(false)
@@ -74,11 +92,22 @@ pub fn init(config: &Config) -> Telemetry {
             tracing_opentelemetry::layer().with_tracer(p.tracer("tessera")),
         ));
     }
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(outputs)
-        .try_init();
+        .try_init()
+        .is_ok();
+    CALLS_IN_TASK.store(installed && in_task, Ordering::Relaxed);
     Telemetry { provider }
+}
+
+/// Whether the installed subscriber writes a call's context from its task.
+static CALLS_IN_TASK: AtomicBool = AtomicBool::new(false);
+
+/// Do calls keep their log context beside their task ([`CallFields`]) instead of in a
+/// span? Only under the subscriber [`init`] installs, and only when no span is needed.
+pub(crate) fn calls_in_task() -> bool {
+    CALLS_IN_TASK.load(Ordering::Relaxed)
 }
 
 /// The registry under the log filter: what the output layers sit on.
@@ -242,7 +271,14 @@ mod tests {
 
     /// A log sink the test can read.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Sink {
+        /// What was written.
+        pub(super) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl std::io::Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -284,7 +320,7 @@ mod tests {
                 7
             );
         });
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        sink.text()
     }
 
     #[test]

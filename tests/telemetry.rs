@@ -687,15 +687,17 @@ async fn a_failed_authentication_is_logged_with_request_and_trace_id_never_the_k
         .await
         .unwrap()
         .into_inner();
-    tk.revoke(authed(
+    let mut revoke = authed(
         RevokeRequest {
             token: key.token.clone(),
             ..RevokeRequest::default()
         },
         admin,
-    ))
-    .await
-    .unwrap();
+    );
+    revoke
+        .metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("req-log-0"));
+    tk.revoke(revoke).await.unwrap();
     let mut req = with_trace(authed(introspect_req("x"), &key.token));
     req.metadata_mut()
         .insert("x-request-id", MetadataValue::from_static("req-log-1"));
@@ -717,6 +719,17 @@ async fn a_failed_authentication_is_logged_with_request_and_trace_id_never_the_k
     assert!(line.contains(&format!("key_id={}", key.token_id)), "{line}");
     assert!(line.contains("reason=unknown_key"), "{line}");
     assert!(line.contains(&format!("trace_id={TRACE_ID}")), "{line}");
+    // A line the handler logs after waiting for the store carries its call too.
+    let revoked = log
+        .lines()
+        .find(|l| l.contains("API key revoked"))
+        .unwrap_or_else(|| panic!("no revocation line:\n{log}"));
+    assert!(
+        revoked.contains(
+            "grpc{method=tessera.v1.TokenService/Revoke request_id=req-log-0}: API key revoked"
+        ),
+        "{revoked}"
+    );
     let secret = key.token.splitn(4, '_').nth(3).unwrap();
     assert!(
         !log.contains(&key.token) && !log.contains(secret),

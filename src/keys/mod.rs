@@ -129,10 +129,21 @@ impl Keyring {
     pub(crate) fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>> {
         let set = self.set.load();
         let k = set.verifying.get(kid)?;
-        match k.verify_until {
-            Some(until) if now >= until => None,
-            _ => Some(k.clone()),
-        }
+        k.verifies_at(now).then(|| k.clone())
+    }
+
+    /// Is `key`, handed out by [`verifying`](Self::verifying), still allowed to verify
+    /// at `now`? While the set that holds it is current, found by address among the
+    /// few keys of the set, which costs less than hashing its kid; after a reload (a
+    /// new set of new keys), by kid.
+    pub(crate) fn still_verifies(&self, key: &Arc<VerifyingKey>, now: i64) -> bool {
+        let set = self.set.load();
+        let current = set
+            .verifying
+            .values()
+            .find(|k| Arc::ptr_eq(k, key))
+            .or_else(|| set.verifying.get(&key.kid));
+        current.is_some_and(|k| k.verifies_at(now))
     }
 
     /// Signs `claims` as an `at+jwt` with the key that signs at `now`.
@@ -286,6 +297,32 @@ mod tests {
             assert!(provider::is_cached(second.encoding.as_bytes()));
             provider::forget(second.encoding.as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_handed_out_still_verifies_across_reloads_until_its_window_ends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ring = keyring(tmp.path(), SigningAlg::EdDSA).await;
+        let kid = ring.current().active.kid.clone();
+        let held = ring
+            .verifying(&kid, 1_000)
+            .expect("the active key verifies");
+        assert!(ring.still_verifies(&held, 1_000));
+
+        ring.rotate(1_010, 1_010, "-", "test")
+            .await
+            .expect("rotate");
+        // The rotation loaded a new set of new keys: the held one is found by kid.
+        let current = ring
+            .verifying(&kid, 1_020)
+            .expect("the retired key verifies");
+        assert!(!Arc::ptr_eq(&held, &current));
+        let until = current.verify_until.expect("retired");
+        for key in [&held, &current] {
+            assert!(ring.still_verifies(key, until - 1));
+            assert!(!ring.still_verifies(key, until), "past its window");
+        }
+        provider::forget(ring.current().active.encoding.as_bytes());
     }
 
     #[tokio::test]

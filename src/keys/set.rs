@@ -49,6 +49,13 @@ pub struct VerifyingKey {
     pub verify_until: Option<i64>,
 }
 
+impl VerifyingKey {
+    /// Is `now` inside the key's verification window?
+    pub(crate) fn verifies_at(&self, now: i64) -> bool {
+        self.verify_until.is_none_or(|until| now < until)
+    }
+}
+
 /// One consistent view of the keys.
 pub struct KeySet {
     /// Signs new tokens (until `next` activates).

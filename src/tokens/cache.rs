@@ -53,7 +53,53 @@ pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
 const ENTRY_OVERHEAD: usize = 1_200;
 
 /// SHA-256 of the token's signature segment.
-type Key = [u8; 32];
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 32]);
+
+/// A key is its own hash: its first eight bytes. They are uniform, and chosen by no one
+/// (an entry is made only for a token whose signature verified, and a lookup cannot aim
+/// at a bucket without finding SHA-256 inputs for it): as good a hash as SipHash's over
+/// all 32 bytes, which cost a tenth of a cache hit.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_ne_bytes(head));
+    }
+}
+
+/// Hashes a [`Key`] to its first eight bytes.
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyHash`].
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Only a [`Key`] is hashed here, through `write_u64`; anything else is folded in
+    /// (FNV-1a), not lost.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A token whose signature and claims verified.
 pub struct Verified {
@@ -95,7 +141,7 @@ fn until_exp(exp: i64, now: i64) -> Duration {
 
 /// Verified access tokens by SHA-256, with hit and miss counts.
 pub struct VerifiedCache {
-    entries: Cache<Key, Arc<Verified>>,
+    entries: Cache<Key, Arc<Verified>, KeyHash>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -119,7 +165,7 @@ impl VerifiedCache {
             .max_capacity(max_bytes)
             .weigher(move |_: &Key, v: &Arc<Verified>| v.weight.max(floor))
             .expire_after(UntilExp(clock))
-            .build();
+            .build_with_hasher(KeyHash);
         VerifiedCache {
             entries,
             hits: AtomicU64::new(0),
@@ -202,16 +248,15 @@ fn cache_key(signature: &str) -> Key {
     let d = digest::digest(&digest::SHA256, signature.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
-    out
+    Key(out)
 }
 
 /// What a cached verification cannot vouch for: the key may have left its window and
 /// the clock may have moved past `exp` (or back before `nbf`).
 fn recheck(v: &Verified, rules: &Rules<'_>) -> Result<(), Reject> {
-    rules
-        .keys
-        .verifying(&v.key.kid, rules.now)
-        .ok_or(Reject::UnknownKey)?;
+    if !rules.keys.still_verifies(&v.key, rules.now) {
+        return Err(Reject::UnknownKey);
+    }
     verify::check_claims(&v.claims, rules)
 }
 
@@ -368,10 +413,21 @@ mod tests {
 
     #[test]
     fn key_is_the_digest_of_the_signature_segment() {
-        assert_ne!(cache_key("c"), cache_key("d"));
+        assert!(cache_key("c") != cache_key("d"));
         assert_eq!(
-            cache_key("sig").as_slice(),
+            cache_key("sig").0.as_slice(),
             digest::digest(&digest::SHA256, b"sig").as_ref()
         );
+    }
+
+    #[test]
+    fn a_key_hashes_to_its_first_eight_bytes() {
+        use std::hash::BuildHasher;
+        let key = cache_key("sig");
+        let head = u64::from_ne_bytes(key.0[..8].try_into().expect("8 bytes"));
+        assert_eq!(KeyHash.hash_one(key), head);
+        assert_ne!(KeyHash.hash_one(cache_key("other")), head);
+        // Anything else still spreads.
+        assert_ne!(KeyHash.hash_one("a"), KeyHash.hash_one("b"));
     }
 }

@@ -33,11 +33,21 @@ use crate::keys::{Keyring, VerifyingKey};
 pub trait KeyLookup: Send + Sync {
     /// The key allowed to verify at `now` under this kid, if any.
     fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>>;
+
+    /// Is `key`, which [`verifying`](Self::verifying) handed out before, still allowed
+    /// to verify at `now`? (A cached verification asks on every use.)
+    fn still_verifies(&self, key: &Arc<VerifyingKey>, now: i64) -> bool {
+        self.verifying(&key.kid, now).is_some()
+    }
 }
 
 impl KeyLookup for Keyring {
     fn verifying(&self, kid: &str, now: i64) -> Option<Arc<VerifyingKey>> {
         Keyring::verifying(self, kid, now)
+    }
+
+    fn still_verifies(&self, key: &Arc<VerifyingKey>, now: i64) -> bool {
+        Keyring::still_verifies(self, key, now)
     }
 }
 
