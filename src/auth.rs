@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use tonic::{Request, Status};
 
@@ -46,7 +47,7 @@ pub struct Caller {
     /// `None` when no credential was presented.
     pub principal: Option<Principal>,
     /// From `x-request-id`, or generated.
-    pub request_id: String,
+    pub request_id: RequestId,
 }
 
 impl Caller {
@@ -152,17 +153,52 @@ pub(crate) fn bearer_key(value: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A request id from the caller, if sane, else a fresh one.
-pub(crate) fn request_id(given: Option<&str>) -> String {
-    match given.filter(|v| sane_request_id(v)) {
-        Some(v) => v.to_string(),
-        None => fresh_request_id().iter().map(|&b| char::from(b)).collect(),
+/// A request id: the caller's `x-request-id` when it is fit to log and echo (1–64
+/// printable ASCII characters), else one of ours. It shares the header's bytes, so
+/// taking it from a request copies nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The id in a header value, if it is fit to log and echo.
+    pub(crate) fn from_header(v: &HeaderValue) -> Option<Self> {
+        let id = v.as_bytes();
+        let sane = !id.is_empty() && id.len() <= 64 && id.iter().all(u8::is_ascii_graphic);
+        sane.then(|| RequestId(v.clone()))
+    }
+
+    /// A fresh id of our own.
+    pub(crate) fn fresh() -> Self {
+        // Base64url: always a valid header value.
+        let id = HeaderValue::from_bytes(&fresh_request_id());
+        RequestId(id.unwrap_or(HeaderValue::from_static("-")))
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+
+    /// The id as a header value, for the answer.
+    pub(crate) fn header(&self) -> &HeaderValue {
+        &self.0
     }
 }
 
-/// Is a caller's request id fit to log and echo: 1–64 printable ASCII characters?
-pub(crate) fn sane_request_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())
+/// The given id if it is fit to log and echo, else a fresh one.
+impl From<&str> for RequestId {
+    fn from(given: &str) -> Self {
+        HeaderValue::from_str(given)
+            .ok()
+            .and_then(|v| Self::from_header(&v))
+            .unwrap_or_else(Self::fresh)
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A request id of our own: unique, not secret, 16 base64url characters. A random
@@ -170,7 +206,7 @@ pub(crate) fn sane_request_id(id: &str) -> bool {
 /// OS random source (a system call, about as costly as the rest of an empty call's
 /// middleware). Encoded here, three bytes at a time: through the `base64` crate's
 /// engine, 12 bytes cost as much as the rest of the id's handling.
-pub(crate) fn fresh_request_id() -> [u8; 16] {
+fn fresh_request_id() -> [u8; 16] {
     use ring::rand::SecureRandom;
     use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,11 +278,11 @@ pub(crate) fn interceptor(
     move |mut req: Request<()>| {
         // By the headers' static names: looking one up by `&str` parses the name first.
         let headers: &axum::http::HeaderMap = req.metadata().as_ref();
-        let request_id = request_id(
-            headers
-                .get(&crate::observe::REQUEST_ID)
-                .and_then(|v| v.to_str().ok()),
-        );
+        // Made sane (or made up) by the middleware before: only checked here.
+        let request_id = headers
+            .get(&crate::observe::REQUEST_ID)
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(RequestId::fresh);
         // Two credentials in one call would let a proxy and the service disagree on
         // which one counts: refuse instead of silently taking the first.
         let mut credentials = headers.get_all(AUTHORIZATION).iter();
@@ -299,8 +335,9 @@ mod tests {
 
     #[test]
     fn fresh_request_ids_are_distinct_and_header_safe() {
-        let ids: std::collections::HashSet<String> =
-            (0..10_000).map(|_| request_id(None)).collect();
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| RequestId::fresh().as_str().to_string())
+            .collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(100) {
             assert_eq!(id.len(), 16, "{id}");
@@ -330,9 +367,11 @@ mod tests {
 
     #[test]
     fn a_sane_given_request_id_is_kept_and_a_bad_one_replaced() {
-        assert_eq!(request_id(Some("abc-123")), "abc-123");
+        assert_eq!(RequestId::from("abc-123").as_str(), "abc-123");
         for bad in ["", "has space", "\u{7f}", &"x".repeat(65)] {
-            assert_ne!(request_id(Some(bad)), bad, "{bad:?}");
+            let id = RequestId::from(bad);
+            assert_ne!(id.as_str(), bad, "{bad:?}");
+            assert_eq!(id.as_str().len(), 16, "a fresh one");
         }
     }
 }

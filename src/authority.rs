@@ -93,7 +93,7 @@ pub struct Issued {
 pub(crate) fn audit_entry(caller: &Caller, now: i64, kind: &str, token_id: &str) -> AuditEntry {
     AuditEntry {
         at: now,
-        request_id: caller.request_id.clone(),
+        request_id: caller.request_id.to_string(),
         caller: caller.audit_id().to_string(),
         kind: kind.into(),
         token_id: token_id.into(),
@@ -307,7 +307,7 @@ impl Authority {
             now.saturating_add(self.config.key_publish_lead.as_secs() as i64)
         };
         self.keys
-            .rotate(now, at, &caller.request_id, caller.audit_id())
+            .rotate(now, at, caller.request_id.as_str(), caller.audit_id())
             .await
     }
 

@@ -25,7 +25,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, RequestId};
 use crate::authority::Authority;
 use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
 use crate::telemetry::{self, CallFields};
@@ -52,19 +52,15 @@ const UNAUTHENTICATED: i32 = 16;
 /// later answer could have used, and the encoder first compared it with every earlier
 /// id it still held: about 7 % of the instructions of a health check.
 fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let given = headers
-        .get(&REQUEST_ID)
-        .filter(|v| v.to_str().is_ok_and(crate::auth::sane_request_id));
-    let mut v = match given {
-        Some(v) => v.clone(),
+    let id = match headers.get(&REQUEST_ID).and_then(RequestId::from_header) {
+        Some(id) => id,
         None => {
-            // A generated id is base64url: always a valid header value.
-            let id = crate::auth::fresh_request_id();
-            let v = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"));
-            headers.insert(REQUEST_ID, v.clone());
-            v
+            let id = RequestId::fresh();
+            headers.insert(REQUEST_ID, id.header().clone());
+            id
         }
     };
+    let mut v = id.header().clone();
     v.set_sensitive(true);
     v
 }

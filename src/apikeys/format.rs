@@ -76,27 +76,24 @@ pub(super) fn checksum(body: &str) -> String {
 /// matches its stored hash is, byte for byte, one this service minted, so the hot path
 /// skips [`parse`]'s hash and decoding, and runs it only to say why a key was refused.
 pub(crate) fn split(key: &str) -> Option<Parsed<'_>> {
-    if key.len() > MAX_LEN || !key.is_ascii() {
+    // Everything after the environment has a fixed length: `_<id>_<secret><check>`.
+    // The parts are found from the end, with no search.
+    const TAIL: usize = 1 + 16 + 1 + SECRET_LEN + CHECK_LEN;
+    if key.len() > MAX_LEN || !key.is_ascii() || !key.starts_with(PREFIX) {
         return None;
     }
-    let rest = key.strip_prefix(PREFIX)?;
-    // By byte: `split_once`'s searcher cost more than the few bytes it looks at.
-    let (environment, rest) = split_at_underscore(rest)?;
-    let (id, tail) = split_at_underscore(rest)?;
-    if !valid_environment(environment)
-        || id.len() != 16
+    let env_end = key.len().checked_sub(TAIL)?;
+    let environment = key.get(PREFIX.len()..env_end)?;
+    let id = key.get(env_end + 1..env_end + 17)?;
+    let b = key.as_bytes();
+    if b.get(env_end) != Some(&b'_')
+        || b.get(env_end + 17) != Some(&b'_')
+        || !valid_environment(environment)
         || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        || tail.len() != SECRET_LEN + CHECK_LEN
     {
         return None;
     }
     Some(Parsed { environment, id })
-}
-
-/// `s.split_once('_')`.
-fn split_at_underscore(s: &str) -> Option<(&str, &str)> {
-    let at = s.bytes().position(|b| b == b'_')?;
-    Some((&s[..at], &s[at + 1..]))
 }
 
 /// Parses a key's structure and checksum. `None` for anything malformed.
@@ -186,6 +183,38 @@ mod tests {
         assert!(!valid_environment("Prod"));
         assert!(!valid_environment("a_b"));
         assert!(!valid_environment(&"a".repeat(17)));
+    }
+
+    #[test]
+    fn the_structure_is_read_from_the_end_whatever_the_secret_holds() {
+        let secret = "_-".repeat(21) + "A";
+        let key = format!("tsk_prod_0123456789abcdef_{secret}abcdef");
+        assert_eq!(
+            split(&key),
+            Some(Parsed {
+                environment: "prod",
+                id: "0123456789abcdef"
+            })
+        );
+        for bad in [
+            // An environment with an underscore, or none.
+            format!("tsk_pr_od_0123456789abcdef_{secret}abcdef"),
+            format!("tsk__0123456789abcdef_{secret}abcdef"),
+            // The separators moved by one, an id that is not lowercase hex.
+            format!("tsk_prod0_123456789abcdef_{secret}abcdef"),
+            format!("tsk_prod_0123456789abcde_f{secret}abcdef"),
+            format!("tsk_prod_0123456789ABCDEF_{secret}abcdef"),
+            // A tail one short or one long, another prefix, a non-ASCII byte.
+            format!("tsk_prod_0123456789abcdef_{secret}abcde"),
+            format!("tsk_prod_0123456789abcdef_{secret}abcdefg"),
+            format!("tsx_prod_0123456789abcdef_{secret}abcdef"),
+            format!("tsk_prodé_0123456789abcdef_{secret}abcdef"),
+        ] {
+            assert_eq!(split(&bad), None, "{bad}");
+        }
+        for len in 0..=MAX_LEN + 1 {
+            assert_eq!(split(&"_".repeat(len)), None);
+        }
     }
 
     #[test]

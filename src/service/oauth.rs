@@ -278,7 +278,10 @@ pub(crate) fn caller(
             }
         }),
     };
-    let request_id = auth::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+    let request_id = headers
+        .get(&crate::observe::REQUEST_ID)
+        .and_then(auth::RequestId::from_header)
+        .unwrap_or_else(auth::RequestId::fresh);
     Ok(Caller {
         principal,
         request_id,
