@@ -275,8 +275,7 @@ impl Drop for Finish {
         };
         if let Some(reason) = refused {
             m.auth_failure(reason);
-            let context = &mut self.context;
-            context.in_scope(|| {
+            self.context.in_scope(|| {
                 if reason == AuthFailure::Missing {
                     tracing::info!(reason = %reason.label(), "authentication failed");
                 } else {
