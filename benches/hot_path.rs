@@ -109,11 +109,11 @@ fn service(alg: SigningAlg) -> Service {
         .trim()
         .to_string();
     let caller = Caller {
-        principal: Some(Principal {
+        principal: Some(Arc::new(Principal {
             key_id: "bench".into(),
             owner: "bench".into(),
             scopes: vec![SCOPE_ADMIN.to_string()].into(),
-        }),
+        })),
         request_id: "bench".into(),
     };
     Service {

@@ -26,7 +26,6 @@ pub const SCOPE_ADMIN: &str = "tessera:admin";
 #[derive(Clone, Debug)]
 pub struct Principal {
     /// The caller's API-key id, or its SPIFFE id (logged and audited; not secret).
-    /// Shared with the live key set, like the rest: a principal costs no copy per call.
     pub key_id: Arc<str>,
     /// Owner of the calling application.
     pub owner: Arc<str>,
@@ -44,8 +43,9 @@ impl Principal {
 /// The caller of one request, if any, and the request id.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// `None` when no credential was presented.
-    pub principal: Option<Principal>,
+    /// `None` when no credential was presented. Shared with the live key set: a
+    /// call costs one reference count, not a copy.
+    pub principal: Option<Arc<Principal>>,
     /// From `x-request-id`, or generated.
     pub request_id: RequestId,
 }
@@ -243,7 +243,7 @@ fn base64url(bytes: &[u8], out: &mut [u8]) {
 fn spiffe_principal(
     callers: &HashMap<String, Arc<[String]>>,
     req: &Request<()>,
-) -> Option<Principal> {
+) -> Option<Arc<Principal>> {
     let id = req
         .extensions()
         .get::<crate::net::PeerInfo>()?
@@ -253,11 +253,11 @@ fn spiffe_principal(
         tracing::debug!(spiffe_id = %id, "client certificate's SPIFFE id is not in spiffe_callers");
         return None;
     };
-    Some(Principal {
+    Some(Arc::new(Principal {
         key_id: id.into(),
         owner: id.into(),
         scopes: scopes.clone(),
-    })
+    }))
 }
 
 /// Builds the interceptor: a bad or repeated credential fails the call here; a missing

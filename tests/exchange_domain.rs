@@ -45,7 +45,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn caller(principal: Option<tessera::test_support::Principal>) -> Caller {
+fn caller(principal: Option<Arc<tessera::test_support::Principal>>) -> Caller {
     Caller {
         principal,
         request_id: "test".into(),

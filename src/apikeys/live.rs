@@ -20,8 +20,8 @@ use crate::tokens::EncodedOnce;
 pub struct Caller {
     /// Stored record (hash, owner, scopes, expiry).
     pub(crate) row: ApiKeyRow,
-    /// The caller this key authenticates, built once: a call clones three `Arc`s.
-    pub(crate) principal: Principal,
+    /// The caller this key authenticates, built once: a call clones one `Arc`.
+    pub(crate) principal: Arc<Principal>,
     /// Last use in Unix seconds, not yet flushed when > `flushed`.
     last_used: AtomicI64,
     flushed: AtomicI64,
@@ -66,11 +66,11 @@ impl Callers {
         self.keys.pin().insert(
             id,
             Arc::new(Caller {
-                principal: Principal {
+                principal: Arc::new(Principal {
                     key_id: row.id.as_str().into(),
                     owner: row.owner.as_str().into(),
                     scopes: row.scopes.clone().into(),
-                },
+                }),
                 limiter: row.rate_limit.map(|l| Arc::new(Limiter::new(l))),
                 row,
                 last_used: AtomicI64::new(0),

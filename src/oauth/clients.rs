@@ -62,7 +62,11 @@ impl Authority {
     /// Checks client credentials sent to the HTTP token endpoint (`client_secret_basic`
     /// or `client_secret_post`): the secret is the client's API key and `client_id`
     /// its id. The principal goes into the [`Caller`] handed to the grant methods.
-    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Principal> {
+    pub fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<std::sync::Arc<Principal>> {
         let c = self
             .callers
             .check(secret, self.clock.now())
