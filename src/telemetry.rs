@@ -46,7 +46,9 @@ pub fn init(config: &Config) -> Telemetry {
     // Two layers over the registry, the filter and the outputs, rather than one per
     // optional part: closing a span walks down the stack looking for the registry at
     // every level, and five levels made that 15 lookups per request.
-    let filter: Box<dyn Layer<Registry> + Send + Sync> = match plain_targets(&config.log_filter) {
+    let targets = plain_targets(&config.log_filter);
+    let plain_filter = targets.is_some();
+    let filter: Box<dyn Layer<Registry> + Send + Sync> = match targets {
         Some(targets) => Box::new(targets),
         None => Box::new(
             EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info")),
@@ -61,7 +63,7 @@ pub fn init(config: &Config) -> Telemetry {
     let in_task = config.log_format == LogFormat::Text
         && !ansi
         && config.otlp_endpoint.is_none()
-        && plain_targets(&config.log_filter).is_some();
+        && plain_filter;
     outputs.push(match config.log_format {
         LogFormat::Text if in_task => Box::new(
             fmt::layer()

@@ -96,10 +96,20 @@ fn serve_against(url: &str) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_static_then_closed_while_the_database_is_away_and_recovery_after() {
-    let relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
+    // The relay stands between the server and the test PostgreSQL, wherever that is.
+    let pg = common::pg::server_addr();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&pg)
+        .unwrap()
+        .next()
+        .unwrap();
+    let relay = Relay::start(upstream).await;
     let tmp = tempfile::tempdir().unwrap();
     let url = common::pg::fresh_schema("outage");
-    let url = url.replacen("127.0.0.1:5432", &relay.addr.to_string(), 1);
+    let url = url.replacen(&pg, &relay.addr.to_string(), 1);
+    assert!(
+        url.contains(&relay.addr.to_string()),
+        "the server goes through the relay"
+    );
     let mut cfg = test_config(tmp.path());
     cfg.database_url = Some(DatabaseUrl::Postgres(url));
     cfg.max_staleness = Duration::from_secs(3);

@@ -20,6 +20,14 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
 }
 
+/// The server's `host:port`, from [`server_url`].
+pub fn server_addr() -> String {
+    let url = server_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
 /// Runs `sql` (statements separated by `;`) on `database`, on a thread of its own so
 /// any caller (sync or async) may use it.
 pub fn admin(database: &str, sql: &str) -> Result<Vec<String>, String> {
