@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::{Request, Status};
 
 use crate::apikeys::Refusal;
@@ -153,6 +153,9 @@ pub(crate) fn bearer_key(value: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The request-id header, in both directions.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A request id: the caller's `x-request-id` when it is fit to log and echo (1–64
 /// printable ASCII characters), else one of ours. It shares the header's bytes, so
 /// taking it from a request copies nothing.
@@ -167,6 +170,16 @@ impl RequestId {
         sane.then(|| RequestId(v.clone()))
     }
 
+    /// The id a request's headers carry, if it is fit to log and echo.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        headers.get(&REQUEST_ID).and_then(Self::from_header)
+    }
+
+    /// The id a request's headers carry, else a fresh one.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        Self::from_headers(headers).unwrap_or_else(Self::fresh)
+    }
+
     /// A fresh id of our own.
     pub(crate) fn fresh() -> Self {
         // Base64url: always a valid header value.
@@ -179,9 +192,21 @@ impl RequestId {
         self.0.to_str().unwrap_or("-")
     }
 
-    /// The id as a header value, for the answer.
+    /// The id as a header value, as the request carries it.
     pub(crate) fn header(&self) -> &HeaderValue {
         &self.0
+    }
+
+    /// The id as a header value for the answer, marked never-indexed for HPACK (RFC
+    /// 7541 §6.2.3): a value unique to each call is never sent twice, so indexing it
+    /// only churned the connection's header table. Each answer inserted a new entry,
+    /// evicting one a later answer could have used, and the encoder first compared it
+    /// with every earlier id it still held: about 7 % of the instructions of a health
+    /// check.
+    pub(crate) fn into_answer_header(self) -> HeaderValue {
+        let mut v = self.0;
+        v.set_sensitive(true);
+        v
     }
 }
 
@@ -279,10 +304,7 @@ pub(crate) fn interceptor(
         // By the headers' static names: looking one up by `&str` parses the name first.
         let headers: &axum::http::HeaderMap = req.metadata().as_ref();
         // Made sane (or made up) by the middleware before: only checked here.
-        let request_id = headers
-            .get(&crate::observe::REQUEST_ID)
-            .and_then(RequestId::from_header)
-            .unwrap_or_else(RequestId::fresh);
+        let request_id = RequestId::of(headers);
         // Two credentials in one call would let a proxy and the service disagree on
         // which one counts: refuse instead of silently taking the first.
         let mut credentials = headers.get_all(AUTHORIZATION).iter();

@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderMap, HeaderName, Request, Response};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{Observer, REQUEST_ID, link, remote, request_id, trace_id};
-use crate::auth::AuthFailure;
+use super::{Observer, link, remote, request_id, trace_id};
+use crate::auth::{AuthFailure, REQUEST_ID, RequestId};
 use crate::metrics::{self, GRPC_METHODS, GRPC_OTHER};
 use crate::telemetry::CallFields;
 
@@ -88,7 +88,7 @@ impl LogContext {
     }
 }
 
-fn grpc_span(row: usize, request_id: &HeaderValue, export: bool) -> Span {
+fn grpc_span(row: usize, request_id: &RequestId, export: bool) -> Span {
     let name = method_name(row);
     if !export {
         // Display (`%`), not Debug: a `&str` field is written escaped, char by char,
@@ -96,7 +96,7 @@ fn grpc_span(row: usize, request_id: &HeaderValue, export: bool) -> Span {
         return tracing::info_span!(
             "grpc",
             method = %name,
-            request_id = %request_id.to_str().unwrap_or("-"),
+            request_id = %request_id,
             trace_id = Empty,
         );
     }
@@ -111,7 +111,7 @@ fn grpc_span(row: usize, request_id: &HeaderValue, export: bool) -> Span {
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
-        request_id = %request_id.to_str().unwrap_or("-"),
+        request_id = %request_id,
         trace_id = Empty,
         rpc.grpc.status_code = Empty,
         otel.status_code = Empty,
@@ -258,7 +258,7 @@ pub(crate) struct Answering<F> {
 
 struct Observing {
     /// For the answer's headers.
-    request_id: HeaderValue,
+    request_id: RequestId,
     finish: Finish,
 }
 
@@ -298,7 +298,8 @@ where
             request_id,
             mut finish,
         } = call;
-        res.headers_mut().insert(REQUEST_ID, request_id);
+        res.headers_mut()
+            .insert(REQUEST_ID, request_id.into_answer_header());
         finish.code = grpc_status(res.headers());
         if finish.row == GRPC_OTHER && finish.code.is_none() {
             finish.code = Some(UNKNOWN);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request as AxumRequest, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceId};
@@ -23,7 +23,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::auth::RequestId;
+use crate::auth::{REQUEST_ID, RequestId};
 use crate::authority::Authority;
 use crate::metrics;
 use crate::telemetry;
@@ -31,31 +31,18 @@ use crate::telemetry;
 mod grpc;
 pub(crate) use grpc::GrpcLayer;
 
-/// The request-id header, in both directions.
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C trace context. Headers are looked up by static name: by `&str`, the name is
 /// parsed on every lookup.
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The caller's `x-request-id` if sane, else a fresh one; the request header is set to
 /// it so every later reader (the auth interceptor, the audit record) sees the same id.
-/// The value returned, for the answer, is marked never-indexed for HPACK (RFC 7541
-/// §6.2.3): a value unique to each call is never sent twice, so indexing it only churned
-/// the connection's header table. Each answer inserted a new entry, evicting one a
-/// later answer could have used, and the encoder first compared it with every earlier
-/// id it still held: about 7 % of the instructions of a health check.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let id = match headers.get(&REQUEST_ID).and_then(RequestId::from_header) {
-        Some(id) => id,
-        None => {
-            let id = RequestId::fresh();
-            headers.insert(REQUEST_ID, id.header().clone());
-            id
-        }
-    };
-    let mut v = id.header().clone();
-    v.set_sensitive(true);
-    v
+fn request_id(headers: &mut HeaderMap) -> RequestId {
+    RequestId::from_headers(headers).unwrap_or_else(|| {
+        let id = RequestId::fresh();
+        headers.insert(REQUEST_ID, id.header().clone());
+        id
+    })
 }
 
 /// Reads W3C trace-context headers from an HTTP header map.
@@ -160,7 +147,7 @@ pub(crate) async fn http(
             otel.kind = "server",
             http.request.method = method,
             http.route = label,
-            request_id = %rid.to_str().unwrap_or("-"),
+            request_id = %rid,
             trace_id = Empty,
             http.response.status_code = Empty,
             otel.status_code = Empty,
@@ -169,14 +156,15 @@ pub(crate) async fn http(
         tracing::info_span!(
             "http",
             route = metrics::http_route_label(route),
-            request_id = %rid.to_str().unwrap_or("-"),
+            request_id = %rid,
             trace_id = Empty,
         )
     };
     link(&span, req.headers(), export);
     let mut res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = res.status().as_u16();
-    res.headers_mut().insert(REQUEST_ID, rid);
+    res.headers_mut()
+        .insert(REQUEST_ID, rid.into_answer_header());
     observer
         .authority
         .metrics
@@ -194,20 +182,24 @@ pub(crate) async fn http(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]
     fn the_answers_request_id_is_never_indexed_and_the_request_keeps_it() {
         let mut fresh = HeaderMap::new();
         let id = request_id(&mut fresh);
-        assert!(id.is_sensitive());
-        assert_eq!(fresh.get(&REQUEST_ID), Some(&id));
+        assert_eq!(fresh.get(&REQUEST_ID), Some(id.header()));
+        let answer = id.into_answer_header();
+        assert!(answer.is_sensitive());
+        assert_eq!(fresh.get(&REQUEST_ID), Some(&answer));
 
         let mut given = HeaderMap::new();
         given.insert(REQUEST_ID, HeaderValue::from_static("req-42"));
-        let id = request_id(&mut given);
-        assert!(id.is_sensitive());
-        assert_eq!(id, "req-42");
-        assert_eq!(given.get(&REQUEST_ID), Some(&id));
+        let answer = request_id(&mut given).into_answer_header();
+        assert!(answer.is_sensitive());
+        assert_eq!(answer, "req-42");
+        assert_eq!(given.get(&REQUEST_ID), Some(&answer));
     }
 }

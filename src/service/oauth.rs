@@ -278,10 +278,7 @@ pub(crate) fn caller(
             }
         }),
     };
-    let request_id = headers
-        .get(&crate::observe::REQUEST_ID)
-        .and_then(auth::RequestId::from_header)
-        .unwrap_or_else(auth::RequestId::fresh);
+    let request_id = auth::RequestId::of(headers);
     Ok(Caller {
         principal,
         request_id,

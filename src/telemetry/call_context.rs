@@ -16,13 +16,14 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use axum::http::HeaderValue;
 use opentelemetry::trace::TraceId;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::auth::RequestId;
 
 thread_local! {
     /// The call being polled on this thread, when its context is kept here.
@@ -33,7 +34,7 @@ thread_local! {
 #[derive(Clone, Debug)]
 pub(crate) struct CallFields {
     pub(crate) method: &'static str,
-    pub(crate) request_id: HeaderValue,
+    pub(crate) request_id: RequestId,
     /// The caller's, from `traceparent`.
     pub(crate) trace_id: Option<TraceId>,
 }
@@ -68,7 +69,7 @@ impl fmt::Display for CallFields {
         f.write_str("method=")?;
         f.write_str(self.method)?;
         f.write_str(" request_id=")?;
-        f.write_str(self.request_id.to_str().unwrap_or("-"))?;
+        f.write_str(self.request_id.as_str())?;
         if let Some(id) = self.trace_id {
             write!(f, " trace_id={id}")?;
         }
@@ -151,7 +152,7 @@ mod tests {
     fn fields(trace_id: Option<TraceId>) -> CallFields {
         CallFields {
             method: METHOD,
-            request_id: HeaderValue::from_static("req-1"),
+            request_id: RequestId::from("req-1"),
             trace_id,
         }
     }
@@ -193,7 +194,7 @@ mod tests {
             let span = tracing::info_span!(
                 "grpc",
                 method = %call.method,
-                request_id = %call.request_id.to_str().unwrap(),
+                request_id = %call.request_id,
                 trace_id = tracing::field::Empty,
             );
             if let Some(id) = call.trace_id {
@@ -237,10 +238,10 @@ mod tests {
 
     #[test]
     fn a_scope_puts_back_what_was_current_and_its_fields_in_their_slot() {
-        let current = || CALL.with(|c| c.borrow().as_ref().map(|f| f.request_id.clone()));
+        let current = || CALL.with(|c| c.borrow().as_ref().map(|f| f.request_id.to_string()));
         let mut outer = Some(fields(None));
         let mut inner = Some(CallFields {
-            request_id: HeaderValue::from_static("req-2"),
+            request_id: RequestId::from("req-2"),
             ..fields(None)
         });
         CallFields::in_scope(&mut outer, || {
